@@ -1,0 +1,2 @@
+"""softlib: human label uncertainty and image classifiers."""
+__version__ = "0.1.0"
