@@ -1,0 +1,104 @@
+"""A results cache keyed by the full configuration that produced the result.
+
+Training runs, predictions and metrics are stored under ``<cache root>/<kind>/<key>/`` where the
+key is a hash of the configuration (plus a format version). A rerun with the same configuration
+loads the stored result; a changed parameter changes the key, so only what depends on it is
+recomputed. An entry is written into a temporary folder and renamed into place as a whole, so an
+interrupted run leaves no half-written entry and simply resumes.
+
+An entry holds numpy arrays (``arrays.npz``, no pickle), JSON metadata (``meta.json``) and an
+optional torch state dict (``model.pt``, loaded with ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .paths import cache_root
+
+FORMAT_VERSION = 1
+
+
+def config_key(kind: str, config: dict[str, Any]) -> str:
+    """A short, stable hash of ``kind`` and a JSON-serialisable configuration."""
+    canon = json.dumps({"kind": kind, "config": config, "format": FORMAT_VERSION},
+                       sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Entry:
+    """One cached result: arrays, JSON-able metadata and an optional state dict."""
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    state_dict: dict[str, Any] | None = None
+
+
+class ResultCache:
+    """Configuration-keyed, atomically written store of expensive results."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = cache_root(root)
+        self.hits = 0
+        self.misses = 0
+
+    def path(self, kind: str, config: dict[str, Any]) -> Path:
+        return self.root / kind / config_key(kind, config)
+
+    def has(self, kind: str, config: dict[str, Any]) -> bool:
+        return (self.path(kind, config) / "meta.json").exists()
+
+    def load(self, kind: str, config: dict[str, Any]) -> Entry:
+        d = self.path(kind, config)
+        meta = json.loads((d / "meta.json").read_text())
+        arrays: dict[str, np.ndarray] = {}
+        if (d / "arrays.npz").exists():
+            with np.load(d / "arrays.npz", allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        state = None
+        if (d / "model.pt").exists():
+            import torch
+            state = torch.load(d / "model.pt", map_location="cpu", weights_only=True)
+        return Entry(arrays=arrays, meta=meta.get("meta", {}), state_dict=state)
+
+    def save(self, kind: str, config: dict[str, Any], entry: Entry) -> Path:
+        final = self.path(kind, config)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+        try:
+            if entry.arrays:
+                with open(tmp / "arrays.npz", "wb") as f:
+                    np.savez(f, **{k: np.asarray(v) for k, v in entry.arrays.items()})
+            if entry.state_dict is not None:
+                import torch
+                torch.save(entry.state_dict, tmp / "model.pt")
+            # meta.json is written last: its presence marks a complete entry.
+            (tmp / "meta.json").write_text(json.dumps(
+                {"kind": kind, "config": config, "meta": entry.meta},
+                indent=2, sort_keys=True, default=str))
+            if final.exists():  # a concurrent or stale entry: replace it whole
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def get_or_compute(self, kind: str, config: dict[str, Any],
+                       compute: Callable[[], Entry], force: bool = False) -> Entry:
+        """Return the cached entry for ``config``, computing and storing it on a miss."""
+        if not force and self.has(kind, config):
+            self.hits += 1
+            return self.load(kind, config)
+        self.misses += 1
+        entry = compute()
+        self.save(kind, config, entry)
+        return entry
