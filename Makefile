@@ -1,0 +1,32 @@
+# Two commands for a fresh Linux machine with only python3:
+#   make book [PROFILE=smoke|cpu|paper] [SOFTLIB_DATA=dir]   execute every section, build the HTML book
+#   make test                                                 run the test suite (what CI runs)
+# Each sets up its own environment (installs uv into .tools/ if it is not on PATH, then `uv sync`).
+
+PROFILE ?= cpu
+SOFTLIB_DATA ?= $(HOME)/.cache/softlib/data
+export SOFTLIB_DATA
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+PY := $(CURDIR)/.venv/bin/python
+
+.PHONY: book test env data-mirror clean-book
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install --quiet uv
+
+env: $(UV)
+	$(UV) sync --frozen --extra book
+
+book: env
+	$(PY) -m softlib.book all --profile $(PROFILE)
+
+test: env
+	$(PY) -m pytest -q
+
+# Prepare the offline mirror of ../shared/data (these machines only) into $(SOFTLIB_DATA).
+data-mirror: env
+	$(PY) ../shared/data/materialize.py --out $(SOFTLIB_DATA)
+
+clean-book:
+	rm -rf _build book/sections book/generated

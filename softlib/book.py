@@ -1,0 +1,225 @@
+"""The book runner: execute every section under a profile with papermill, then build the book.
+
+    python -m softlib.book run   [--profile cpu] [--data-root DIR] [--sections a,b] [-p name=value]
+    python -m softlib.book build
+    python -m softlib.book all   (run, then build)
+    python -m softlib.book list
+
+Sections are paired jupytext notebooks in ``notebooks/``. Each is converted in memory, executed
+by papermill with the profile's parameters, and written to ``book/sections/`` (where
+``_toc.yml`` expects it) only when every requested section succeeded, so a failure never leaves
+a half-updated book. jupyter-book then builds HTML with execution off and warnings as errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import profiles
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+SECTIONS_DIR = REPO / "book" / "sections"
+STAGING = REPO / "_build" / "staging"
+TIMINGS = SECTIONS_DIR / "timings.json"
+
+# section name -> notebook file, in book order (the compute page runs last: it shows the others' times)
+SECTIONS = {
+    "cifar10h_data": "01_cifar10h_data.py",
+    "generalisation": "02_generalisation.py",
+    "alternatives": "03_alternatives.py",
+    "adversarial": "04_adversarial.py",
+    "calibration_ood": "05_calibration_ood.py",
+    "imagenet_humans": "06_imagenet_humans.py",
+    "compute": "07_compute.py",
+}
+
+# Appended to every executed notebook (hidden in the book): the kernel's own peak memory.
+_PEAK_CELL = """\
+import json as _json, resource as _resource, sys as _sys
+_kb = _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss
+print("SOFTLIB_PEAK_RSS_MB=" + str(round(_kb / 1024 if _sys.platform != "darwin" else _kb / 2**20, 1)))
+"""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class BookError(RuntimeError):
+    """A section failed, or the book cannot be built from what has been executed."""
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, object]:
+    import yaml
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise BookError(f"-p expects name=value, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _check_overrides(profile: str, sections: list[str], overrides: dict[str, object]) -> None:
+    """Every override must be a parameter of at least one requested section."""
+    known = set()
+    for s in sections:
+        known |= set(profiles.resolve(profile, s))
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise profiles.ProfileError(
+            f"unknown parameter(s) {', '.join(unknown)} for section(s) {', '.join(sections)}; "
+            f"valid parameters: {', '.join(sorted(known))}")
+
+
+def _load_notebook(section: str):
+    import jupytext
+    path = NOTEBOOKS / SECTIONS[section]
+    if not path.exists():
+        raise BookError(f"section {section!r}: notebook {path} does not exist")
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    import nbformat
+    cell = nbformat.v4.new_code_cell(_PEAK_CELL)
+    cell.metadata["tags"] = ["remove-cell"]
+    nb.cells.append(cell)
+    return nb
+
+
+def _peak_rss(nb) -> float | None:
+    for out in nb.cells[-1].get("outputs", []):
+        m = re.search(r"SOFTLIB_PEAK_RSS_MB=([0-9.]+)", out.get("text", ""))
+        if m:
+            return float(m.group(1))
+    return None
+
+
+def run_sections(profile: str, sections: list[str] | None = None, data_root: str = "",
+                 device: str = "auto", seed: int = 0,
+                 overrides: dict[str, object] | None = None) -> dict[str, dict]:
+    """Execute ``sections`` (default: all) under ``profile``; publish them only if all succeed."""
+    import nbformat
+    import papermill as pm
+
+    profiles.get_profile(profile)  # unknown profile: one clear error before any work
+    sections = sections or list(SECTIONS)
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise BookError(f"unknown section(s) {', '.join(bad)}; valid: {', '.join(SECTIONS)}")
+    overrides = overrides or {}
+    _check_overrides(profile, sections, overrides)
+    env_commit = _commit()
+    os.environ.setdefault("SOFTLIB_COMMIT", env_commit)
+    if data_root:
+        os.environ["SOFTLIB_DATA"] = str(Path(data_root).expanduser().resolve())
+    STAGING.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, dict] = {}
+    for i, section in enumerate(sections, 1):
+        nb = _load_notebook(section)
+        src = STAGING / f"{Path(SECTIONS[section]).stem}.in.ipynb"
+        dst = STAGING / f"{Path(SECTIONS[section]).stem}.ipynb"
+        nbformat.write(nb, src)
+        own = set(profiles.resolve(profile, section))
+        params = {"profile": profile, "data_root": os.environ.get("SOFTLIB_DATA", ""),
+                  "device": device, "seed": seed,
+                  **{k: v for k, v in overrides.items() if k in own}}
+        print(f"[{i}/{len(sections)}] {section} (profile {profile}) ...", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
+                                cwd=str(REPO), progress_bar=False, log_output=False)
+        except pm.PapermillExecutionError as exc:
+            tb = _ANSI.sub("", "\n".join(exc.traceback or []))
+            raise BookError(f"section {section!r} failed under profile {profile!r} "
+                            f"(executed notebook kept at {dst}):\n{tb}\n"
+                            f"{exc.ename}: {exc.evalue}") from None
+        wall = time.perf_counter() - t0
+        out = nbformat.read(dst, as_version=4)
+        out.metadata["softlib"] = {"profile": profile, "section": section, "commit": env_commit}
+        nbformat.write(out, dst)
+        timings[section] = {"seconds": round(wall, 1), "peak_rss_mb": _peak_rss(out),
+                            "profile": profile}
+        print(f"    done in {wall:.1f} s", flush=True)
+    # every requested section succeeded: publish them together
+    SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
+    for section in sections:
+        stem = Path(SECTIONS[section]).stem
+        os.replace(STAGING / f"{stem}.ipynb", SECTIONS_DIR / f"{stem}.ipynb")
+    old = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    old.update(timings)
+    from ._io import save_json
+    save_json(TIMINGS, old)
+    return timings
+
+
+def _commit() -> str:
+    from .book_header import git_commit
+    return git_commit()
+
+
+def build_book(strict: bool = True) -> Path:
+    """Build the HTML book from the executed sections (execution off); return index.html."""
+    import nbformat
+    missing = [s for s, f in SECTIONS.items() if not (SECTIONS_DIR / f"{Path(f).stem}.ipynb").exists()]
+    if missing:
+        raise BookError(f"not executed yet: {', '.join(missing)}; run "
+                        f"`python -m softlib.book run --sections {','.join(missing)}` first")
+    used = {nbformat.read(SECTIONS_DIR / f"{Path(f).stem}.ipynb", as_version=4)
+            .metadata.get("softlib", {}).get("profile") for f in SECTIONS.values()}
+    if len(used) > 1:
+        raise BookError(f"the executed sections mix profiles {sorted(map(str, used))}; "
+                        "rerun them all under one profile")
+    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO), "--builder", "html"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print("$ " + " ".join(cmd), flush=True)
+    res = subprocess.run(cmd, cwd=REPO)
+    if res.returncode != 0:
+        raise BookError(f"jupyter-book build failed (exit {res.returncode}); see the warnings above")
+    index = REPO / "_build" / "html" / "index.html"
+    print(f"book: {index}")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m softlib.book", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("run", "all"):
+        p = sub.add_parser(name, help="execute sections" + (" and build" if name == "all" else ""))
+        p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
+                       help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
+        p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
+        p.add_argument("--sections", default="", help="comma-separated (default: all)")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("-p", "--param", action="append", default=[],
+                       help="override a section parameter, name=value (YAML value)")
+    sub.add_parser("build", help="build the HTML book from executed sections")
+    sub.add_parser("list", help="list sections and profiles")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for s, f in SECTIONS.items():
+                print(f"{s:18s} notebooks/{f}")
+            print("profiles: " + ", ".join(f"{n} ({profiles.PROFILES[n]['description']})"
+                                            for n in profiles.profile_names()))
+            return 0
+        if args.cmd in ("run", "all"):
+            run_sections(args.profile, [s for s in args.sections.split(",") if s] or None,
+                         data_root=args.data_root, device=args.device, seed=args.seed,
+                         overrides=_parse_overrides(args.param))
+        if args.cmd in ("build", "all"):
+            build_book()
+    except (BookError, profiles.ProfileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,534 @@
+"""Shankar et al. (2020)'s multi-label analysis of ImageNet: humans vs models.
+
+Every function here takes the human-study release as a plain ``dict`` with the schema of
+``human_accuracy.pickle`` (``labeled_images``, ``image_map``, ``image_labels``, ``wnid_map``,
+``annot_data``, ``split_wnids``; see ``softlib.data.load_imagenet_human``), or tables derived
+from it, so that the analysis is testable on a small hand-written release.
+
+The central object is the *prediction frame* (:func:`prediction_frame`): one row per
+(user, image) with the prediction and whether it is correct under multi-label accuracy (the
+prediction is in the image's reviewed ``correct`` labels) and under top-1 accuracy (it equals
+the original ImageNet label ``wnid_map[id]``). Problematic images are dropped there, once, so
+that no accuracy ever counts them. Every accuracy is reported in percent with a 95%
+Clopper-Pearson interval.
+
+Rules taken from the authors' public analysis code, stated so a reader can check them:
+
+* an id starting with ``ILSVRC2012_val_`` is an ImageNet validation image, any other id an
+  ImageNetV2 image;
+* a *fast* image has a median labelling time over the five humans below 60 seconds (the paper
+  says "at most 60 seconds"; the code uses ``< 60``, and so do we). Times are ``end - start``
+  of the ``extra_info`` date strings, in total seconds (the code uses ``timedelta.seconds``,
+  which agrees for any duration under a day);
+* the class-subset bootstrap draws as many classes as the subset has, without replacement,
+  from all classes present, 1,000 times.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+VAL_PREFIX = "ILSVRC2012_val_"
+HUMANS: tuple[str, ...] = ("human_a", "human_b", "human_c", "human_d", "human_e")
+HUMAN_MAJORITY = "human_majority"
+MODEL_MAJORITY = "model_majority"
+ORGANISM_KEY = ("organism",)
+DOG_KEY = ("organism", "dog")
+OBJECT_KEY = ("object",)
+DATASETS: tuple[str, ...] = ("val", "v2")
+FAST_SECONDS = 60.0
+
+_REQUIRED_KEYS = ("labeled_images", "image_map", "image_labels", "wnid_map", "annot_data",
+                  "split_wnids")
+
+
+# --------------------------------------------------------------------------- basic views
+def check_release(release: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming what is missing if ``release`` lacks the keys used here."""
+    if not isinstance(release, Mapping):
+        raise ValueError(f"release: expected a dict (human_accuracy.pickle), got {type(release)!r}")
+    missing = [k for k in _REQUIRED_KEYS if k not in release]
+    if missing:
+        raise ValueError(f"release: missing top-level keys {missing}; expected {_REQUIRED_KEYS}")
+    for key in (DOG_KEY, OBJECT_KEY):
+        if key not in release["split_wnids"]:
+            raise ValueError(f"release['split_wnids']: missing key {key!r}")
+
+
+def dataset_of(image_id: str) -> str:
+    """``'val'`` for an ImageNet validation id (``ILSVRC2012_val_...``), else ``'v2'``."""
+    return "val" if str(image_id).startswith(VAL_PREFIX) else "v2"
+
+
+def user_kind(user: str) -> str:
+    """``'human'`` (A-E), ``'human_majority'``, ``'model_majority'`` or ``'model'``."""
+    if user in HUMANS:
+        return "human"
+    if user in (HUMAN_MAJORITY, MODEL_MAJORITY):
+        return user
+    return "model"
+
+
+def model_users(release: Mapping[str, Any]) -> list[str]:
+    """The individual models among ``annot_data``'s users (majority votes excluded), sorted."""
+    return sorted(u for u in release["annot_data"] if user_kind(u) == "model")
+
+
+def class_group(wnid: str, split_wnids: Mapping[tuple, Iterable[str]]) -> str:
+    """``'dog'``, ``'organism'`` (non-dog), ``'object'`` or ``'other'`` for a class wnid."""
+    if wnid in set(split_wnids[DOG_KEY]):
+        return "dog"
+    if ORGANISM_KEY in split_wnids and wnid in set(split_wnids[ORGANISM_KEY]):
+        return "organism"
+    if wnid in set(split_wnids[OBJECT_KEY]):
+        return "object"
+    return "other"
+
+
+def usable_images(release: Mapping[str, Any]) -> list[str]:
+    """Labelled images that are not marked problematic, in the release's order."""
+    out = []
+    for image in release["labeled_images"]:
+        info = release["image_map"].get(image)
+        if info is None:
+            raise ValueError(f"release['image_map']: no entry for labelled image {image!r}")
+        if not bool(info.get("problematic", False)):
+            out.append(image)
+    return out
+
+
+def human_images(release: Mapping[str, Any]) -> set[str]:
+    """Usable images that at least one of the five humans labelled (the paper's 2,000)."""
+    usable = set(usable_images(release))
+    labelled: set[str] = set()
+    for h in HUMANS:
+        labelled.update(release["annot_data"].get(h, {}).keys())
+    return usable & labelled
+
+
+def _top5_of(entry: Mapping[str, Any]) -> list[str] | None:
+    """A user's top-5 predictions for one image if the release has them (key ``top5``)."""
+    val = entry.get("top5") if isinstance(entry, Mapping) else None
+    return list(val) if val is not None else None
+
+
+def has_top5(release: Mapping[str, Any]) -> bool:
+    """Whether any model entry carries top-5 predictions (the known schema has only ``label``)."""
+    for user in model_users(release):
+        for entry in release["annot_data"][user].values():
+            return _top5_of(entry) is not None
+    return False
+
+
+def prediction_frame(release: Mapping[str, Any], users: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (user, image) over usable images: prediction and its correctness.
+
+    Columns: ``user``, ``kind`` (:func:`user_kind`), ``image``, ``dataset`` (val / v2),
+    ``wnid`` (original label), ``group`` (dog / organism / object / other), ``pred``,
+    ``multilabel`` (bool), ``top1`` (bool) and, where the release has top-5 predictions,
+    ``top5`` (bool, true label in the top 5; NaN where absent). Entries for images that are
+    not labelled or are problematic are dropped.
+    """
+    check_release(release)
+    usable = set(usable_images(release))
+    labels, wnids, split = release["image_labels"], release["wnid_map"], release["split_wnids"]
+    groups = {}
+    rows: dict[str, list] = {k: [] for k in ("user", "image", "pred", "multilabel", "top1", "top5")}
+    users = list(release["annot_data"]) if users is None else list(users)
+    for user in users:
+        if user not in release["annot_data"]:
+            raise ValueError(f"release['annot_data']: no user {user!r}")
+        for image, entry in release["annot_data"][user].items():
+            if image not in usable:
+                continue
+            if not isinstance(entry, Mapping) or "label" not in entry:
+                raise ValueError(f"release['annot_data'][{user!r}][{image!r}]: expected a dict "
+                                 f"with 'label', got {entry!r}")
+            pred = entry["label"]
+            try:
+                correct = labels[image]["correct"]
+                true = wnids[image]
+            except KeyError as e:
+                raise ValueError(f"release: image {image!r} lacks image_labels['correct'] or "
+                                 f"wnid_map entry ({e})") from None
+            top5 = _top5_of(entry)
+            rows["user"].append(user)
+            rows["image"].append(image)
+            rows["pred"].append(pred)
+            rows["multilabel"].append(pred in correct)
+            rows["top1"].append(pred == true)
+            rows["top5"].append(np.nan if top5 is None else float(true in top5))
+    df = pd.DataFrame(rows)
+    df["kind"] = df["user"].map(user_kind)
+    df["dataset"] = df["image"].map(dataset_of)
+    df["wnid"] = df["image"].map(wnids)
+    for w in df["wnid"].unique():
+        groups[w] = class_group(w, split)
+    df["group"] = df["wnid"].map(groups)
+    if df["top5"].isna().all():
+        df = df.drop(columns="top5")
+    cols = ["user", "kind", "image", "dataset", "wnid", "group", "pred", "multilabel", "top1"]
+    return df[cols + (["top5"] if "top5" in df else [])].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- accuracy + CIs
+def clopper_pearson(successes, n, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Exact (Clopper-Pearson) binomial interval as fractions, via statsmodels' ``beta`` method."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(np.asarray(successes), np.asarray(n), alpha=alpha, method="beta")
+    return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+
+
+def accuracy_table(frame: pd.DataFrame, by: Sequence[str] = ("user", "dataset"),
+                   alpha: float = 0.05) -> pd.DataFrame:
+    """Accuracy in percent with Clopper-Pearson intervals, per group of ``by``.
+
+    For each metric column present (``multilabel``, ``top1``, ``top5``) the table has
+    ``<m>`` (percent), ``<m>_lo``, ``<m>_hi`` and ``<m>_correct``; ``n`` counts images.
+    """
+    metrics = [m for m in ("multilabel", "top1", "top5") if m in frame]
+    g = frame.groupby(list(by), observed=True, sort=True)
+    out = g.size().rename("n").to_frame()
+    for m in metrics:
+        k = g[m].sum()
+        nm = g[m].count()  # top5 may be missing for some rows
+        lo, hi = clopper_pearson(k.to_numpy(), nm.to_numpy(), alpha)
+        out[f"{m}_correct"] = k.astype(int)
+        out[m] = 100.0 * k / nm
+        out[f"{m}_lo"] = 100.0 * lo
+        out[f"{m}_hi"] = 100.0 * hi
+    out = out.reset_index()
+    if "user" in out:
+        out.insert(1, "kind", out["user"].map(user_kind))
+    return out
+
+
+def wide_val_v2(acc: pd.DataFrame, metric: str = "multilabel") -> pd.DataFrame:
+    """Per user: ``val``, ``v2`` accuracy of ``metric`` and their CI bounds, side by side."""
+    cols = [metric, f"{metric}_lo", f"{metric}_hi", "n"]
+    w = acc.pivot(index="user", columns="dataset", values=cols)
+    w.columns = [f"{d}" if c == metric else f"{d}_{c.replace(metric + '_', '')}"
+                 for c, d in w.columns]
+    w = w.reset_index()
+    w.insert(1, "kind", w["user"].map(user_kind))
+    return w
+
+
+# --------------------------------------------------------------------------- fast images
+_PAREN_TZ = re.compile(r"\s*\([^)]*\)\s*$")
+
+
+def parse_time(value: Any) -> pd.Timestamp:
+    """Parse one ``extra_info`` time (date string, datetime or epoch number) to a UTC timestamp.
+
+    Strings go through ``pandas.to_datetime``; a trailing parenthesised zone name as written by
+    JavaScript (``"... GMT-0800 (Pacific Standard Time)"``) is dropped first. Numbers are epoch
+    seconds, or milliseconds when above 1e11.
+    """
+    if isinstance(value, (_dt.datetime, pd.Timestamp)):
+        ts = pd.Timestamp(value)
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        v = float(value)
+        ts = pd.Timestamp(v / 1000.0 if v > 1e11 else v, unit="s")
+    elif isinstance(value, str):
+        s = _PAREN_TZ.sub("", value.strip())
+        try:
+            ts = pd.to_datetime(s)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"cannot parse labelling time {value!r}: {e}") from None
+    else:
+        raise ValueError(f"labelling time: expected a date string, datetime or number, got {value!r}")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def labelling_times(release: Mapping[str, Any], humans: Sequence[str] = HUMANS) -> pd.DataFrame:
+    """Seconds each human spent per usable image: columns ``user``, ``image``, ``seconds``."""
+    usable = set(usable_images(release))
+    rows = []
+    for h in humans:
+        for image, entry in release["annot_data"].get(h, {}).items():
+            if image not in usable:
+                continue
+            info = entry.get("extra_info") if isinstance(entry, Mapping) else None
+            if not isinstance(info, Mapping) or "start_time" not in info or "end_time" not in info:
+                raise ValueError(f"release['annot_data'][{h!r}][{image!r}]: expected extra_info "
+                                 "with start_time and end_time")
+            secs = (parse_time(info["end_time"]) - parse_time(info["start_time"])).total_seconds()
+            rows.append((h, image, secs))
+    return pd.DataFrame(rows, columns=["user", "image", "seconds"])
+
+
+def fast_images(release: Mapping[str, Any], threshold: float = FAST_SECONDS,
+                times: pd.DataFrame | None = None) -> set[str]:
+    """Images whose median labelling time over the humans is strictly below ``threshold`` s."""
+    times = labelling_times(release) if times is None else times
+    med = times.groupby("image")["seconds"].median()
+    return set(med.index[med < threshold])
+
+
+# --------------------------------------------------------------------------- subsets
+def subset_mask(frame: pd.DataFrame, subset: str, release: Mapping[str, Any] | None = None,
+                fast: set[str] | None = None) -> pd.Series:
+    """Boolean row mask of ``frame`` for ``'all'``, ``'without dogs'``, ``'objects only'``, ``'fast'``."""
+    if subset == "all":
+        return pd.Series(True, index=frame.index)
+    if subset == "without dogs":
+        return frame["group"] != "dog"
+    if subset == "objects only":
+        return frame["group"] == "object"
+    if subset == "fast":
+        if fast is None:
+            if release is None:
+                raise ValueError("subset 'fast' needs the release or a precomputed fast set")
+            fast = fast_images(release)
+        return frame["image"].isin(fast)
+    raise ValueError(f"subset: expected one of 'all', 'without dogs', 'objects only', 'fast'; got {subset!r}")
+
+
+def class_bootstrap(correct: np.ndarray, classes: np.ndarray, k: int, trials: int = 1000,
+                    seed: int = 0) -> np.ndarray:
+    """Accuracy (percent) on ``trials`` random sets of ``k`` classes drawn without replacement.
+
+    ``correct`` (bool per image) and ``classes`` (label per image) describe one user on one
+    dataset. Each trial draws ``k`` of the distinct classes and computes accuracy over the
+    images of those classes: the spread expected from removing classes at random, against which
+    a named subset (no dogs, objects only) is judged.
+    """
+    correct = np.asarray(correct, dtype=float)
+    classes = np.asarray(classes)
+    if correct.shape != classes.shape:
+        raise ValueError(f"class_bootstrap: correct {correct.shape} and classes {classes.shape} differ")
+    uniq, inv = np.unique(classes, return_inverse=True)
+    c = len(uniq)
+    if not 1 <= k <= c:
+        raise ValueError(f"class_bootstrap: k must be in 1..{c} (distinct classes), got {k}")
+    n_c = np.bincount(inv, minlength=c).astype(float)
+    k_c = np.bincount(inv, weights=correct, minlength=c)
+    rng = np.random.default_rng(seed)
+    draws = np.argsort(rng.random((trials, c)), axis=1)[:, :k]
+    return 100.0 * k_c[draws].sum(axis=1) / n_c[draws].sum(axis=1)
+
+
+def subset_table(frame: pd.DataFrame, release: Mapping[str, Any] | None = None,
+                 users: Sequence[str] | None = None, fast: set[str] | None = None,
+                 metric: str = "multilabel", trials: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> pd.DataFrame:
+    """Table 2: accuracy per user and dataset on all images and on each subset.
+
+    ``change`` is subset minus all (percentage points). For the class subsets (without dogs,
+    objects only) ``boot_lo``/``boot_hi`` bound the central 95% of the change under
+    :func:`class_bootstrap` with as many classes as the subset has, and ``outside`` says whether
+    the observed change lies outside that interval.
+    """
+    if fast is None and release is not None:
+        fast = fast_images(release)
+    users = sorted(frame["user"].unique()) if users is None else list(users)
+    rows = []
+    for ui, user in enumerate(users):
+        for di, ds in enumerate(DATASETS):
+            sub = frame[(frame["user"] == user) & (frame["dataset"] == ds)]
+            if sub.empty:
+                continue
+            base = 100.0 * sub[metric].mean()
+            for subset in ("all", "without dogs", "objects only", "fast"):
+                if subset == "fast" and fast is None:
+                    continue
+                part = sub[subset_mask(sub, subset, fast=fast)]
+                n, k = len(part), int(part[metric].sum())
+                row = {"user": user, "kind": user_kind(user), "dataset": ds, "subset": subset,
+                       "n": n, "n_classes": part["wnid"].nunique(), "accuracy": np.nan,
+                       "lo": np.nan, "hi": np.nan, "change": np.nan,
+                       "boot_lo": np.nan, "boot_hi": np.nan, "outside": pd.NA}
+                if n:
+                    lo, hi = clopper_pearson(k, n, alpha)
+                    row.update(accuracy=100.0 * k / n, lo=100.0 * float(lo), hi=100.0 * float(hi),
+                               change=100.0 * k / n - base)
+                if subset in ("without dogs", "objects only") and n:
+                    # one stream per (user, dataset, subset) so results do not depend on order
+                    s = np.random.SeedSequence([seed, ui, di, 0 if subset == "without dogs" else 1])
+                    boot = class_bootstrap(sub[metric].to_numpy(), sub["wnid"].to_numpy(),
+                                           row["n_classes"], trials,
+                                           int(s.generate_state(1)[0])) - base
+                    blo, bhi = np.percentile(boot, [2.5, 97.5])
+                    row.update(boot_lo=blo, boot_hi=bhi,
+                               outside=bool(row["change"] < blo or row["change"] > bhi))
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- paired tests
+def mcnemar_test(a_correct: np.ndarray, b_correct: np.ndarray, exact_below: int = 25) -> dict:
+    """McNemar's paired test on two users' correctness over the same images.
+
+    Uses statsmodels' exact binomial version when the discordant pairs number fewer than
+    ``exact_below``, else the chi-square version with continuity correction.
+    Returns counts ``a_only`` (a right, b wrong), ``b_only``, ``both``, ``neither``, ``n``,
+    the ``statistic``, ``pvalue`` and whether ``exact`` was used.
+    """
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    a = np.asarray(a_correct, dtype=bool)
+    b = np.asarray(b_correct, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mcnemar_test: paired arrays differ in shape {a.shape} vs {b.shape}")
+    table = np.array([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]])
+    disc = int(table[0, 1] + table[1, 0])
+    exact = disc < exact_below
+    res = mcnemar(table, exact=exact, correction=True)
+    return {"n": int(a.size), "both": int(table[0, 0]), "a_only": int(table[0, 1]),
+            "b_only": int(table[1, 0]), "neither": int(table[1, 1]),
+            "statistic": float(res.statistic), "pvalue": float(res.pvalue), "exact": exact}
+
+
+def best_model(acc: pd.DataFrame, metric: str = "multilabel") -> str:
+    """The model user with the highest accuracy pooled over the rows of ``acc`` (both datasets)."""
+    m = acc[acc["kind"] == "model"]
+    if m.empty:
+        raise ValueError("best_model: no model users in the accuracy table")
+    pooled = m.groupby("user")[[f"{metric}_correct", "n"]].sum()
+    return str((pooled[f"{metric}_correct"] / pooled["n"]).idxmax())
+
+
+def mcnemar_table(frame: pd.DataFrame, model: str, others: Sequence[str] = HUMANS,
+                  metric: str = "multilabel") -> pd.DataFrame:
+    """McNemar between ``model`` and each of ``others`` on each dataset, over shared images."""
+    rows = []
+    for ds in DATASETS:
+        sub = frame[frame["dataset"] == ds]
+        piv = sub.pivot(index="image", columns="user", values=metric)
+        for other in others:
+            if model not in piv or other not in piv:
+                continue
+            pair = piv[[model, other]].dropna()
+            if pair.empty:
+                continue
+            r = mcnemar_test(pair[model].to_numpy(bool), pair[other].to_numpy(bool))
+            rows.append({"dataset": ds, "model": model, "other": other,
+                         "model_acc": 100.0 * pair[model].mean(),
+                         "other_acc": 100.0 * pair[other].mean(), **r})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- hard images
+def missed_by_all(frame: pd.DataFrame, users: Sequence[str], metric: str = "multilabel",
+                  require_all: bool = True) -> pd.DataFrame:
+    """Images that every one of ``users`` got wrong (one row per image with dataset/wnid/group).
+
+    With ``require_all`` only images labelled by every listed user count; otherwise an image
+    counts when every listed user who labelled it was wrong.
+    """
+    sub = frame[frame["user"].isin(users)]
+    g = sub.groupby("image")
+    stats = pd.DataFrame({"labellers": g["user"].nunique(), "right": g[metric].sum()})
+    keep = stats["right"] == 0
+    if require_all:
+        keep &= stats["labellers"] == len(set(users))
+    images = stats.index[keep]
+    meta = sub.drop_duplicates("image").set_index("image")[["dataset", "wnid", "group"]]
+    return meta.loc[images].reset_index()
+
+
+def missed_table(frame: pd.DataFrame, humans: Sequence[str] = HUMANS,
+                 models: Sequence[str] | None = None, images: set[str] | None = None,
+                 metric: str = "multilabel") -> pd.DataFrame:
+    """Counts of images missed by all humans, by all models, and by both, per class group.
+
+    Restricted to ``images`` when given (the paper counts over its 2,000 human-labelled images).
+    Models need not have labelled every image: an image is missed by all models when each model
+    that labelled it was wrong.
+    """
+    f = frame if images is None else frame[frame["image"].isin(images)]
+    models = sorted(f.loc[f["kind"] == "model", "user"].unique()) if models is None else list(models)
+    h = missed_by_all(f, humans, metric, require_all=True)
+    m = missed_by_all(f, models, metric, require_all=False)
+    both = h[h["image"].isin(set(m["image"]))]
+    rows = []
+    for name, d in (("all humans", h), ("all models", m), ("humans and models", both)):
+        counts = d["group"].value_counts()
+        rows.append({"missed by": name, **{g: int(counts.get(g, 0))
+                     for g in ("organism", "dog", "object", "other")}, "total": len(d)})
+    out = pd.DataFrame(rows)
+    if not out["other"].any():
+        out = out.drop(columns="other")
+    return out
+
+
+# --------------------------------------------------------------------------- trends
+def linear_fit(x, y) -> dict:
+    """Least-squares line ``y = slope * x + intercept`` with ``r``, ``r2``, ``n`` (scipy linregress)."""
+    from scipy.stats import linregress
+
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3:
+        raise ValueError(f"linear_fit: need at least 3 finite points, got {int(ok.sum())}")
+    r = linregress(x[ok], y[ok])
+    return {"slope": float(r.slope), "intercept": float(r.intercept), "r": float(r.rvalue),
+            "r2": float(r.rvalue ** 2), "stderr": float(r.stderr), "n": int(ok.sum())}
+
+
+def model_trend(acc: pd.DataFrame, metric: str = "multilabel") -> dict:
+    """Linear fit of the models' V2 accuracy on their val accuracy (Figure 1's line)."""
+    w = wide_val_v2(acc[acc["kind"] == "model"], metric).dropna(subset=["val", "v2"])
+    return linear_fit(w["val"], w["v2"])
+
+
+def figure4_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """Per model and dataset: multi-label vs top-1 (and top-5 if present) accuracy (Figure 4)."""
+    cols = ["user", "dataset", "n", "multilabel", "top1"] + (["top5"] if "top5" in acc else [])
+    t = acc.loc[acc["kind"] == "model", cols].copy()
+    t["multilabel_minus_top1"] = t["multilabel"] - t["top1"]
+    return t.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- timm model zoo
+def _to_float(col: pd.Series) -> pd.Series:
+    return pd.to_numeric(col.astype(str).str.replace(",", "", regex=False).str.replace("+", "", regex=False),
+                         errors="coerce")
+
+
+def timm_table(imagenet: pd.DataFrame, real: pd.DataFrame, v2: pd.DataFrame) -> pd.DataFrame:
+    """Merge timm's per-model results on ImageNet val, ReaL and ImageNetV2 (matched frequency).
+
+    Rows are matched on (``model``, ``img_size``). Columns: ``model``, ``img_size``,
+    ``param_count`` (millions), ``top1_val``, ``top5_val``, ``top1_real``, ``top5_real``,
+    ``top1_v2``, ``top5_v2``, ``real_minus_val`` and ``v2_minus_val`` (percentage points).
+    """
+    need = {"model", "img_size", "top1", "top5"}
+    parts = []
+    for name, df in (("val", imagenet), ("real", real), ("v2", v2)):
+        miss = need - set(df.columns)
+        if miss:
+            raise ValueError(f"timm results for {name}: missing columns {sorted(miss)}")
+        d = df[["model", "img_size", "top1", "top5"] + (["param_count"] if name == "val" else [])].copy()
+        d["top1"], d["top5"] = _to_float(d["top1"]), _to_float(d["top5"])
+        if name == "val":
+            d["param_count"] = _to_float(d["param_count"]) if "param_count" in d else np.nan
+        d = d.rename(columns={"top1": f"top1_{name}", "top5": f"top5_{name}"})
+        if d.duplicated(["model", "img_size"]).any():
+            raise ValueError(f"timm results for {name}: duplicate (model, img_size) rows")
+        parts.append(d)
+    t = parts[0].merge(parts[1], on=["model", "img_size"]).merge(parts[2], on=["model", "img_size"])
+    t["real_minus_val"] = t["top1_real"] - t["top1_val"]
+    t["v2_minus_val"] = t["top1_v2"] - t["top1_val"]
+    return t.sort_values("top1_val", ascending=False).reset_index(drop=True)
+
+
+def timm_summary(t: pd.DataFrame) -> pd.DataFrame:
+    """Linear fits ReaL-on-val and V2-on-val top-1 across the zoo, plus the mean gaps."""
+    rows = []
+    for y, label in (("top1_real", "ReaL top-1 vs ImageNet top-1"),
+                     ("top1_v2", "ImageNetV2 top-1 vs ImageNet top-1")):
+        f = linear_fit(t["top1_val"], t[y])
+        gap = t[y] - t["top1_val"]
+        rows.append({"relation": label, **f, "mean_gap": float(gap.mean()),
+                     "median_gap": float(gap.median()), "min_gap": float(gap.min()),
+                     "max_gap": float(gap.max())})
+    return pd.DataFrame(rows)

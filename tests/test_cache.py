@@ -1,0 +1,55 @@
+import os
+
+import numpy as np
+import torch
+
+from softlib.cache import Entry, ResultCache, config_key
+
+
+def test_key_depends_on_every_config_value_and_not_on_order():
+    a = config_key("train", {"lr": 0.1, "epochs": 3})
+    assert a == config_key("train", {"epochs": 3, "lr": 0.1})
+    assert a != config_key("train", {"lr": 0.01, "epochs": 3})
+    assert a != config_key("eval", {"lr": 0.1, "epochs": 3})
+
+
+def test_get_or_compute_computes_once_and_round_trips(tmp_path):
+    cache = ResultCache(tmp_path)
+    calls = []
+    lin = torch.nn.Linear(3, 2)
+
+    def compute():
+        calls.append(1)
+        return Entry(arrays={"logits": np.arange(6.0).reshape(3, 2)}, meta={"acc": 0.5},
+                     state_dict=lin.state_dict())
+
+    first = cache.get_or_compute("train", {"lr": 0.1}, compute)
+    second = cache.get_or_compute("train", {"lr": 0.1}, compute)
+    assert len(calls) == 1 and cache.hits == 1 and cache.misses == 1
+    np.testing.assert_array_equal(first.arrays["logits"], second.arrays["logits"])
+    assert second.meta == {"acc": 0.5}
+    assert torch.equal(second.state_dict["weight"], lin.weight)
+    cache.get_or_compute("train", {"lr": 0.2}, compute)
+    assert len(calls) == 2
+
+
+def test_interrupted_compute_leaves_no_entry(tmp_path):
+    cache = ResultCache(tmp_path)
+
+    def boom():
+        raise KeyboardInterrupt
+
+    try:
+        cache.get_or_compute("train", {"lr": 0.1}, boom)
+    except KeyboardInterrupt:
+        pass
+    assert not cache.has("train", {"lr": 0.1})
+    # a half-written entry folder (no meta.json) is not a hit either
+    d = cache.path("train", {"lr": 0.1})
+    d.mkdir(parents=True)
+    (d / "arrays.npz").write_bytes(b"partial")
+    assert not cache.has("train", {"lr": 0.1})
+    entry = cache.get_or_compute("train", {"lr": 0.1}, lambda: Entry(meta={"ok": True}))
+    assert entry.meta == {"ok": True} and cache.load("train", {"lr": 0.1}).meta == {"ok": True}
+    leftovers = [p for p in os.listdir(d.parent) if p.startswith(".")]
+    assert leftovers == []

@@ -1,0 +1,37 @@
+import pytest
+
+from softlib import book, profiles
+
+
+def test_every_profile_defines_every_section_with_the_same_parameters():
+    names = {s: set(p) for s, p in profiles.get_profile("paper")["sections"].items()}
+    assert set(names) == set(book.SECTIONS)
+    for prof in profiles.profile_names():
+        secs = profiles.get_profile(prof)["sections"]
+        assert {s: set(p) for s, p in secs.items()} == names, prof
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(profiles.ProfileError, match="valid profiles: smoke, cpu, paper"):
+        profiles.get_profile("laptop")
+
+
+def test_unknown_parameter_is_an_error_and_none_keeps_the_default():
+    default = profiles.resolve("cpu", "generalisation")["epochs"]
+    assert profiles.resolve("cpu", "generalisation", epochs=None)["epochs"] == default
+    assert profiles.resolve("cpu", "generalisation", epochs=3)["epochs"] == 3
+    with pytest.raises(profiles.ProfileError, match="epoch.*valid parameters"):
+        profiles.resolve("cpu", "generalisation", epoch=3)
+
+
+def test_resolve_returns_a_copy():
+    profiles.resolve("cpu", "generalisation")["archs"].append("x")
+    assert "x" not in profiles.resolve("cpu", "generalisation")["archs"]
+
+
+def test_runner_rejects_bad_profile_and_parameter(capsys):
+    assert book.main(["run", "--profile", "nope"]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+    assert book.main(["run", "--profile", "smoke", "--sections", "generalisation",
+                      "-p", "epoch=3"]) == 2
+    assert "unknown parameter(s) epoch" in capsys.readouterr().err
