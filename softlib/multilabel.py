@@ -198,9 +198,12 @@ def accuracy_table(frame: pd.DataFrame, by: Sequence[str] = ("user", "dataset"),
     for m in metrics:
         k = g[m].sum()
         nm = g[m].count()  # top5 may be missing for some rows
-        lo, hi = clopper_pearson(k.to_numpy(), nm.to_numpy(), alpha)
+        lo, hi = np.full(len(k), np.nan), np.full(len(k), np.nan)
+        has = nm.to_numpy() > 0
+        if has.any():
+            lo[has], hi[has] = clopper_pearson(k.to_numpy()[has], nm.to_numpy()[has], alpha)
         out[f"{m}_correct"] = k.astype(int)
-        out[m] = 100.0 * k / nm
+        out[m] = 100.0 * k / nm.where(nm > 0)
         out[f"{m}_lo"] = 100.0 * lo
         out[f"{m}_hi"] = 100.0 * hi
     out = out.reset_index()
@@ -532,3 +535,23 @@ def timm_summary(t: pd.DataFrame) -> pd.DataFrame:
                      "median_gap": float(gap.median()), "min_gap": float(gap.min()),
                      "max_gap": float(gap.max())})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- ReaL labels
+def real_label_stats(labels: Sequence[Sequence[int]]) -> dict:
+    """Summary of the ReaL multi-labels (``real.json``: one list of class ids per val image).
+
+    Counts images with no label (excluded by ReaL), with one label, with several, and the mean
+    number of labels among the multi-label images: the ReaL counterpart of Shankar et al.'s
+    "18.2% of val images have more than one correct label (2.3 on average)".
+    """
+    sizes = np.array([len(x) for x in labels], dtype=int)
+    if sizes.size == 0:
+        raise ValueError("real_label_stats: no images")
+    multi = sizes > 1
+    kept = sizes > 0
+    return {"images": int(sizes.size), "empty": int((sizes == 0).sum()),
+            "single": int((sizes == 1).sum()), "multi": int(multi.sum()),
+            "multi_pct_of_labelled": float(100.0 * multi.sum() / max(kept.sum(), 1)),
+            "mean_labels_if_multi": float(sizes[multi].mean()) if multi.any() else float("nan"),
+            "labels": int(sizes.sum())}

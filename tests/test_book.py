@@ -1,0 +1,128 @@
+"""End to end: every section under the smoke profile, the cache on a rerun, the HTML book, and
+the rendered pages in headless Chromium. Slow (a few minutes), marked ``book``."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from softlib import book
+
+REPO = Path(book.__file__).resolve().parent.parent
+pytestmark = pytest.mark.book
+
+
+def _runner(args, env):
+    return subprocess.run([sys.executable, "-m", "softlib.book", *args], cwd=REPO, env=env,
+                          text=True, capture_output=True)
+
+
+def _cache_snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("meta.json")}
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    env = {**os.environ, "SOFTLIB_CACHE": str(cache), "SOFTLIB_QUIET": "1"}
+    first = _runner(["run", "--profile", "smoke"], env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    snap = _cache_snapshot(cache)
+    second = _runner(["run", "--profile", "smoke"], env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    build = _runner(["build"], env)
+    assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
+    return {"cache": cache, "snapshot": snap, "after": _cache_snapshot(cache),
+            "html": REPO / "_build" / "html"}
+
+
+def test_every_section_was_executed_under_smoke(smoke_book):
+    timings = json.loads((REPO / "book" / "sections" / "timings.json").read_text())
+    for section, nb in book.SECTIONS.items():
+        assert (REPO / "book" / "sections" / (Path(nb).stem + ".ipynb")).exists()
+        assert timings[section]["profile"] == "smoke"
+
+
+def test_rerun_reuses_the_cache(smoke_book):
+    assert smoke_book["snapshot"], "the smoke run cached no results at all"
+    assert smoke_book["after"] == smoke_book["snapshot"], "a rerun recomputed cached results"
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.title, self.imgs, self._in_title, self.text = "", 0, False, []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "title":
+            self._in_title = True
+        if tag == "img" and "_images/" in dict(attrs).get("src", ""):
+            self.imgs += 1
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        self.text.append(data)
+
+
+def _pages(html: Path) -> list[Path]:
+    return [html / "book" / "sections" / (Path(nb).stem + ".html") for nb in book.SECTIONS.values()]
+
+
+def test_book_has_every_section_with_figures_and_no_traceback(smoke_book):
+    html = smoke_book["html"]
+    assert (html / "index.html").exists()
+    for page in _pages(html):
+        assert page.exists(), page
+        p = _Page()
+        p.feed(page.read_text())
+        text = " ".join(p.text)
+        assert p.title.strip(), page
+        assert p.imgs >= 1, f"{page.name}: no rendered figure"
+        assert "Traceback (most recent call last)" not in text, page.name
+        assert "SMOKE PROFILE" in text, f"{page.name}: the smoke warning box is missing"
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def test_pages_render_in_headless_chromium(smoke_book, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("SOFTLIB_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required (SOFTLIB_REQUIRE_CHROMIUM) but not installed")
+        pytest.skip("chromium not installed")
+    html = smoke_book["html"]
+    shots = REPO / "_build" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    for page in [html / "index.html", *_pages(html)]:
+        url = page.as_uri()
+        dom = subprocess.run([exe, *flags, "--dump-dom", url], text=True, capture_output=True,
+                             timeout=120)
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        p = _Page()
+        p.feed(dom.stdout)
+        assert p.title.strip(), f"{page.name}: no title after rendering"
+        assert "Traceback (most recent call last)" not in " ".join(p.text), page.name
+        if page.name != "index.html":
+            assert p.imgs >= 1, f"{page.name}: no figure in the rendered DOM"
+        shot = shots / (page.stem + ".png")
+        subprocess.run([exe, *flags, f"--screenshot={shot}", "--window-size=1280,1600", url],
+                       capture_output=True, timeout=120)
+        assert shot.exists() and shot.stat().st_size > 10_000, f"{page.name}: no screenshot"
