@@ -119,6 +119,11 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         os.environ["SOFTLIB_DATA"] = str(Path(data_root).expanduser().resolve())
     STAGING.mkdir(parents=True, exist_ok=True)
     timings: dict[str, dict] = {}
+    # sections that report timings (the compute page) read this build's times as they accrue
+    partial = STAGING / "timings.json"
+    os.environ["SOFTLIB_TIMINGS"] = str(partial)
+    from ._io import save_json
+    save_json(partial, {})
     for i, section in enumerate(sections, 1):
         nb = _load_notebook(section)
         src = STAGING / f"{Path(SECTIONS[section]).stem}.in.ipynb"
@@ -144,6 +149,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         nbformat.write(out, dst)
         timings[section] = {"seconds": round(wall, 1), "peak_rss_mb": _peak_rss(out),
                             "profile": profile}
+        save_json(partial, timings)
         print(f"    done in {wall:.1f} s", flush=True)
     # every requested section succeeded: publish them together
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
@@ -152,9 +158,55 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         os.replace(STAGING / f"{stem}.ipynb", SECTIONS_DIR / f"{stem}.ipynb")
     old = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
     old.update(timings)
-    from ._io import save_json
     save_json(TIMINGS, old)
+    write_build_provenance(profile)
     return timings
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    """The first prose line of a PROVENANCE text, for a one-line table cell."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "|", "```", "{", "}")):
+            line = line.replace("|", "/")
+            return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
+    return "(no description)"
+
+
+def write_build_provenance(profile: str) -> Path:
+    """The generated part of book/provenance.md: environment and datasets of this build."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import data
+    from ._io import save_text
+    from .paths import data_root
+
+    rows = []
+    for pkg in ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "statsmodels",
+                "papermill", "jupytext", "jupyter-book"):
+        try:
+            rows.append(f"| `{pkg}` | {version(pkg)} |")
+        except PackageNotFoundError:
+            rows.append(f"| `{pkg}` | not installed |")
+    root = data_root()
+    synthetic = profiles.get_profile(profile)["synthetic_data"]
+    lines = [f"Built under profile **`{profile}`** from softlib commit `{_commit()}` on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
+             f"{platform.python_version()} on {platform.platform()}.", "",
+             "| package | version |", "| --- | --- |", *rows, ""]
+    if synthetic:
+        lines += ["**This build used synthetic fixture data (smoke profile): its numbers are "
+                  "not results.**", ""]
+    else:
+        lines += [f"Data root: `{root}`", "", "| dataset | present | source |", "| --- | --- | --- |"]
+        for name in data.DATASETS:
+            present = data.available(name, root=root)
+            summary = _first_sentence(data.provenance(name, root=root)) if present else "absent"
+            lines.append(f"| `{name}` | {'yes' if present else 'no'} | {summary} |")
+    path = REPO / "book" / "generated" / "build_provenance.md"
+    save_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def _commit() -> str:

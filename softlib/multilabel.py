@@ -111,17 +111,11 @@ def human_images(release: Mapping[str, Any]) -> set[str]:
     return usable & labelled
 
 
-def _top5_of(entry: Mapping[str, Any]) -> list[str] | None:
-    """A user's top-5 predictions for one image if the release has them (key ``top5``)."""
-    val = entry.get("top5") if isinstance(entry, Mapping) else None
-    return list(val) if val is not None else None
-
-
 def has_top5(release: Mapping[str, Any]) -> bool:
     """Whether any model entry carries top-5 predictions (the known schema has only ``label``)."""
     for user in model_users(release):
         for entry in release["annot_data"][user].values():
-            return _top5_of(entry) is not None
+            return isinstance(entry, Mapping) and entry.get("top5") is not None
     return False
 
 
@@ -131,49 +125,61 @@ def prediction_frame(release: Mapping[str, Any], users: Sequence[str] | None = N
     Columns: ``user``, ``kind`` (:func:`user_kind`), ``image``, ``dataset`` (val / v2),
     ``wnid`` (original label), ``group`` (dog / organism / object / other), ``pred``,
     ``multilabel`` (bool), ``top1`` (bool) and, where the release has top-5 predictions,
-    ``top5`` (bool, true label in the top 5; NaN where absent). Entries for images that are
-    not labelled or are problematic are dropped.
+    ``top5`` (1.0 if the original label is among them, NaN where a user has none). Entries for
+    images that are not labelled or are problematic are dropped.
     """
     check_release(release)
-    usable = set(usable_images(release))
+    usable = usable_images(release)
+    index = {img: k for k, img in enumerate(usable)}
     labels, wnids, split = release["image_labels"], release["wnid_map"], release["split_wnids"]
-    groups = {}
-    rows: dict[str, list] = {k: [] for k in ("user", "image", "pred", "multilabel", "top1", "top5")}
+    correct_sets, true = [], []
+    for image in usable:
+        try:
+            correct_sets.append(frozenset(labels[image]["correct"]))
+            true.append(wnids[image])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"release: image {image!r} lacks image_labels[...]['correct'] or a "
+                             f"wnid_map entry ({e!r})") from None
     users = list(release["annot_data"]) if users is None else list(users)
+    u_col, i_col, p_col, ml_col, t1_col, t5_col = [], [], [], [], [], []
+    any_top5 = False
     for user in users:
         if user not in release["annot_data"]:
             raise ValueError(f"release['annot_data']: no user {user!r}")
         for image, entry in release["annot_data"][user].items():
-            if image not in usable:
+            k = index.get(image)
+            if k is None:
                 continue
-            if not isinstance(entry, Mapping) or "label" not in entry:
-                raise ValueError(f"release['annot_data'][{user!r}][{image!r}]: expected a dict "
-                                 f"with 'label', got {entry!r}")
-            pred = entry["label"]
             try:
-                correct = labels[image]["correct"]
-                true = wnids[image]
-            except KeyError as e:
-                raise ValueError(f"release: image {image!r} lacks image_labels['correct'] or "
-                                 f"wnid_map entry ({e})") from None
-            top5 = _top5_of(entry)
-            rows["user"].append(user)
-            rows["image"].append(image)
-            rows["pred"].append(pred)
-            rows["multilabel"].append(pred in correct)
-            rows["top1"].append(pred == true)
-            rows["top5"].append(np.nan if top5 is None else float(true in top5))
-    df = pd.DataFrame(rows)
-    df["kind"] = df["user"].map(user_kind)
-    df["dataset"] = df["image"].map(dataset_of)
-    df["wnid"] = df["image"].map(wnids)
-    for w in df["wnid"].unique():
-        groups[w] = class_group(w, split)
-    df["group"] = df["wnid"].map(groups)
-    if df["top5"].isna().all():
-        df = df.drop(columns="top5")
-    cols = ["user", "kind", "image", "dataset", "wnid", "group", "pred", "multilabel", "top1"]
-    return df[cols + (["top5"] if "top5" in df else [])].reset_index(drop=True)
+                pred = entry["label"]
+            except (KeyError, TypeError):
+                raise ValueError(f"release['annot_data'][{user!r}][{image!r}]: expected a dict "
+                                 f"with 'label', got {entry!r}") from None
+            top5 = entry.get("top5")
+            u_col.append(user)
+            i_col.append(k)
+            p_col.append(pred)
+            ml_col.append(pred in correct_sets[k])
+            t1_col.append(pred == true[k])
+            if top5 is None:
+                t5_col.append(np.nan)
+            else:
+                any_top5 = True
+                t5_col.append(float(true[k] in top5))
+    idx = np.asarray(i_col, dtype=np.int64)
+    img_arr = np.asarray(usable, dtype=object)
+    true_arr = np.asarray(true, dtype=object)
+    ds_arr = np.asarray([dataset_of(i) for i in usable], dtype=object)
+    groups = {w: class_group(w, split) for w in set(true)}
+    grp_arr = np.asarray([groups[w] for w in true], dtype=object)
+    kinds = {u: user_kind(u) for u in users}
+    df = pd.DataFrame({
+        "user": u_col, "kind": [kinds[u] for u in u_col], "image": img_arr[idx],
+        "dataset": ds_arr[idx], "wnid": true_arr[idx], "group": grp_arr[idx], "pred": p_col,
+        "multilabel": np.asarray(ml_col, dtype=bool), "top1": np.asarray(t1_col, dtype=bool)})
+    if any_top5:
+        df["top5"] = np.asarray(t5_col, dtype=float)
+    return df
 
 
 # --------------------------------------------------------------------------- accuracy + CIs
@@ -250,10 +256,28 @@ def parse_time(value: Any) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def parse_times(values: Sequence[Any]) -> pd.DatetimeIndex:
+    """Parse many labelling times at once (UTC); same rules as :func:`parse_time`.
+
+    Strings are parsed together by ``pandas.to_datetime`` (one inferred format, else
+    ``format="mixed"``); anything else, or a string pandas rejects, goes through
+    :func:`parse_time`, whose error names the offending value.
+    """
+    vals = list(values)
+    if vals and all(isinstance(v, str) for v in vals):
+        stripped = [_PAREN_TZ.sub("", v.strip()) for v in vals]
+        for fmt in (None, "mixed"):
+            try:
+                return pd.DatetimeIndex(pd.to_datetime(stripped, utc=True, format=fmt))
+            except (ValueError, TypeError):
+                continue
+    return pd.DatetimeIndex([parse_time(v) for v in vals])
+
+
 def labelling_times(release: Mapping[str, Any], humans: Sequence[str] = HUMANS) -> pd.DataFrame:
     """Seconds each human spent per usable image: columns ``user``, ``image``, ``seconds``."""
     usable = set(usable_images(release))
-    rows = []
+    users, images, starts, ends = [], [], [], []
     for h in humans:
         for image, entry in release["annot_data"].get(h, {}).items():
             if image not in usable:
@@ -262,9 +286,12 @@ def labelling_times(release: Mapping[str, Any], humans: Sequence[str] = HUMANS) 
             if not isinstance(info, Mapping) or "start_time" not in info or "end_time" not in info:
                 raise ValueError(f"release['annot_data'][{h!r}][{image!r}]: expected extra_info "
                                  "with start_time and end_time")
-            secs = (parse_time(info["end_time"]) - parse_time(info["start_time"])).total_seconds()
-            rows.append((h, image, secs))
-    return pd.DataFrame(rows, columns=["user", "image", "seconds"])
+            users.append(h)
+            images.append(image)
+            starts.append(info["start_time"])
+            ends.append(info["end_time"])
+    secs = (parse_times(ends) - parse_times(starts)).total_seconds() if users else []
+    return pd.DataFrame({"user": users, "image": images, "seconds": np.asarray(secs, dtype=float)})
 
 
 def fast_images(release: Mapping[str, Any], threshold: float = FAST_SECONDS,

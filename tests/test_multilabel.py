@@ -320,3 +320,49 @@ def test_timm_table():
     assert v2row["slope"] == pytest.approx(1.1) and v2row["intercept"] == pytest.approx(-19)
     with pytest.raises(ValueError, match="missing columns"):
         ml.timm_table(val.drop(columns="top5"), real, v2)
+
+
+# --------------------------------------------------------------------------- the study module
+def test_human_study_tables_and_plots(release):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from softlib.studies import shankar
+
+    st = shankar.run_human_study(release, trials=50, seed=0)
+    assert st.best_model == "m3"
+    assert st.fast_counts == {"val": 3, "v2": 1}
+    assert not st.top5_available and st.notes
+    assert st.label_counts["val"]["multi_pct"] == pytest.approx(40)  # 2 of 5 usable val images
+    vp = shankar.vs_paper(st).set_index("who")
+    assert vp.loc["Human A", "release user"] == "human_a"
+    assert vp.loc["Human A", "this val"] == pytest.approx(80)
+    assert vp.loc["Human A", "val diff"] == pytest.approx(80 - 91.9)
+    assert vp.loc["FixRes", "release user"] == "(not in release)"
+    facts = shankar.facts_vs_paper(st).set_index("fact")["this run"]
+    assert facts["missed by all humans"] == 1 and facts["fast images (val)"] == 3
+    for fig in (shankar.plot_figure1(st), shankar.plot_figure4(st)):
+        assert fig.axes
+        plt.close(fig)
+
+
+def test_zoo_from_csv_files(tmp_path):
+    from softlib.data import DataMissingError
+    from softlib.studies import shankar
+
+    with pytest.raises(DataMissingError, match="timm_results"):
+        shankar.load_zoo(tmp_path)
+    d = tmp_path / "imagenet_real"
+    d.mkdir()
+    base = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
+    rows = {"a": (80.0, 86.0, 69.0), "b": (70.0, 77.0, 58.0), "c": (60.0, 68.0, 47.0)}
+    for name, col in (("timm_results-imagenet.csv", 0), ("timm_results-imagenet-real.csv", 1),
+                      ("timm_results-imagenetv2-matched-frequency.csv", 2)):
+        lines = [f'{m},224,{v[col]},{100 - v[col]},95.0,5.0,"1,013.01",0.9,bicubic\n'
+                 for m, v in rows.items()]
+        (d / name).write_text(base + "".join(lines))
+    t, s = shankar.zoo_study(tmp_path)
+    assert list(t["model"]) == ["a", "b", "c"]
+    assert t["param_count"].tolist() == [1013.01] * 3
+    s = s.set_index("relation")
+    assert s.loc["ImageNetV2 top-1 vs ImageNet top-1", "slope"] == pytest.approx(1.1)

@@ -62,7 +62,13 @@ class CifarNet(nn.Module):
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """He-normal (fan_out) convolutions, BN weight 1 / bias 0, zero linear biases."""
+    """He-normal (fan_out) convolutions, BN weight 1 / bias 0, zero linear biases.
+
+    Skipped on the meta device (shape-only builds for parameter counts), where random
+    initialisation is meaningless and slow.
+    """
+    if any(p.is_meta for p in model.parameters()):
+        return model
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,0 +1,135 @@
+"""ImageNet-side label data: Shankar et al.'s human-accuracy release and ImageNet ReaL.
+
+``load_imagenet_human`` reads the authors' pickle through the restricted unpickler (plain
+containers only) and validates the schema described in shared/reference/imagenet_human_schema.md,
+failing with an error that names the file and the offending key. ``load_imagenet_real`` returns
+ReaL's multi-labels and timm's result tables as pandas DataFrames.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import DataCorruptError
+from .registry import IMAGENET_HUMAN_FILE
+from .safe_pickle import restricted_load
+from .store import dataset_dir, missing_error
+
+HUMAN_USERS = ("human_a", "human_b", "human_c", "human_d", "human_e")
+REQUIRED_KEYS = ("labeled_images", "annot_data", "image_map", "image_labels", "split_wnids",
+                 "wnid_map")
+SPLIT_KEYS = (("organism",), ("organism", "dog"), ("object",))
+VAL_PREFIX = "ILSVRC2012_val_"
+TIMM_TABLES = {"imagenet": "timm_results-imagenet.csv",
+               "imagenet-real": "timm_results-imagenet-real.csv",
+               "imagenetv2-matched-frequency": "timm_results-imagenetv2-matched-frequency.csv"}
+
+
+def validate_imagenet_human(data: Any, where: str = "human_accuracy pickle") -> None:
+    """Raise DataCorruptError (naming ``where`` and the key) unless ``data`` fits the schema."""
+    def bad(msg: str) -> DataCorruptError:
+        return DataCorruptError(f"{where}: {msg}")
+
+    if not isinstance(data, dict):
+        raise bad(f"expected a dict at the top level, found {type(data).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise bad(f"missing top-level keys {missing}; found {sorted(map(str, data))}")
+    images = list(data["labeled_images"])
+    if not images or not all(isinstance(i, str) for i in images):
+        raise bad("'labeled_images' must be a non-empty collection of image id strings")
+    for key in ("image_map", "image_labels", "wnid_map"):
+        if not isinstance(data[key], dict):
+            raise bad(f"'{key}' must be a dict keyed by image id")
+        absent = [i for i in images if i not in data[key]]
+        if absent:
+            raise bad(f"'{key}' lacks {len(absent)} labelled images (e.g. {absent[0]!r})")
+    for i in images:
+        im = data["image_map"][i]
+        if not isinstance(im, dict) or "problematic" not in im or not isinstance(im["problematic"], bool):
+            raise bad(f"image_map[{i!r}] must be a dict with a bool 'problematic'")
+        lab = data["image_labels"][i]
+        if not isinstance(lab, dict) or not isinstance(lab.get("correct"), (list, set, tuple, frozenset)):
+            raise bad(f"image_labels[{i!r}] must be a dict with a 'correct' list of WordNet ids")
+        if not isinstance(data["wnid_map"][i], str):
+            raise bad(f"wnid_map[{i!r}] must be a WordNet id string")
+    sw = data["split_wnids"]
+    if not isinstance(sw, dict) or any(k not in sw for k in SPLIT_KEYS):
+        raise bad(f"'split_wnids' must be a dict with keys {list(SPLIT_KEYS)}")
+    annot = data["annot_data"]
+    if not isinstance(annot, dict):
+        raise bad("'annot_data' must be a dict keyed by user name")
+    absent_users = [u for u in HUMAN_USERS if u not in annot]
+    if absent_users:
+        raise bad(f"'annot_data' lacks the human users {absent_users}")
+    for user, per in annot.items():
+        if not isinstance(per, dict):
+            raise bad(f"annot_data[{user!r}] must be a dict keyed by image id")
+        for i, a in per.items():
+            if not isinstance(a, dict) or not isinstance(a.get("label"), str):
+                raise bad(f"annot_data[{user!r}][{i!r}] must be a dict with a 'label' string")
+            if user in HUMAN_USERS:
+                ei = a.get("extra_info")
+                if not isinstance(ei, dict) or not all(isinstance(ei.get(t), str)
+                                                       for t in ("start_time", "end_time")):
+                    raise bad(f"annot_data[{user!r}][{i!r}]['extra_info'] must hold "
+                              f"'start_time' and 'end_time' strings")
+
+
+def load_imagenet_human(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Shankar et al.'s ``human_accuracy`` release as plain Python containers, schema-checked."""
+    d = dataset_dir("imagenet_human", root)
+    p = d / IMAGENET_HUMAN_FILE
+    if not p.exists():
+        raise missing_error("imagenet_human", p, root)
+    with open(p, "rb") as f:
+        data = restricted_load(f, source=str(p))
+    validate_imagenet_human(data, str(p))
+    return data
+
+
+def is_val_image(image_id: str) -> bool:
+    """ImageNet val ids start with 'ILSVRC2012_val_'; every other id is an ImageNetV2 image."""
+    return image_id.startswith(VAL_PREFIX)
+
+
+def load_imagenet_real(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """ReaL labels and timm results: ``{'real': list[list[int]] (50,000), 'results': {name: DataFrame}}``.
+
+    ``real[i]`` lists the ReaL class ids of ``ILSVRC2012_val_{i+1:08d}.JPEG`` (empty: excluded).
+    ``results`` maps 'imagenet', 'imagenet-real', 'imagenetv2-matched-frequency' to timm's tables
+    (``param_count`` parsed as a float; it is quoted with thousands separators upstream).
+    """
+    import pandas as pd
+    d = dataset_dir("imagenet_real", root)
+    need = [d / "real.json"] + [d / f for f in TIMM_TABLES.values()]
+    missing = [p for p in need if not p.exists()]
+    if missing:
+        raise missing_error("imagenet_real", missing, root)
+    p = d / "real.json"
+    try:
+        real = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataCorruptError(f"{p}: not valid JSON ({e})") from e
+    if not isinstance(real, list) or not all(isinstance(r, list) for r in real):
+        raise DataCorruptError(f"{p}: expected a list of label lists")
+    if not all(isinstance(c, int) and 0 <= c < 1000 for r in real for c in r):
+        raise DataCorruptError(f"{p}: ReaL class ids must be integers in 0..999")
+    results = {}
+    for key, fname in TIMM_TABLES.items():
+        fp = d / fname
+        try:
+            df = pd.read_csv(fp, thousands=",")
+        except Exception as e:
+            raise DataCorruptError(f"{fp}: cannot parse the CSV ({e})") from e
+        for col in ("model", "top1", "top5"):
+            if col not in df.columns:
+                raise DataCorruptError(f"{fp}: missing column {col!r}; found {list(df.columns)}")
+        results[key] = df
+    out: dict[str, Any] = {"real": real, "results": results, "path": d}
+    for f in ("timm_imagenet_synsets.txt",):
+        if (d / f).exists():
+            out["synsets"] = (d / f).read_text().split()
+    return out

@@ -1,0 +1,92 @@
+"""DUQ on a ResNet-20 trunk (van Amersfoort et al. 2020), Laing (2024)'s DUQ variant.
+
+The trunk's pooled features h [B, F] are mapped per class by weight matrices W [K, C, F] to
+embeddings z [B, K, C]; the output is an RBF kernel to per-class centroids,
+``exp(-mean_k (z - e_c)^2 / (2 l^2))`` in (0, 1] (l = 0.1). Centroids ``e = m / n`` are
+exponential moving averages (momentum 0.999) updated after each optimiser step, with the
+(soft) targets as class memberships. The loss is binary cross-entropy of kernel vs targets
+plus 0.1 x the two-sided gradient penalty ``(||d sum_c K_c / d x_normalised|| - 1)^2``.
+The penalty is taken w.r.t. the normalised input, as in the original (where normalisation
+happens outside the model): the gradient w.r.t. pixels is multiplied by the per-channel std.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import Normalize, init_weights
+from .resnet import ResNetFeatures
+
+
+class DUQResNet(nn.Module):
+    output_kind = "RBF kernel values in (0, 1]"
+    requires_input_grad = True
+
+    def __init__(self, num_classes: int = 10, depth: int = 20, width: int = 16,
+                 centroid_size: int = 1024, length_scale: float = 0.1, momentum: float = 0.999,
+                 gradient_penalty: float = 0.1):
+        super().__init__()
+        if length_scale <= 0:
+            raise ValueError(f"resnet20_duq: length_scale={length_scale} must be > 0")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"resnet20_duq: momentum={momentum} must be in [0, 1)")
+        self.length_scale, self.momentum = float(length_scale), float(momentum)
+        self.gradient_penalty = float(gradient_penalty)
+        self.normalize = Normalize()
+        self.features = init_weights(ResNetFeatures(depth, width))
+        nf = self.features.num_features
+        self.W = nn.Parameter(torch.empty(centroid_size, num_classes, nf))
+        if not self.W.is_meta:  # shape-only builds skip (slow, meaningless) random init
+            nn.init.kaiming_normal_(self.W, nonlinearity="relu")
+        n0 = torch.full((num_classes,), 13.0)
+        self.register_buffer("n", n0)  # EMA of class membership counts
+        self.register_buffer("m", torch.randn(centroid_size, num_classes) * 0.05 * n0)  # EMA of sums
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-class embeddings z [B, K, C]."""
+        h = self.features(self.normalize(x))
+        return torch.einsum("bf,kcf->bkc", h, self.W)
+
+    def centroids(self) -> torch.Tensor:
+        return self.m / self.n
+
+    def log_kernel(self, z: torch.Tensor) -> torch.Tensor:
+        d2 = (z - self.centroids().to(z.dtype)).pow(2).mean(1)
+        return -d2 / (2 * self.length_scale**2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_kernel(self.embed(x)).exp()
+
+    def inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Log kernel values [B, C] (their max is the certainty score)."""
+        return self.log_kernel(self.embed(x))
+
+    def training_loss(self, x: torch.Tensor, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """BCE(kernel, targets) + gradient_penalty * two-sided gradient penalty."""
+        if not x.requires_grad:
+            raise ValueError(
+                "resnet20_duq.training_loss: x must require grad before the forward pass "
+                "(the model sets requires_input_grad = True; call x.requires_grad_() first)"
+            )
+        if output.shape != targets.shape:
+            raise ValueError(f"resnet20_duq.training_loss: output {tuple(output.shape)} vs "
+                             f"targets {tuple(targets.shape)}")
+        with torch.autocast(device_type=output.device.type, enabled=False):
+            bce = F.binary_cross_entropy(output.float(), targets.float())
+        (grad,) = torch.autograd.grad(output.sum(), x, create_graph=True)
+        grad = grad * self.normalize.std.to(grad.dtype)  # d/d(normalised input)
+        penalty = (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
+        return bce + self.gradient_penalty * penalty
+
+    @torch.no_grad()
+    def after_optimizer_step(self, x: torch.Tensor, targets: torch.Tensor) -> None:
+        """EMA update of the centroids with soft class memberships ``targets`` [B, C]."""
+        z = self.embed(x.detach()).float()
+        t = targets.detach().float()
+        if t.shape != (z.shape[0], z.shape[2]):
+            raise ValueError(f"resnet20_duq.after_optimizer_step: targets {tuple(t.shape)}, "
+                             f"expected {(z.shape[0], z.shape[2])}")
+        g = self.momentum
+        self.n.mul_(g).add_((1 - g) * t.sum(0))
+        self.m.mul_(g).add_((1 - g) * torch.einsum("bkc,bc->kc", z, t))

@@ -1,0 +1,1 @@
+"""Section-level orchestration, one module per study, called by the notebooks."""

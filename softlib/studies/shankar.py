@@ -1,0 +1,358 @@
+"""Section 6: humans vs machines on ImageNet (Shankar et al. 2020), orchestration and plots.
+
+Two halves:
+
+* the human study, which needs the authors' release ``human_accuracy.pickle``
+  (``softlib.data.load_imagenet_human``): Table 1 (multi-label accuracy of humans and models
+  with 95% Clopper-Pearson intervals), Table 2 (subsets, class bootstrap, McNemar), the images
+  everyone misses, Figure 1 (val vs V2) and Figure 4 (multi-label vs top-1);
+* the model zoo, which needs only ``imagenet_real``: timm's top-1 on ImageNet val, on the ReaL
+  multi-labels and on ImageNetV2 for many models, with the paper's humans placed from the
+  paper's *published* numbers.
+
+Analysis lives in :mod:`softlib.multilabel`; this module loads, assembles DataFrames and plots.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import multilabel as ml
+
+# Shankar et al. 2020, Table 1: multi-label accuracy (%) on the 2,000 human-labelled images,
+# ImageNet val / ImageNetV2 (values as listed in /work/shared/reference/protocols.md).
+PUBLISHED_TABLE1 = pd.DataFrame(
+    [("Human A", "human", 91.9, 91.1), ("Human B", "human", 94.7, 93.9),
+     ("Human C", "human", 96.2, 96.7), ("Human D", "human", 95.7, 94.8),
+     ("Human E", "human", 97.3, 96.5),
+     ("ResNet50", "model", 84.2, 75.7), ("AdvProp", "model", 93.6, 88.3),
+     ("FixRes", "model", 95.5, 89.6)],
+    columns=["who", "kind", "paper_val", "paper_v2"])
+
+# Other published facts of the paper (Table 2, Section 4, and the authors' notebook).
+PUBLISHED_FACTS: dict[str, Any] = {
+    "fast images (val)": 756, "fast images (V2)": 714,
+    "missed by all humans": 10, "missed by all models": 27, "missed by both": 2,
+    "McNemar best model (paper: FixRes) vs Human E, val (p)": 0.037,
+    "McNemar best model (paper: FixRes) vs Human B, V2 (p)": 2e-4,
+    "models' V2-on-val slope (authors' notebook)": 1.056,
+    "models' V2-on-val intercept (authors' notebook)": -12.53,
+    "val images with >1 correct label (%)": 18.2,
+}
+
+# Release user names for the paper's rows. The humans are fixed by the schema; the model names
+# other than FixRes are our reading of the authors' naming and are matched case-insensitively,
+# first exactly, then by keyword (the chosen release user is shown in the table).
+PAPER_USERS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    "Human A": (("human_a",), None), "Human B": (("human_b",), None),
+    "Human C": (("human_c",), None), "Human D": (("human_d",), None),
+    "Human E": (("human_e",), None),
+    "ResNet50": (("resnet50", "resnet-50", "resnet_50"), None),
+    "AdvProp": (("efficientnet-b8-advprop-autoaug", "efficientnet-b7-advprop-autoaug"), "advprop"),
+    "FixRes": (("fixresnext101_32x48d_v2", "fixresnext101_32x48d"), "fixres"),
+}
+
+
+# --------------------------------------------------------------------------- loading
+def load_release(root=None) -> dict | None:
+    """The human-study release as a dict, or ``None`` when it is not on this machine."""
+    from .. import data
+    try:
+        return data.load_imagenet_human(root=root)
+    except data.DataMissingError:
+        return None
+
+
+def _real_folder(root=None) -> Path:
+    from ..paths import data_root
+    return data_root(root) / "imagenet_real"
+
+
+def load_zoo(root=None) -> pd.DataFrame:
+    """timm's per-model top-1/top-5 on ImageNet val, ReaL and ImageNetV2, merged per model."""
+    from .. import data
+    folder = _real_folder(root)
+    names = {"val": "timm_results-imagenet.csv", "real": "timm_results-imagenet-real.csv",
+             "v2": "timm_results-imagenetv2-matched-frequency.csv"}
+    frames = {}
+    for k, name in names.items():
+        p = folder / name
+        if not p.exists():
+            raise data.DataMissingError(f"imagenet_real: {p} not found (expected the timm "
+                                        "results CSVs under <data root>/imagenet_real)")
+        frames[k] = pd.read_csv(p, dtype={"param_count": str})
+    return ml.timm_table(frames["val"], frames["real"], frames["v2"])
+
+
+def load_real_labels(root=None) -> list[list[int]]:
+    """ReaL's multi-labels (``real.json``): a list of class-id lists, one per val image."""
+    from .. import data
+    loader = getattr(data, "load_imagenet_real", None)
+    obj = loader(root=root) if loader is not None else None
+    if obj is not None:
+        for attr in ("real", "labels", "real_labels"):
+            val = obj.get(attr) if isinstance(obj, dict) else getattr(obj, attr, None)
+            if isinstance(val, list):
+                return val
+    p = _real_folder(root) / "real.json"
+    if not p.exists():
+        raise data.DataMissingError(f"imagenet_real: {p} not found")
+    labels = json.loads(p.read_text())
+    if not isinstance(labels, list) or not all(isinstance(x, list) for x in labels):
+        raise data.DataCorruptError(f"{p}: expected a JSON list of lists of class ids")
+    return labels
+
+
+# --------------------------------------------------------------------------- human study
+@dataclass
+class HumanStudy:
+    """Every table of the human study, as DataFrames (accuracies in percent)."""
+    frame: pd.DataFrame                 # one row per (user, image) with correctness
+    accuracy_all: pd.DataFrame          # per user and dataset over every image it labelled
+    accuracy_humans: pd.DataFrame       # per user and dataset over the human-labelled images
+    accuracy_objects: pd.DataFrame      # same, object classes only
+    table1: pd.DataFrame                # wide: val / V2 multi-label with CIs, human images
+    subsets: pd.DataFrame               # Table 2 with class bootstrap
+    mcnemar: pd.DataFrame               # best model vs each human, per dataset
+    missed: pd.DataFrame                # images missed by all humans / models / both
+    fits: pd.DataFrame                  # linear V2-on-val fits of the models
+    figure4: pd.DataFrame               # multi-label vs top-1 (and top-5) per model
+    best_model: str
+    fast_counts: dict
+    top5_available: bool
+    label_counts: dict                  # share of images with several correct labels
+    notes: list[str] = field(default_factory=list)
+
+
+def run_human_study(release: dict, trials: int = 1000, seed: int = 0) -> HumanStudy:
+    """Compute every table of the human study from the release dict."""
+    ml.check_release(release)
+    frame = ml.prediction_frame(release)
+    himg = ml.human_images(release)
+    hframe = frame[frame["image"].isin(himg)]
+    acc_all = ml.accuracy_table(frame)
+    acc_h = ml.accuracy_table(hframe)
+    acc_obj = ml.accuracy_table(hframe[hframe["group"] == "object"])
+    fast = ml.fast_images(release)
+    notes = []
+    best = ml.best_model(acc_h)
+    fits = []
+    for scope, acc in (("human-labelled images", acc_h), ("human-labelled, objects only", acc_obj),
+                       ("all images", acc_all)):
+        for metric in ("multilabel", "top1"):
+            try:
+                f = ml.model_trend(acc, metric)
+            except ValueError as e:  # fewer than 3 models: say so instead of failing
+                notes.append(f"fit {scope} / {metric}: {e}")
+                continue
+            fits.append({"images": scope, "metric": metric, **f})
+    users = list(ml.HUMANS) + [ml.HUMAN_MAJORITY, best]
+    users = [u for u in users if u in set(hframe["user"])]
+    subsets = ml.subset_table(hframe, users=users, fast=fast, trials=trials, seed=seed)
+    fc = {ds: sum(1 for i in fast & himg if ml.dataset_of(i) == ds) for ds in ml.DATASETS}
+    top5 = ml.has_top5(release)
+    if not top5:
+        notes.append("The release has no top-5 predictions (each entry holds one 'label'), so "
+                     "Figure 4's top-5 panel cannot be drawn from it.")
+    return HumanStudy(
+        frame=frame, accuracy_all=acc_all, accuracy_humans=acc_h, accuracy_objects=acc_obj,
+        table1=ml.wide_val_v2(acc_h), subsets=subsets,
+        mcnemar=ml.mcnemar_table(hframe, best),
+        missed=ml.missed_table(frame, images=himg), fits=pd.DataFrame(fits),
+        figure4=ml.figure4_table(acc_all), best_model=best, fast_counts=fc,
+        top5_available=top5, label_counts=multi_label_share(release), notes=notes)
+
+
+def _match_user(candidates: tuple[str, ...], keyword: str | None, table1: pd.DataFrame) -> str | None:
+    users = {u.lower(): u for u in table1["user"]}
+    for c in candidates:
+        if c.lower() in users:
+            return users[c.lower()]
+    if keyword:
+        hits = table1[table1["user"].str.lower().str.contains(keyword) & (table1["kind"] == "model")]
+        if not hits.empty:
+            return str(hits.sort_values("val", ascending=False)["user"].iloc[0])
+    return None
+
+
+def vs_paper(study: HumanStudy) -> pd.DataFrame:
+    """Table 1 of the paper next to this run's numbers on the same (human-labelled) images."""
+    rows = []
+    for _, p in PUBLISHED_TABLE1.iterrows():
+        cands, kw = PAPER_USERS[p["who"]]
+        user = _match_user(cands, kw, study.table1)
+        row = {"who": p["who"], "release user": user or "(not in release)",
+               "paper val": p["paper_val"], "paper V2": p["paper_v2"]}
+        if user is not None:
+            r = study.table1.set_index("user").loc[user]
+            row.update({"this val": r.get("val"), "val CI": _ci(r, "val"),
+                        "this V2": r.get("v2"), "V2 CI": _ci(r, "v2")})
+            row["val diff"] = row["this val"] - p["paper_val"]
+            row["V2 diff"] = row["this V2"] - p["paper_v2"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ci(r: pd.Series, ds: str) -> str:
+    lo, hi = r.get(f"{ds}_lo"), r.get(f"{ds}_hi")
+    return "" if lo is None or pd.isna(lo) else f"[{lo:.1f}, {hi:.1f}]"
+
+
+def facts_vs_paper(study: HumanStudy) -> pd.DataFrame:
+    """The paper's other published facts next to this run's values."""
+    m = study.missed.set_index("missed by")["total"]
+    mc = study.mcnemar.set_index(["dataset", "other"])["pvalue"] if not study.mcnemar.empty else {}
+    fit = study.fits.set_index(["images", "metric"]) if not study.fits.empty else None
+
+    def fitv(col):
+        try:
+            return fit.loc[("human-labelled images", "multilabel"), col]
+        except (KeyError, AttributeError):
+            return np.nan
+
+    ours = {
+        "fast images (val)": study.fast_counts.get("val"),
+        "fast images (V2)": study.fast_counts.get("v2"),
+        "missed by all humans": m.get("all humans"), "missed by all models": m.get("all models"),
+        "missed by both": m.get("humans and models"),
+        "McNemar best model (paper: FixRes) vs Human E, val (p)": mc.get(("val", "human_e"), np.nan),
+        "McNemar best model (paper: FixRes) vs Human B, V2 (p)": mc.get(("v2", "human_b"), np.nan),
+        "models' V2-on-val slope (authors' notebook)": fitv("slope"),
+        "models' V2-on-val intercept (authors' notebook)": fitv("intercept"),
+        "val images with >1 correct label (%)": study.label_counts.get("val", {}).get("multi_pct"),
+    }
+    return pd.DataFrame([{"fact": k, "paper": v, "this run": ours.get(k)}
+                         for k, v in PUBLISHED_FACTS.items()])
+
+
+def multi_label_share(release: dict) -> dict:
+    """Share of usable images with more than one correct label, and the mean count among them."""
+    out = {}
+    for ds in ml.DATASETS:
+        sizes = np.array([len(release["image_labels"][i].get("correct", []))
+                          for i in ml.usable_images(release) if ml.dataset_of(i) == ds])
+        multi = sizes > 1
+        out[ds] = {"images": int(sizes.size),
+                   "multi_pct": float(100 * multi.mean()) if sizes.size else float("nan"),
+                   "mean_if_multi": float(sizes[multi].mean()) if multi.any() else float("nan")}
+    return out
+
+
+# --------------------------------------------------------------------------- model zoo
+def zoo_study(root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The merged timm table and its fits (ReaL vs val, V2 vs val)."""
+    t = load_zoo(root)
+    return t, ml.timm_summary(t)
+
+
+# --------------------------------------------------------------------------- plots
+def _line(ax, fit: dict, xs, **kw):
+    x = np.linspace(min(xs), max(xs), 50)
+    ax.plot(x, fit["slope"] * x + fit["intercept"], **kw)
+
+
+def _diag(ax, lo, hi):
+    ax.plot([lo, hi], [lo, hi], ls=":", color="grey", lw=1, label="y = x")
+
+
+def plot_figure1(study: HumanStudy):
+    """Figure 1: V2 vs val multi-label accuracy (models, their fit, humans with 95% CIs).
+
+    Left: all classes; right: objects only; both over the human-labelled images.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2))
+    for ax, acc, title in ((axes[0], study.accuracy_humans, "all classes"),
+                           (axes[1], study.accuracy_objects, "objects only")):
+        w = ml.wide_val_v2(acc).dropna(subset=["val", "v2"])
+        mods = w[w["kind"] == "model"]
+        hums = w[w["kind"].isin(["human", "human_majority"])]
+        ax.scatter(mods["val"], mods["v2"], s=18, color="tab:blue", alpha=0.7, label="models")
+        if len(mods) >= 3:
+            f = ml.linear_fit(mods["val"], mods["v2"])
+            _line(ax, f, w["val"], color="tab:blue", lw=1.2,
+                  label=f"models' fit: y = {f['slope']:.2f}x {f['intercept']:+.1f}")
+        for _, h in hums.iterrows():
+            ax.errorbar(h["val"], h["v2"], xerr=[[h["val"] - h["val_lo"]], [h["val_hi"] - h["val"]]],
+                        yerr=[[h["v2"] - h["v2_lo"]], [h["v2_hi"] - h["v2"]]], fmt="*", ms=11,
+                        color="tab:red" if h["kind"] == "human" else "darkred", capsize=2)
+            ax.annotate(h["user"].replace("human_", "").upper() if h["kind"] == "human" else "maj.",
+                        (h["val"], h["v2"]), textcoords="offset points", xytext=(5, -10), fontsize=8)
+        ax.plot([], [], "*", color="tab:red", ms=11, label="humans (95% CI)")
+        lo = np.nanmin(np.r_[w["val"], w["v2"]]) - 2
+        _diag(ax, lo, 100)
+        ax.set(xlabel="ImageNet val multi-label accuracy (%)",
+               ylabel="ImageNetV2 multi-label accuracy (%)", title=f"Figure 1, {title}")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_figure4(study: HumanStudy):
+    """Figure 4: each model's multi-label vs top-1 (and top-5 when the release has it)."""
+    import matplotlib.pyplot as plt
+
+    metrics = ["top1"] + (["top5"] if study.top5_available else [])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 5), squeeze=False)
+    f4 = study.figure4
+    for ax, m in zip(axes[0], metrics):
+        for ds, c in (("val", "tab:blue"), ("v2", "tab:orange")):
+            d = f4[f4["dataset"] == ds]
+            ax.scatter(d[m], d["multilabel"], s=16, color=c, alpha=0.7,
+                       label="ImageNet val" if ds == "val" else "ImageNetV2")
+        vals = np.r_[f4[m], f4["multilabel"]]
+        _diag(ax, np.nanmin(vals) - 2, 100)
+        ax.set(xlabel=f"{'top-1' if m == 'top1' else 'top-5'} accuracy (%)",
+               ylabel="multi-label accuracy (%)", title=f"Figure 4: multi-label vs {m}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame):
+    """The model zoo: ReaL vs ImageNet top-1, and ImageNetV2 vs ImageNet top-1 with humans.
+
+    Humans are drawn at the paper's *published* Table 1 multi-label accuracies, not computed
+    here, and on a different metric from the models' top-1: read them as a reference level.
+    """
+    import matplotlib.pyplot as plt
+
+    s = summary.set_index("relation")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    ax = axes[0]
+    ax.scatter(table["top1_val"], table["top1_real"], s=6, alpha=0.4, color="tab:green")
+    f = s.loc["ReaL top-1 vs ImageNet top-1"]
+    _line(ax, f, table["top1_val"], color="darkgreen",
+          label=f"fit: y = {f['slope']:.3f}x {f['intercept']:+.2f} (R² {f['r2']:.3f})")
+    _diag(ax, table["top1_val"].min(), 100)
+    ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ReaL top-1 (%)",
+           title=f"ReaL vs original labels ({len(table)} timm models)")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    ax.hist(table["real_minus_val"], bins=40, color="tab:green", alpha=0.8)
+    ax.axvline(0, color="grey", ls=":")
+    ax.set(xlabel="ReaL top-1 minus ImageNet top-1 (points)", ylabel="models",
+           title="How much the single label under-counts")
+
+    ax = axes[2]
+    ax.scatter(table["top1_val"], table["top1_v2"], s=6, alpha=0.4, color="tab:blue",
+               label="timm models (top-1)")
+    f = s.loc["ImageNetV2 top-1 vs ImageNet top-1"]
+    _line(ax, f, table["top1_val"], color="navy",
+          label=f"fit: y = {f['slope']:.3f}x {f['intercept']:+.2f} (R² {f['r2']:.3f})")
+    hum = PUBLISHED_TABLE1[PUBLISHED_TABLE1["kind"] == "human"]
+    ax.scatter(hum["paper_val"], hum["paper_v2"], marker="*", s=140, color="tab:red",
+               label="humans A-E: published multi-label acc. (Table 1)")
+    _diag(ax, table["top1_val"].min(), 100)
+    ax.set(xlabel="ImageNet val accuracy (%)", ylabel="ImageNetV2 accuracy (%)",
+           title="Distribution shift: ImageNet → ImageNetV2")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,378 @@
+"""Tests for softlib.models: parameter counts, builds and forwards, in-model normalisation,
+channels_last, and the hooks of Laing (2024)'s uncertainty variants."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from softlib import models
+from softlib.models import build, count_parameters, describe, list_models
+from softlib.models.shake_shake import shake
+from softlib.models.spectral import BoundedSpectralNorm, apply_spectral_norm
+from softlib.models.sngp import orthogonal_random_features
+
+torch.set_num_threads(2)
+
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+# Small knob settings so that every name builds and runs quickly on a CPU.
+SMALL = {
+    "resnet": dict(depth=8, width=4),
+    "resnet_20": dict(width=4),
+    "resnet_basic_110": dict(depth=8, width=4),
+    "preact_resnet": dict(depth=11, width=4),
+    "resnet_preact_bottleneck_164": dict(depth=11, width=4),
+    "wrn": dict(depth=10, widen=1),
+    "wrn_28_10": dict(depth=10, widen=1),
+    "vgg": dict(width=4, layers=(1, 1, 1, 1, 1)),
+    "vgg_15_BN_64": dict(width=4),
+    "resnext": dict(depth=11, cardinality=2, base_width=2, width=16),
+    "resnext_29_8x64d": dict(depth=11, cardinality=2, base_width=2, width=16),
+    "densenet": dict(depth=10, growth=4),
+    "densenet_BC_100_12": dict(depth=10, growth=4),
+    "pyramidnet": dict(depth=8, alpha=12, width=4),
+    "pyramidnet_basic_110_270": dict(depth=8, alpha=12, width=4),
+    "shake_shake": dict(depth=8, width=4),
+    "shake_shake_26_2x64d_SSI": dict(depth=8, width=4),
+    "shake_shake_26_2x64d_SSI_cutout16": dict(depth=8, width=4),
+    "resnet20_dropout": dict(depth=8, width=4, samples=3),
+    "resnet20_sngp": dict(depth=8, width=4, num_random_features=32),
+    "resnet20_duq": dict(depth=8, width=4, centroid_size=8),
+}
+STOCHASTIC_IN_EVAL = {"resnet20_dropout"}
+
+
+def small(name: str, num_classes: int = 10, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build(name, num_classes=num_classes, **SMALL[name])
+
+
+def images(n: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def test_small_settings_cover_every_name():
+    assert set(SMALL) == set(list_models())
+
+
+# ----------------------------------------------------------------------------- parameter counts
+def _basic_resnet_params(depth: int, width: int, classes: int) -> int:
+    """Independent count of a basic ResNet with 1x1-conv+BN projection shortcuts."""
+    n = (depth - 2) // 6
+    total = 3 * 9 * width + 2 * width  # stem conv + BN
+    cin = width
+    for stage in range(3):
+        c = width * 2**stage
+        for i in range(n):
+            total += 9 * cin * c + 2 * c + 9 * c * c + 2 * c
+            if cin != c:
+                total += cin * c + 2 * c
+            cin = c
+    return total + cin * classes + classes
+
+
+def test_resnet20_matches_laing_count():
+    m = build("resnet_20")
+    assert abs(count_parameters(m) - 272_474) <= 0.01 * 272_474
+    for depth in (20, 32, 110):
+        assert count_parameters(build("resnet", depth=depth)) == _basic_resnet_params(depth, 16, 10)
+    assert count_parameters(build("resnet_20", num_classes=100)) == _basic_resnet_params(20, 16, 100)
+
+
+@pytest.mark.parametrize(
+    "name,expected,tol",
+    [
+        ("resnet_basic_110", 1.73e6, 0.02),
+        ("resnet_preact_bottleneck_164", 1.70e6, 0.02),
+        ("wrn_28_10", 36.5e6, 0.01),
+        ("vgg_15_BN_64", 14.7e6, 0.01),
+        ("resnext_29_8x64d", 34.4e6, 0.01),
+        ("densenet_BC_100_12", 0.77e6, 0.02),
+        ("pyramidnet_basic_110_270", 28.3e6, 0.02),
+        ("shake_shake_26_2x64d_SSI", 11.7e6, 0.01),
+    ],
+)
+def test_full_size_parameter_counts(name, expected, tol):
+    with torch.device("meta"):  # shapes only: no memory, no random init
+        m = build(name)
+    assert abs(count_parameters(m) - expected) <= tol * expected, count_parameters(m)
+
+
+def test_uncertainty_variant_counts_near_laing():
+    assert count_parameters(build("resnet20_dropout")) == 272_474
+    torch.manual_seed(0)
+    sngp = build("resnet20_sngp")
+    fixed = sngp.gp.rff_weight.numel() + sngp.gp.rff_bias.numel()
+    assert abs(count_parameters(sngp) + fixed - 349_284) <= 0.01 * 349_284
+    assert "fixed random-feature" in describe(sngp)
+    assert abs(count_parameters(build("resnet20_duq")) - 927_834) <= 0.01 * 927_834
+
+
+# ----------------------------------------------------------------------------- build / forward
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_name_builds_and_forwards(name):
+    m = small(name, num_classes=7)
+    x = images()
+    m.train()
+    out = m(x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    m.eval()
+    with torch.no_grad():
+        out = models.inference(m, x)
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    assert m.arch_name == name and m.knobs
+    text = describe(m)
+    assert name in text and f"{count_parameters(m):,}" in text and "[0, 1]" in text
+
+
+def test_build_errors_are_clear():
+    with pytest.raises(KeyError, match="unknown model 'resnet_21'"):
+        build("resnet_21")
+    with pytest.raises(TypeError, match="unknown knob.*'widen'"):
+        build("resnet", widen=2)
+    with pytest.raises(ValueError, match="depth=21"):
+        build("resnet", depth=21)
+    with pytest.raises(ValueError, match="num_classes"):
+        build("resnet_20", num_classes=0)
+    with pytest.raises(TypeError, match="uint8"):
+        small("resnet")(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="channels"):
+        small("resnet")(torch.zeros(1, 1, 32, 32))
+
+
+def test_preset_knobs_can_be_overridden():
+    m = build("wrn_28_10", depth=10, widen=2)
+    assert m.knobs["depth"] == 10 and m.knobs["widen"] == 2
+    assert m.features.num_features == 128
+    assert models.knobs_of("resnet_20")["depth"] == 20
+
+
+def test_shake_shake_recommends_cutout():
+    assert small("shake_shake_26_2x64d_SSI").recommended_augment["cutout"] == 16
+    assert "cutout" not in small("resnet").recommended_augment
+
+
+def test_shake_mixes_forward_and_backward_independently():
+    torch.manual_seed(0)
+    a = torch.randn(64, 3, 2, 2, requires_grad=True)
+    b = torch.randn(64, 3, 2, 2, requires_grad=True)
+    out = shake(a, b, training=True)
+    out.sum().backward()
+    # Per image: out = alpha a + (1 - alpha) b, and the gradients are beta and 1 - beta.
+    alpha = ((out - b) / (a - b)).detach().flatten(1)
+    assert torch.allclose(alpha, alpha[:, :1].expand_as(alpha), atol=1e-4)
+    beta = a.grad.flatten(1)
+    assert torch.allclose(a.grad + b.grad, torch.ones_like(a.grad))
+    assert torch.allclose(beta, beta[:, :1].expand_as(beta))
+    assert not torch.allclose(alpha[:, 0], beta[:, 0])  # forward and backward weights differ
+    assert torch.equal(shake(a, b, training=False), 0.5 * (a + b))
+
+
+# ----------------------------------------------------------------------------- normalisation, layout
+@pytest.mark.parametrize("name", ["resnet", "wrn", "vgg", "densenet", "pyramidnet", "resnext"])
+def test_normalisation_is_inside_the_model(name):
+    m = small(name).eval()
+    x = images()
+    with torch.no_grad():
+        direct = m(x)
+        manual = m.head(m.features((x - MEAN) / STD))
+        skipped = m.head(m.features(x))
+    assert torch.allclose(direct, manual, atol=1e-5)
+    assert not torch.allclose(direct, skipped, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(set(SMALL) - STOCHASTIC_IN_EVAL))
+def test_channels_last_matches_contiguous(name):
+    m = small(name).eval()
+    x = images(4)
+    with torch.no_grad():
+        ref = models.inference(m, x)
+        m_cl = m.to(memory_format=torch.channels_last)
+        out = models.inference(m_cl, x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-4, rtol=1e-4)
+
+
+def test_plain_models_work_with_torch_func_vmap():
+    from torch.func import functional_call, stack_module_state
+
+    ms = [small("resnet", seed=s) for s in range(3)]
+    for m in ms:
+        m.train()
+    params, buffers = stack_module_state(ms)
+    base = small("resnet").to("meta")
+    x = images(4)
+
+    def call(p, b, xx):
+        return functional_call(base, (p, b), (xx,))
+
+    out = torch.vmap(call, in_dims=(0, 0, None))(params, buffers, x)
+    assert out.shape == (3, 4, 10)
+    for i, m in enumerate(ms):
+        assert torch.allclose(out[i], m(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- MC dropout
+@pytest.mark.parametrize("placement", ["head", "blocks"])
+def test_mc_dropout_inference_is_log_mean_softmax(placement):
+    m = build("resnet20_dropout", depth=8, width=4, p=0.3, samples=5, placement=placement).eval()
+    x = images(3)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), m(x))  # dropout stays active in eval mode
+        torch.manual_seed(123)
+        out = m.inference(x)
+        torch.manual_seed(123)
+        manual = torch.stack([m(x).softmax(-1) for _ in range(5)]).mean(0).log()
+    assert torch.allclose(out, manual, atol=1e-5)
+    assert torch.allclose(out.logsumexp(-1), torch.zeros(3), atol=1e-5)
+
+
+def test_mc_dropout_averaging_reduces_spread():
+    m = build("resnet20_dropout", depth=8, width=4, p=0.3, samples=40).eval()
+    x = images(8)
+    with torch.no_grad():
+        singles = torch.stack([m(x).softmax(-1) for _ in range(20)])
+        averaged = torch.stack([m.inference(x).exp() for _ in range(20)])
+    assert not torch.allclose(averaged[0], averaged[1])  # still stochastic across calls
+    assert averaged.std(0).mean() < 0.5 * singles.std(0).mean()
+
+
+# ----------------------------------------------------------------------------- spectral norm, SNGP
+def test_bounded_spectral_norm_against_torch():
+    torch.manual_seed(0)
+    big = nn.Linear(20, 30)
+    with torch.no_grad():
+        big.weight.mul_(10)
+    ref = torch.nn.utils.parametrizations.spectral_norm(nn.Linear(20, 30), n_power_iterations=1)
+    with torch.no_grad():
+        ref.parametrizations.weight.original.copy_(big.weight)
+    apply_spectral_norm(big, bound=3.0, n_power_iterations=1)
+    for _ in range(30):  # power iterations converge over training forwards
+        big(torch.zeros(1, 20)), ref(torch.zeros(1, 20))
+    sigma = torch.linalg.matrix_norm(big.weight.detach(), ord=2)
+    assert abs(sigma.item() - 3.0) < 1e-3
+    assert torch.allclose(big.weight, 3.0 * ref.weight, atol=1e-4)
+    # A weight already below the bound is left unchanged.
+    small_lin = nn.Linear(20, 30)
+    with torch.no_grad():
+        small_lin.weight.mul_(0.01)
+    w0 = small_lin.weight.detach().clone()
+    apply_spectral_norm(small_lin, bound=3.0)
+    assert torch.allclose(small_lin.weight, w0)
+
+
+def test_spectral_norm_on_convs_bounds_reshaped_weight_and_trains():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 8, 3)
+    with torch.no_grad():
+        conv.weight.mul_(20)
+    apply_spectral_norm(conv, bound=1.5)
+    for _ in range(30):
+        out = conv(torch.randn(2, 4, 5, 5))
+    out.sum().backward()
+    assert conv.parametrizations.weight.original.grad is not None
+    mat = conv.weight.detach().reshape(8, -1)
+    assert abs(torch.linalg.matrix_norm(mat, ord=2).item() - 1.5) < 1e-3
+    with pytest.raises(ValueError, match="bound"):
+        BoundedSpectralNorm(conv.weight, bound=0)
+
+
+def test_orthogonal_random_features_blocks_are_orthogonal():
+    torch.manual_seed(0)
+    w = orthogonal_random_features(20, 8)
+    assert w.shape == (20, 8)
+    unit = w / w.norm(dim=1, keepdim=True)
+    gram = unit[:8] @ unit[:8].t()
+    assert torch.allclose(gram, torch.eye(8), atol=1e-5)
+
+
+def test_sngp_precision_accumulates_and_resets():
+    m = small("resnet20_sngp")
+    gp = m.gp
+    eye = torch.eye(gp.num_features)
+    assert torch.equal(gp.precision, eye)  # ridge penalty 1
+    x = images(6)
+    m.train()
+    m(x)
+    m.features.eval()  # recompute the same features without another power-iteration step
+    with torch.no_grad():
+        phi = gp.random_features(m.features(m.normalize(x)))
+    m.train()
+    assert torch.allclose(gp.precision, eye + phi.t() @ phi, atol=1e-4)
+    p1 = gp.precision.clone()
+    m.eval()
+    with torch.no_grad():
+        m(x), m.inference(x)
+    assert torch.equal(gp.precision, p1)  # eval passes do not accumulate
+    m.on_epoch_start(1)
+    assert torch.equal(gp.precision, eye)
+
+
+def test_sngp_mean_field_logits():
+    m = small("resnet20_sngp").train()
+    for s in range(3):
+        m(images(8, seed=s))
+    m.eval()
+    x = images(4, seed=9)
+    with torch.no_grad():
+        logits = m(x)
+        mf = m.inference(x)
+        phi = m.gp.random_features(m.features(m.normalize(x)))
+        var = torch.diag(phi @ torch.linalg.inv(m.gp.precision) @ phi.t())
+    assert torch.isfinite(mf).all()
+    assert torch.allclose(mf, logits / torch.sqrt(1 + math.pi / 8 * var).unsqueeze(-1), atol=1e-4)
+    assert (mf.abs() <= logits.abs() + 1e-6).all()
+    # More training data shrinks the predictive variance at the same inputs.
+    m.train()
+    for s in range(5):
+        m(images(16, seed=10 + s))
+    assert (m.gp.variance(phi) <= var + 1e-6).all()
+
+
+# ----------------------------------------------------------------------------- DUQ
+def test_duq_forward_loss_and_centroid_update():
+    m = small("resnet20_duq").train()
+    assert m.requires_input_grad
+    x = images(4).requires_grad_()
+    targets = torch.tensor([[0.7, 0.3] + [0.0] * 8] * 2 + [[0.0] * 9 + [1.0]] * 2)
+    k = m(x)
+    assert k.shape == (4, 10) and (k > 0).all() and (k <= 1).all()
+    loss = m.training_loss(x, k, targets)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    bce = nn.functional.binary_cross_entropy(k, targets)
+    assert loss.item() > bce.item()  # the gradient penalty is added
+    loss.backward()
+    assert m.W.grad is not None and m.W.grad.abs().sum() > 0
+    assert m.features.stem[0].weight.grad.abs().sum() > 0
+
+    m.eval()
+    with torch.no_grad():
+        z = m.embed(x.detach())
+        assert torch.allclose(m.inference(x), m(x).log(), atol=1e-4)
+    n0, m0, c0 = m.n.clone(), m.m.clone(), m.centroids().clone()
+    m.after_optimizer_step(x, targets)
+    assert torch.allclose(m.n, 0.999 * n0 + 0.001 * targets.sum(0))
+    assert torch.allclose(m.m, 0.999 * m0 + 0.001 * torch.einsum("bkc,bc->kc", z, targets), atol=1e-6)
+    assert not torch.allclose(m.centroids(), c0)
+
+
+def test_duq_requires_input_grad_and_checks_shapes():
+    m = small("resnet20_duq").train()
+    x = images(2)
+    k = m(x)
+    with pytest.raises(ValueError, match="requires_grad"):
+        m.training_loss(x, k, torch.full((2, 10), 0.1))
+    with pytest.raises(ValueError, match="targets"):
+        m.after_optimizer_step(x, torch.full((2, 5), 0.2))
+
+
+def test_inference_helper_dispatches():
+    plain = small("resnet").eval()
+    duq = small("resnet20_duq").eval()
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(models.inference(plain, x), plain(x))
+        assert torch.allclose(models.inference(duq, x), duq.inference(x))

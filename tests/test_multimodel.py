@@ -1,0 +1,97 @@
+"""Stacked (vmap) training must match sequential softlib.train.fit model by model."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from softlib import train
+from softlib.multimodel import StackedModels, fit_stacked
+from softlib.train import TrainConfig
+
+
+class TinyBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)  # a bias before BN has ~0 gradient, which Adam amplifies into noise
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 6, 6, 3)).astype(np.uint8)
+    t = rng.dirichlet(np.ones(3), n).astype(np.float32)
+    return x, t / t.sum(1, keepdims=True)
+
+
+def models(k):
+    out = []
+    for i in range(k):
+        torch.manual_seed(100 + i)
+        out.append(TinyBN())
+    return out
+
+
+@pytest.mark.parametrize("kw", [
+    dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+         augment="crop_flip", schedule="multistep", milestones=[1], warmup_epochs=1),
+    dict(optimizer="adam", lr=0.01, weight_decay=1e-4, augment="laing", mix="mixup",
+         mix_alpha=0.3, label_smoothing=0.05),
+    dict(optimizer="sgd", lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0,
+         augment="none", mix="cutmix", mix_prob="entropy"),
+])
+def test_stacked_equals_sequential(kw):
+    x, t = data()
+    idx = [np.arange(0, 30), np.arange(10, 40), np.arange(5, 35)]
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=2, **kw)
+    seeds = [3, 4, 5]
+    ms = models(3)
+    seq = [copy.deepcopy(m) for m in ms]
+    for k, m in enumerate(seq):
+        train.fit(m, x[idx[k]], t[idx[k]], cfg.replace(seed=seeds[k]), progress=False)
+    res = fit_stacked(ms, x, t, idx, cfg, seeds=seeds, progress=False)
+    assert len(res.history["train_loss"]) == 2 and len(res.history["train_loss"][0]) == 3
+    for k in range(3):
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=2e-5, rtol=1e-4, msg=f"model {k} {name}")
+        assert not torch.equal(a["bn.running_mean"], torch.zeros(4))
+        assert int(a["bn.num_batches_tracked"]) == 2 * 4  # ceil(30 / 8) steps x 2 epochs
+
+
+def test_forward_matches_each_model_and_unstack_roundtrip():
+    ms = models(2)
+    for m in ms:
+        m.eval()
+    st = StackedModels(ms).eval()
+    x = torch.rand(2, 5, 3, 6, 6)
+    out = st(x)
+    for k in range(2):
+        torch.testing.assert_close(out[k], ms[k](x[k]), atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        st.params["conv__weight"].add_(1.0)
+    st.unstack()
+    torch.testing.assert_close(ms[1](x[1]), st(x)[1], atol=1e-5, rtol=1e-5)
+
+
+def test_errors():
+    x, t = data()
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=1)
+    with pytest.raises(ValueError, match="sizes differ"):
+        fit_stacked(models(2), x, t, [np.arange(30), np.arange(31)], cfg, progress=False)
+    res = fit_stacked(models(2), x, t, [np.arange(30), np.arange(31)], cfg.replace(drop_last=True),
+                      progress=False)
+    assert res.steps_per_epoch == 3
+
+    class Hooked(TinyBN):
+        def on_epoch_start(self, epoch):
+            pass
+
+    with pytest.raises(ValueError, match="on_epoch_start"):
+        StackedModels([Hooked(), Hooked()])
