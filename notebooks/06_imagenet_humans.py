@@ -159,14 +159,15 @@ else:
 # Shankar et al. studied. First, how many val images have more than one ReaL label:
 
 # %%
-real_stats = ml.real_label_stats(study.load_real_labels(sec.data_root))
+real = study.load_real(sec.data_root)
+real_stats = ml.real_label_stats(real["real"])
 display(pd.DataFrame([real_stats]))
 print(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val images have more "
       f"than one correct label ({real_stats['mean_labels_if_multi']:.2f} on average among them); "
       f"Shankar et al. report 18.2% (2.3 on average) on their 20,000 val images.")
 
 # %%
-zoo, zoo_fits = study.zoo_study(sec.data_root)
+zoo, zoo_fits = study.zoo_study(real)
 display(zoo_fits)
 display(zoo.head(10))
 

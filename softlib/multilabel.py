@@ -91,9 +91,12 @@ def class_group(wnid: str, split_wnids: Mapping[tuple, Iterable[str]]) -> str:
 
 
 def usable_images(release: Mapping[str, Any]) -> list[str]:
-    """Labelled images that are not marked problematic, in the release's order."""
+    """Labelled images that are not marked problematic (sorted if the release holds a set)."""
+    images = release["labeled_images"]
+    if isinstance(images, (set, frozenset)):
+        images = sorted(images)
     out = []
-    for image in release["labeled_images"]:
+    for image in images:
         info = release["image_map"].get(image)
         if info is None:
             raise ValueError(f"release['image_map']: no entry for labelled image {image!r}")
@@ -365,7 +368,7 @@ def subset_table(frame: pd.DataFrame, release: Mapping[str, Any] | None = None,
             sub = frame[(frame["user"] == user) & (frame["dataset"] == ds)]
             if sub.empty:
                 continue
-            base = 100.0 * sub[metric].mean()
+            base = 100.0 * int(sub[metric].sum()) / len(sub)
             for subset in ("all", "without dogs", "objects only", "fast"):
                 if subset == "fast" and fast is None:
                     continue

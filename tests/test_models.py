@@ -231,11 +231,12 @@ def test_mc_dropout_inference_is_log_mean_softmax(placement):
 
 
 def test_mc_dropout_averaging_reduces_spread():
-    m = build("resnet20_dropout", depth=8, width=4, p=0.3, samples=40).eval()
+    torch.manual_seed(0)
+    m = build("resnet20_dropout", depth=8, width=4, p=0.3, samples=25).eval()
     x = images(8)
     with torch.no_grad():
-        singles = torch.stack([m(x).softmax(-1) for _ in range(20)])
-        averaged = torch.stack([m.inference(x).exp() for _ in range(20)])
+        singles = torch.stack([m(x).softmax(-1) for _ in range(10)])
+        averaged = torch.stack([m.inference(x).exp() for _ in range(10)])
     assert not torch.allclose(averaged[0], averaged[1])  # still stochastic across calls
     assert averaged.std(0).mean() < 0.5 * singles.std(0).mean()
 
@@ -295,12 +296,12 @@ def test_sngp_precision_accumulates_and_resets():
     eye = torch.eye(gp.num_features)
     assert torch.equal(gp.precision, eye)  # ridge penalty 1
     x = images(6)
+    seen = []
+    hook = gp.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
     m.train()
     m(x)
-    m.features.eval()  # recompute the same features without another power-iteration step
-    with torch.no_grad():
-        phi = gp.random_features(m.features(m.normalize(x)))
-    m.train()
+    hook.remove()
+    phi = gp.random_features(seen[0])
     assert torch.allclose(gp.precision, eye + phi.t() @ phi, atol=1e-4)
     p1 = gp.precision.clone()
     m.eval()

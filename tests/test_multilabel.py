@@ -171,6 +171,10 @@ def test_parse_time_errors():
     with pytest.raises(ValueError, match="cannot parse"):
         ml.parse_time("not a date at all")
     assert ml.parse_time(1_573_162_304) == ml.parse_time(1_573_162_304_000)
+    with pytest.raises(ValueError, match="'garbage'"):
+        ml.parse_times(["2019-11-07 10:00:00", "garbage"])
+    t = ml.parse_times(["2019-11-07 10:00:00", "Thu Nov 07 2019 10:00:30 GMT+0000 (UTC)"])
+    assert (t[1] - t[0]).total_seconds() == 30
 
 
 def test_subset_masks(frame, release):
@@ -346,23 +350,40 @@ def test_human_study_tables_and_plots(release):
         plt.close(fig)
 
 
-def test_zoo_from_csv_files(tmp_path):
-    from softlib.data import DataMissingError
+def test_zoo_study_from_tables():
     from softlib.studies import shankar
 
-    with pytest.raises(DataMissingError, match="timm_results"):
-        shankar.load_zoo(tmp_path)
-    d = tmp_path / "imagenet_real"
-    d.mkdir()
-    base = "model,img_size,top1,top1_err,top5,top5_err,param_count,crop_pct,interpolation\n"
     rows = {"a": (80.0, 86.0, 69.0), "b": (70.0, 77.0, 58.0), "c": (60.0, 68.0, 47.0)}
-    for name, col in (("timm_results-imagenet.csv", 0), ("timm_results-imagenet-real.csv", 1),
-                      ("timm_results-imagenetv2-matched-frequency.csv", 2)):
-        lines = [f'{m},224,{v[col]},{100 - v[col]},95.0,5.0,"1,013.01",0.9,bicubic\n'
-                 for m, v in rows.items()]
-        (d / name).write_text(base + "".join(lines))
-    t, s = shankar.zoo_study(tmp_path)
+    res = {key: pd.DataFrame({"model": list(rows), "img_size": 224,
+                              "top1": [v[col] for v in rows.values()], "top5": 95.0,
+                              "param_count": 1013.01})
+           for key, col in (("imagenet", 0), ("imagenet-real", 1),
+                            ("imagenetv2-matched-frequency", 2))}
+    t, s = shankar.zoo_study({"real": [], "results": res})
     assert list(t["model"]) == ["a", "b", "c"]
     assert t["param_count"].tolist() == [1013.01] * 3
+    assert t["real_minus_val"].tolist() == pytest.approx([6, 7, 8])
     s = s.set_index("relation")
     assert s.loc["ImageNetV2 top-1 vs ImageNet top-1", "slope"] == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="load_imagenet_real"):
+        shankar.zoo_study({"results": {"imagenet": res["imagenet"]}})
+
+
+def test_study_on_data_layer_fixture(tmp_path):
+    """The data layer's synthetic pickle loads, validates and runs through the whole study."""
+    from softlib import data
+    from softlib.data import fixtures
+    from softlib.studies import shankar
+
+    fixtures.write_fixture_root(tmp_path, n_train=20, n_test=20, n_small=10, cifar10_c=False)
+    release = shankar.load_release(tmp_path)
+    assert release is not None
+    st = shankar.run_human_study(release, trials=20, seed=0)
+    n_usable = len(ml.usable_images(release))
+    assert st.frame.groupby("user").size().max() == n_usable
+    assert set(st.table1["user"]) >= set(ml.HUMANS)
+    t, s = shankar.zoo_study(shankar.load_real(tmp_path))
+    assert len(t) > 0 and len(s) == 2
+    assert shankar.load_release(tmp_path / "nowhere") is None
+    with pytest.raises(data.DataMissingError):
+        shankar.load_real(tmp_path / "nowhere")

@@ -52,7 +52,8 @@ def _run(a) -> int:
         for n in a.names:
             print(f"{n}: {fetch(n, a.root)}")
     elif a.cmd == "verify":
-        names = a.names or [r["name"] for r in store.info(a.root) if r["present"]]
+        names = a.names or [r["name"] for r in store.info(a.root)
+                            if r["present"] or r["bytes"] > 0]
         bad = 0
         for n in names:
             try:

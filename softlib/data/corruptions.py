@@ -215,11 +215,12 @@ def fog(x, s, rng):
 
 
 def brightness(x, s, rng):
-    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+    """HSV value + c. With hue and saturation fixed every RGB channel is proportional to
+    V = max(R, G, B), so the HSV round trip is RGB * V'/V (grey V' where V = 0)."""
     c = [.05, .1, .15, .2, .3][s - 1]
-    hsv = rgb_to_hsv(x)
-    hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
-    return np.clip(hsv_to_rgb(hsv), 0, 1)
+    v = x.max(axis=-1, keepdims=True)
+    v2 = np.clip(v + c, 0, 1)
+    return np.clip(np.where(v > 0, x * v2 / np.where(v > 0, v, 1), v2), 0, 1)
 
 
 def contrast(x, s, rng):

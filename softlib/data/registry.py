@@ -81,7 +81,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
     Spec("fashion_mnist", "Fashion-MNIST", "images", ("train", "test"), image_shape=(28, 28, 1),
          url="https://github.com/zalandoresearch/fashion-mnist",
          how="torchvision.datasets.FashionMNIST (md5-checked), converted to npz",
-         file_sha256={}),
+         array_sha256={"mirror subset (first 1,000 per class, yurimn/image-classification PNGs)": {
+             "train": {"images": "c1bfff3500b15d288d61852490fa9cc0126e779b2b42a222bd4ec5e69016dbb5",
+                       "labels": "c5575395e636cadcdfe5764ffc8d56f56d234a4dc687096f8fc2d975dd6a5597"}}}),
     Spec("cifar10_c", "CIFAR-10-C-style corruptions of CIFAR-10 training images", "images",
          tuple(f"{c}_{s}" for c in CORRUPTIONS for s in SEVERITIES),
          url="generated locally from cifar10/train.npz (Hendrycks & Dietterich 2019 parameters)",

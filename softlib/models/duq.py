@@ -22,6 +22,8 @@ from .resnet import ResNetFeatures
 class DUQResNet(nn.Module):
     output_kind = "RBF kernel values in (0, 1]"
     requires_input_grad = True
+    # forward() returns RBF kernel values, not logits: attacks take cross-entropy of inference()
+    attack_with_inference = True
 
     def __init__(self, num_classes: int = 10, depth: int = 20, width: int = 16,
                  centroid_size: int = 1024, length_scale: float = 0.1, momentum: float = 0.999,
@@ -52,7 +54,8 @@ class DUQResNet(nn.Module):
         return self.m / self.n
 
     def log_kernel(self, z: torch.Tensor) -> torch.Tensor:
-        d2 = (z - self.centroids().to(z.dtype)).pow(2).mean(1)
+        z = z.float()  # distances in float32 even under autocast: exp(-d / 0.02) is touchy
+        d2 = (z - self.centroids()).pow(2).mean(1)
         return -d2 / (2 * self.length_scale**2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +84,11 @@ class DUQResNet(nn.Module):
 
     @torch.no_grad()
     def after_optimizer_step(self, x: torch.Tensor, targets: torch.Tensor) -> None:
-        """EMA update of the centroids with soft class memberships ``targets`` [B, C]."""
+        """EMA update of the centroids with soft class memberships ``targets`` [B, C].
+
+        The embeddings are recomputed in the model's current mode, as in the original DUQ (in
+        training mode BatchNorm therefore sees the batch a second time).
+        """
         z = self.embed(x.detach()).float()
         t = targets.detach().float()
         if t.shape != (z.shape[0], z.shape[2]):

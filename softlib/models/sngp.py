@@ -78,9 +78,10 @@ class RandomFeatureGP(nn.Module):
         return self._cov_cache[1]
 
     def variance(self, phi: torch.Tensor) -> torch.Tensor:
-        """Posterior predictive variance per input, [B]."""
-        cov = self.covariance().to(phi.dtype)
-        return ((phi @ cov) * phi).sum(-1)
+        """Posterior predictive variance per input, [B] (float32 even under autocast)."""
+        with torch.autocast(device_type=phi.device.type, enabled=False):
+            phi = phi.float()
+            return ((phi @ self.covariance()) * phi).sum(-1)
 
 
 class SNGPResNet(nn.Module):
@@ -109,6 +110,6 @@ class SNGPResNet(nn.Module):
     def inference(self, x: torch.Tensor) -> torch.Tensor:
         """Mean-field logits logits / sqrt(1 + pi/8 * var), [B, C] (no precision update)."""
         phi = self.gp.random_features(self.features(self.normalize(x)))
-        logits = self.gp.output(phi)
+        logits = self.gp.output(phi).float()
         var = self.gp.variance(phi)
         return logits / torch.sqrt(1.0 + self.mean_field_factor * var).unsqueeze(-1)

@@ -14,9 +14,7 @@ Analysis lives in :mod:`softlib.multilabel`; this module loads, assembles DataFr
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,44 +66,10 @@ def load_release(root=None) -> dict | None:
         return None
 
 
-def _real_folder(root=None) -> Path:
-    from ..paths import data_root
-    return data_root(root) / "imagenet_real"
-
-
-def load_zoo(root=None) -> pd.DataFrame:
-    """timm's per-model top-1/top-5 on ImageNet val, ReaL and ImageNetV2, merged per model."""
+def load_real(root=None) -> dict:
+    """ReaL labels and timm's result tables (``softlib.data.load_imagenet_real``)."""
     from .. import data
-    folder = _real_folder(root)
-    names = {"val": "timm_results-imagenet.csv", "real": "timm_results-imagenet-real.csv",
-             "v2": "timm_results-imagenetv2-matched-frequency.csv"}
-    frames = {}
-    for k, name in names.items():
-        p = folder / name
-        if not p.exists():
-            raise data.DataMissingError(f"imagenet_real: {p} not found (expected the timm "
-                                        "results CSVs under <data root>/imagenet_real)")
-        frames[k] = pd.read_csv(p, dtype={"param_count": str})
-    return ml.timm_table(frames["val"], frames["real"], frames["v2"])
-
-
-def load_real_labels(root=None) -> list[list[int]]:
-    """ReaL's multi-labels (``real.json``): a list of class-id lists, one per val image."""
-    from .. import data
-    loader = getattr(data, "load_imagenet_real", None)
-    obj = loader(root=root) if loader is not None else None
-    if obj is not None:
-        for attr in ("real", "labels", "real_labels"):
-            val = obj.get(attr) if isinstance(obj, dict) else getattr(obj, attr, None)
-            if isinstance(val, list):
-                return val
-    p = _real_folder(root) / "real.json"
-    if not p.exists():
-        raise data.DataMissingError(f"imagenet_real: {p} not found")
-    labels = json.loads(p.read_text())
-    if not isinstance(labels, list) or not all(isinstance(x, list) for x in labels):
-        raise data.DataCorruptError(f"{p}: expected a JSON list of lists of class ids")
-    return labels
+    return data.load_imagenet_real(root=root)
 
 
 # --------------------------------------------------------------------------- human study
@@ -226,8 +190,8 @@ def facts_vs_paper(study: HumanStudy) -> pd.DataFrame:
         "models' V2-on-val intercept (authors' notebook)": fitv("intercept"),
         "val images with >1 correct label (%)": study.label_counts.get("val", {}).get("multi_pct"),
     }
-    return pd.DataFrame([{"fact": k, "paper": v, "this run": ours.get(k)}
-                         for k, v in PUBLISHED_FACTS.items()])
+    rows = [{"fact": k, "paper": v, "this run": ours.get(k)} for k, v in PUBLISHED_FACTS.items()]
+    return pd.DataFrame(rows, dtype=object)  # mixed counts and p-values: keep each as written
 
 
 def multi_label_share(release: dict) -> dict:
@@ -244,9 +208,21 @@ def multi_label_share(release: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- model zoo
-def zoo_study(root=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The merged timm table and its fits (ReaL vs val, V2 vs val)."""
-    t = load_zoo(root)
+TIMM_KEYS = {"val": "imagenet", "real": "imagenet-real", "v2": "imagenetv2-matched-frequency"}
+
+
+def zoo_study(real: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The merged timm table (val, ReaL, V2 per model) and its linear fits.
+
+    ``real`` is what :func:`load_real` returns: ``{'results': {name: DataFrame}, ...}``.
+    """
+    try:
+        r = real["results"]
+        frames = [r[TIMM_KEYS[k]] for k in ("val", "real", "v2")]
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"zoo_study: expected {{'results': {{{', '.join(TIMM_KEYS.values())}}}}} "
+                         f"as returned by softlib.data.load_imagenet_real; missing {e}") from None
+    t = ml.timm_table(*frames)
     return t, ml.timm_summary(t)
 
 
@@ -336,7 +312,9 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame):
     ax.legend(fontsize=8)
 
     ax = axes[1]
-    ax.hist(table["real_minus_val"], bins=40, color="tab:green", alpha=0.8)
+    gap = table["real_minus_val"].dropna()
+    ax.hist(gap, bins=40, range=(min(gap.min(), 0) - 0.5, gap.max() + 0.5), color="tab:green",
+            alpha=0.8)
     ax.axvline(0, color="grey", ls=":")
     ax.set(xlabel="ReaL top-1 minus ImageNet top-1 (points)", ylabel="models",
            title="How much the single label under-counts")

@@ -1,0 +1,46 @@
+"""The benchmark's quick mode runs end to end on tiny sizes (checks it runs; no timing asserts)."""
+import json
+import math
+
+import torch
+from torch import nn
+
+from softlib import bench
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def test_quick_run_produces_every_row(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path / "nodata"))
+    res = bench.run(quick=True, device="cpu", arch="tiny", model_factory=Tiny, n_train=32,
+                    n_eval=32, batch_size=16, k_models=2, pgd_steps=1, progress=False)
+    names = [r["measurement"] for r in res["rows"]]
+    for expected in ("engine epoch", "bare fwd+bwd+step", "engine / bare",
+                     "DataLoader + PIL transforms", "engine speed-up over DataLoader",
+                     "2 models at once (vmap)", "vmap speed-up", "evaluation", "FGSM", "PGD step"):
+        assert expected in names
+    for r in res["rows"]:
+        assert r["value"] > 0 and math.isfinite(r["value"]), r
+    assert "random uint8" in res["images"]
+    table = bench.format_table(res)
+    assert "engine / bare" in table and res["machine"]["cpu"] in table
+    json.dumps(res)
+
+
+def test_cli_rejects_cuda_without_gpu(capsys):
+    if torch.cuda.is_available():
+        return
+    try:
+        bench.main(["--device", "cuda", "--quick"])
+    except SystemExit as e:
+        assert e.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err

@@ -1,0 +1,325 @@
+"""softlib.data: loading, conversion, verification, errors, the restricted unpickler."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softlib import data
+from softlib.data import fixtures
+from softlib.data.errors import DataCorruptError, DataMissingError
+from softlib.data.fetch import convert_cifar10_batches, convert_cinic10, download, repack, write_split
+from softlib.data.safe_pickle import UnsafePickleError, restricted_loads
+
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    return fixtures.write_fixture_root(tmp_path_factory.mktemp("fx"), n_train=200)
+
+
+@pytest.fixture
+def root_copy(fixture_root, tmp_path):
+    dst = tmp_path / "root"
+    shutil.copytree(fixture_root, dst)
+    return dst
+
+
+# ------------------------------------------------------------------ loading the fixture
+
+def test_every_dataset_loads_and_verifies(fixture_root):
+    for name, spec in data.SPECS.items():
+        report = data.verify(name, fixture_root)
+        assert report["ok"] and report["synthetic"], name
+        assert "SYNTHETIC FIXTURE" in data.provenance(name, fixture_root)
+        if spec.kind == "images":
+            for split in data.store.present_splits(name, fixture_root):
+                s = data.load(name, split, fixture_root)
+                assert s.images.dtype == np.uint8 and s.images.ndim == 4
+                assert s.labels.dtype == np.int64 and len(s) == len(s.images)
+                assert s.labels.min() >= 0 and s.labels.max() < 10
+
+
+def test_cifar10h_fixture_and_alignment(fixture_root):
+    h = data.load_cifar10h(fixture_root)
+    test = data.load("cifar10", "test", fixture_root)
+    assert h.counts.shape == h.probs.shape == (10000, 10)
+    np.testing.assert_allclose(h.probs.sum(1), 1, atol=1e-12)
+    assert (h.counts.argmax(1) == test.labels).mean() > 0.6   # votes follow the labels
+
+
+def test_fixture_images_carry_class_signal(fixture_root):
+    s = data.load("cifar10", "train", fixture_root)
+    means = np.stack([s.images[s.labels == c].reshape(-1, 3).mean(0) for c in range(10)])
+    feats = s.images.reshape(len(s), -1, 3).mean(1)
+    pred = np.argmin(((feats[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    assert (pred == s.labels).mean() > 0.8   # nearest class-mean colour separates the classes
+
+
+def test_available_and_info(fixture_root, tmp_path):
+    assert data.available("cifar10", "train", fixture_root)
+    assert data.available("cifar10h", root=fixture_root)
+    assert not data.available("svhn", root=tmp_path)
+    rows = {r["name"]: r for r in data.info(fixture_root)}
+    assert rows["cifar10"]["present"] and rows["cifar10"]["splits"] == ["train", "test"]
+    assert rows["cifar10"]["source"].startswith("SYNTHETIC")
+    assert not {r["name"]: r for r in data.info(tmp_path)}["svhn"]["present"]
+
+
+def test_cifar10_c_has_indices(fixture_root):
+    s = data.load("cifar10_c", "gaussian_noise_3", fixture_root)
+    train = data.load("cifar10", "train", fixture_root)
+    np.testing.assert_array_equal(s.labels, train.labels[s.extra["indices"]])
+
+
+# ------------------------------------------------------------------ missing data
+
+def test_missing_dataset_error_is_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path))
+    with pytest.raises(DataMissingError) as e:
+        data.load("svhn", "test")
+    msg = str(e.value)
+    assert "svhn" in msg and str(tmp_path / "svhn" / "test.npz") in msg
+    assert "ufldl.stanford.edu" in msg and "SOFTLIB_DATA" in msg and "fetch svhn" in msg
+    with pytest.raises(DataMissingError, match="cifar10h"):
+        data.load_cifar10h()
+    with pytest.raises(DataMissingError, match="human_accuracy"):
+        data.load_imagenet_human()
+    with pytest.raises(DataMissingError, match="real.json"):
+        data.load_imagenet_real()
+
+
+def test_load_never_downloads(tmp_path, monkeypatch):
+    import urllib.request
+
+    def boom(*a, **k):
+        raise AssertionError("load must not touch the network")
+    monkeypatch.setattr(urllib.request, "urlopen", boom)
+    with pytest.raises(DataMissingError):
+        data.load("cifar10", "train", tmp_path)
+
+
+def test_cifar10_1_labels_only(root_copy):
+    d = root_copy / "cifar10_1"
+    for v in ("v4", "v6"):
+        (d / f"{v}.npz").unlink()
+    assert not data.available("cifar10_1", "v4", root_copy)
+    labels = data.load_cifar10_1_labels("v4", root_copy)
+    assert labels.dtype == np.int64 and len(labels) == 100
+    with pytest.raises(DataMissingError, match="only the labels"):
+        data.load("cifar10_1", "v4", root_copy)
+
+
+def test_unknown_names_and_splits(fixture_root):
+    with pytest.raises(KeyError, match="unknown dataset"):
+        data.load("cifar11", "train", fixture_root)
+    with pytest.raises(ValueError, match="no split"):
+        data.load("cifar10", "valid", fixture_root)
+
+
+# ------------------------------------------------------------------ corrupt data
+
+def test_truncated_npz(root_copy):
+    p = root_copy / "svhn" / "test.npz"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(DataCorruptError, match=str(p)):
+        data.load("svhn", "test", root_copy)
+
+
+def _rewrite(path: Path, **arrays):
+    with np.load(path, allow_pickle=False) as z:
+        cur = {k: z[k] for k in z.files}
+    cur.update(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **cur)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda im, lab: {"images": im.astype(np.float32)}, "uint8"),
+    (lambda im, lab: {"images": im[:, :16]}, r"\[N,32,32,3\]"),
+    (lambda im, lab: {"labels": lab.astype(np.int32)}, "int64"),
+    (lambda im, lab: {"labels": np.where(lab == 0, 10, lab)}, "0..9"),
+    (lambda im, lab: {"labels": lab[:-1]}, "labels"),
+])
+def test_wrong_shape_dtype_range(root_copy, change, match):
+    p = root_copy / "svhn" / "test.npz"
+    with np.load(p) as z:
+        im, lab = z["images"], z["labels"]
+    _rewrite(p, **change(im, lab))
+    with pytest.raises(DataCorruptError, match=match):
+        data.load("svhn", "test", root_copy)
+
+
+def test_checksum_mismatch_is_reported_not_repaired(root_copy):
+    p = root_copy / "cifar10" / "test.npz"
+    with np.load(p) as z:
+        im, lab = z["images"].copy(), z["labels"]
+    im[0, 0, 0, 0] ^= 1
+    _rewrite(p, images=im)
+    data.load("cifar10", "test", root_copy)   # structure is fine ...
+    with pytest.raises(DataCorruptError, match="test.npz"):
+        data.verify("cifar10", root_copy)     # ... but verify recomputes the content hash
+    with np.load(p) as z:
+        assert z["images"][0, 0, 0, 0] == im[0, 0, 0, 0]   # nothing was repaired
+
+
+def test_file_checksum_mismatch(root_copy):
+    p = root_copy / "cifar10h" / "cifar10h-counts.npy"
+    c = np.load(p)
+    c[0, 0] += 1
+    np.save(p, c)
+    with pytest.raises(DataCorruptError, match="cifar10h-counts.npy"):
+        data.verify("cifar10h", root_copy)
+
+
+def test_mirror_variant_hash_mismatch(root_copy):
+    # without PROVENANCE.json, cifar10 is checked against the registry's known copies
+    pj = root_copy / "cifar10" / "PROVENANCE.json"
+    pj.write_text(json.dumps({k: v for k, v in json.loads(pj.read_text()).items() if k != "arrays"}))
+    with pytest.raises(DataCorruptError, match="matches no known copy"):
+        data.verify("cifar10", root_copy)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda c, p: (c, np.where(np.arange(10) == 0, -p, p)), "negative"),
+    (lambda c, p: (c, p * 1.01), "sum to 1"),
+    (lambda c, p: (c[:9000], p[:9000]), r"\(10000, 10\)"),
+])
+def test_cifar10h_validation(root_copy, bad, match):
+    d = root_copy / "cifar10h"
+    c, p = np.load(d / "cifar10h-counts.npy"), np.load(d / "cifar10h-probs.npy")
+    c2, p2 = bad(c, p)
+    np.save(d / "cifar10h-counts.npy", c2)
+    np.save(d / "cifar10h-probs.npy", p2)
+    with pytest.raises(DataCorruptError, match="cifar10h-(counts|probs).npy"):
+        data.load_cifar10h(root_copy)
+    with pytest.raises(DataCorruptError, match=match):
+        data.load_cifar10h(root_copy)
+
+
+def test_imagenet_human_schema_errors(root_copy):
+    p = root_copy / "imagenet_human" / "human_accuracy_v3.0.0.pickle"
+    d = data.load_imagenet_human(root_copy)
+    assert {"human_a", "human_e", "human_majority"} <= set(d["annot_data"])
+    assert any(i.startswith("ILSVRC2012_val_") for i in d["labeled_images"])
+    assert any(not i.startswith("ILSVRC2012_val_") for i in d["labeled_images"])
+    assert ("organism", "dog") in d["split_wnids"]
+    del d["annot_data"]["human_c"]
+    p.write_bytes(pickle.dumps(d))
+    with pytest.raises(DataCorruptError, match="human_c"):
+        data.load_imagenet_human(root_copy)
+
+
+def test_imagenet_real_loads(fixture_root):
+    r = data.load_imagenet_real(fixture_root)
+    assert len(r["real"]) == 100 and set(r["results"]) == {
+        "imagenet", "imagenet-real", "imagenetv2-matched-frequency"}
+    assert r["results"]["imagenet"]["param_count"].dtype.kind == "f"   # "1,0x.5" parsed
+
+
+# ------------------------------------------------------------------ conversion
+
+def test_convert_fake_cifar10_batches(tmp_path):
+    expect, src = fixtures.write_fake_cifar10_batches(tmp_path / "raw")
+    out = tmp_path / "root" / "cifar10"
+    with pytest.raises(DataCorruptError, match="md5"):
+        convert_cifar10_batches(src, out)               # fake bytes fail torchvision's md5s
+    convert_cifar10_batches(src, out, check_md5=False)
+    from softlib.data.fetch import update_provenance
+    update_provenance(out, synthetic=True)   # 20 images: waive the canonical 50,000/10,000
+    tr, te = data.load("cifar10", "train", tmp_path / "root"), data.load("cifar10", "test", tmp_path / "root")
+    np.testing.assert_array_equal(tr.images, expect["train_images"])
+    np.testing.assert_array_equal(tr.labels, expect["train_labels"])
+    np.testing.assert_array_equal(te.images, expect["test_images"])
+    assert len(tr) + len(te) == 20
+    assert data.verify("cifar10", tmp_path / "root")["ok"]
+    with zipfile.ZipFile(out / "train.npz") as z:   # written uncompressed: fast to load
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())
+
+
+def test_convert_cinic10_keeps_imagenet_only(tmp_path):
+    from PIL import Image
+    src = tmp_path / "CINIC-10"
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid", "test"):
+        for cls in ("cat", "truck"):
+            d = src / split / cls
+            d.mkdir(parents=True)
+            for fname in ("n02123045_1.png", "n02123045_2.png", "cifar10-train-7.png"):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / fname)
+    convert_cinic10(src, tmp_path / "root" / "cinic10")
+    s = data.load("cinic10", "valid", tmp_path / "root")
+    assert len(s) == 4 and sorted(set(s.labels.tolist())) == [3, 9]
+
+
+def test_download_checks_sha256(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"hello softlib")
+    import hashlib
+    good = hashlib.sha256(b"hello softlib").hexdigest()
+    assert download(src.as_uri(), tmp_path / "a.bin", good) == good
+    with pytest.raises(DataCorruptError, match="sha256"):
+        download(src.as_uri(), tmp_path / "b.bin", "0" * 64)
+    assert not (tmp_path / "b.bin").exists()
+
+
+def test_repack_keeps_content(tmp_path):
+    folder = tmp_path / "cinic10"
+    im = np.zeros((3, 32, 32, 3), np.uint8)
+    write_split(folder, "test", im, np.arange(3), compressed=True)
+    assert repack("cinic10", tmp_path) == [folder / "test.npz"]
+    assert data.verify("cinic10", tmp_path)["ok"]
+
+
+def test_cli_info_and_verify(fixture_root, capsys):
+    from softlib.data.__main__ import main
+    assert main(["--root", str(fixture_root), "info"]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().out
+    assert main(["--root", str(fixture_root), "verify", "cifar10h"]) == 0
+
+
+# ------------------------------------------------------------------ restricted unpickler
+
+def test_restricted_unpickler_allows_plain_containers():
+    obj = {"a": [1, 2.5, None, True], ("t", 1): {"x", "y"}, "f": frozenset({1}), "b": b"\x00"}
+    for proto in (0, 2, 4):
+        if proto < 3:
+            obj2 = {k: v for k, v in obj.items() if k != "b"}
+        else:
+            obj2 = obj
+        assert restricted_loads(pickle.dumps(obj2, protocol=proto)) == obj2
+
+
+class _Custom:
+    pass
+
+
+def test_restricted_unpickler_refuses_globals():
+    with pytest.raises(UnsafePickleError, match="os.system|posix.system"):
+        restricted_loads(pickle.dumps(os.system))
+    with pytest.raises(UnsafePickleError, match="_Custom"):
+        restricted_loads(pickle.dumps(_Custom()))
+    evil = b"cos\nsystem\n(S'echo pwned'\ntR."
+    with pytest.raises(UnsafePickleError):
+        restricted_loads(evil)
+    with pytest.raises(UnsafePickleError, match="numpy"):   # arrays only when allowed explicitly
+        restricted_loads(pickle.dumps(np.arange(3)))
+    with pytest.raises(DataCorruptError):
+        restricted_loads(b"not a pickle")
+
+
+# ------------------------------------------------------------------ the real mirror
+
+@pytest.mark.mirror
+def test_mirror_verifies():
+    if not os.environ.get("SOFTLIB_DATA"):
+        pytest.skip("SOFTLIB_DATA is not set")
+    rows = [r for r in data.info() if r["present"] or r["bytes"] > 0]
+    assert rows, "SOFTLIB_DATA holds no dataset"
+    for r in rows:
+        assert data.verify(r["name"])["ok"]
