@@ -27,6 +27,7 @@ test: env
 # Prepare the offline mirror of ../shared/data (these machines only) into $(SOFTLIB_DATA).
 data-mirror: env
 	$(PY) ../shared/data/materialize.py --out $(SOFTLIB_DATA)
+	$(PY) -m softlib.data --root $(SOFTLIB_DATA) repack cifar10
 
 clean-book:
 	rm -rf _build book/sections book/generated

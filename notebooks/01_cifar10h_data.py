@@ -73,15 +73,17 @@ print(f"images where the human majority disagrees with it: "
 # layer. Where it is present, this cell shows each annotator's accuracy.
 
 # %%
-if data.available("cifar10h", split="raw"):
+try:
     raw = data.load_cifar10h_raw()
-    per_annotator = raw.groupby("annotator_id")["correct_guess"].mean()
-    ax = per_annotator.plot.hist(bins=40)
-    ax.set(xlabel="annotator accuracy", title=f"{len(per_annotator)} annotators")
-    plt.show()
-else:
+except data.DataMissingError:
     print("The raw annotator table (cifar10h-raw.zip) is not present under "
           f"{sec.data_root / 'cifar10h'}; per-annotator accuracy is not shown in this build.")
+else:
+    per_annotator = raw.groupby("annotator_id")["correct_guess"].mean()
+    ax = per_annotator.plot.hist(bins=40)
+    ax.set(xlabel="share of an annotator's answers matching CIFAR-10",
+           title=f"{len(per_annotator)} annotators (attention checks excluded)")
+    plt.show()
 
 # %% [markdown]
 # ## Where does the uncertainty sit?

@@ -17,14 +17,13 @@ never touched.
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import progress
 
 __all__ = ["fgsm", "pgd", "attack_decrease", "evaluate_attack", "attack_logits", "predict_logits"]
 
@@ -169,10 +168,6 @@ def _as_targets(labels: Any, n: int) -> torch.Tensor:
     return y
 
 
-def _quiet() -> bool:
-    return os.environ.get("SOFTLIB_QUIET", "") == "1"
-
-
 def evaluate_attack(model: nn.Module, images: Any, labels: Any, eps: float, kind: str = "fgsm",
                     batch_size: int = 500, device: str | torch.device | None = None, *,
                     step_size: float | None = None, steps: int = 10, random_start: bool = True,
@@ -199,7 +194,7 @@ def evaluate_attack(model: nn.Module, images: Any, labels: Any, eps: float, kind
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
     out, hist_sum = [], None
     with _eval_mode(model):
-        for s in tqdm(range(0, n, batch_size), desc=f"{kind} eps={eps:.4g}", disable=_quiet(), leave=False):
+        for s in progress(range(0, n, batch_size), desc=f"{kind} eps={eps:.4g}", leave=False):
             x = _batch_float(x_all[s:s + batch_size], device)
             y = y_all[s:s + batch_size].to(device)
             if kind == "fgsm":

@@ -173,8 +173,6 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
         r = fit(m, x_tr, targets, cfg, device=dev, progress=False)
         return r.history["seconds"][0]
 
-    engine_epoch_seconds()  # warm-up (allocator, kernels)
-    eng = statistics.median(engine_epoch_seconds() for _ in range(repeats))
     x_dev = torch.from_numpy(x_tr).to(dev).permute(0, 3, 1, 2).float().div(255).contiguous()
     if dev.type == "cuda":
         x_dev = x_dev.contiguous(memory_format=torch.channels_last)
@@ -182,18 +180,23 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
     bare_model = copy.deepcopy(model0)
     if dev.type == "cuda":
         bare_model = bare_model.to(memory_format=torch.channels_last)
-    _bare_epoch(bare_model, x_dev, y_dev, cfg, dev)
-    bare = _median_time(lambda: _bare_epoch(bare_model, x_dev, y_dev, cfg, dev), repeats, dev)
-    row("engine epoch", n_train / eng, "img/s", "(crop+flip on device, soft CE)")
-    row("bare fwd+bwd+step", n_train / bare, "img/s", "(pre-made float tensors)")
-    row("engine / bare", bare / eng, "ratio", "(target >= 0.90)")
-
-    # 2. conventional DataLoader -------------------------------------------------------------
     loader = torch.utils.data.DataLoader(_PILDataset(x_tr, y_tr), batch_size=batch_size,
                                          shuffle=True, num_workers=0,
                                          pin_memory=dev.type == "cuda")
     dl_model = copy.deepcopy(model0)
-    dl = _median_time(lambda: _dataloader_epoch(dl_model, loader, cfg, dev), repeats, dev)
+    engine_epoch_seconds()  # warm-ups (allocator, kernels)
+    _bare_epoch(bare_model, x_dev, y_dev, cfg, dev)
+    # interleaved repeats, so that a change in machine load hits all three alike
+    t_eng, t_bare, t_dl = [], [], []
+    for _ in range(repeats):
+        t_eng.append(engine_epoch_seconds())
+        t_bare.append(_median_time(lambda: _bare_epoch(bare_model, x_dev, y_dev, cfg, dev), 1, dev))
+        t_dl.append(_median_time(lambda: _dataloader_epoch(dl_model, loader, cfg, dev), 1, dev))
+    eng, bare, dl = (statistics.median(v) for v in (t_eng, t_bare, t_dl))
+    row("engine epoch", n_train / eng, "img/s", "(crop+flip on device, soft CE)")
+    row("bare fwd+bwd+step", n_train / bare, "img/s", "(pre-made float tensors)")
+    row("engine / bare", bare / eng, "ratio", "(target >= 0.90)")
+
     row("DataLoader + PIL transforms", n_train / dl, "img/s", "(num_workers=0)")
     row("engine speed-up over DataLoader", dl / eng, "x")
 
@@ -214,8 +217,11 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
 
     try:
         stacked()  # warm-up
-        st = _median_time(stacked, repeats, dev)
-        sq = _median_time(sequential, repeats, dev)
+        ts, tq = [], []
+        for _ in range(repeats):  # interleaved, as above
+            ts.append(_median_time(stacked, 1, dev))
+            tq.append(_median_time(sequential, 1, dev))
+        st, sq = statistics.median(ts), statistics.median(tq)
         row(f"{k_models} models at once (vmap)", k_models * n_k / st, "img/s")
         row(f"{k_models} models one after another", k_models * n_k / sq, "img/s")
         row("vmap speed-up", sq / st, "x")

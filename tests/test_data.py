@@ -323,3 +323,22 @@ def test_mirror_verifies():
     assert rows, "SOFTLIB_DATA holds no dataset"
     for r in rows:
         assert data.verify(r["name"])["ok"]
+
+
+def test_cifar10h_raw_table_is_optional_and_validated(root_copy):
+    with pytest.raises(DataMissingError, match="optional"):
+        data.load_cifar10h_raw(root_copy)
+    path = root_copy / "cifar10h" / "cifar10h-raw.zip"
+    rows = ["annotator_id,cifar10_test_test_idx,correct_guess,is_attn_check",
+            "0,5,1,0", "0,-99999,1,1", "1,7,0,0"]
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("cifar10h-raw.csv", "\n".join(rows) + "\n")
+    table = data.load_cifar10h_raw(root_copy)
+    assert list(table["cifar10_test_test_idx"]) == [5, 7]  # attention checks dropped
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("cifar10h-raw.csv", "annotator_id,chosen_label\n0,3\n")
+    with pytest.raises(DataCorruptError, match="columns"):
+        data.load_cifar10h_raw(root_copy)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(DataCorruptError, match="not a readable zip"):
+        data.load_cifar10h_raw(root_copy)

@@ -25,14 +25,9 @@ from .safe_pickle import NUMPY_ARRAY_GLOBALS, restricted_load
 from .store import read_provenance_json
 
 
-def _quiet() -> bool:
-    return os.environ.get("SOFTLIB_QUIET", "") == "1"
-
-
 def _tqdm(*args, **kwargs):
-    from tqdm.auto import tqdm
-    kwargs.setdefault("disable", _quiet())
-    return tqdm(*args, **kwargs)
+    from ..progress import progress
+    return progress(*args, **kwargs)
 
 
 def now() -> str:

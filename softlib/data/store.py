@@ -279,6 +279,40 @@ def load_cifar10h(root: str | os.PathLike | None = None, n_images: int = 10000) 
                        _safe_provenance("cifar10h", root), d)
 
 
+RAW_COLUMNS = ("annotator_id", "cifar10_test_test_idx", "correct_guess", "is_attn_check")
+
+
+def load_cifar10h_raw(root: str | os.PathLike | None = None):
+    """The optional annotator-level CIFAR-10H table (``cifar10h-raw.zip``) as a DataFrame.
+
+    Attention-check trials are dropped. Raises DataMissingError when the zip is absent (it is
+    optional in the canonical release) and DataCorruptError when its columns are not the
+    release's.
+    """
+    import zipfile
+
+    import pandas as pd
+    path = dataset_dir("cifar10h", root) / "cifar10h-raw.zip"
+    if not path.exists():
+        raise missing_error("cifar10h", path, root, split="raw",
+                            note="the annotator table is optional; the counts and probabilities "
+                                 "do not need it")
+    try:
+        with zipfile.ZipFile(path) as z:
+            csvs = [n for n in z.namelist() if n.endswith(".csv") and not n.startswith("__")]
+            if len(csvs) != 1:
+                raise DataCorruptError(f"{path}: expected one CSV file inside, found {csvs}")
+            with z.open(csvs[0]) as f:
+                table = pd.read_csv(f)
+    except zipfile.BadZipFile as exc:
+        raise DataCorruptError(f"{path}: not a readable zip file ({exc})") from None
+    lacking = [c for c in RAW_COLUMNS if c not in table.columns]
+    if lacking:
+        raise DataCorruptError(f"{path}: columns {lacking} missing; found {list(table.columns)}")
+    table = table[(table["is_attn_check"] == 0) & (table["cifar10_test_test_idx"] >= 0)]
+    return table.reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- presence
 
 def available(name: str, split: str | None = None, root: str | os.PathLike | None = None) -> bool:

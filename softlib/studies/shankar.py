@@ -263,6 +263,8 @@ def plot_figure1(study: HumanStudy):
         ax.plot([], [], "*", color="tab:red", ms=11, label="humans (95% CI)")
         lo = np.nanmin(np.r_[w["val"], w["v2"]]) - 2
         _diag(ax, lo, 100)
+        ax.set_xlim(lo, 101)
+        ax.set_ylim(lo, 101)
         ax.set(xlabel="ImageNet val multi-label accuracy (%)",
                ylabel="ImageNetV2 multi-label accuracy (%)", title=f"Figure 1, {title}")
         ax.legend(fontsize=8, loc="upper left")
@@ -285,7 +287,7 @@ def plot_figure4(study: HumanStudy):
         vals = np.r_[f4[m], f4["multilabel"]]
         _diag(ax, np.nanmin(vals) - 2, 100)
         ax.set(xlabel=f"{'top-1' if m == 'top1' else 'top-5'} accuracy (%)",
-               ylabel="multi-label accuracy (%)", title=f"Figure 4: multi-label vs {m}")
+               ylabel="multi-label accuracy (%)", title=f"Figure 4: multi-label vs {'top-1' if m == 'top1' else 'top-5'}")
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
