@@ -1,0 +1,228 @@
+"""Tests of section 5's study module (Laing 2024): data shaping, configuration, temperature
+scaling, the summary tables, and one tiny end-to-end grid through the cache."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import log_softmax, softmax
+
+from softlib import losses
+from softlib.studies import laing as L
+
+
+# ------------------------------------------------------------------------------ data
+
+def test_to_cifar_format_pads_grey_images_to_the_centre_and_repeats_channels():
+    x = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 28, 28, 1).astype(np.uint8)
+    out = L.to_cifar_format(x)
+    assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, 2:30, 2:30, 0], x[..., 0])
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+    assert out[:, :2].max() == 0 and out[:, :, 30:].max() == 0
+    rgb = np.zeros((1, 32, 32, 3), np.uint8)
+    assert L.to_cifar_format(rgb).shape == (1, 32, 32, 3)
+    with pytest.raises(ValueError, match="larger than 32x32"):
+        L.to_cifar_format(np.zeros((1, 40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        L.to_cifar_format(np.zeros((1, 32, 32, 3), np.float32))
+
+
+def test_make_split_sizes_disjoint_and_subset_is_part_of_the_training_split():
+    labels = np.repeat(np.arange(10), 10)
+    full = L.make_split(labels, seed=3, sizes=(60, 20, 20))
+    assert (len(full.train), len(full.val), len(full.test)) == (60, 20, 20)
+    assert len(np.union1d(np.union1d(full.train, full.val), full.test)) == 100
+    sub = L.make_split(labels, seed=3, train_subset=25, sizes=(60, 20, 20))
+    assert len(sub.train) == 25 and np.isin(sub.train, full.train).all()
+    np.testing.assert_array_equal(sub.test, full.test)
+    np.testing.assert_array_equal(sub.train, L.make_split(labels, 3, 25, (60, 20, 20)).train)
+    assert not np.array_equal(full.test, L.make_split(labels, 4, None, (60, 20, 20)).test)
+
+
+def test_matched_smoothing_gives_the_human_mean_probability_on_the_label():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10) * 0.3, size=200)
+    labels = probs.argmax(1)
+    eps = L.matched_smoothing_eps(probs, labels)
+    smoothed = losses.smooth_labels(losses.one_hot(labels, 10), eps)
+    assert smoothed[np.arange(200), labels].mean() == pytest.approx(
+        probs[np.arange(200), labels].mean(), abs=1e-6)
+    assert L.matched_smoothing_eps(np.eye(10)[labels], labels) == 0.0
+
+
+def test_targets_for_each_condition():
+    probs = np.array([[0.7, 0.3], [0.2, 0.8]])
+    labels = np.array([1, 1])
+    np.testing.assert_array_equal(L.targets_for("hard", probs, labels), [[0, 1], [0, 1]])
+    np.testing.assert_array_equal(L.targets_for("label_smoothing", probs, labels), [[0, 1], [0, 1]])
+    np.testing.assert_allclose(L.targets_for("soft_cutmix", probs, labels), probs, atol=1e-7)
+    with pytest.raises(ValueError, match="valid: hard, soft"):
+        L.targets_for("softer", probs, labels)
+
+
+# ------------------------------------------------------------------------------ configuration
+
+def test_schedule_is_laings_at_230_epochs_and_scaled_below():
+    assert L.schedule_for(230) == (5, [50, 100, 150, 190, 210, 230])
+    warm, ms = L.schedule_for(23)
+    assert warm == 1 and ms == sorted(ms) and ms[0] == 5 and ms[-1] == 23
+    assert L.schedule_for(2)[0] == 0
+    with pytest.raises(ValueError, match="epochs"):
+        L.schedule_for(0)
+
+
+PARAMS = {"epochs": 10, "width": 4, "lr": 0.05, "batch_size": 16, "mix_alpha": 0.2,
+          "early_stopping_patience": 3}
+
+
+def test_train_config_sets_mixing_and_smoothing_only_where_the_condition_asks():
+    hard = L.train_config(PARAMS, "basic", "hard", 1, mix_prob=0.3, smoothing_eps=0.1)
+    assert (hard.mix, hard.mix_prob, hard.label_smoothing) == ("none", 1.0, 0.0)
+    assert hard.arch == "resnet_20" and hard.augment == "laing" and hard.nesterov
+    assert hard.gamma == 0.5 and hard.seed == 1 and hard.arch_kwargs == {"width": 4}
+    mix = L.train_config(PARAMS, "dropout_noaug", "soft_cutmix", 0, 0.3, 0.1)
+    assert (mix.mix, mix.mix_prob, mix.mix_alpha, mix.augment) == ("cutmix", 0.3, 0.2, "none")
+    ls = L.train_config(PARAMS, "duq", "label_smoothing", 0, 0.3, 0.1)
+    assert ls.label_smoothing == 0.1 and ls.mix == "none" and ls.arch == "resnet20_duq"
+    with pytest.raises(ValueError, match="model type 'resnet'"):
+        L.train_config(PARAMS, "resnet", "hard", 0, 0.3, 0.1)
+
+
+# ------------------------------------------------------------------------------ temperature
+
+def test_fit_temperature_recovers_the_generating_temperature_and_matches_a_grid_search():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 3, size=(4000, 10))
+    t0 = 2.5
+    p = softmax(z / t0, axis=1)
+    y = np.array([rng.choice(10, p=row) for row in p])
+    t = L.fit_temperature(z, y)
+    assert t == pytest.approx(t0, rel=0.1)
+    grid = np.exp(np.linspace(np.log(0.5), np.log(10), 2001))
+    nll = [-log_softmax(z / g, axis=1)[np.arange(len(y)), y].mean() for g in grid]
+    assert t == pytest.approx(grid[int(np.argmin(nll))], rel=2e-3)
+
+
+def test_evaluate_logits_metrics_ood_and_temperature_scaling():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 10, 300)
+    z = rng.normal(0, 1, (300, 10))
+    z[np.arange(300), y] += 6.0
+    y = np.where(rng.random(300) < 0.3, rng.integers(0, 10, 300), y)  # 30% noise: overconfident
+    zo = rng.normal(0, 1, (300, 10))  # OOD: low max logit
+    out = L.evaluate_logits(z, y, z, y, {"svhn": None, "fashion_mnist": zo})
+    p = softmax(z, axis=1)
+    assert out["accuracy"] == pytest.approx(100 * (p.argmax(1) == y).mean())
+    assert math.isnan(out["ood_auroc_svhn"])
+    assert out["ood_auroc_fashion_mnist"] > 0.99
+    assert out["temperature"] > 1.0
+    assert out["nll_ts"] <= out["nll"] + 1e-9  # fitted on the same data: NLL cannot rise
+    assert set(out) >= {"ece", "brier", "nll", "ece_ts", "brier_ts"}
+
+
+# ------------------------------------------------------------------------------ tables
+
+def _runs():
+    rows = []
+    for seed, (h, s) in enumerate([(80.0, 82.0), (81.0, 84.0), (79.0, 83.0)]):
+        rows.append({"model_type": "basic", "condition": "hard", "seed": seed, "accuracy": h,
+                     "ece": 0.05, "ood_auroc_svhn": np.nan})
+        rows.append({"model_type": "basic", "condition": "soft", "seed": seed, "accuracy": s,
+                     "ece": 0.09 + 0.01 * seed, "ood_auroc_svhn": np.nan})
+    rows.append({"model_type": "duq", "condition": "hard", "seed": 0, "accuracy": 70.0,
+                 "ece": 0.2, "ood_auroc_svhn": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_summary_table_mean_se_and_count():
+    s = L.summary_table(_runs())
+    acc = s.loc[("basic", "soft"), ("accuracy", "mean")]
+    assert acc == pytest.approx(83.0)
+    assert s.loc[("basic", "soft"), ("accuracy", "se")] == pytest.approx(
+        np.std([82, 84, 83], ddof=1) / math.sqrt(3))
+    assert s.loc[("basic", "hard"), ("accuracy", "n")] == 3
+    assert math.isnan(s.loc[("duq", "hard"), ("accuracy", "se")])
+    assert list(s.index) == [("basic", "hard"), ("basic", "soft"), ("duq", "hard")]
+
+
+def test_best_per_model_type_respects_direction_and_format_marks_it():
+    s = L.summary_table(_runs())
+    best = L.best_per_model_type(s)
+    assert best.loc[("basic", "soft"), "accuracy"] and not best.loc[("basic", "hard"), "accuracy"]
+    assert best.loc[("basic", "hard"), "ece"] and not best.loc[("basic", "soft"), "ece"]
+    assert not best["ood_auroc_svhn"].any()
+    f = L.format_table(s)
+    assert f.loc[("basic", "soft"), "accuracy (%)"].endswith(" *")
+    assert "±" in f.loc[("basic", "soft"), "accuracy (%)"]
+    assert f.loc[("duq", "hard"), "accuracy (%)"] == "70.00 *"  # one seed: no ± part
+    assert f.loc[("basic", "hard"), "OOD AUROC (SVHN)"] == "n/a"
+
+
+def test_paired_differences_match_on_seed():
+    d = L.paired_differences(_runs(), pairs=[("soft", "hard")], metrics=["accuracy"])
+    row = d[(d.model_type == "basic")].iloc[0]
+    diffs = np.array([2.0, 3.0, 4.0])
+    assert row.difference == pytest.approx(3.0)
+    assert row.se == pytest.approx(diffs.std(ddof=1) / math.sqrt(3))
+    assert row.n_seeds == 3 and row.ses_from_zero == pytest.approx(3.0 / row.se)
+    assert (d.model_type == "duq").sum() == 0  # no soft run to pair with
+
+
+def test_paper_comparison_fills_known_cells_and_leaves_the_rest_nan():
+    s = L.summary_table(_runs())
+    c = L.paper_comparison(s)
+    assert c.loc[("basic", "soft"), "accuracy (paper)"] == pytest.approx(82.917)
+    assert c.loc[("basic", "soft"), "accuracy (this run)"] == pytest.approx(83.0)
+    assert c.loc[("duq", "hard"), "ece (paper)"] != c.loc[("duq", "hard"), "ece (paper)"]  # NaN
+
+
+# ------------------------------------------------------------------------------ end to end
+
+def _tiny_data(n=60, with_svhn=False):
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), n // 10)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(10) * 0.2, size=n)
+    probs = 0.6 * np.eye(10)[labels] + 0.4 * probs
+    fm = L.to_cifar_format(rng.integers(0, 256, (30, 28, 28, 1), dtype=np.uint8))
+    ood = {"svhn": fm[:12] if with_svhn else None, "fashion_mnist": fm}
+    return L.LaingData(images, labels, probs, ood, provenance="synthetic test data")
+
+
+def test_tiny_grid_end_to_end_and_cached(tmp_path, monkeypatch):
+    from softlib.cache import ResultCache
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    params = {**PARAMS, "epochs": 1, "batch_size": 20, "width": 2, "fgsm_eps": 0.005,
+              "train_subset": None, "split_sizes": (40, 10, 10), "seeds": [0],
+              "model_types": ["dropout_noaug"], "label_conditions": ["hard", "soft_mixup"],
+              "extra_conditions": ["label_smoothing"]}
+    cache = ResultCache(tmp_path)
+    data = _tiny_data()
+    g = L.run_grid(data, params, cache, device="cpu", progress=False)
+    assert len(g.table) == 3
+    assert set(L.METRICS) <= set(g.table.columns)
+    assert g.table["ood_auroc_svhn"].isna().all()          # absent: NaN, never faked
+    assert g.table["ood_auroc_fashion_mnist"].between(0, 1).all()
+    assert g.table["attack_decrease"].dropna().between(0, 1).all()
+    assert (g.table["n_train"] == 40).all()
+    r = g.runs[0]
+    assert r.test_probs.shape == (10, 10) and np.allclose(r.test_probs.sum(1), 1, atol=1e-5)
+    rel = L.pooled_reliability(g.runs, "dropout_noaug", "hard")
+    assert rel["count"].sum() == 10
+    misses = cache.misses
+    g2 = L.run_grid(data, params, cache, device="cpu", progress=False)
+    assert cache.misses == misses  # nothing retrained or re-evaluated
+    pd.testing.assert_frame_equal(g.table, g2.table)
+
+
+def test_run_one_reports_svhn_when_present(tmp_path, monkeypatch):
+    from softlib.cache import ResultCache
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    params = {**PARAMS, "epochs": 1, "batch_size": 20, "width": 2, "fgsm_eps": 0.005,
+              "train_subset": 20, "split_sizes": (40, 10, 10)}
+    r = L.run_one(_tiny_data(with_svhn=True), "sngp", "soft", 0, params, ResultCache(tmp_path),
+                  device="cpu", progress=False)
+    assert 0 <= r.metrics["ood_auroc_svhn"] <= 1
+    assert r.info["n_train"] == 20
+    assert 0 < r.info["mix_prob"] <= 1
