@@ -58,13 +58,11 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 def _images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """n uint8 NHWC images and labels: real CIFAR-10 test images if available, else random."""
-    try:
-        from .data.store import load
-        s = load("cifar10", "test")
+    from . import data
+    if data.available("cifar10", "test"):
+        s = data.load("cifar10", "test")
         if len(s.images) >= n:
             return s.images[:n], np.asarray(s.labels[:n]), "CIFAR-10 test images (softlib.data)"
-    except Exception:
-        pass
     rng = np.random.default_rng(seed)
     return (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n),
             "random uint8 images (CIFAR-10 not found under $SOFTLIB_DATA)")

@@ -181,7 +181,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
         count = 0
         bar = None
         if show:
-            from tqdm.auto import tqdm
+            from .progress import progress as tqdm
             bar = tqdm(total=steps, desc=f"{k_models} models, epoch {epoch + 1}/{config.epochs}",
                        leave=False)
         for step in range(steps):

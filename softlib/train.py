@@ -47,7 +47,8 @@ _MIXES = ("none", "mixup", "cutmix")
 
 
 def _quiet() -> bool:
-    return os.environ.get("SOFTLIB_QUIET", "") not in ("", "0")
+    from .progress import quiet
+    return quiet()
 
 
 @dataclass
@@ -360,7 +361,7 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
         count = 0
         bar = None
         if show:
-            from tqdm.auto import tqdm
+            from .progress import progress as tqdm
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
         for step in range(steps):
             idx = perm[step * bs:(step + 1) * bs]
@@ -574,7 +575,7 @@ def run_folds(cache: ResultCache | None, kind: str, config: TrainConfig, images:
     heldout = None
     it: Iterable = enumerate(folds)
     if progress and not _quiet():
-        from tqdm.auto import tqdm
+        from .progress import progress as tqdm
         it = tqdm(list(it), desc=f"{kind} folds")
     for k, (tr, te) in it:
         tr, te = np.asarray(tr), np.asarray(te)

@@ -8,16 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..data.views import entropy as _entropy
+
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck"]
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Per-row entropy in nats (0 log 0 = 0)."""
-    p = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, -p * np.log(p), 0.0)
-    return terms.sum(axis=1)
 
 
 def vote_summary(counts: np.ndarray) -> dict[str, float]:

@@ -574,3 +574,27 @@ def pooled_reliability(runs: Sequence[RunResult], model_type: str, condition: st
     p /= p.sum(1, keepdims=True)
     y = np.concatenate([r.test_labels for r in sel])
     return M.reliability_diagram_data(p, y, n_bins)
+
+
+def paper_direction_check(diffs: pd.DataFrame) -> pd.DataFrame:
+    """For each model type whose soft and hard rows are both in :data:`PAPER_TABLE1`, Laing's
+    soft - hard difference beside this run's (from :func:`paired_differences`), and whether the
+    two have the same sign. ``ses_from_zero`` says whether this run's effect exceeds seed noise
+    (NaN with one seed)."""
+    paper = {(r["model_type"], r["condition"]): r for r in PAPER_TABLE1}
+    rows = []
+    for (mt, cond), soft in paper.items():
+        hard = paper.get((mt, "hard"))
+        if cond != "soft" or hard is None:
+            continue
+        for m in ("accuracy", "ood_auroc_svhn", "ece", "attack_decrease"):
+            pd_ = soft[m] - hard[m]
+            sel = diffs[(diffs.model_type == mt) & (diffs.comparison == "soft - hard")
+                        & (diffs.metric == m)]
+            ours = float(sel.difference.iloc[0]) if len(sel) else float("nan")
+            ses = float(sel.ses_from_zero.iloc[0]) if len(sel) else float("nan")
+            rows.append({"model_type": mt, "metric": m, "paper soft - hard": pd_,
+                         "this run soft - hard": ours, "ses_from_zero": ses,
+                         "same sign": (bool(np.sign(ours) == np.sign(pd_))
+                                       if np.isfinite(ours) else None)})
+    return pd.DataFrame(rows)
