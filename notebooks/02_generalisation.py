@@ -36,6 +36,7 @@ folds = None
 epochs = None
 lr = None
 batch_size = None
+amp = None
 train_subset = None
 eval_subset = None
 corruption_subset = None

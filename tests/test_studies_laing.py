@@ -48,6 +48,11 @@ def test_make_split_sizes_disjoint_and_subset_is_part_of_the_training_split():
     np.testing.assert_array_equal(sub.test, full.test)
     np.testing.assert_array_equal(sub.train, L.make_split(labels, 3, 25, (60, 20, 20)).train)
     assert not np.array_equal(full.test, L.make_split(labels, 4, None, (60, 20, 20)).test)
+    small = L.make_split(labels, seed=3, sizes=(30, 20, 10))  # fewer than all images
+    assert (len(small.train), len(small.val), len(small.test)) == (30, 20, 10)
+    assert len(np.union1d(np.union1d(small.train, small.val), small.test)) == 60
+    with pytest.raises(ValueError, match="split_sizes"):
+        L.make_split(labels, seed=0, sizes=(90, 20, 20))
 
 
 def test_matched_smoothing_gives_the_human_mean_probability_on_the_label():
@@ -247,3 +252,14 @@ def test_paper_direction_check_compares_signs():
     assert chk.loc[("basic", "ece"), "same sign"] is True          # both soft worse ECE
     assert chk.loc[("sngp", "accuracy"), "same sign"] is None      # not run here
     assert chk.loc[("basic", "ood_auroc_svhn"), "same sign"] is None
+
+
+def test_load_inputs_reports_an_absent_ood_set_as_none(tmp_path):
+    from softlib.data import fixtures
+    root = fixtures.write_fixture_root(tmp_path, n_small=20, cifar10_c=False)
+    import shutil
+    shutil.rmtree(root / "svhn")
+    d = L.load_inputs(root)
+    assert d.images.shape == (10000, 32, 32, 3) and d.probs.shape == (10000, 10)
+    assert d.ood["svhn"] is None
+    assert d.ood["fashion_mnist"].shape == (20, 32, 32, 3)

@@ -21,7 +21,9 @@ long table with one row per run, so they are tested on tiny inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -195,7 +197,8 @@ def load_inputs(root: Any = None, ood_sets: Iterable[str] = OOD_SETS) -> LaingDa
                          f"{human.probs.shape[0]} CIFAR-10H rows")
     ood: dict[str, np.ndarray | None] = {}
     for name in ood_sets:
-        split = next((s for s in ("test", "train") if data.available(name, s, root=root)), None)
+        split = next((s for s in ("test", "train") if s in data.get_spec(name).splits
+                      and data.available(name, s, root=root)), None)
         ood[name] = None if split is None else to_cifar_format(data.load(name, split, root=root).images)
     prov = "|".join(str(getattr(x, "provenance", ""))[:2000] for x in (test, human))
     return LaingData(images=test.images, labels=np.asarray(test.labels, np.int64),
@@ -205,9 +208,20 @@ def load_inputs(root: Any = None, ood_sets: Iterable[str] = OOD_SETS) -> LaingDa
 def make_split(labels: np.ndarray, seed: int, train_subset: int | None = None,
                sizes: tuple[int, int, int] = (8000, 500, 1500)) -> Split:
     """Laing's stratified split for ``seed``; ``train_subset`` keeps a seeded random subset of
-    the training indices (the ``cpu``/``smoke`` profiles), validation and test are untouched."""
+    the training indices (the ``cpu``/``smoke`` profiles), validation and test are untouched.
+
+    ``sizes`` (train, val, test) may add up to fewer than the images: the validation and test
+    splits are drawn at their sizes and the training split is the rest, cut to ``sizes[0]``.
+    """
     from ..data.splits import laing_split
-    tr, va, te = laing_split(np.asarray(labels), seed, sizes)
+    labels = np.asarray(labels)
+    n_tr, n_va, n_te = (int(s) for s in sizes)
+    if n_tr + n_va + n_te > len(labels):
+        raise ValueError(f"split_sizes {tuple(sizes)} need {n_tr + n_va + n_te} images; "
+                         f"there are {len(labels)}")
+    tr, va, te = laing_split(labels, seed, (len(labels) - n_va - n_te, n_va, n_te))
+    if len(tr) > n_tr:
+        train_subset = n_tr if train_subset is None else min(int(train_subset), n_tr)
     if train_subset is not None and int(train_subset) < len(tr):
         if int(train_subset) < 1:
             raise ValueError(f"train_subset: expected a positive number of images, got {train_subset}")
@@ -356,6 +370,22 @@ def _ood_subset(images: np.ndarray, n: int, seed: int) -> np.ndarray:
     return images[np.sort(rng.choice(len(images), n, replace=False))]
 
 
+@contextlib.contextmanager
+def _quiet(on: bool):
+    """Silence softlib's inner progress bars (``SOFTLIB_QUIET``) inside the block when ``on``."""
+    old = os.environ.get("SOFTLIB_QUIET")
+    if on:
+        os.environ["SOFTLIB_QUIET"] = "1"
+    try:
+        yield
+    finally:
+        if on:
+            if old is None:
+                os.environ.pop("SOFTLIB_QUIET", None)
+            else:
+                os.environ["SOFTLIB_QUIET"] = old
+
+
 def run_one(data: LaingData, model_type: str, condition: str, seed: int,
             params: Mapping[str, Any], cache=None, device: Any = None,
             progress: bool = True) -> RunResult:
@@ -368,7 +398,7 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
     from ..losses import mix_probability_from_entropy
     from ..train import data_fingerprint, load_model, train_cached
     cache = cache if cache is not None else ResultCache()
-    sizes = tuple(params.get("split_sizes") or (8000, 500, 1500))  # tests use tiny splits
+    sizes = tuple(params.get("split_sizes") or (8000, 500, 1500))
     sp = make_split(data.labels, seed, params.get("train_subset"), sizes)
     p_tr = data.probs[sp.train]
     mix_prob = mix_probability_from_entropy(p_tr)  # Laing: mean entropy of the soft labels
@@ -402,7 +432,11 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
         dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(dev).eval()
         torch.manual_seed(int(seed))  # MC dropout samples
-        atk = attack_decrease(model, data.images[sp.test], y_test, fgsm_eps, device=dev)
+        # attack the logits: ``forward`` unless it returns something else (DUQ: kernel values),
+        # then the logits-like ``inference`` output (DUQ: log kernel values)
+        kernel_out = not str(getattr(model, "output_kind", "logits")).startswith("logits")
+        atk = attack_decrease(model, data.images[sp.test], y_test, fgsm_eps, device=dev,
+                              use_inference=True if kernel_out else None)
         mets["attack_decrease"] = float(atk["decrease"])
         res = entry.meta.get("result", {})
         info = {"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
@@ -414,7 +448,8 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
                                                    axis=1).astype(np.float32)},
                      meta={"metrics": mets, "info": info})
 
-    ev = cache.get_or_compute("laing_eval", ekey, compute)
+    with _quiet(not progress):
+        ev = cache.get_or_compute("laing_eval", ekey, compute)
     return RunResult(model_type, condition, int(seed), dict(ev.meta["metrics"]),
                      ev.arrays["test_probs"], y_test, dict(ev.meta["info"]))
 
@@ -438,8 +473,8 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
         from tqdm.auto import tqdm
         it = tqdm(jobs, desc="Laing grid (model type x labels x seed)")
     runs = []
-    for seed, m, c in it:
-        runs.append(run_one(data, m, c, seed, params, cache, device, progress))
+    for seed, m, c in it:  # one bar for the grid; the per-epoch and attack bars stay silent
+        runs.append(run_one(data, m, c, seed, params, cache, device, progress=False))
     rows = [{"model_type": r.model_type, "condition": r.condition, "seed": r.seed, **r.metrics,
              **{k: v for k, v in r.info.items()}} for r in runs]
     return GridResult(pd.DataFrame(rows), runs)

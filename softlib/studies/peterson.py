@@ -161,15 +161,17 @@ REPO_SCHEDULES = {
 
 
 def scratch_config(arch: Arch, lr: float, epochs: int, batch_size: int, seed: int = 0,
-                   mix: str = "none", mix_alpha: float = 1.0) -> TrainConfig:
-    """Training from scratch or fine-tuning (paper §5/§6): Adam, cosine decay, crop+flip."""
+                   mix: str = "none", mix_alpha: float = 1.0, amp: Any = "auto") -> TrainConfig:
+    """Training from scratch or fine-tuning (paper §5/§6): Adam, cosine decay, crop+flip.
+    ``amp``: bf16 autocast for training (True / False / 'auto' = CUDA only)."""
     return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="adam", lr=float(lr),
                        weight_decay=SCRATCH_WEIGHT_DECAY, batch_size=int(batch_size),
                        epochs=int(epochs), schedule="cosine", augment="crop_flip", mix=mix,
-                       mix_alpha=float(mix_alpha), seed=int(seed))
+                       mix_alpha=float(mix_alpha), seed=int(seed), amp=amp)
 
 
-def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int = 0) -> TrainConfig:
+def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int = 0,
+                    amp: Any = "auto") -> TrainConfig:
     """Pretraining on CIFAR-10 (paper §6): SGD + Nesterov, the repository's schedule when
     ``epochs`` is None (needs a known preset), else ``epochs`` of cosine decay from 0.1."""
     if epochs is None:
@@ -182,11 +184,11 @@ def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int =
         return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="sgd", lr=lr,
                            weight_decay=wd, nesterov=True, momentum=0.9,
                            batch_size=int(batch_size), epochs=ep, augment="crop_flip",
-                           seed=int(seed), **sched)
+                           seed=int(seed), amp=amp, **sched)
     return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="sgd", lr=0.1,
                        weight_decay=5e-4, nesterov=True, momentum=0.9, batch_size=int(batch_size),
                        epochs=int(epochs), schedule="cosine", warmup_epochs=0,
-                       augment="crop_flip", seed=int(seed))
+                       augment="crop_flip", seed=int(seed), amp=amp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +358,8 @@ def train_scratch(cache: ResultCache, study: StudyData, arch: Arch, condition: s
     tr, te = folds[fold]
     tr = cap_train(tr, params.get("train_subset"), study.labels, seed + fold)
     targets = study.hard if condition == "hard" else study.human
-    cfg = scratch_config(arch, lr, params["epochs"], params["batch_size"], seed)
+    cfg = scratch_config(arch, lr, params["epochs"], params["batch_size"], seed,
+                         amp=params.get("amp", "auto"))
     fp = _fold_fingerprint(tr, te, targets, f"peterson-scratch|{condition}|{study.data_id}|fold{fold}")
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
     return train_cached(cache, "peterson_scratch", cfg, fp, None,
@@ -540,17 +543,21 @@ METHOD_TITLES = {
 
 
 def pretrain(cache: ResultCache, arch: Arch, params: Mapping, cifar_train, study: StudyData,
-             device=None, seed: int = 0, progress: bool = True) -> tuple[Entry, str]:
+             device=None, seed: int = 0, progress: bool = True,
+             eval_sets: Mapping[str, np.ndarray] | None = None) -> tuple[Entry, str]:
     """Pretrain ``arch`` on the CIFAR-10 training images with hard labels (cached); its logits on
-    the 10,000 CIFAR-10H images are ``logits_cifar10h``. Returns the entry and its cache key."""
+    the 10,000 CIFAR-10H images are ``logits_cifar10h`` (and ``logits_<key>`` for each extra
+    ``eval_sets`` entry, e.g. CIFAR-10.1). Returns the entry and its cache key."""
     from ..data import views
     idx = stratified_subset(cifar_train.labels, params.get("pretrain_subset"), seed)
-    cfg = pretrain_config(arch, params.get("pretrain_epochs"), params["batch_size"], seed)
+    cfg = pretrain_config(arch, params.get("pretrain_epochs"), params["batch_size"], seed,
+                          params.get("amp", "auto"))
     y = cifar_train.labels[idx]
     fp = data_fingerprint(idx, y, provenance=f"peterson-pretrain|{cifar_train_id(cifar_train)}")
     entry = train_cached(cache, "peterson_pretrain", cfg, fp, None,
                          (cifar_train.images[idx], views.one_hot(y, 10)),
-                         {"cifar10h": study.images}, device=device, progress=progress)
+                         {"cifar10h": study.images, **dict(eval_sets or {})}, device=device,
+                         progress=progress)
     return entry, config_key("peterson_pretrain", {"train": cfg.to_dict(), "data": fp})
 
 
@@ -614,21 +621,24 @@ class Pretrained:
     configs: dict[str, TrainConfig]
     ids: dict[str, str]
 
-    def probs(self, label: str) -> np.ndarray:
-        return probs_of(self.entries[label].arrays["logits_cifar10h"])
+    def probs(self, label: str, key: str = "cifar10h") -> np.ndarray:
+        return probs_of(self.entries[label].arrays[f"logits_{key}"])
 
-    def ensemble_probs(self) -> np.ndarray:
-        return np.mean([self.probs(a) for a in self.entries], axis=0)
+    def ensemble_probs(self, key: str = "cifar10h") -> np.ndarray:
+        return np.mean([self.probs(a, key) for a in self.entries], axis=0)
 
 
 def run_pretraining(cache: ResultCache, study: StudyData, params: Mapping, cifar_train,
-                    device=None, seed: int = 0, progress: bool = True) -> Pretrained:
-    """Pretrain (or load) every architecture of the profile."""
+                    device=None, seed: int = 0, progress: bool = True,
+                    extra: EvalSets | None = None) -> Pretrained:
+    """Pretrain (or load) every architecture of the profile (``extra``: CIFAR-10.1 sets)."""
     entries, cfgs, ids = {}, {}, {}
     for arch in parse_archs(params["archs"]):
-        entries[arch.label], ids[arch.label] = pretrain(cache, arch, params, cifar_train, study,
-                                                        device, seed, progress)
-        cfgs[arch.label] = pretrain_config(arch, params.get("pretrain_epochs"), params["batch_size"], seed)
+        entries[arch.label], ids[arch.label] = pretrain(
+            cache, arch, params, cifar_train, study, device, seed, progress,
+            extra.images if extra is not None else None)
+        cfgs[arch.label] = pretrain_config(arch, params.get("pretrain_epochs"), params["batch_size"],
+                                           seed, params.get("amp", "auto"))
     return Pretrained(entries, cfgs, ids)
 
 
@@ -653,7 +663,8 @@ def finetune(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, 
     teacher = pre.ensemble_probs() if method == "distill" else None
     targets = finetune_targets(method, study, tr, teacher)
     cfg = scratch_config(arch, lr, params["finetune_epochs"], params["batch_size"], seed,
-                         mix="mixup" if mixing else "none", mix_alpha=alpha if mixing else 1.0)
+                         mix="mixup" if mixing else "none", mix_alpha=alpha if mixing else 1.0,
+                         amp=params.get("amp", "auto"))
     teacher_tag = "+".join(sorted(pre.ids.values())) if method == "distill" else ""
     tag = (f"peterson-finetune|{method}|from={pre.ids[arch.label]}|teacher={teacher_tag}|"
            f"{study.data_id}|fold{fold}")
@@ -690,24 +701,42 @@ class FinetuneRuns:
     folds: list[tuple[np.ndarray, np.ndarray]]
     logits: dict[tuple, np.ndarray]          # (arch, method, alpha, lr, fold) -> held-out logits
     seconds: dict[tuple, float]
+    extra: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # CIFAR-10.1 logits
+    extra_labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_cifar10_1_sets(root=None) -> EvalSets:
+    """CIFAR-10.1 v4 / v6 (Table 1's last columns) where present, else the reason."""
+    full = load_shift_sets(None, root)
+    out = EvalSets()
+    for key in ("cifar10_1_v4", "cifar10_1_v6"):
+        if key in full.images:
+            out.add(key, full.titles[key], full.images[key], full.labels[key])
+        else:
+            out.unavailable[key] = full.unavailable[key]
+    return out
 
 
 def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, params: Mapping,
                      device=None, seed: int = 0, progress: bool = True,
-                     methods: Sequence[tuple[str, float | None]] | None = None) -> FinetuneRuns:
-    """Fine-tune (or load) every arch x method (x alpha) x lr x fold of paper §6."""
+                     methods: Sequence[tuple[str, float | None]] | None = None,
+                     extra: EvalSets | None = None) -> FinetuneRuns:
+    """Fine-tune (or load) every arch x method (x alpha) x lr x fold of paper §6; ``extra``
+    (CIFAR-10.1) is predicted by every fold model."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
-    logits, seconds = {}, {}
+    extra = extra or EvalSets()
+    logits, seconds, more = {}, {}, {}
     for arch in parse_archs(params["archs"]):
         for method, alpha in (methods or method_variants(params)):
             for lr in params["lr"]:
                 for k in range(len(folds)):
                     e, _, _ = finetune(cache, study, pre, arch, method, lr, k, folds, params, alpha,
-                                    None, device, seed, progress)
+                                       extra.images, device, seed, progress)
                     key = (arch.label, method, alpha, float(lr), k)
                     logits[key] = e.arrays["logits_heldout"]
                     seconds[key] = float(e.meta["result"]["seconds"])
-    return FinetuneRuns(folds, logits, seconds)
+                    more[key] = {n: e.arrays[f"logits_{n}"] for n in extra.images}
+    return FinetuneRuns(folds, logits, seconds, more, dict(extra.labels))
 
 
 ENSEMBLE = "ensemble of pretrained"
@@ -720,20 +749,29 @@ def alternatives_metrics(runs: FinetuneRuns, pre: Pretrained, study: StudyData) 
     alpha NaN)."""
     rows = []
 
-    def score(arch, method, alpha, lr, k, p):
+    def score(arch, method, alpha, lr, k, p, extra_probs):
         te = runs.folds[k][1]
         y, h = study.labels[te], study.human[te]
-        return {"arch": arch, "method": method, "alpha": alpha, "lr": lr, "fold": k,
-                "c10H": metrics.cross_entropy(p, h), "c10": metrics.cross_entropy(p, y),
-                "accuracy": metrics.accuracy(p, y), "sba": metrics.second_best_accuracy(p, h)}
+        row = {"arch": arch, "method": method, "alpha": alpha, "lr": lr, "fold": k,
+               "c10H": metrics.cross_entropy(p, h), "c10": metrics.cross_entropy(p, y),
+               "accuracy": metrics.accuracy(p, y), "sba": metrics.second_best_accuracy(p, h)}
+        for key, col in (("cifar10_1_v4", "v4"), ("cifar10_1_v6", "v6")):
+            q = extra_probs.get(key)
+            row[col] = metrics.cross_entropy(q, runs.extra_labels[key]) if q is not None else np.nan
+        return row
 
-    for (arch, method, alpha, lr, k), lg in runs.logits.items():
-        rows.append(score(arch, method, alpha, lr, k, probs_of(lg)))
+    for key, lg in runs.logits.items():
+        ex = {n: probs_of(v) for n, v in runs.extra.get(key, {}).items()}
+        rows.append(score(*key, probs_of(lg), ex))
+    present = list(runs.extra_labels)
     for k, (_, te) in enumerate(runs.folds):
         for arch in pre.entries:
-            rows.append(score(arch, "pretrained", np.nan, np.nan, k, pre.probs(arch)[te]))
+            ex = {n: pre.probs(arch, n) for n in present}
+            rows.append(score(arch, "pretrained", np.nan, np.nan, k, pre.probs(arch)[te], ex))
         if len(pre.entries) > 1:
-            rows.append(score(ENSEMBLE, "pretrained", np.nan, np.nan, k, pre.ensemble_probs()[te]))
+            ex = {n: pre.ensemble_probs(n) for n in present}
+            rows.append(score(ENSEMBLE, "pretrained", np.nan, np.nan, k,
+                              pre.ensemble_probs()[te], ex))
     return pd.DataFrame(rows)
 
 
@@ -751,8 +789,8 @@ def select_variants(df: pd.DataFrame, by: str = "c10H") -> pd.DataFrame:
 
 
 def table1(df: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 of this run: mean (and std over folds) per (arch, method) of c10H, c10 and
-    accuracy; v4 / v6 are NaN (CIFAR-10.1 evaluation is not wired in: its images are absent here)."""
+    """Table 1 of this run: mean (and std over folds) per (arch, method) of c10H, c10, v4, v6
+    (CE on CIFAR-10.1; NaN where its images are absent) and accuracy."""
     sel = select_variants(df)
     order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
     g = sel.groupby(["arch", "method"])
@@ -760,9 +798,8 @@ def table1(df: pd.DataFrame) -> pd.DataFrame:
         "c10H": g["c10H"].mean(), "c10H std": g["c10H"].std(ddof=1),
         "c10": g["c10"].mean(), "c10 std": g["c10"].std(ddof=1),
         "accuracy": g["accuracy"].mean(), "accuracy std": g["accuracy"].std(ddof=1),
+        "v4": g["v4"].mean(), "v6": g["v6"].mean(),
         "alpha": g["alpha"].first(), "lr": g["lr"].first(), "folds": g["fold"].nunique()})
-    for v in ("v4", "v6"):
-        out[v] = np.nan
     out = out.reset_index()
     out["_o"] = out["method"].map(order)
     return out.sort_values(["arch", "_o"]).drop(columns="_o").set_index(["arch", "method"])
@@ -780,15 +817,15 @@ def paper_vs_run_table1(t1: pd.DataFrame, archs: Sequence[Arch]) -> pd.DataFrame
         if (arch, method) == (ens[0], "pretrained"):
             rows.append({"arch": ens[1], "method": "distillation teacher (c10H only)",
                          "paper c10H": PAPER_TABLE1_ENSEMBLE_C10H, "run c10H": r["c10H"],
-                         "paper c10": np.nan, "run c10": r["c10"],
-                         "paper v4": np.nan, "paper v6": np.nan})
+                         "paper c10": np.nan, "run c10": r["c10"]})
         if arch == ENSEMBLE:
             continue
         if ref is None:
             continue
         rows.append({"arch": f"{arch} (paper: {fam})", "method": method,
                      "paper c10H": ref[0], "run c10H": r["c10H"], "paper c10": ref[1],
-                     "run c10": r["c10"], "paper v4": ref[2], "paper v6": ref[3]})
+                     "run c10": r["c10"], "paper v4": ref[2], "run v4": r["v4"],
+                     "paper v6": ref[3], "run v6": r["v6"]})
     return pd.DataFrame(rows)
 
 

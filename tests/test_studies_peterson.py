@@ -1,0 +1,224 @@
+"""Tests of softlib.studies.peterson (sections 2-4): helpers on hand-made inputs, and the whole
+pipeline once on synthetic fixture data with a tiny network (fast, no mirror, no network)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from softlib.cache import ResultCache
+from softlib.data import fixtures, views
+from softlib.studies import peterson as P
+
+
+# ------------------------------------------------------------------------------ small helpers
+
+def test_parse_archs_and_family():
+    a = P.parse_archs([["ResNet-8", "resnet", {"width": 4, "depth": 8}]])
+    assert a[0].kwargs == {"depth": 8, "width": 4} and a[0].family == "ResNet"
+    assert P.paper_family("resnet_preact_bottleneck_164") == "PreAct-ResNet"
+    assert P.paper_family("resnext_29_8x64d") == "ResNeXt"
+    assert P.paper_family("densenet_BC_100_12") == "DenseNet"
+    assert P.paper_family("mlp") is None
+    with pytest.raises(ValueError, match=r"archs\[0\].*label, build name"):
+        P.parse_archs([["ResNet", "resnet"]])
+    with pytest.raises(ValueError, match="at least one"):
+        P.parse_archs([])
+
+
+def test_select_folds_are_petersons_9000_1000_split():
+    labels = np.repeat(np.arange(10), 1000)
+    folds = P.select_folds(labels, 3, k=10, seed=0)
+    assert len(folds) == 3
+    held = np.concatenate([te for _, te in folds])
+    assert len(np.unique(held)) == 3000
+    for tr, te in folds:
+        assert len(tr) == 9000 and len(te) == 1000
+        assert np.intersect1d(tr, te).size == 0
+        assert np.all(np.bincount(labels[te]) == 100)  # stratified
+    with pytest.raises(ValueError, match="folds"):
+        P.select_folds(labels, 11)
+
+
+def test_stratified_subset_balanced_and_deterministic():
+    labels = np.repeat(np.arange(10), 50)
+    a = P.stratified_subset(labels, 40, seed=1)
+    assert np.array_equal(a, P.stratified_subset(labels, 40, seed=1))
+    assert np.all(np.diff(a) > 0)
+    assert np.all(np.bincount(labels[a], minlength=10) == 4)
+    assert len(P.stratified_subset(labels, None)) == 500
+    capped = P.cap_train(np.arange(500), 30, labels, seed=0)
+    assert len(capped) == 30 and np.bincount(labels[capped], minlength=10).min() == 3
+
+
+def _study(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.arange(10), n // 10)
+    counts = rng.integers(0, 5, size=(n, 10)).astype(float)
+    counts[np.arange(n), labels] += 40
+    human = (counts / counts.sum(1, keepdims=True)).astype(np.float32)
+    human = human / human.sum(1, keepdims=True, dtype=np.float64)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    return P.StudyData(images, labels, human.astype(np.float32), "test")
+
+
+def test_class_level_targets_use_the_training_fold_only():
+    s = _study()
+    tr = np.arange(20)
+    t = P.finetune_targets("class_level", s, tr)
+    for c in range(10):
+        rows = tr[s.labels[tr] == c]
+        expect = s.human[rows].sum(0) / s.human[rows].sum()
+        np.testing.assert_allclose(t[s.labels == c], np.tile(expect, ((s.labels == c).sum(), 1)),
+                                   atol=1e-6)
+    np.testing.assert_allclose(t.sum(1), 1, atol=1e-6)
+    assert len(np.unique(t.round(6), axis=0)) == 10  # one vector per class
+
+
+def test_targets_hard_soft_distill_and_errors():
+    s = _study()
+    np.testing.assert_array_equal(P.finetune_targets("hard", s, np.arange(10)).argmax(1), s.labels)
+    np.testing.assert_array_equal(P.finetune_targets("mixup_soft", s, np.arange(10)), s.human)
+    teacher = np.full((40, 10), 2.0)
+    np.testing.assert_allclose(P.finetune_targets("distill", s, np.arange(10), teacher), 0.1)
+    with pytest.raises(ValueError, match="teacher_probs"):
+        P.finetune_targets("distill", s, np.arange(10))
+    with pytest.raises(ValueError, match="method"):
+        P.finetune_targets("bogus", s, np.arange(10))
+
+
+def test_sampled_targets_are_one_hot_draws_from_the_humans():
+    human = np.array([[0.7, 0.3, 0, 0, 0, 0, 0, 0, 0, 0]] * 2000, dtype=np.float64)
+    sampler = P.sampled_target_factory(human)
+    g = torch.Generator().manual_seed(0)
+    a = sampler(0, g)
+    b = sampler(1, g)
+    assert a.shape == (2000, 10) and set(np.unique(a)) <= {0.0, 1.0}
+    np.testing.assert_allclose(a.sum(1), 1)
+    assert abs(a[:, 0].mean() - 0.7) < 0.04 and a[:, 2:].sum() == 0
+    assert not np.array_equal(a, b)  # redrawn each epoch
+    np.testing.assert_array_equal(P.sampled_target_factory(human)(0, torch.Generator().manual_seed(0)), a)
+
+
+def test_paired_difference_and_summary():
+    df = pd.DataFrame({
+        "arch": ["A"] * 6, "dataset": ["d"] * 6, "fold": [0, 1, 2] * 2,
+        "condition": ["hard"] * 3 + ["soft"] * 3,
+        "ce": [1.0, 2.0, 3.0, 0.5, 1.4, 2.6]})
+    d = P.paired_difference(df, "ce").loc[("A", "d")]
+    np.testing.assert_allclose(d["mean diff"], np.mean([-0.5, -0.6, -0.4]))
+    np.testing.assert_allclose(d["std over folds"], np.std([-0.5, -0.6, -0.4], ddof=1))
+    assert d["folds"] == 3 and d["folds with same sign"] == 3
+    s = P.summarise(df, ["ce"], ["condition"])
+    np.testing.assert_allclose(s.loc["hard", ("ce", "mean")], 2.0)
+    np.testing.assert_allclose(s.loc["soft", ("ce", "std")], np.std([0.5, 1.4, 2.6], ddof=1))
+
+
+def test_selection_of_lr_and_mixup_alpha():
+    df = pd.DataFrame({"arch": "A", "condition": "hard", "dataset": "heldout",
+                       "lr": [0.1, 0.1, 0.01, 0.01], "fold": [0, 1, 0, 1],
+                       "accuracy": [0.5, 0.6, 0.7, 0.8]})
+    assert set(P.select_lr(df).lr) == {0.01}
+    alt = pd.DataFrame({"arch": "A", "method": ["mixup_hard"] * 4 + ["hard"] * 2,
+                        "alpha": [0.1, 0.1, 0.5, 0.5, np.nan, np.nan], "lr": 0.1,
+                        "fold": [0, 1, 0, 1, 0, 1], "c10H": [0.9, 0.8, 0.4, 0.5, 1.0, 1.1]})
+    sel = P.select_variants(alt)
+    assert set(sel[sel.method == "mixup_hard"].alpha) == {0.5}
+    assert len(sel[sel.method == "hard"]) == 2
+
+
+def test_dataset_order_and_method_variants():
+    assert P.dataset_order(["imagenet_far", "heldout", "c10c_fog_1", "cifar10_train"]) == \
+        ["heldout", "cifar10_train", "imagenet_far", "c10c_fog_1"]
+    v = P.method_variants({"mixup_alpha": [0.1, 0.2]})
+    assert ("mixup_hard", 0.2) in v and ("soft", None) in v and len(v) == 9
+
+
+def test_pretrain_config_uses_repository_schedule_when_epochs_is_none():
+    cfg = P.pretrain_config(P.Arch("WRN", "wrn_28_10"), None, 128)
+    assert (cfg.epochs, cfg.milestones, cfg.gamma, cfg.weight_decay) == (200, [60, 120, 160], 0.2, 5e-4)
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        P.pretrain_config(P.Arch("tiny", "resnet"), None, 128)
+    assert P.pretrain_config(P.Arch("tiny", "resnet"), 3, 64).schedule == "cosine"
+
+
+# ------------------------------------------------------------------------------ whole pipeline
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("peterson_data")
+    fixtures.write_fixture_root(root, n_train=200, n_test=500, cifar10_c=False)
+    shutil.rmtree(root / "cinic10")          # an absent shift set must be reported, not faked
+    return root
+
+
+TINY = [["tiny", "resnet", {"depth": 8, "width": 2}]]
+
+
+def test_shift_sets_report_absent_data(fixture_root):
+    s = P.load_shift_sets(16, root=fixture_root)
+    assert "cinic10" in s.unavailable and "cinic10" in s.unavailable["cinic10"]
+    assert "cinic10" not in s.images
+    assert len(s.labels["cifar10_train"]) == 16 and "16 of 200" in s.titles["cifar10_train"]
+    c = P.load_corruption_sets(20, ["contrast"], [1, 5], root=fixture_root, generate=False)
+    assert set(c.unavailable) == {"c10c_contrast_1", "c10c_contrast_5"} and not c.images
+    c = P.load_corruption_sets(20, ["contrast"], [2], root=fixture_root)  # generated from train
+    assert len(c.labels["c10c_contrast_2"]) == 20
+    assert np.all(np.bincount(c.labels["c10c_contrast_2"], minlength=10) == 2)
+
+
+def test_pipeline_trains_once_and_sections_reuse_the_cache(fixture_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    cache = ResultCache(tmp_path / "cache")
+    study = P.load_study_data(fixture_root)
+    gen = {"archs": TINY, "folds": 2, "epochs": 1, "lr": [0.01], "batch_size": 16,
+           "train_subset": 40}
+    shift = P.load_shift_sets(16, root=fixture_root)
+    runs = P.run_generalisation(cache, study, gen, shift, device="cpu", progress=False)
+    assert cache.misses == 4
+    df = P.generalisation_metrics(runs, study, shift)
+    assert set(df.condition) == {"hard", "soft"} and set(df.fold) == {0, 1}
+    held = df[df.dataset == "heldout"]
+    assert (held.n == 50).all() and held.sba.between(0, 1).all()
+    assert {"cifar10_train", "imagenet_far"} <= set(df.dataset) and "cinic10" not in set(df.dataset)
+    P.run_generalisation(cache, study, gen, shift, device="cpu", progress=False)
+    assert cache.misses == 4  # nothing retrained
+    cmp = P.paper_vs_run_generalisation(df, shift)
+    assert np.isfinite(cmp.loc["accuracy on CIFAR-10 (train images)", "run soft"])
+
+    from softlib import data
+    alt = {"archs": TINY, "folds": 2, "pretrain_epochs": 1, "finetune_epochs": 1, "lr": [0.01],
+           "mixup_alpha": [0.2], "batch_size": 16, "pretrain_subset": 40, "train_subset": 40}
+    c101 = P.load_cifar10_1_sets(fixture_root)
+    pre = P.run_pretraining(cache, study, alt, data.load("cifar10", "train", fixture_root),
+                            device="cpu", progress=False, extra=c101)
+    methods = [("hard", None), ("soft", None), ("sampled", None), ("distill", None),
+               ("class_level", None), ("mixup_soft", 0.2)]
+    before = cache.misses
+    runs3 = P.run_alternatives(cache, study, pre, alt, device="cpu", progress=False,
+                               methods=methods, extra=c101)
+    assert cache.misses == before + 12
+    d3 = P.alternatives_metrics(runs3, pre, study)
+    t1 = P.table1(d3)
+    assert ("tiny", "pretrained") in t1.index and ("tiny", "mixup_soft") in t1.index
+    assert np.isfinite(t1["v4"]).all()  # fixture data has CIFAR-10.1 images
+    # distinct methods really trained distinct models
+    assert not np.allclose(runs3.logits[("tiny", "hard", None, 0.01, 0)],
+                           runs3.logits[("tiny", "soft", None, 0.01, 0)])
+
+    adv = {"eps_sweep": [4, 8], "pgd_eps": 4, "pgd_steps": 2, "pgd_step_size": 1.0,
+           "attack_subset": 16, "pgd_subset": 8}
+    before = cache.misses
+    fg, pg = P.run_adversarial(cache, study, pre, alt, adv, device="cpu", progress=False)
+    assert cache.misses == before + 4  # only the attack results are new: 2 methods x 2 folds
+    assert set(fg.eps) == {0, 4, 8} and (fg.n == 8).all()
+    ce = fg.groupby("eps").ce.mean()
+    assert ce[8] > ce[0]                    # FGSM raises the loss it follows
+    assert set(pg.step) == {0, 1, 2}
+    t2 = P.table2(fg, 4)
+    assert ("accuracy", "hard") in t2.columns and ("ce", "soft") in t2.columns
+    P.run_adversarial(cache, study, pre, alt, adv, device="cpu", progress=False)
+    assert cache.misses == before + 4
