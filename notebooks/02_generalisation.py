@@ -289,7 +289,10 @@ display(Markdown("**What this run measured** (computed from the tables above):\n
 #   150 epochs. Short training leaves every model under-fitted, so absolute accuracies are far
 #   below Figure 2's ~84%, and the hard-label models have not yet become over-confident, which
 #   is where most of the paper's cross-entropy gap comes from. The *direction* of the
-#   soft-vs-hard difference is the comparable quantity; its size is not.
+#   soft-vs-hard difference is the comparable quantity; its size is not. Where the paired table
+#   shows a small |t| or folds disagreeing in sign, this run simply cannot tell the two label
+#   types apart: that is the expected outcome of a few-epoch budget, not evidence against the
+#   paper.
 # * *Folds.* Only the first folds of the 10-fold split are run (the box at the top says how
 #   many), so the error bars rest on few points; the paired table above says whether a
 #   difference is larger than the fold-to-fold spread.

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from softlib.cache import ResultCache
-from softlib.data import fixtures, views
+from softlib.data import fixtures
 from softlib.studies import peterson as P
 
 
