@@ -85,6 +85,10 @@ def _load_notebook(section: str):
     nb = jupytext.read(path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     import nbformat
+    for c in nb.cells:  # the provenance box shows the parameters: hide the code that makes it
+        tags = c.metadata.get("tags", [])
+        if c.cell_type == "code" and ("parameters" in tags or "show_header(" in c.source):
+            c.metadata["tags"] = [*tags, "remove-input"]
     cell = nbformat.v4.new_code_cell(_PEAK_CELL)
     cell.metadata["tags"] = ["remove-cell"]
     nb.cells.append(cell)
@@ -146,6 +150,9 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         wall = time.perf_counter() - t0
         out = nbformat.read(dst, as_version=4)
         out.metadata["softlib"] = {"profile": profile, "section": section, "commit": env_commit}
+        for c in out.cells:
+            if "injected-parameters" in c.metadata.get("tags", []):
+                c.metadata["tags"].append("remove-input")
         nbformat.write(out, dst)
         timings[section] = {"seconds": round(wall, 1), "peak_rss_mb": _peak_rss(out),
                             "profile": profile}
@@ -226,7 +233,8 @@ def build_book(strict: bool = True) -> Path:
     if len(used) > 1:
         raise BookError(f"the executed sections mix profiles {sorted(map(str, used))}; "
                         "rerun them all under one profile")
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(REPO), "--builder", "html"]
+    jb = Path(sys.executable).parent / "jupyter-book"  # the console script of this environment
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO), "--builder", "html"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     print("$ " + " ".join(cmd), flush=True)

@@ -142,10 +142,13 @@ def _display(sec: Section, description: str, rows, overrides) -> None:
                 "and tiny models. The numbers below are NOT results; they only show that the "
                 "section runs.</p>")
         lines.insert(0, "!!! SMOKE PROFILE: synthetic data, numbers are NOT results !!!")
-    print("\n".join(lines))
     try:
+        from IPython import get_ipython
         from IPython.display import HTML, display
     except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:  # a script or a terminal: plain text
+        print("\n".join(lines))
         return
     e = html.escape
     prow = "".join(
