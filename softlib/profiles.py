@@ -92,7 +92,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "train_subset": None, "amp": True,
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 10,
-                            "pgd_step_size": 1.0, "attack_subset": 1500, "pgd_subset": 300},
+                            "pgd_step_size": 1.0, "attack_subset": 3000, "pgd_subset": 600},
             "calibration_ood": {
                 "model_types": ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"],
                 "label_conditions": ["hard", "soft", "hard_mixup", "soft_mixup",
