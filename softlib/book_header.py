@@ -52,13 +52,6 @@ def git_commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def resolve_device(device: str = "auto") -> str:
-    import torch
-    if device in ("", "auto", None):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def fixture_data_root() -> Path:
     """Where the smoke profile's synthetic datasets live (written on first use)."""
     from .data import fixtures
@@ -118,7 +111,8 @@ def show_header(profile: str, section: str, datasets: Iterable[str] = (),
     synthetic = bool(prof["synthetic_data"])
     root = fixture_data_root() if synthetic else default_data_root(params.get("data_root"))
     os.environ["SOFTLIB_DATA"] = str(root)
-    device = resolve_device(params.get("device", "auto"))
+    from .train import resolve_device
+    device = str(resolve_device(params.get("device", "auto")))
     out = Path(params.get("output_dir") or (cache_root() / "outputs" / profile / section))
     out.mkdir(parents=True, exist_ok=True)
     sec = Section(name=section, profile=profile, params=resolved, data_root=root,

@@ -156,8 +156,8 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device is None:
+    """``device`` if given, else (None, "" or "auto") CUDA when available, else CPU."""
+    if device is None or device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 

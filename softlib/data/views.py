@@ -40,12 +40,14 @@ def majority_labels(counts: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def one_hot(labels: np.ndarray, C: int = 10) -> np.ndarray:
-    """float32 one-hot [N, C] of integer ``labels``; ids outside 0..C-1 raise ValueError."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or (len(labels) and (labels.min() < 0 or labels.max() >= C)):
-        raise ValueError(f"one_hot: labels must be 1-D ids in 0..{C - 1}")
-    out = np.zeros((len(labels), C), np.float32)
-    out[np.arange(len(labels)), labels] = 1.0
+    """float32 one-hot [N, C] of integer ``labels``; other dtypes or ids outside 0..C-1 raise ValueError."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"labels: expected a 1-D integer array, got {arr.dtype} shape {arr.shape}")
+    if arr.size and (arr.min() < 0 or arr.max() >= C):
+        raise ValueError(f"labels: expected values in [0, {C - 1}], got [{arr.min()}, {arr.max()}]")
+    out = np.zeros((len(arr), C), np.float32)
+    out[np.arange(len(arr)), arr] = 1.0
     return out
 
 
