@@ -284,8 +284,9 @@ display(Markdown("**What this run measured** (computed from the tables above):\n
 # %% [markdown]
 # **Why this run differs from the paper.**
 #
-# * *Training budget and architectures.* Under the `cpu` profile each model is a ResNet-20
-#   trained for a few epochs on one 2-core CPU; the paper trained eight larger networks for up to
+# * *Training budget and architectures.* Under the `cpu` profile the models are a ResNet-20 and
+#   a narrow VGG-15-BN, each trained for a few to twenty epochs (the box at the top gives each
+#   architecture's count) on one 2-core CPU; the paper trained eight larger networks for up to
 #   150 epochs. Short training leaves every model under-fitted, so absolute accuracies are far
 #   below Figure 2's ~84%, and the hard-label models have not yet become over-confident, which
 #   is where most of the paper's cross-entropy gap comes from. The *direction* of the

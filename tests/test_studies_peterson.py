@@ -29,6 +29,16 @@ def test_parse_archs_and_family():
         P.parse_archs([])
 
 
+def test_an_architecture_can_set_its_own_schedule_length():
+    fast, slow = P.parse_archs([["VGG", "vgg", {"width": 8}, {"epochs": 20}],
+                                ["ResNet", "resnet_20", {}]])
+    params = {"epochs": 6, "batch_size": 32, "lr": [0.01]}
+    assert fast.param(params, "epochs") == 20 and slow.param(params, "epochs") == 6
+    assert P.scratch_config(fast, 0.01, fast.param(params, "epochs"), 32).epochs == 20
+    with pytest.raises(ValueError, match="cannot override batch_size per architecture"):
+        P.parse_archs([["VGG", "vgg", {}, {"batch_size": 64}]])
+
+
 def test_select_folds_are_petersons_9000_1000_split():
     labels = np.repeat(np.arange(10), 1000)
     folds = P.select_folds(labels, 3, k=10, seed=0)

@@ -283,7 +283,8 @@ def schedule_for(epochs: int) -> tuple[int, list[int]]:
 def train_config(params: Mapping[str, Any], model_type: str, condition: str, seed: int,
                  mix_prob: float, smoothing_eps: float):
     """The :class:`softlib.train.TrainConfig` of one run (SGD Nesterov, lr, wd 5e-4, warm-up then
-    x0.5 multistep, early stopping on validation loss, the model type's augmentation)."""
+    x0.5 multistep, early stopping on validation loss, the model type's augmentation).
+    ``params['amp']``: bf16 autocast for training (True / False / 'auto' = CUDA only)."""
     from ..train import TrainConfig
     mt, cond = _model_type(model_type), _condition(condition)
     epochs = int(params["epochs"])
@@ -297,7 +298,8 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
         mix=cond.mix, mix_alpha=float(params["mix_alpha"]),
         mix_prob=round(float(mix_prob), 6) if cond.mix != "none" else 1.0,
         label_smoothing=round(float(smoothing_eps), 6) if cond.targets == "smoothed" else 0.0,
-        early_stopping_patience=None if patience is None else int(patience), seed=int(seed))
+        early_stopping_patience=None if patience is None else int(patience), seed=int(seed),
+        amp=params.get("amp", "auto"))
 
 
 # --------------------------------------------------------------------------------------------

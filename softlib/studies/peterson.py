@@ -94,12 +94,19 @@ def paper_family(build_name: str) -> str | None:
 # Architectures, folds, configurations
 # --------------------------------------------------------------------------------------------
 
+#: Section parameters an architecture may set for itself (a fast network can afford more epochs
+#: than a slow one inside the same time budget).
+ARCH_OVERRIDABLE = ("epochs", "pretrain_epochs", "finetune_epochs")
+
+
 @dataclass(frozen=True)
 class Arch:
-    """One architecture of a profile: display label, ``softlib.models.build`` name and knobs."""
+    """One architecture of a profile: display label, ``softlib.models.build`` name and knobs,
+    and optional per-architecture values of :data:`ARCH_OVERRIDABLE` parameters."""
     label: str
     name: str
     knobs: tuple = ()
+    overrides: tuple = ()
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -109,14 +116,28 @@ class Arch:
     def family(self) -> str | None:
         return paper_family(self.name)
 
+    def param(self, params: Mapping[str, Any], name: str) -> Any:
+        """``params[name]``, unless this architecture overrides it."""
+        over = dict(self.overrides)
+        return over[name] if name in over else params.get(name)
+
 
 def parse_archs(archs: Iterable[Any], param: str = "archs") -> list[Arch]:
-    """``[[label, build name, {knobs}], ...]`` (the profiles' format) -> list of :class:`Arch`."""
+    """``[[label, build name, {knobs}(, {overrides})], ...]`` (the profiles' format) -> list of
+    :class:`Arch`; overrides may only set :data:`ARCH_OVERRIDABLE` parameters."""
     out = []
     for i, a in enumerate(archs):
-        if not (isinstance(a, (list, tuple)) and len(a) == 3 and isinstance(a[2], Mapping)):
-            raise ValueError(f"{param}[{i}]: expected [label, build name, {{knobs}}], got {a!r}")
-        out.append(Arch(str(a[0]), str(a[1]), tuple(sorted(dict(a[2]).items()))))
+        if not (isinstance(a, (list, tuple)) and len(a) in (3, 4)
+                and all(isinstance(m, Mapping) for m in a[2:])):
+            raise ValueError(f"{param}[{i}]: expected [label, build name, {{knobs}}] or "
+                             f"[label, build name, {{knobs}}, {{overrides}}], got {a!r}")
+        over = dict(a[3]) if len(a) == 4 else {}
+        bad = sorted(set(over) - set(ARCH_OVERRIDABLE))
+        if bad:
+            raise ValueError(f"{param}[{i}]: cannot override {', '.join(bad)} per architecture; "
+                             f"allowed: {', '.join(ARCH_OVERRIDABLE)}")
+        out.append(Arch(str(a[0]), str(a[1]), tuple(sorted(dict(a[2]).items())),
+                        tuple(sorted(over.items()))))
     if not out:
         raise ValueError(f"{param}: expected at least one architecture")
     return out
@@ -358,7 +379,7 @@ def train_scratch(cache: ResultCache, study: StudyData, arch: Arch, condition: s
     tr, te = folds[fold]
     tr = cap_train(tr, params.get("train_subset"), study.labels, seed + fold)
     targets = study.hard if condition == "hard" else study.human
-    cfg = scratch_config(arch, lr, params["epochs"], params["batch_size"], seed,
+    cfg = scratch_config(arch, lr, arch.param(params, "epochs"), params["batch_size"], seed,
                          amp=params.get("amp", "auto"))
     fp = _fold_fingerprint(tr, te, targets, f"peterson-scratch|{condition}|{study.data_id}|fold{fold}")
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
@@ -550,7 +571,7 @@ def pretrain(cache: ResultCache, arch: Arch, params: Mapping, cifar_train, study
     ``eval_sets`` entry, e.g. CIFAR-10.1). Returns the entry and its cache key."""
     from ..data import views
     idx = stratified_subset(cifar_train.labels, params.get("pretrain_subset"), seed)
-    cfg = pretrain_config(arch, params.get("pretrain_epochs"), params["batch_size"], seed,
+    cfg = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"], seed,
                           params.get("amp", "auto"))
     y = cifar_train.labels[idx]
     fp = data_fingerprint(idx, y, provenance=f"peterson-pretrain|{cifar_train_id(cifar_train)}")
@@ -637,7 +658,7 @@ def run_pretraining(cache: ResultCache, study: StudyData, params: Mapping, cifar
         entries[arch.label], ids[arch.label] = pretrain(
             cache, arch, params, cifar_train, study, device, seed, progress,
             extra.images if extra is not None else None)
-        cfgs[arch.label] = pretrain_config(arch, params.get("pretrain_epochs"), params["batch_size"],
+        cfgs[arch.label] = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"],
                                            seed, params.get("amp", "auto"))
     return Pretrained(entries, cfgs, ids)
 
@@ -662,7 +683,7 @@ def finetune(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, 
     tr = cap_train(tr, params.get("train_subset"), study.labels, seed + fold)
     teacher = pre.ensemble_probs() if method == "distill" else None
     targets = finetune_targets(method, study, tr, teacher)
-    cfg = scratch_config(arch, lr, params["finetune_epochs"], params["batch_size"], seed,
+    cfg = scratch_config(arch, lr, arch.param(params, "finetune_epochs"), params["batch_size"], seed,
                          mix="mixup" if mixing else "none", mix_alpha=alpha if mixing else 1.0,
                          amp=params.get("amp", "auto"))
     teacher_tag = "+".join(sorted(pre.ids.values())) if method == "distill" else ""
