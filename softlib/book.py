@@ -9,6 +9,10 @@ Sections are paired jupytext notebooks in ``notebooks/``. Each is converted in m
 by papermill with the profile's parameters, and written to ``book/sections/`` (where
 ``_toc.yml`` expects it) only when every requested section succeeded, so a failure never leaves
 a half-updated book. jupyter-book then builds HTML with execution off and warnings as errors.
+
+``SOFTLIB_BOOK_DIR`` moves the whole book (executed sections, staging, ``_build``) out of the
+repository: the build copies the book's sources there first. The tests use it so that running
+them never overwrites a book a user has executed.
 """
 from __future__ import annotations
 
@@ -26,9 +30,24 @@ from . import profiles
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
-SECTIONS_DIR = REPO / "book" / "sections"
-STAGING = REPO / "_build" / "staging"
-TIMINGS = SECTIONS_DIR / "timings.json"
+
+
+def book_root() -> Path:
+    """Where the book is executed and built: ``$SOFTLIB_BOOK_DIR``, else the repository."""
+    env = os.environ.get("SOFTLIB_BOOK_DIR")
+    return Path(env).expanduser().resolve() if env else REPO
+
+
+def sections_dir() -> Path:
+    return book_root() / "book" / "sections"
+
+
+def _staging() -> Path:
+    return book_root() / "_build" / "staging"
+
+
+def _timings_path() -> Path:
+    return sections_dir() / "timings.json"
 
 # section name -> notebook file, in book order (the compute page runs last: it shows the others' times)
 SECTIONS = {
@@ -121,17 +140,18 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
     os.environ.setdefault("SOFTLIB_COMMIT", env_commit)
     if data_root:
         os.environ["SOFTLIB_DATA"] = str(Path(data_root).expanduser().resolve())
-    STAGING.mkdir(parents=True, exist_ok=True)
+    staging = _staging()
+    staging.mkdir(parents=True, exist_ok=True)
     timings: dict[str, dict] = {}
     # sections that report timings (the compute page) read this build's times as they accrue
-    partial = STAGING / "timings.json"
+    partial = staging / "timings.json"
     os.environ["SOFTLIB_TIMINGS"] = str(partial)
     from ._io import save_json
     save_json(partial, {})
     for i, section in enumerate(sections, 1):
         nb = _load_notebook(section)
-        src = STAGING / f"{Path(SECTIONS[section]).stem}.in.ipynb"
-        dst = STAGING / f"{Path(SECTIONS[section]).stem}.ipynb"
+        src = staging / f"{Path(SECTIONS[section]).stem}.in.ipynb"
+        dst = staging / f"{Path(SECTIONS[section]).stem}.ipynb"
         nbformat.write(nb, src)
         own = set(profiles.resolve(profile, section))
         params = {"profile": profile, "data_root": os.environ.get("SOFTLIB_DATA", ""),
@@ -159,13 +179,15 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         save_json(partial, timings)
         print(f"    done in {wall:.1f} s", flush=True)
     # every requested section succeeded: publish them together
-    SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
+    out_dir = sections_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
     for section in sections:
         stem = Path(SECTIONS[section]).stem
-        os.replace(STAGING / f"{stem}.ipynb", SECTIONS_DIR / f"{stem}.ipynb")
-    old = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+        os.replace(staging / f"{stem}.ipynb", out_dir / f"{stem}.ipynb")
+    timings_path = _timings_path()
+    old = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     old.update(timings)
-    save_json(TIMINGS, old)
+    save_json(timings_path, old)
     write_build_provenance(profile)
     return timings
 
@@ -211,7 +233,7 @@ def write_build_provenance(profile: str) -> Path:
             present = data.available(name, root=root)
             summary = _first_sentence(data.provenance(name, root=root)) if present else "absent"
             lines.append(f"| `{name}` | {'yes' if present else 'no'} | {summary} |")
-    path = REPO / "book" / "generated" / "build_provenance.md"
+    path = book_root() / "book" / "generated" / "build_provenance.md"
     save_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -224,24 +246,30 @@ def _commit() -> str:
 def build_book(strict: bool = True) -> Path:
     """Build the HTML book from the executed sections (execution off); return index.html."""
     import nbformat
-    missing = [s for s, f in SECTIONS.items() if not (SECTIONS_DIR / f"{Path(f).stem}.ipynb").exists()]
+    root, out_dir = book_root(), sections_dir()
+    missing = [s for s, f in SECTIONS.items() if not (out_dir / f"{Path(f).stem}.ipynb").exists()]
     if missing:
         raise BookError(f"not executed yet: {', '.join(missing)}; run "
                         f"`python -m softlib.book run --sections {','.join(missing)}` first")
-    used = {nbformat.read(SECTIONS_DIR / f"{Path(f).stem}.ipynb", as_version=4)
+    used = {nbformat.read(out_dir / f"{Path(f).stem}.ipynb", as_version=4)
             .metadata.get("softlib", {}).get("profile") for f in SECTIONS.values()}
     if len(used) > 1:
         raise BookError(f"the executed sections mix profiles {sorted(map(str, used))}; "
                         "rerun them all under one profile")
+    if root != REPO:  # an outside book directory gets the current sources
+        for src in [REPO / "_config.yml", REPO / "_toc.yml", *(REPO / "book").glob("*.md")]:
+            dst = root / src.relative_to(REPO)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
     jb = Path(sys.executable).parent / "jupyter-book"  # the console script of this environment
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(REPO), "--builder", "html"]
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     print("$ " + " ".join(cmd), flush=True)
-    res = subprocess.run(cmd, cwd=REPO)
+    res = subprocess.run(cmd, cwd=root)
     if res.returncode != 0:
         raise BookError(f"jupyter-book build failed (exit {res.returncode}); see the warnings above")
-    index = REPO / "_build" / "html" / "index.html"
+    index = root / "_build" / "html" / "index.html"
     print(f"book: {index}")
     return index
 

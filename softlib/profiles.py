@@ -174,7 +174,8 @@ def resolve(profile: str, section: str, **overrides: Any) -> dict[str, Any]:
     """A section's parameters under ``profile`` with papermill overrides applied.
 
     Overrides whose value is ``None`` mean "use the profile's value". Unknown names are errors,
-    so a typo in ``papermill -p`` cannot silently do nothing.
+    so a typo in ``papermill -p`` cannot silently do nothing. An override also replaces the
+    per-architecture values of the same parameter.
     """
     sections = get_profile(profile)["sections"]
     if section not in sections:
@@ -185,5 +186,12 @@ def resolve(profile: str, section: str, **overrides: Any) -> dict[str, Any]:
         raise ProfileError(
             f"unknown parameter(s) {', '.join(unknown)} for section {section!r}; "
             f"valid parameters: {', '.join(sorted(params))}")
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    params.update(explicit)
+    # an architecture's own schedule length (4th element of an ``archs`` entry) gives way to an
+    # explicit override of the same parameter: ``-p epochs=30`` means 30 epochs for every model
+    if "archs" not in explicit:
+        for arch in params.get("archs") or []:
+            if len(arch) == 4:
+                arch[3] = {k: v for k, v in arch[3].items() if k not in explicit}
     return params

@@ -26,10 +26,17 @@ def _cache_snapshot(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("meta.json")}
 
 
+def _tree_snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
 def smoke_book(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    env = {**os.environ, "SOFTLIB_CACHE": str(cache), "SOFTLIB_QUIET": "1"}
+    root = tmp_path_factory.mktemp("book")  # never the repository's own executed book
+    repo_book = _tree_snapshot(REPO / "book")
+    env = {**os.environ, "SOFTLIB_CACHE": str(cache), "SOFTLIB_QUIET": "1",
+           "SOFTLIB_BOOK_DIR": str(root)}
     first = _runner(["run", "--profile", "smoke"], env)
     assert first.returncode == 0, first.stdout + first.stderr
     snap = _cache_snapshot(cache)
@@ -37,15 +44,21 @@ def smoke_book(tmp_path_factory):
     assert second.returncode == 0, second.stdout + second.stderr
     build = _runner(["build"], env)
     assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
-    return {"cache": cache, "snapshot": snap, "after": _cache_snapshot(cache),
-            "html": REPO / "_build" / "html"}
+    return {"cache": cache, "snapshot": snap, "after": _cache_snapshot(cache), "root": root,
+            "html": root / "_build" / "html", "repo_book_before": repo_book,
+            "repo_book_after": _tree_snapshot(REPO / "book")}
 
 
 def test_every_section_was_executed_under_smoke(smoke_book):
-    timings = json.loads((REPO / "book" / "sections" / "timings.json").read_text())
+    sections = smoke_book["root"] / "book" / "sections"
+    timings = json.loads((sections / "timings.json").read_text())
     for section, nb in book.SECTIONS.items():
-        assert (REPO / "book" / "sections" / (Path(nb).stem + ".ipynb")).exists()
+        assert (sections / (Path(nb).stem + ".ipynb")).exists()
         assert timings[section]["profile"] == "smoke"
+
+
+def test_the_test_book_leaves_the_repositorys_book_alone(smoke_book):
+    assert smoke_book["repo_book_after"] == smoke_book["repo_book_before"]
 
 
 def test_rerun_reuses_the_cache(smoke_book):

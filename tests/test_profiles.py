@@ -35,3 +35,13 @@ def test_runner_rejects_bad_profile_and_parameter(capsys):
     assert book.main(["run", "--profile", "smoke", "--sections", "generalisation",
                       "-p", "epoch=3"]) == 2
     assert "unknown parameter(s) epoch" in capsys.readouterr().err
+
+
+def test_an_explicit_override_beats_per_architecture_schedule_lengths():
+    archs = profiles.resolve("cpu", "generalisation")["archs"]
+    assert any(len(a) == 4 and "epochs" in a[3] for a in archs), "cpu sets epochs per arch"
+    overridden = profiles.resolve("cpu", "generalisation", epochs=30)
+    assert overridden["epochs"] == 30
+    assert all("epochs" not in (a[3] if len(a) == 4 else {}) for a in overridden["archs"])
+    # the profile itself is untouched
+    assert profiles.resolve("cpu", "generalisation")["archs"] == archs
