@@ -293,7 +293,9 @@ display(Markdown("**What this run measured** (computed from the tables above):\n
 #   soft-vs-hard difference is the comparable quantity; its size is not. Where the paired table
 #   shows a small |t| or folds disagreeing in sign, this run simply cannot tell the two label
 #   types apart: that is the expected outcome of a few-epoch budget, not evidence against the
-#   paper.
+#   paper. An under-fitted network can even favour the hard labels consistently over folds
+#   (one-hot targets give a stronger gradient early on); the paper's comparison is between
+#   networks trained to convergence, which only the `paper` profile reaches.
 # * *Folds.* Only the first folds of the 10-fold split are run (the box at the top says how
 #   many), so the error bars rest on few points; the paired table above says whether a
 #   difference is larger than the fold-to-fold spread.

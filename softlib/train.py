@@ -17,11 +17,9 @@ al.'s sampled hard labels, redrawn every epoch).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import math
-import os
 import platform
 import time
 import warnings
@@ -30,7 +28,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import augment as _augment
 from .cache import Entry, ResultCache

@@ -158,7 +158,7 @@ def test_wrong_shape_dtype_range(root_copy, change, match):
 def test_checksum_mismatch_is_reported_not_repaired(root_copy):
     p = root_copy / "cifar10" / "test.npz"
     with np.load(p) as z:
-        im, lab = z["images"].copy(), z["labels"]
+        im = z["images"].copy()
     im[0, 0, 0, 0] ^= 1
     _rewrite(p, images=im)
     data.load("cifar10", "test", root_copy)   # structure is fine ...

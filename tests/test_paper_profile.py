@@ -4,7 +4,6 @@ optimisation step per distinct model: a typo or a missing preset in the paper pr
 not after hours on a GPU."""
 import numpy as np
 import pytest
-import torch
 
 from softlib import profiles
 from softlib.studies import laing as L
@@ -12,12 +11,7 @@ from softlib.studies import peterson as P
 from softlib.train import TrainConfig, _default_build, fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _one_step(config: TrainConfig) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .._io import save_text
-from .registry import CORRUPTIONS, IMAGENET_HUMAN_FILE, SEVERITIES
+from .registry import IMAGENET_HUMAN_FILE
 
 BANNER = "SYNTHETIC FIXTURE — not real data"
 
