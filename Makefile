@@ -4,8 +4,8 @@
 # Each sets up its own environment (installs uv into .tools/ if it is not on PATH, then `uv sync`).
 
 PROFILE ?= cpu
+# the data root of `make book` / `make data-mirror`; `make test` only sees it if you export it
 SOFTLIB_DATA ?= $(HOME)/.cache/softlib/data
-export SOFTLIB_DATA
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PY := $(CURDIR)/.venv/bin/python
 
@@ -19,7 +19,7 @@ env: $(UV)
 	$(UV) sync --frozen --extra book
 
 book: env
-	$(PY) -m softlib.book all --profile $(PROFILE)
+	SOFTLIB_DATA=$(SOFTLIB_DATA) $(PY) -m softlib.book all --profile $(PROFILE)
 
 test: env
 	$(PY) -m pytest -q
