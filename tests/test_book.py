@@ -22,31 +22,29 @@ def _runner(args, env):
                           text=True, capture_output=True)
 
 
-def _cache_snapshot(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("meta.json")}
-
-
-def _tree_snapshot(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+def _snapshot(root: Path, pattern: str = "*") -> dict[str, float]:
+    """Modification times of the files under ``root`` matching ``pattern``."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob(pattern)
+            if p.is_file()}
 
 
 @pytest.fixture(scope="module")
 def smoke_book(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     root = tmp_path_factory.mktemp("book")  # never the repository's own executed book
-    repo_book = _tree_snapshot(REPO / "book")
+    repo_book = _snapshot(REPO / "book")
     env = {**os.environ, "SOFTLIB_CACHE": str(cache), "SOFTLIB_QUIET": "1",
            "SOFTLIB_BOOK_DIR": str(root)}
     first = _runner(["run", "--profile", "smoke"], env)
     assert first.returncode == 0, first.stdout + first.stderr
-    snap = _cache_snapshot(cache)
+    snap = _snapshot(cache, "meta.json")
     second = _runner(["run", "--profile", "smoke"], env)
     assert second.returncode == 0, second.stdout + second.stderr
     build = _runner(["build"], env)
     assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
-    return {"cache": cache, "snapshot": snap, "after": _cache_snapshot(cache), "root": root,
+    return {"cache": cache, "snapshot": snap, "after": _snapshot(cache, "meta.json"), "root": root,
             "html": root / "_build" / "html", "repo_book_before": repo_book,
-            "repo_book_after": _tree_snapshot(REPO / "book")}
+            "repo_book_after": _snapshot(REPO / "book")}
 
 
 def test_every_section_was_executed_under_smoke(smoke_book):

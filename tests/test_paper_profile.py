@@ -32,7 +32,7 @@ PAPER_CAL = profiles.resolve("paper", "calibration_ood")
 
 
 @pytest.mark.parametrize("arch", P.parse_archs(PAPER_GEN["archs"]), ids=lambda a: a.name)
-def test_every_paper_architecture_trains_one_step_from_scratch_and_from_its_repo_schedule(arch):
+def test_every_paper_architecture_has_both_schedules_and_trains_one_step(arch):
     assert P.paper_family(arch.name) is not None, "the paper-vs-run tables need the family"
     for lr in PAPER_GEN["lr"]:
         cfg = P.scratch_config(arch, lr, PAPER_GEN["epochs"], PAPER_GEN["batch_size"],
