@@ -7,9 +7,12 @@ Measures, on the same machine and in the same run (each timing repeated, median 
    indexing): the ratio is the engine's overhead (target >= 0.90);
 2. the engine vs a conventional ``torch.utils.data.DataLoader`` over an in-memory dataset of PIL
    images with per-image torchvision transforms (RandomCrop(32, padding=4),
-   RandomHorizontalFlip, ToTensor; ``num_workers=0``): the speed-up;
-3. K models trained at once (:mod:`softlib.multimodel`, vmap) vs the same K trained one after
-   the other, images/s summed over models;
+   RandomHorizontalFlip, ToTensor), once with ``num_workers=0`` and once as a user would write
+   it for speed (``num_workers=min(8, cores)``, pinned memory, persistent workers): the speed-up;
+3. the fold grid: K models trained at once (:mod:`softlib.multimodel`, vmap; K=10 on CUDA,
+   the 10 folds of one configuration) vs one model and vs the same K one after the other,
+   images/s summed over models, and against the multi-worker DataLoader; on CUDA also in
+   float32 and with K=20 (both conditions of a fold grid);
 4. evaluation images/s (:func:`softlib.train.predict`) and FGSM / PGD-step images/s
    (:mod:`softlib.attacks`).
 
@@ -132,10 +135,13 @@ def _dataloader_epoch(model: nn.Module, loader, cfg: TrainConfig, device: torch.
 
 def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
         model_factory: Callable[[], nn.Module] | None = None, n_train: int | None = None,
-        batch_size: int = 128, repeats: int | None = None, k_models: int = 3,
+        batch_size: int = 128, repeats: int | None = None, k_models: int | None = None,
         n_eval: int | None = None, pgd_steps: int = 3, progress: bool = True) -> dict[str, Any]:
     """Run every measurement and return a JSON-able dict (see the module docstring)."""
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the engine does on CUDA
+    k_models = k_models or (10 if dev.type == "cuda" else 3)
     n_train = n_train or (32 if quick else (10000 if dev.type == "cuda" else 1536))
     n_eval = n_eval or (32 if quick else (10000 if dev.type == "cuda" else 2048))
     if quick:
@@ -177,35 +183,48 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
     bare_model = copy.deepcopy(model0)
     if dev.type == "cuda":
         bare_model = bare_model.to(memory_format=torch.channels_last)
-    loader = torch.utils.data.DataLoader(_PILDataset(x_tr, y_tr), batch_size=batch_size,
-                                         shuffle=True, num_workers=0,
-                                         pin_memory=dev.type == "cuda")
+    dataset = _PILDataset(x_tr, y_tr)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                         num_workers=0, pin_memory=dev.type == "cuda")
+    workers = 1 if quick else min(8, os.cpu_count() or 1)
+    loader_w = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                           num_workers=workers, pin_memory=dev.type == "cuda",
+                                           persistent_workers=True)
     dl_model = copy.deepcopy(model0)
+    dlw_model = copy.deepcopy(model0)
+    if dev.type == "cuda":
+        dlw_model = dlw_model.to(memory_format=torch.channels_last)
+    _dataloader_epoch(dlw_model, loader_w, cfg, dev)  # starts the workers
     engine_epoch_seconds()  # warm-ups (allocator, kernels)
     _bare_epoch(bare_model, x_dev, y_dev, cfg, dev)
     # interleaved repeats, so that a change in machine load hits all three alike
-    t_eng, t_bare, t_dl = [], [], []
+    t_eng, t_bare, t_dl, t_dlw = [], [], [], []
     for _ in range(repeats):
         t_eng.append(engine_epoch_seconds())
         t_bare.append(_median_time(lambda: _bare_epoch(bare_model, x_dev, y_dev, cfg, dev), 1, dev))
         t_dl.append(_median_time(lambda: _dataloader_epoch(dl_model, loader, cfg, dev), 1, dev))
-    eng, bare, dl = (statistics.median(v) for v in (t_eng, t_bare, t_dl))
+        t_dlw.append(_median_time(lambda: _dataloader_epoch(dlw_model, loader_w, cfg, dev), 1, dev))
+    eng, bare, dl, dlw = (statistics.median(v) for v in (t_eng, t_bare, t_dl, t_dlw))
     row("engine epoch", n_train / eng, "img/s", "(crop+flip on device, soft CE)")
     row("bare fwd+bwd+step", n_train / bare, "img/s", "(pre-made float tensors)")
     row("engine / bare", bare / eng, "ratio", "(target >= 0.90)")
 
     row("DataLoader + PIL transforms", n_train / dl, "img/s", "(num_workers=0)")
     row("engine speed-up over DataLoader", dl / eng, "x")
+    row(f"DataLoader, {workers} workers", n_train / dlw, "img/s",
+        "(pinned, persistent: what a user would write)")
+    row(f"engine speed-up over DataLoader, {workers} workers", dlw / eng, "x")
+    del loader_w  # stops its workers
 
-    # 3. K models at once vs sequential ------------------------------------------------------
+    # 3. the fold grid: K models at once vs one model and vs sequential ------------------------
     from .multimodel import fit_stacked
-    n_k = max(batch_size, n_train // k_models)
-    idx = [np.arange(n_k) for _ in range(k_models)]
+    n_k = n_train if dev.type == "cuda" else max(batch_size, n_train // k_models)
     scfg = cfg.replace(augment="crop_flip")
 
-    def stacked():
-        ms = [copy.deepcopy(model0) for _ in range(k_models)]
-        return fit_stacked(ms, x_tr, targets, idx, scfg, device=dev, progress=False)
+    def stacked(k: int, amp: Any = "auto"):
+        ms = [copy.deepcopy(model0) for _ in range(k)]
+        return fit_stacked(ms, x_tr, targets, [np.arange(n_k)] * k, scfg.replace(amp=amp),
+                           device=dev, progress=False)
 
     def sequential():
         for k in range(k_models):
@@ -213,15 +232,27 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
                 device=dev, progress=False)
 
     try:
-        stacked()  # warm-up
+        stacked(k_models)  # warm-up
         ts, tq = [], []
         for _ in range(repeats):  # interleaved, as above
-            ts.append(_median_time(stacked, 1, dev))
+            ts.append(_median_time(lambda: stacked(k_models), 1, dev))
             tq.append(_median_time(sequential, 1, dev))
         st, sq = statistics.median(ts), statistics.median(tq)
-        row(f"{k_models} models at once (vmap)", k_models * n_k / st, "img/s")
+        grid = k_models * n_k / st
+        row(f"{k_models} models at once (vmap)", grid, "img/s",
+            "(fold grid, summed over models" + (", target >= 100,000)" if dev.type == "cuda" else ")"))
         row(f"{k_models} models one after another", k_models * n_k / sq, "img/s")
         row("vmap speed-up", sq / st, "x")
+        row(f"{k_models} models at once / one model", grid / (n_train / eng), "x")
+        row(f"{k_models} models at once / DataLoader, {workers} workers", grid / (n_train / dlw),
+            "x", "(target >= 3)")
+        if dev.type == "cuda" and not quick:  # what precision and a larger stack give
+            stacked(k_models, amp=False)
+            t32 = _median_time(lambda: stacked(k_models, amp=False), repeats, dev)
+            row(f"{k_models} models at once, float32", k_models * n_k / t32, "img/s")
+            stacked(2 * k_models)
+            t2 = _median_time(lambda: stacked(2 * k_models), repeats, dev)
+            row(f"{2 * k_models} models at once (vmap)", 2 * k_models * n_k / t2, "img/s")
     except ValueError as e:  # models with training hooks cannot be stacked
         row("vmap", float("nan"), "", f"(skipped: {e})")
 
@@ -283,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-eval", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--k-models", type=int, default=3)
+    p.add_argument("--k-models", type=int, default=None,
+                   help="models trained at once (default: 10 on CUDA, 3 on CPU)")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")

@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +27,56 @@ import numpy as np
 from .paths import cache_root
 
 FORMAT_VERSION = 1
+
+
+class BudgetExhausted(RuntimeError):
+    """A compute budget (``set_deadline``) ran out before a result that is not cached yet."""
+
+
+_deadline: float | None = None
+
+
+def set_deadline(seconds_from_now: float | None) -> None:
+    """Allow new computations for this many more seconds (``None``: no limit; 0: none at all).
+
+    Cache hits are always served; a miss after the deadline raises :class:`BudgetExhausted`
+    *before* its computation starts, so a budgeted run stops between jobs and the next run
+    resumes from the cache.
+    """
+    global _deadline
+    _deadline = None if seconds_from_now is None else time.monotonic() + float(seconds_from_now)
+
+
+def check_budget(what: str = "a result") -> None:
+    """Raise :class:`BudgetExhausted` if the deadline set by :func:`set_deadline` has passed."""
+    if _deadline is not None and time.monotonic() >= _deadline:
+        raise BudgetExhausted(f"compute budget spent before {what} could be computed; "
+                              "rerun to continue from the cache")
+
+
+# Listeners told about every entry any ResultCache loads or saves (see ``record_access``).
+_listeners: list[Callable[[str, str, str], None]] = []
+
+
+@contextmanager
+def record_access():
+    """Collect ``(kind, key)`` of every entry loaded or saved by any ResultCache meanwhile.
+
+    Yields a list (in first-use order, without repeats); ``python -m softlib.book compute``
+    uses it to write which entries each section needs into the profile's manifest.
+    """
+    seen: dict[tuple[str, str], None] = {}
+
+    def listen(action: str, kind: str, key: str) -> None:
+        seen.setdefault((kind, key), None)
+
+    out: list[tuple[str, str]] = []
+    _listeners.append(listen)
+    try:
+        yield out
+    finally:
+        _listeners.remove(listen)
+        out.extend(seen)
 
 
 def config_key(kind: str, config: dict[str, Any]) -> str:
@@ -45,10 +97,23 @@ class Entry:
 class ResultCache:
     """Configuration-keyed, atomically written store of expensive results."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None,
+                 on_access: Callable[[str, str, str], None] | None = None):
         self.root = cache_root(root)
         self.hits = 0
         self.misses = 0
+        #: ``(kind, key)`` of every entry this cache has loaded or saved, in first-use order
+        self.touched: dict[tuple[str, str], None] = {}
+        #: optional ``on_access(action, kind, key)``, action 'load' or 'save'
+        self.on_access = on_access
+
+    def _touch(self, action: str, kind: str, config: dict[str, Any]) -> None:
+        key = config_key(kind, config)
+        self.touched.setdefault((kind, key), None)
+        if self.on_access is not None:
+            self.on_access(action, kind, key)
+        for listen in list(_listeners):
+            listen(action, kind, key)
 
     def path(self, kind: str, config: dict[str, Any]) -> Path:
         return self.root / kind / config_key(kind, config)
@@ -59,6 +124,7 @@ class ResultCache:
     def load(self, kind: str, config: dict[str, Any]) -> Entry:
         d = self.path(kind, config)
         meta = json.loads((d / "meta.json").read_text())
+        self._touch("load", kind, config)
         arrays: dict[str, np.ndarray] = {}
         if (d / "arrays.npz").exists():
             with np.load(d / "arrays.npz", allow_pickle=False) as z:
@@ -90,6 +156,7 @@ class ResultCache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        self._touch("save", kind, config)
         return final
 
     def get_or_compute(self, kind: str, config: dict[str, Any],
@@ -98,6 +165,7 @@ class ResultCache:
         if not force and self.has(kind, config):
             self.hits += 1
             return self.load(kind, config)
+        check_budget(f"{kind} {config_key(kind, config)}")
         self.misses += 1
         entry = compute()
         self.save(kind, config, entry)

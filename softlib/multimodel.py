@@ -19,6 +19,11 @@ How each part stays exactly per-model:
   model dimension; BatchNorm's in-place running-stat update (and ``num_batches_tracked``) then
   writes into each model's own slice of the stacked buffer. Nothing is dropped; the test checks
   running statistics against sequential training.
+* **mixed precision**: under bf16 autocast every BatchNorm of the stacked forward computes in
+  float32 (its input is cast up, its output back to the input's dtype). Plain training lets
+  BatchNorm take a bf16 input with float32 running statistics, but the vmapped BatchNorm's CUDA
+  backward requires them to share a dtype ("Expected running_mean to have type BFloat16 but got
+  Float"); casting the statistics down would lose them, so the input goes up instead.
 
 Limits: models must not define the engine's training hooks (``training_loss``,
 ``requires_input_grad``, ``after_optimizer_step``, ``on_epoch_start``); every model takes the
@@ -31,6 +36,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import types
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -47,6 +53,21 @@ from .train import (TrainConfig, _as_targets, _auto, _autocast, _make_optimizer,
 __all__ = ["StackedModels", "fit_stacked", "StackedResult"]
 
 _HOOKS = ("training_loss", "requires_input_grad", "after_optimizer_step", "on_epoch_start")
+
+
+def _float32_batchnorm_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm forward that runs in float32 under autocast (see the module docstring)."""
+    if x.dtype == torch.float32 or not torch.is_autocast_enabled(x.device.type):
+        return type(self).forward(self, x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return type(self).forward(self, x.float()).to(x.dtype)
+
+
+def _batchnorm_in_float32(module: nn.Module) -> nn.Module:
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.forward = types.MethodType(_float32_batchnorm_forward, m)
+    return module
 
 
 class StackedModels(nn.Module):
@@ -70,7 +91,8 @@ class StackedModels(nn.Module):
         self._bnames = list(buffers)
         for name, b in buffers.items():
             self.register_buffer("b__" + name.replace(".", "__"), b)
-        self.base = [copy.deepcopy(self.models[0]).to("meta")]  # list: not a submodule
+        # list: not a submodule; its BatchNorms run in float32 under autocast
+        self.base = [_batchnorm_in_float32(copy.deepcopy(self.models[0]).to("meta"))]
 
     def _stacked(self):
         p = {n: self.params[n.replace(".", "__")] for n in self._pnames}
@@ -161,6 +183,8 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                              "TrainConfig(drop_last=True)")
         steps = math.ceil(sizes[0] / bs)
 
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     for m in models:
         m.to(device)
     stacked = StackedModels(models).to(device)

@@ -26,7 +26,9 @@ def test_quick_run_produces_every_row(tmp_path, monkeypatch):
     names = [r["measurement"] for r in res["rows"]]
     for expected in ("engine epoch", "bare fwd+bwd+step", "engine / bare",
                      "DataLoader + PIL transforms", "engine speed-up over DataLoader",
-                     "2 models at once (vmap)", "vmap speed-up", "evaluation", "FGSM", "PGD step"):
+                     "DataLoader, 1 workers", "engine speed-up over DataLoader, 1 workers",
+                     "2 models at once (vmap)", "vmap speed-up", "2 models at once / one model",
+                     "2 models at once / DataLoader, 1 workers", "evaluation", "FGSM", "PGD step"):
         assert expected in names
     for r in res["rows"]:
         assert r["value"] > 0 and math.isfinite(r["value"]), r

@@ -95,3 +95,60 @@ def test_errors():
 
     with pytest.raises(ValueError, match="on_epoch_start"):
         StackedModels([Hooked(), Hooked()])
+
+
+def test_batchnorm_runs_in_float32_under_autocast(monkeypatch):
+    """Stacked BatchNorms compute in float32 under bf16 autocast (the CUDA backward of a vmapped
+    BatchNorm rejects a bf16 input with float32 running statistics)."""
+    from softlib import multimodel
+    seen = []
+    real = torch.nn.functional.batch_norm
+
+    def spy(x, *args, **kw):
+        seen.append(x.dtype)
+        return real(x, *args, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", spy)
+    bn = multimodel._batchnorm_in_float32(nn.BatchNorm2d(4))
+    x = torch.rand(3, 4, 5, 5, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = bn(x)
+    assert seen == [torch.float32] and y.dtype == torch.bfloat16
+    assert bn.running_mean.dtype == torch.float32
+    seen.clear()
+    bn(torch.rand(3, 4, 5, 5))  # no autocast: the plain forward
+    assert seen == [torch.float32]
+
+    # the stacked forward and backward run under autocast, statistics stay float32 and move
+    ms = models(2)
+    st = StackedModels(ms)
+    xs = torch.rand(2, 5, 3, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = st(xs)
+    out.float().sum().backward()
+    rm = st.b__bn__running_mean
+    assert rm.dtype == torch.float32 and not torch.equal(rm, torch.zeros_like(rm))
+    # without autocast the forward equals each model's own
+    st.eval()
+    with torch.no_grad():
+        st.unstack()
+        for m in ms:
+            m.eval()
+        torch.testing.assert_close(st(xs)[1], ms[1](xs[1]), atol=1e-6, rtol=1e-5)
+
+
+def test_stacked_bf16_close_to_sequential_bf16():
+    x, t = data()
+    idx = [np.arange(0, 32), np.arange(8, 40)]
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=1, optimizer="sgd", lr=0.05, amp=True,
+                      augment="crop_flip")
+    ms = models(2)
+    seq = [copy.deepcopy(m) for m in ms]
+    for k, m in enumerate(seq):
+        train.fit(m, x[idx[k]], t[idx[k]], cfg.replace(seed=k), progress=False)
+    res = fit_stacked(ms, x, t, idx, cfg, seeds=[0, 1], progress=False)
+    for k in range(2):
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for name in a:  # bf16 kernels: agreement to bf16 precision, not bit for bit
+            torch.testing.assert_close(a[name].float(), b[name].float(), atol=3e-2, rtol=3e-2,
+                                       msg=f"model {k} {name}")
