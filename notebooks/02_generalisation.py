@@ -37,6 +37,7 @@ epochs = None
 lr = None
 batch_size = None
 amp = None
+stack_models = None
 train_subset = None
 eval_subset = None
 corruption_subset = None
@@ -59,15 +60,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
+from softlib import sections as S
 from softlib.studies import peterson as P
 
 prm = sec.params
-study = P.load_study_data()
-shift = P.load_shift_sets(prm["eval_subset"], seed=sec.seed)
-corr = P.load_corruption_sets(prm["corruption_subset"], prm["corruptions"],
-                              prm["corruption_severities"])
-evalsets = P.EvalSets({**shift.images, **corr.images}, {**shift.labels, **corr.labels},
-                      {**shift.titles, **corr.titles}, {**shift.unavailable, **corr.unavailable})
+# the same loading and training calls as `python -m softlib.book compute` (softlib.sections)
+inputs = S.generalisation_inputs(prm, seed=sec.seed)
+study, shift, corr, evalsets = inputs.study, inputs.shift, inputs.corr, inputs.evalsets
 archs_ = P.parse_archs(prm["archs"])
 status = [{"evaluation set": P.SHIFT_SETS["heldout"][0], "images": f"{prm['folds']} x 1,000",
            "status": "present"}]
@@ -98,7 +97,7 @@ pd.DataFrame(status).set_index("evaluation set")
 
 # %%
 t0 = time.perf_counter()
-runs = P.run_generalisation(sec.cache, study, prm, evalsets, device=sec.device, seed=sec.seed)
+runs = S.generalisation_runs(sec.cache, inputs, prm, device=sec.device, seed=sec.seed)
 df = P.generalisation_metrics(runs, study, evalsets)
 df = P.select_lr(df)
 train_seconds = pd.Series(runs.seconds).groupby(level=[0, 1]).sum().rename("training seconds (all folds)")

@@ -37,6 +37,7 @@ lr = None
 mixup_alpha = None
 batch_size = None
 amp = None
+stack_models = None
 pretrain_subset = None
 train_subset = None
 
@@ -55,13 +56,14 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib import data
+from softlib import sections as S
 from softlib.studies import peterson as P
 
 prm = sec.params
-study = P.load_study_data()
-cifar_train = data.load("cifar10", "train")
+# the same loading and training calls as `python -m softlib.book compute` (softlib.sections)
+inputs = S.alternatives_inputs()
+study, cifar_train, c101 = inputs.study, inputs.cifar_train, inputs.c101
 archs_ = P.parse_archs(prm["archs"])
-c101 = P.load_cifar10_1_sets()
 for key, title in c101.titles.items():
     print(f"{title}: present ({len(c101.labels[key]):,} images)")
 for key, why in c101.unavailable.items():
@@ -81,8 +83,7 @@ if len(archs_) == 1:
 
 # %%
 t0 = time.perf_counter()
-pre = P.run_pretraining(sec.cache, study, prm, cifar_train, device=sec.device, seed=sec.seed,
-                        extra=c101)
+pre = S.alternatives_pretraining(sec.cache, inputs, prm, device=sec.device, seed=sec.seed)
 rows = []
 for a in archs_:
     e = pre.entries[a.label]
@@ -101,8 +102,7 @@ pd.DataFrame(rows).set_index("arch")
 
 # %%
 t0 = time.perf_counter()
-runs = P.run_alternatives(sec.cache, study, pre, prm, device=sec.device, seed=sec.seed,
-                          extra=c101)
+runs = S.alternatives_runs(sec.cache, inputs, pre, prm, device=sec.device, seed=sec.seed)
 df = P.alternatives_metrics(runs, pre, study)
 print(f"{len(runs.logits)} fine-tuned fold models ready in {time.perf_counter() - t0:.0f} s "
       f"(cache hits {sec.cache.hits}, trained {sec.cache.misses}); "

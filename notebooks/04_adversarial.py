@@ -50,12 +50,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from softlib import data, profiles
+from softlib import sections as S
 from softlib.studies import peterson as P
 
 prm = sec.params
-alt = profiles.resolve(profile, "alternatives")  # the models of section 3, as its profile defines them
-study = P.load_study_data()
+alt = S.adversarial_alt_params(profile)  # the models of section 3, as its profile defines them
 archs_ = P.parse_archs(alt["archs"])
 n_folds = alt["folds"]
 print(f"models: section 3's fine-tuned 'hard' and 'soft' models, {len(archs_)} architecture(s) "
@@ -66,9 +65,8 @@ print(f"models: section 3's fine-tuned 'hard' and 'soft' models, {len(archs_)} a
 # %%
 t0 = time.perf_counter()
 misses0 = sec.cache.misses
-pre = P.run_pretraining(sec.cache, study, alt, data.load("cifar10", "train"), device=sec.device,
-                        seed=sec.seed)
-fg, pg = P.run_adversarial(sec.cache, study, pre, alt, prm, device=sec.device, seed=sec.seed)
+# the same calls as `python -m softlib.book compute` (softlib.sections)
+study, alt, fg, pg = S.adversarial_runs(sec.cache, profile, prm, device=sec.device, seed=sec.seed)
 print(f"attacks done in {time.perf_counter() - t0:.0f} s; cache hits {sec.cache.hits}, "
       f"new results {sec.cache.misses - misses0} (attack results, plus any model section 3 had "
       "not trained yet)")

@@ -48,6 +48,9 @@ split_sizes = None
 lr = None
 mix_alpha = None
 early_stopping_patience = None
+stack_models = None
+dropout_p = None
+mc_average = None
 
 # %%
 from softlib.book_header import show_header
@@ -63,10 +66,11 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib import profiles
+from softlib import sections as S
 from softlib.losses import mix_probability_from_entropy
 from softlib.studies import laing as study
 
-data = study.load_inputs(sec.data_root)
+data = S.calibration_inputs(sec.data_root)  # the calls of `python -m softlib.book compute`
 split0 = study.make_split(data.labels, P["seeds"][0], P["train_subset"])
 facts = {
     "images (CIFAR-10H)": len(data.labels),
@@ -105,7 +109,7 @@ pd.DataFrame([{"parameter": k, "this run": repr(P[k]), "paper profile": repr(pap
 import time
 
 t0 = time.perf_counter()
-grid = study.run_grid(data, P, sec.cache, device=sec.device)
+grid = S.calibration_grid(data, P, sec.cache, device=sec.device)
 runs = grid.table
 print(f"{len(runs)} runs ready in {time.perf_counter() - t0:.0f} s "
       f"(cache hits {sec.cache.hits}, misses {sec.cache.misses})")

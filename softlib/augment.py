@@ -11,18 +11,26 @@ whole batch with a few tensor ops. The same generator state gives the same outpu
   or copied per image.
 * :func:`cutout` zeroes one ``size`` x ``size`` square per image (DeVries & Taylor 2017; the
   square is clipped at the border, as in their code).
-* :func:`laing_augment` is Laing's (2024) pipeline ColorJitter -> RandomHorizontalFlip ->
-  RandomRotation(10) -> RandomResizedCrop, in that order, with per-image parameters. The paper
-  and its code do not fix the jitter strengths or crop scale in the text we have, so we use
-  brightness = contrast = saturation = 0.2 (no hue), and RandomResizedCrop(32,
-  scale=(0.8, 1.0), ratio=(3/4, 4/3)): torchvision's default scale (0.08, 1) is meant for
-  ImageNet and is far too aggressive for 32x32 CIFAR images. Flip, rotation and resized crop
-  are composed into ONE affine map per image and applied with a single bilinear
-  ``grid_sample`` (zero fill outside), so the image is interpolated once rather than twice as in
-  torchvision's sequential pipeline. Deviations from torchvision, on purpose: the three jitter
-  factors are applied in a fixed order (brightness, contrast, saturation) rather than a random
-  one, and a crop whose width or height would exceed the image is clipped to the image instead
-  of being redrawn up to ten times.
+* :func:`laing_augment` is the training augmentation of Laing (2024), as in the author's code
+  (sam-laing/soft_cifar, ``data/read_loader.py``)::
+
+      ColorJitter(brightness=0.15, contrast=0.15, saturation=0.2, hue=0.15)
+      RandomHorizontalFlip()
+      RandomRotation(10)                      # nearest interpolation, fill 0 (the defaults)
+      RandomResizedCrop(32, scale=(0.8, 1.0), ratio=(0.8, 1.2))   # bilinear
+
+  with torchvision's per-image randomness: the four jitter factors are uniform in
+  ``[max(0, 1 - s), 1 + s]`` (hue in ``[-0.15, 0.15]``) and applied in a random order per image;
+  the rotation angle is uniform in [-10, 10] degrees; the crop box is drawn as
+  ``RandomResizedCrop.get_params`` does (integer width and height, up to ten tries, then the
+  fallback crop). :func:`draw_laing_params` draws those parameters for the whole batch and
+  :func:`apply_laing_params` applies them with batched tensor ops: the jitter with
+  torchvision's formulas, flip + rotation as one nearest-neighbour ``grid_sample`` and the
+  resized crop as one bilinear ``grid_sample`` whose coordinates reproduce ``resized_crop``
+  (edge pixels clamped to the crop). Per image the result equals torchvision's functional ops
+  with the same parameters on float tensors (tested). What differs from the author's PIL
+  pipeline: no rounding to uint8 between the steps, and the model normalises with the CIFAR-10
+  mean/std rather than the training split's.
 """
 from __future__ import annotations
 
@@ -31,13 +39,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["random_crop_flip", "cutout", "color_jitter", "laing_augment", "apply",
+__all__ = ["random_crop_flip", "cutout", "color_jitter", "jitter_with", "jitter_ordered",
+           "adjust_hue", "draw_laing_params", "apply_laing_params", "laing_augment", "apply",
            "AUGMENTATIONS", "LAING_PARAMS"]
 
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout16", "laing")
 
-LAING_PARAMS = {"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "degrees": 10.0,
-                "scale": (0.8, 1.0), "ratio": (3 / 4, 4 / 3)}
+#: Laing's (2024) augmentation, from the author's code (data/read_loader.py).
+LAING_PARAMS = {"brightness": 0.15, "contrast": 0.15, "saturation": 0.2, "hue": 0.15,
+                "degrees": 10.0, "scale": (0.8, 1.0), "ratio": (0.8, 1.2)}
 
 
 def _check(x: torch.Tensor, name: str = "x") -> None:
@@ -122,80 +132,277 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
-def color_jitter(x: torch.Tensor, brightness: float = 0.2, contrast: float = 0.2,
-                 saturation: float = 0.2, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-image brightness, contrast and saturation jitter of a float RGB batch in [0, 1].
-
-    Factors are uniform in [1 - s, 1 + s]; formulas follow torchvision's adjust_* functions
-    (contrast blends with the image's mean grey level, saturation with its grey image).
-    """
+def _check_rgb_float(x: torch.Tensor, name: str) -> None:
     _check(x)
     if x.shape[1] != 3 or not x.is_floating_point():
-        raise ValueError("softlib.augment.color_jitter: expects a float RGB batch [N, 3, H, W], "
+        raise ValueError(f"softlib.augment.{name}: expects a float RGB batch [N, 3, H, W], "
                          f"got dtype {x.dtype} with shape {tuple(x.shape)}")
-    n = x.shape[0]
-    ones = torch.ones(n, device=x.device, dtype=x.dtype)
-    b = _uniform(n, max(0.0, 1 - brightness), 1 + brightness, x, generator) if brightness else ones
-    c = _uniform(n, max(0.0, 1 - contrast), 1 + contrast, x, generator) if contrast else ones
-    s = _uniform(n, max(0.0, 1 - saturation), 1 + saturation, x, generator) if saturation else ones
-    return jitter_with(x, b, c, s)
+
+
+def _brightness(x, b):
+    return (x * b.view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def _contrast(x, c):
+    c = c.view(-1, 1, 1, 1)
+    m = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+    return (c * x + (1 - c) * m).clamp(0, 1)
+
+
+def _saturation(x, s):
+    s = s.view(-1, 1, 1, 1)
+    return (s * x + (1 - s) * _gray(x)).clamp(0, 1)
+
+
+def adjust_hue(x: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """Shift each image's hue by ``hue[i]`` (a fraction of the colour circle, in [-0.5, 0.5]).
+
+    RGB -> HSV -> RGB with torchvision's formulas (``adjust_hue`` on float tensors), batched
+    with one factor per image.
+    """
+    _check_rgb_float(x, "adjust_hue")
+    r, g, b = x.unbind(1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = torch.ones_like(maxc)
+    sat = cr / torch.where(eqc, ones, maxc)
+    crd = torch.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
+    neq_r, eq_g = maxc != r, maxc == g
+    h = torch.where(~neq_r, bc - gc, torch.where(eq_g, 2.0 + rc - bc, 4.0 + gc - rc))
+    # (h / 6 + 1) mod 1 and (h + hue) mod 1 for arguments in [-0.5, 2): exact conditional shifts
+    h = h / 6.0 + 1.0
+    h = torch.where(h >= 1.0, h - 1.0, h)
+    h = h + hue.to(x.dtype).view(-1, 1, 1)
+    h = torch.where(h < 0.0, h + 1.0, torch.where(h >= 1.0, h - 1.0, h))
+    # HSV -> RGB: channel = v - v s clamp(min(k, 4 - k), 0, 1), k = (m + 6 h) mod 6, m = 5, 3, 1
+    # (the same piecewise-linear map as torchvision's sector table, without gathers)
+    k = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1) \
+        + 6.0 * h.unsqueeze(1)                                   # in [1, 11)
+    k = torch.where(k >= 6.0, k - 6.0, k)
+    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+    v = maxc.unsqueeze(1)
+    return (v - v * sat.unsqueeze(1) * ramp).clamp(0.0, 1.0)
+
+
+def color_jitter(x: torch.Tensor, brightness: float = LAING_PARAMS["brightness"],
+                 contrast: float = LAING_PARAMS["contrast"],
+                 saturation: float = LAING_PARAMS["saturation"], hue: float = LAING_PARAMS["hue"],
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """torchvision's ``ColorJitter`` per image, batched, on a float RGB batch in [0, 1].
+
+    Factors are uniform in ``[max(0, 1 - s), 1 + s]`` (hue: ``[-hue, hue]``), a strength of 0
+    leaves that step out, and the steps run in a random order per image (as ``ColorJitter``
+    draws ``randperm(4)`` per call).
+    """
+    _check_rgb_float(x, "color_jitter")
+    p = _draw_jitter(x.shape[0], x, generator, brightness, contrast, saturation, hue)
+    return jitter_ordered(x, p["brightness"], p["contrast"], p["saturation"], p["hue"], p["order"],
+                          p["enabled"])
+
+
+def _draw_jitter(n, x, g, brightness, contrast, saturation, hue) -> dict:
+    if not 0.0 <= hue <= 0.5:
+        raise ValueError(f"softlib.augment: hue={hue} must be in [0, 0.5]")
+    ones = torch.ones(n, device=x.device)
+    out = {}
+    for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        if s < 0:
+            raise ValueError(f"softlib.augment: {name}={s} must be >= 0")
+        out[name] = _uniform(n, max(0.0, 1 - s), 1 + s, x, g) if s else ones
+    out["hue"] = _uniform(n, -hue, hue, x, g) if hue else torch.zeros(n, device=x.device)
+    out["order"] = torch.argsort(_rand(4 * n, x, g).view(n, 4), dim=1)  # a random permutation each
+    out["enabled"] = (bool(brightness), bool(contrast), bool(saturation), bool(hue))
+    return out
 
 
 def jitter_with(x: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation with given per-image factors [N] (torchvision formulas)."""
+    """Brightness, contrast, saturation (this order) with per-image factors [N] (torchvision formulas)."""
+    return _saturation(_contrast(_brightness(x, b), c), s)
+
+
+def _hue_by_index(x: torch.Tensor) -> bool:
+    """Whether to apply hue to the selected images only (CPU) rather than to the whole batch
+    followed by a select (accelerators: no host synchronisation, the extra work is free)."""
+    return x.device.type == "cpu"
+
+
+def jitter_ordered(x: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.Tensor,
+                   h: torch.Tensor, order: torch.Tensor,
+                   enabled: tuple[bool, bool, bool, bool] = (True, True, True, True)) -> torch.Tensor:
+    """Brightness (0), contrast (1), saturation (2) and hue (3) in a per-image order.
+
+    ``order`` [N, 4] holds a permutation of 0..3 per image. At step k every image runs every
+    adjustment, with the identity factor (1, or 0 for hue) unless that adjustment is its k-th:
+    the identity factor leaves the image bit-for-bit unchanged (hue is applied by selection),
+    so the batch needs no sorting, indexing or host synchronisation. ``enabled`` skips
+    adjustments whose strength is 0 (known from the settings, not read back from the device).
+    """
+    _check_rgb_float(x, "jitter_ordered")
     n = x.shape[0]
-    x = (x * b.view(n, 1, 1, 1)).clamp(0, 1)
-    c = c.view(n, 1, 1, 1)
-    m = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    x = (c * x + (1 - c) * m).clamp(0, 1)
-    s = s.view(n, 1, 1, 1)
-    return (s * x + (1 - s) * _gray(x)).clamp(0, 1)
+    if order.shape != (n, 4):
+        raise ValueError(f"softlib.augment.jitter_ordered: order must be [N, 4], got {tuple(order.shape)}")
+    one = torch.ones((), device=x.device, dtype=x.dtype)
+    b, c, s, h = (t.to(device=x.device, dtype=x.dtype) for t in (b, c, s, h))
+    do_b, do_c, do_s, do_h = (bool(e) for e in enabled)
+    for k in range(4):
+        step = order[:, k]
+        if do_b:
+            x = _brightness(x, torch.where(step == 0, b, one))
+        if do_c:
+            x = _contrast(x, torch.where(step == 1, c, one))
+        if do_s:
+            x = _saturation(x, torch.where(step == 2, s, one))
+        if do_h:
+            sel = step == 3
+            if _hue_by_index(x):  # on the CPU: convert only the selected images
+                idx = sel.nonzero().squeeze(1)
+                if idx.numel():
+                    x = x.index_copy(0, idx, adjust_hue(x.index_select(0, idx), h.index_select(0, idx)))
+            else:
+                x = torch.where(sel.view(n, 1, 1, 1), adjust_hue(x, h), x)
+    return x
+
+
+def _crop_boxes(n: int, h: int, w: int, scale, ratio, x: torch.Tensor, g) -> tuple[torch.Tensor, ...]:
+    """``RandomResizedCrop.get_params`` per image: (top, left, height, width) as int64 [N]."""
+    if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"softlib.augment: need 0 < scale[0] <= scale[1] and 0 < ratio[0] <= "
+                         f"ratio[1], got scale={scale}, ratio={ratio}")
+    tries = 10
+    f64 = torch.float64
+    u = torch.rand(n, tries, 2, generator=g, device=x.device, dtype=f64)
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    lr0, lr1 = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(lr0 + (lr1 - lr0) * u[..., 1])
+    cw = torch.round(torch.sqrt(area * aspect))        # half to even, as Python's round
+    ch = torch.round(torch.sqrt(area / aspect))
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = ok.to(torch.float32).argmax(dim=1, keepdim=True)   # first successful try
+    found = ok.any(dim=1)
+    cw = cw.gather(1, first).squeeze(1)
+    ch = ch.gather(1, first).squeeze(1)
+    # torchvision's fallback: the largest central crop with the ratio clamped to the range
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        fw, fh = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fw, fh = int(round(h * ratio[1])), h
+    else:
+        fw, fh = w, h
+    cw = torch.where(found, cw, torch.full_like(cw, fw)).to(torch.int64)
+    ch = torch.where(found, ch, torch.full_like(ch, fh)).to(torch.int64)
+    v = torch.rand(n, 2, generator=g, device=x.device, dtype=f64)
+    top = torch.minimum(torch.floor(v[:, 0] * (h - ch + 1)).to(torch.int64), h - ch)
+    left = torch.minimum(torch.floor(v[:, 1] * (w - cw + 1)).to(torch.int64), w - cw)
+    top = torch.where(found, top, (h - ch) // 2)
+    left = torch.where(found, left, (w - cw) // 2)
+    return top, left, ch, cw
+
+
+def draw_laing_params(x: torch.Tensor, generator: torch.Generator | None = None,
+                      brightness: float = LAING_PARAMS["brightness"],
+                      contrast: float = LAING_PARAMS["contrast"],
+                      saturation: float = LAING_PARAMS["saturation"],
+                      hue: float = LAING_PARAMS["hue"],
+                      degrees: float = LAING_PARAMS["degrees"],
+                      scale: tuple[float, float] = LAING_PARAMS["scale"],
+                      ratio: tuple[float, float] = LAING_PARAMS["ratio"]) -> dict[str, torch.Tensor]:
+    """Per-image random parameters of :func:`laing_augment` for the batch ``x`` (on its device).
+
+    Keys: ``brightness``, ``contrast``, ``saturation``, ``hue``, ``order`` ([N, 4] jitter
+    order), ``enabled`` (which jitter steps have a non-zero strength, Python bools), ``flip``
+    (bool), ``angle`` (degrees, counter-clockwise as ``TF.rotate``), ``top``, ``left``,
+    ``height``, ``width`` (the crop box in pixels, int64).
+    """
+    _check(x)
+    n, _, h, w = x.shape
+    g = generator
+    p = _draw_jitter(n, x, g, brightness, contrast, saturation, hue)
+    p["flip"] = _rand(n, x, g) < 0.5
+    p["angle"] = _uniform(n, -degrees, degrees, x, g) if degrees else torch.zeros(n, device=x.device)
+    p["top"], p["left"], p["height"], p["width"] = _crop_boxes(n, h, w, scale, ratio, x, g)
+    return p
+
+
+def _rotation_grid(n: int, h: int, w: int, angle_deg: torch.Tensor, flip: torch.Tensor,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Sampling grid [N, H, W, 2] of ``rotate(hflip?(img), angle)`` about the image centre.
+
+    Built as torchvision's ``_gen_affine_grid``: centred pixel coordinates times the inverse
+    rotation, divided by half the image size (``grid_sample`` with ``align_corners=False``).
+    """
+    dev = angle_deg.device
+    a = torch.deg2rad(angle_deg.to(torch.float64))
+    cos, sin = torch.cos(a), torch.sin(a)
+    zero = torch.zeros_like(cos)
+    # output (x, y) -> source: [[cos, -sin], [sin, cos]] (y pointing down, as TF.rotate)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    theta = theta.to(dtype)                                             # [N, 2, 3]
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, device=dev, dtype=dtype)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, device=dev, dtype=dtype)
+    base = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w),
+                        torch.ones(h, w, device=dev, dtype=dtype)], -1).view(1, h * w, 3)
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=dev, dtype=dtype)
+    grid = base.expand(n, -1, -1).bmm(theta.transpose(1, 2) / scale).view(n, h, w, 2)
+    sx = torch.where(flip, -1.0, 1.0).to(dtype).view(n, 1, 1)
+    return torch.stack([grid[..., 0] * sx, grid[..., 1]], -1)
+
+
+def _resized_crop_grid(top, left, ch, cw, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """Grid [N, H, W, 2] that resizes the box (top, left, ch, cw) to H x W like
+    ``resized_crop`` with bilinear interpolation (source clamped to the box's edge pixels)."""
+    dev = top.device
+
+    def axis(start, size, out):
+        # torch's bilinear resize: src = (u + 0.5) * in / out - 0.5, clamped to [0, in - 1]
+        u = torch.arange(out, device=dev, dtype=torch.float64).view(1, out)
+        sz = size.to(torch.float64).view(-1, 1)
+        src = ((u + 0.5) * (sz / out) - 0.5).clamp(min=0.0)
+        src = torch.minimum(src, sz - 1) + start.to(torch.float64).view(-1, 1)
+        return ((src + 0.5) * (2.0 / out) - 1.0).to(dtype)   # pixel -> grid_sample coordinate
+
+    gx = axis(left, cw, w)                                              # [N, W]
+    gy = axis(top, ch, h)                                               # [N, H]
+    n = top.shape[0]
+    return torch.stack([gx.view(n, 1, w).expand(n, h, w), gy.view(n, h, 1).expand(n, h, w)], -1)
+
+
+def apply_laing_params(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Apply drawn parameters (:func:`draw_laing_params`) to a float RGB batch in [0, 1]:
+    jitter (per-image order) -> flip -> rotation (nearest, fill 0) -> resized crop (bilinear)."""
+    _check_rgb_float(x, "apply_laing_params")
+    n, _, h, w = x.shape
+    x = jitter_ordered(x, p["brightness"], p["contrast"], p["saturation"], p["hue"], p["order"],
+                       p.get("enabled", (True, True, True, True)))
+    grid = _rotation_grid(n, h, w, p["angle"], p["flip"], x.dtype)
+    x = F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    grid = _resized_crop_grid(p["top"], p["left"], p["height"], p["width"], h, w, x.dtype)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def laing_augment(x: torch.Tensor, generator: torch.Generator | None = None,
                   brightness: float = LAING_PARAMS["brightness"],
                   contrast: float = LAING_PARAMS["contrast"],
                   saturation: float = LAING_PARAMS["saturation"],
+                  hue: float = LAING_PARAMS["hue"],
                   degrees: float = LAING_PARAMS["degrees"],
                   scale: tuple[float, float] = LAING_PARAMS["scale"],
                   ratio: tuple[float, float] = LAING_PARAMS["ratio"]) -> torch.Tensor:
     """ColorJitter -> HorizontalFlip -> Rotation(degrees) -> ResizedCrop(scale, ratio), per image.
 
-    Returns a float batch in [0, 1] (uint8 input is converted). See the module docstring for the
-    parameter choices and the single-interpolation design.
+    Returns a float batch in [0, 1] (uint8 input is converted). Defaults are the author's
+    (:data:`LAING_PARAMS`); see the module docstring.
     """
     _check(x)
     if not x.is_floating_point():
         x = x.float().div_(255)
-    n, _, h, w = x.shape
-    if n == 0:
+    if x.shape[0] == 0:
         return x.clone()
-    x = color_jitter(x, brightness, contrast, saturation, generator)
-    g = generator
-    flip = _rand(n, x, g) < 0.5
-    angle = _uniform(n, -degrees, degrees, x, g) * (math.pi / 180)
-    area = _uniform(n, scale[0], scale[1], x, g)
-    logr = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), x, g)
-    ar = torch.exp(logr)
-    cw = torch.sqrt(area * ar).clamp(max=1.0)      # crop width / image width
-    ch = torch.sqrt(area / ar).clamp(max=1.0)      # crop height / image height
-    # crop centre in normalised coordinates [-1, 1] such that the crop lies inside the image
-    cx = (1 - cw) * (2 * _rand(n, x, g) - 1)
-    cy = (1 - ch) * (2 * _rand(n, x, g) - 1)
-    # Output coords u -> crop coords p = c + diag(cw, ch) u  (in the rotated image)
-    #                 -> rotated image samples the flipped image at R(-angle) p
-    #                 -> flipped image samples the original at (sx * qx, qy), sx = -1 if flipped
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    sx = torch.where(flip, -1.0, 1.0).to(x.dtype)
-    # R(-a) = [[cos, sin], [-sin, cos]]
-    a11, a12 = cos * cw, sin * ch
-    a21, a22 = -sin * cw, cos * ch
-    t1 = cos * cx + sin * cy
-    t2 = -sin * cx + cos * cy
-    theta = torch.stack([torch.stack([sx * a11, sx * a12, sx * t1], 1),
-                         torch.stack([a21, a22, t2], 1)], 1).to(x.dtype)
-    grid = F.affine_grid(theta, [n, x.shape[1], h, w], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    p = draw_laing_params(x, generator, brightness, contrast, saturation, hue, degrees, scale, ratio)
+    return apply_laing_params(x, p)
 
 
 def apply(name: str, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -4,11 +4,23 @@
     python -m softlib.book build
     python -m softlib.book all   (run, then build)
     python -m softlib.book list
+    python -m softlib.book compute --profile P [--sections a,b] [--budget-seconds N] [--device auto]
+                                   [--seed 0] [-p name=value]
+    python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
+    python -m softlib.book import FILE.tar.gz
 
 Sections are paired jupytext notebooks in ``notebooks/``. Each is converted in memory, executed
 by papermill with the profile's parameters, and written to ``book/sections/`` (where
 ``_toc.yml`` expects it) only when every requested section succeeded, so a failure never leaves
 a half-updated book. jupyter-book then builds HTML with execution off and warnings as errors.
+
+``compute`` runs only the training and evaluation work of the sections (the same calls, with the
+same resolved parameters, as their notebooks; see :mod:`softlib.sections`) into the results
+cache, without papermill, Jupyter or IPython: on a machine with a GPU, say. ``--budget-seconds``
+stops it between jobs; the next call continues from the cache. It records which cache entries
+each section used in ``<cache root>/manifests/<profile>.json``; ``export`` packs them into a
+results bundle and ``import`` adds a bundle to another machine's cache (:mod:`softlib.bundle`).
+Only ``run``, ``all`` and ``build`` import papermill, nbformat, jupytext or jupyter-book.
 
 ``SOFTLIB_BOOK_DIR`` moves the whole book (executed sections, staging, ``_build``) out of the
 repository: the build copies the book's sources there first. The tests use it so that running
@@ -73,14 +85,25 @@ class BookError(RuntimeError):
     """A section failed, or the book cannot be built from what has been executed."""
 
 
+def _parse_value(text: str) -> object:
+    """A ``-p`` value as YAML (JSON, then the plain string, where PyYAML is not installed)."""
+    try:
+        import yaml
+    except ImportError:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return yaml.safe_load(text)
+
+
 def _parse_overrides(pairs: list[str]) -> dict[str, object]:
-    import yaml
     out = {}
     for pair in pairs:
         if "=" not in pair:
             raise BookError(f"-p expects name=value, got {pair!r}")
         k, v = pair.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        out[k.strip()] = _parse_value(v)
     return out
 
 
@@ -274,6 +297,103 @@ def build_book(strict: bool = True) -> Path:
     return index
 
 
+def compute_sections(profile: str, sections: list[str] | None = None, data_root: str = "",
+                     device: str = "auto", seed: int = 0,
+                     overrides: dict[str, object] | None = None,
+                     budget_seconds: float | None = None,
+                     allow_cpu: bool = False) -> dict[str, str]:
+    """Run the training / evaluation work of ``sections`` under ``profile`` into the cache.
+
+    The same calls, with the same resolved parameters, as the sections' notebooks
+    (:mod:`softlib.sections`), so executing the notebooks afterwards only reads the cache.
+    With ``budget_seconds`` no new result is started after that many seconds: the run stops
+    between jobs, says which sections are complete, and the next call continues from the cache.
+    Records the cache entries each section used in the profile's manifest. Returns section ->
+    state ('complete', 'stopped', 'not started', 'nothing to compute').
+    """
+    from . import bundle
+    from . import sections as S
+    from .cache import BudgetExhausted, ResultCache, record_access, set_deadline
+    from .train import resolve_device
+
+    prof = profiles.get_profile(profile)
+    names = sections or list(S.DEFAULT_SECTIONS)
+    bad = [s for s in names if s not in SECTIONS]
+    if bad:
+        raise BookError(f"unknown section(s) {', '.join(bad)}; valid: {', '.join(SECTIONS)}")
+    names = [s for s in SECTIONS if s in names]  # book order: section 4 reuses section 3's models
+    overrides = overrides or {}
+    _check_overrides(profile, names, overrides)
+    root = S.section_data_root(profile, data_root)
+    dev = str(resolve_device(device))
+    if prof.get("requires_gpu") and dev == "cpu" and not allow_cpu:
+        raise BookError(f"profile {profile!r} is sized for a GPU ({prof['description']}); the "
+                        f"device here is the CPU. Use a GPU, or pass --allow-cpu to run it anyway")
+    os.environ.setdefault("SOFTLIB_COMMIT", _commit())
+    print(f"compute: profile {profile} | device {dev} | data root {root} | cache "
+          f"{ResultCache().root}" + (f" | budget {budget_seconds:g} s" if budget_seconds is not None
+                                     else ""), flush=True)
+    state: dict[str, str] = {s: "not started" for s in names}
+    stopped: str | None = None
+    set_deadline(budget_seconds)
+    try:
+        for i, section in enumerate(names, 1):
+            head = f"[{i}/{len(names)}] {section}"
+            if section not in S.COMPUTE:
+                state[section] = "nothing to compute"
+                print(f"{head}: nothing to compute (its notebook only reads data)", flush=True)
+                continue
+            own = profiles.resolve(profile, section)
+            params = profiles.resolve(profile, section,
+                                      **{k: v for k, v in overrides.items() if k in own})
+            cache = ResultCache()
+            print(f"{head}: computing ...", flush=True)
+            t0 = time.perf_counter()
+            error: BaseException | None = None
+            with record_access() as touched:
+                try:
+                    S.COMPUTE[section](params, cache, dev, seed, root, profile=profile)
+                except BudgetExhausted as exc:
+                    stopped = str(exc)
+                except BaseException as exc:  # recorded as incomplete, then raised
+                    error = exc
+            wall = time.perf_counter() - t0
+            complete = stopped is None and error is None
+            bundle.update_manifest(profile, section, {
+                "complete": complete, "entries": touched, "params": params,
+                "overrides": {k: v for k, v in overrides.items() if k in own}, "seed": seed,
+                "seconds": round(wall, 1), "trained": cache.misses, "cache_hits": cache.hits,
+                "data_root": str(root)}, device=dev)
+            if error is not None:
+                state[section] = "failed"
+                print(f"{head}: FAILED after {wall:.0f} s ({type(error).__name__})", flush=True)
+                raise error
+            if not complete:
+                state[section] = "stopped"
+                print(f"{head}: STOPPED after {wall:.0f} s: the compute budget is spent "
+                      f"(trained {cache.misses}, cache hits {cache.hits})", flush=True)
+                break
+            state[section] = "complete"
+            print(f"{head}: complete in {wall:.0f} s (trained {cache.misses}, cache hits "
+                  f"{cache.hits}, {len(touched)} cache entries)", flush=True)
+    finally:
+        set_deadline(None)
+    done = [s for s, v in state.items() if v == "complete"]
+    todo = [s for s, v in state.items() if v in ("stopped", "not started")]
+    print(f"manifest: {bundle.manifest_path(profile)}")
+    if stopped is not None:
+        print(f"compute budget spent ({budget_seconds or 0:g} s): no new job was started after it. "
+              f"Complete: {', '.join(done) or 'none'}. Not complete: {', '.join(todo)}. Run the "
+              "same command again to continue from the cache.", flush=True)
+    else:
+        print(f"all requested sections complete: {', '.join(done) or 'none'}", flush=True)
+    return state
+
+
+def _book_order(section: str) -> int:
+    return list(SECTIONS).index(section) if section in SECTIONS else len(SECTIONS)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m softlib.book", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -287,10 +407,70 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-p", "--param", action="append", default=[],
                        help="override a section parameter, name=value (YAML value)")
+    p = sub.add_parser("compute", help="train / evaluate what the sections need into the cache "
+                                       "(no papermill or Jupyter needed)")
+    p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
+                   help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
+    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
+    p.add_argument("--sections", default="",
+                   help="comma-separated (default: generalisation, alternatives, adversarial, "
+                        "calibration_ood)")
+    p.add_argument("--budget-seconds", type=float, default=None,
+                   help="start no new training or evaluation job once this many seconds have "
+                        "passed since the command started (loading data counts)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="run a profile that requires a GPU on the CPU anyway")
+    p.add_argument("-p", "--param", action="append", default=[],
+                   help="override a section parameter, name=value (YAML value)")
+    p = sub.add_parser("export", help="pack a profile's cached results into a bundle")
+    p.add_argument("--profile", required=True)
+    p.add_argument("out", help="the bundle to write (.tar.gz)")
+    p.add_argument("--with-weights", nargs="?", const="all", default=None, metavar="SECTIONS",
+                   help="include model weights (model.pt): of every entry, or of the entries of "
+                        "the given comma-separated sections (e.g. adversarial)")
+    p = sub.add_parser("import", help="add a results bundle to this machine's cache")
+    p.add_argument("file")
     sub.add_parser("build", help="build the HTML book from executed sections")
     sub.add_parser("list", help="list sections and profiles")
     args = ap.parse_args(argv)
+    from .bundle import BundleError
     try:
+        if args.cmd == "compute":
+            compute_sections(args.profile, [s for s in args.sections.split(",") if s] or None,
+                             data_root=args.data_root, device=args.device, seed=args.seed,
+                             overrides=_parse_overrides(args.param),
+                             budget_seconds=args.budget_seconds, allow_cpu=args.allow_cpu)
+            return 0
+        if args.cmd == "export":
+            from .bundle import export_bundle
+            w = args.with_weights
+            if w not in (None, "all", "none"):
+                w = [s for s in w.split(",") if s]
+            b = export_bundle(args.profile, args.out, with_weights=w)
+            size = Path(args.out).stat().st_size
+            incomplete = [s for s, c in b["complete"].items() if not c]
+            print(f"bundle {args.out}: profile {args.profile}, {b['entries']} cache entries, "
+                  f"{len(b['files'])} files, {size / 2**20:.1f} MiB; weights: "
+                  f"{', '.join(b['with_weights']) or 'none'}")
+            if incomplete:
+                print(f"note: section(s) {', '.join(incomplete)} were not complete when exported")
+            if "adversarial" in b["complete"] and not (
+                    "all" in b["with_weights"] or "adversarial" in b["with_weights"]):
+                print("note: the adversarial notebook rebuilds section 3's fine-tuned models from "
+                      "their weights; to render it from this bundle alone, export with "
+                      "--with-weights adversarial")
+            return 0
+        if args.cmd == "import":
+            from .bundle import import_bundle
+            r = import_bundle(args.file)
+            print(f"imported {args.file} (profile {r['profile']}): {r['imported']} new entries, "
+                  f"{r['identical']} already present and identical, {r['weights_added']} "
+                  f"weights added; sections complete: "
+                  + ", ".join(f"{s} {'yes' if r['complete'][s] else 'NO'}"
+                              for s in sorted(r["complete"], key=_book_order)))
+            return 0
         if args.cmd == "list":
             for s, f in SECTIONS.items():
                 print(f"{s:18s} notebooks/{f}")
@@ -303,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                          overrides=_parse_overrides(args.param))
         if args.cmd in ("build", "all"):
             build_book()
-    except (BookError, profiles.ProfileError) as exc:
+    except (BookError, BundleError, profiles.ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

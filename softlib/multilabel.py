@@ -21,7 +21,12 @@ Rules taken from the authors' public analysis code, stated so a reader can check
   of the ``extra_info`` date strings, in total seconds (the code uses ``timedelta.seconds``,
   which agrees for any duration under a day);
 * the class-subset bootstrap draws as many classes as the subset has, without replacement,
-  from all classes present, 1,000 times.
+  from all classes present, 1,000 times; a subset's change in accuracy counts as significant
+  only when it lies outside the *whole* range of those trials (beyond every one of them, as
+  the paper states), not merely outside their central 95%;
+* McNemar's test compares the humans with one model fixed in advance, the paper's
+  FixResNeXt-101 32x48d v2 (release user ``FixResNeXt101_32x48d_v2``, as named in the
+  authors' notebook), not with whichever model scores best on these images.
 """
 from __future__ import annotations
 
@@ -42,6 +47,10 @@ DOG_KEY = ("organism", "dog")
 OBJECT_KEY = ("object",)
 DATASETS: tuple[str, ...] = ("val", "v2")
 FAST_SECONDS = 60.0
+#: The model McNemar's test uses, fixed before looking at the data: the paper's "FixResNeXt"
+#: (Shankar et al. 2020, Section 4), under its user name in the release (the authors'
+#: notebook lists ``'FixResNeXt101_32x48d_v2'``; their plotting code compares it lower-cased).
+PAPER_MCNEMAR_MODEL = "FixResNeXt101_32x48d_v2"
 
 _REQUIRED_KEYS = ("labeled_images", "image_map", "image_labels", "wnid_map", "annot_data",
                   "split_wnids")
@@ -348,6 +357,20 @@ def class_bootstrap(correct: np.ndarray, classes: np.ndarray, k: int, trials: in
     return 100.0 * k_c[draws].sum(axis=1) / n_c[draws].sum(axis=1)
 
 
+def outside_bootstrap(change: float, boot: np.ndarray) -> bool:
+    """Whether ``change`` lies strictly beyond every bootstrap change (the paper's rule).
+
+    Shankar et al. call a subset's change significant when it exceeds all 1,000 random class
+    subsets, i.e. when it is below their minimum or above their maximum; a change inside the
+    full range is not significant even if it falls outside the central 95%.
+    """
+    boot = np.asarray(boot, dtype=float)
+    if boot.size == 0 or not np.isfinite(change):
+        raise ValueError(f"outside_bootstrap: need a finite change and >= 1 trial, got "
+                         f"change={change!r} and {boot.size} trials")
+    return bool(change < boot.min() or change > boot.max())
+
+
 def subset_table(frame: pd.DataFrame, release: Mapping[str, Any] | None = None,
                  users: Sequence[str] | None = None, fast: set[str] | None = None,
                  metric: str = "multilabel", trials: int = 1000, seed: int = 0,
@@ -355,9 +378,10 @@ def subset_table(frame: pd.DataFrame, release: Mapping[str, Any] | None = None,
     """Table 2: accuracy per user and dataset on all images and on each subset.
 
     ``change`` is subset minus all (percentage points). For the class subsets (without dogs,
-    objects only) ``boot_lo``/``boot_hi`` bound the central 95% of the change under
-    :func:`class_bootstrap` with as many classes as the subset has, and ``outside`` says whether
-    the observed change lies outside that interval.
+    objects only) ``boot_min``/``boot_max`` are the smallest and largest change over the
+    ``trials`` draws of :func:`class_bootstrap` with as many classes as the subset has, and
+    ``outside`` says whether the observed change lies beyond that whole range
+    (:func:`outside_bootstrap`, the paper's rule).
     """
     if fast is None and release is not None:
         fast = fast_images(release)
@@ -377,7 +401,7 @@ def subset_table(frame: pd.DataFrame, release: Mapping[str, Any] | None = None,
                 row = {"user": user, "kind": user_kind(user), "dataset": ds, "subset": subset,
                        "n": n, "n_classes": part["wnid"].nunique(), "accuracy": np.nan,
                        "lo": np.nan, "hi": np.nan, "change": np.nan,
-                       "boot_lo": np.nan, "boot_hi": np.nan, "outside": pd.NA}
+                       "boot_min": np.nan, "boot_max": np.nan, "outside": pd.NA}
                 if n:
                     lo, hi = clopper_pearson(k, n, alpha)
                     row.update(accuracy=100.0 * k / n, lo=100.0 * float(lo), hi=100.0 * float(hi),
@@ -388,9 +412,8 @@ def subset_table(frame: pd.DataFrame, release: Mapping[str, Any] | None = None,
                     boot = class_bootstrap(sub[metric].to_numpy(), sub["wnid"].to_numpy(),
                                            row["n_classes"], trials,
                                            int(s.generate_state(1)[0])) - base
-                    blo, bhi = np.percentile(boot, [2.5, 97.5])
-                    row.update(boot_lo=blo, boot_hi=bhi,
-                               outside=bool(row["change"] < blo or row["change"] > bhi))
+                    row.update(boot_min=float(boot.min()), boot_max=float(boot.max()),
+                               outside=outside_bootstrap(row["change"], boot))
                 rows.append(row)
     return pd.DataFrame(rows)
 
@@ -419,18 +442,50 @@ def mcnemar_test(a_correct: np.ndarray, b_correct: np.ndarray, exact_below: int 
             "statistic": float(res.statistic), "pvalue": float(res.pvalue), "exact": exact}
 
 
-def best_model(acc: pd.DataFrame, metric: str = "multilabel") -> str:
-    """The model user with the highest accuracy pooled over the rows of ``acc`` (both datasets)."""
+def best_model_post_hoc(acc: pd.DataFrame, metric: str = "multilabel") -> str:
+    """The model with the highest accuracy pooled over the rows of ``acc`` (both datasets).
+
+    Chosen *after* seeing the data, so only for display: McNemar's test uses the model fixed
+    in advance (:data:`PAPER_MCNEMAR_MODEL`, via :func:`preregistered_model`).
+    """
     m = acc[acc["kind"] == "model"]
     if m.empty:
-        raise ValueError("best_model: no model users in the accuracy table")
+        raise ValueError("best_model_post_hoc: no model users in the accuracy table")
     pooled = m.groupby("user")[[f"{metric}_correct", "n"]].sum()
     return str((pooled[f"{metric}_correct"] / pooled["n"]).idxmax())
 
 
-def mcnemar_table(frame: pd.DataFrame, model: str, others: Sequence[str] = HUMANS,
-                  metric: str = "multilabel") -> pd.DataFrame:
-    """McNemar between ``model`` and each of ``others`` on each dataset, over shared images."""
+def preregistered_model(users: Iterable[str], model: str = PAPER_MCNEMAR_MODEL) -> str:
+    """The release user name of the model fixed in advance for McNemar's test.
+
+    ``users`` are the release's (or a prediction frame's) user names. An exact match wins;
+    otherwise a unique case-insensitive match (the authors compare names lower-cased). Raises
+    ``ValueError`` naming the model and the model users present when it is absent: the test is
+    then not run rather than run on a model picked from the data.
+    """
+    users = list(dict.fromkeys(users))
+    if model in users:
+        return model
+    hits = [u for u in users if u.lower() == model.lower()]
+    if len(hits) == 1:
+        return hits[0]
+    models = sorted(u for u in users if user_kind(u) == "model")
+    if len(hits) > 1:
+        raise ValueError(f"McNemar model {model!r}: ambiguous, several users match ignoring case: {hits}")
+    raise ValueError(f"McNemar model {model!r} (fixed in advance; the paper's FixResNeXt) is not "
+                     f"among the release's models: {models[:20]}{' ...' if len(models) > 20 else ''}. "
+                     "Pass the release's name for it explicitly; the test is not run on a model "
+                     "chosen from the data.")
+
+
+def mcnemar_table(frame: pd.DataFrame, model: str = PAPER_MCNEMAR_MODEL,
+                  others: Sequence[str] = HUMANS, metric: str = "multilabel") -> pd.DataFrame:
+    """McNemar between ``model`` and each of ``others`` on each dataset, over shared images.
+
+    ``model`` is fixed in advance (default: the paper's FixResNeXt, :data:`PAPER_MCNEMAR_MODEL`)
+    and resolved with :func:`preregistered_model`, which raises if the frame lacks it.
+    """
+    model = preregistered_model(frame["user"].unique(), model)
     rows = []
     for ds in DATASETS:
         sub = frame[frame["dataset"] == ds]

@@ -5,6 +5,11 @@
 * ``cpu``: real data, small models and short schedules; the whole book fits a newcomer's 2-core
   laptop in about 90 minutes.
 * ``paper``: the seeds' full protocols; meant for a GPU.
+* ``gpu``: the studies' protocols shrunk to about one hour on one H100 / H200, sized for signal
+  (all 10 folds, two of the paper's architectures, Laing's grid over 3 seeds at full width);
+  computed with ``python -m softlib.book compute --profile gpu`` where no Jupyter is installed.
+
+``requires_gpu``: ``compute`` refuses to run the profile on a CPU (unless ``--allow-cpu``).
 
 Each profile maps a section name to that section's parameters. Notebooks call
 :func:`resolve` with their papermill overrides; an unknown profile, section or parameter is a
@@ -43,17 +48,29 @@ _CPU_ARCHS_FINETUNE = [
     ["VGG-15-BN (w16)", "vgg", {"width": 16}, {"pretrain_epochs": 8, "finetune_epochs": 3}],
 ]
 
+# gpu: two of the paper's architectures (the cheapest to train); the section's schedule length is
+# ResNet-110's, the ~7x faster VGG trains longer in its share of the hour (4th element).
+_GPU_ARCHS_SCRATCH = [
+    ["VGG-15-BN-64", "vgg_15_BN_64", {}, {"epochs": 30}],
+    ["ResNet-110", "resnet_basic_110", {}],
+]
+_GPU_ARCHS_FINETUNE = [
+    ["VGG-15-BN-64", "vgg_15_BN_64", {}, {"pretrain_epochs": 30, "finetune_epochs": 10}],
+    ["ResNet-110", "resnet_basic_110", {}],
+]
+
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {
         "description": "synthetic fixture data, tiny models, seconds per section: checks that "
                        "the book runs; its numbers are NOT results",
         "synthetic_data": True,
+        "requires_gpu": False,
         "sections": {
             "cifar10h_data": {"gallery_per_group": 2},
             "generalisation": {
                 "archs": [["ResNet-8 (w4)", "resnet", {"depth": 8, "width": 4}]],
                 "folds": 2, "epochs": 1, "lr": [0.01], "batch_size": 32, "train_subset": 200,
-                "amp": False,
+                "amp": False, "stack_models": True,
                 "eval_subset": 64, "corruption_subset": 20, "corruption_severities": [1, 5],
                 "corruptions": ["gaussian_noise", "contrast"],
             },
@@ -61,7 +78,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "archs": [["ResNet-8 (w4)", "resnet", {"depth": 8, "width": 4}]],
                 "folds": 2, "pretrain_epochs": 1, "finetune_epochs": 1, "lr": [0.01],
                 "mixup_alpha": [0.2], "batch_size": 32, "pretrain_subset": 64,
-                "train_subset": 200, "amp": False,
+                "train_subset": 200, "amp": False, "stack_models": True,
             },
             "adversarial": {"eps_sweep": [4, 8], "pgd_eps": 4, "pgd_steps": 3,
                             "pgd_step_size": 1.0, "attack_subset": 32, "pgd_subset": 16},
@@ -73,6 +90,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "seeds": [0], "epochs": 1, "width": 4, "batch_size": 32, "fgsm_eps": 0.005,
                 "train_subset": 64, "split_sizes": [64, 100, 100], "lr": 0.05, "mix_alpha": 0.2,
                 "early_stopping_patience": 1, "amp": False,
+                # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
+                "dropout_p": 0.05, "mc_average": "logits", "stack_models": True,
             },
             "imagenet_humans": {"bootstrap_trials": 50},
             "compute": {"quick": True},
@@ -82,6 +101,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "description": "real data, small models and short schedules: the whole book in about "
                        "90 minutes on a 2-core CPU",
         "synthetic_data": False,
+        "requires_gpu": False,
         "sections": {
             "cifar10h_data": {"gallery_per_group": 6},
             "generalisation": {
@@ -93,7 +113,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 # oversubscription); OMP_NUM_THREADS=1 keeps about half the speed.
                 "archs": _CPU_ARCHS_SCRATCH,
                 "folds": 3, "epochs": 8, "lr": [0.002], "batch_size": 128, "train_subset": None,
-                "amp": True, "eval_subset": 2000, "corruption_subset": 100,
+                "amp": True, "stack_models": "auto", "eval_subset": 2000, "corruption_subset": 100,
                 "corruption_severities": [1, 2, 3, 4, 5],
                 "corruptions": ["gaussian_noise", "defocus_blur", "fog", "contrast",
                                 "jpeg_compression"],
@@ -102,7 +122,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "archs": _CPU_ARCHS_FINETUNE,
                 "folds": 3, "pretrain_epochs": 3, "finetune_epochs": 1, "lr": [0.0005],
                 "mixup_alpha": [0.2], "batch_size": 128, "pretrain_subset": 50000,
-                "train_subset": None, "amp": True,
+                "train_subset": None, "amp": True, "stack_models": "auto",
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 10,
                             "pgd_step_size": 1.0, "attack_subset": 3000, "pgd_subset": 600},
@@ -117,6 +137,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "seeds": [0], "epochs": 3, "width": 8, "batch_size": 64, "fgsm_eps": 0.005,
                 "train_subset": 8000, "split_sizes": [8000, 500, 1500], "lr": 0.05,
                 "mix_alpha": 0.2, "early_stopping_patience": 2, "amp": True,
+                # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
+                "dropout_p": 0.05, "mc_average": "logits",
+                "stack_models": "auto",
             },
             "imagenet_humans": {"bootstrap_trials": 1000},
             "compute": {"quick": False},
@@ -126,12 +149,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "description": "the seeds' full protocols (8 architectures, 10 folds, 150 epochs; "
                        "Laing's 230-epoch schedule over 5 seeds): meant for a GPU",
         "synthetic_data": False,
+        "requires_gpu": True,
         "sections": {
             "cifar10h_data": {"gallery_per_group": 8},
             "generalisation": {
                 "archs": _PETERSON_PAPER_ARCHS, "folds": 10, "epochs": 150,
                 "lr": [0.2, 0.1, 0.01, 0.001], "batch_size": 128, "train_subset": None,
-                "amp": "auto",
+                "amp": "auto", "stack_models": "auto",
                 "eval_subset": 50000, "corruption_subset": 10000,
                 "corruption_severities": [1, 2, 3, 4, 5], "corruptions": "all",
             },
@@ -140,6 +164,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "finetune_epochs": 150, "lr": [0.1, 0.01, 0.001],
                 "mixup_alpha": [round(0.1 * i, 1) for i in range(1, 11)], "batch_size": 128,
                 "pretrain_subset": 50000, "train_subset": None, "amp": "auto",
+                "stack_models": "auto",
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 40,
                             "pgd_step_size": 1.0, "attack_subset": 10000, "pgd_subset": 10000},
@@ -152,6 +177,75 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "fgsm_eps": 0.005, "train_subset": 8000, "split_sizes": [8000, 500, 1500],
                 "lr": 0.05, "mix_alpha": 0.2,
                 "early_stopping_patience": 20, "amp": "auto",
+                # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
+                "dropout_p": 0.05, "mc_average": "logits", "stack_models": "auto",
+            },
+            "imagenet_humans": {"bootstrap_trials": 1000},
+            "compute": {"quick": False},
+        },
+    },
+    "gpu": {
+        "description": "the studies' protocols on one GPU in about an hour (H100 / H200): all 10 "
+                       "folds, VGG-15-BN-64 and ResNet-110 with Adam, Laing's full grid at width "
+                       "16 over 3 seeds; shorter schedules than the paper's",
+        "synthetic_data": False,
+        "requires_gpu": True,
+        # Cost, measured on one H200 (torch 2.11, bf16 autocast, softlib's own fit / stacked fit,
+        # 2026-11; an H100 is expected within ~20% for these small, launch-bound models):
+        # training img/s single model | 10 fold models stacked: VGG-15-BN-64 20,700 | 25,100;
+        # ResNet-110 3,330 | 10,300; pretraining (SGD, 50k images) VGG 21,800, ResNet-110 3,370;
+        # prediction VGG 92,000, ResNet-110 58,000; FGSM VGG 36,000, ResNet-110 7,600.
+        # Laing at width 16, batch 64, validation every epoch (early stopping): basic 5,400,
+        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s (the hooks of SNGP / DUQ and early
+        # stopping rule out stacking there).
+        #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
+        #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
+        #     condition); predicting 88,500 images per model (50k CIFAR-10 train + 75 x 500
+        #     corrupted + 1k held out) ~50 s; generating the corruptions on the CPU ~60 s
+        #                                                                           -> ~11 min
+        #   alternatives: pretraining 50,000 x 30 ep / 21,800 = 69 s (VGG) and 50,000 x 15 ep
+        #     / 3,370 = 223 s (ResNet-110); fine-tuning 7 methods x 10 folds, 'sampled' unstacked:
+        #     VGG 60 x 9,000 x 10 / 25,100 + 10 x 9,000 x 10 / 20,700 = 258 s, ResNet-110
+        #     60 x 9,000 x 4 / 10,300 + 10 x 9,000 x 4 / 3,330 = 318 s           -> ~14.5 min
+        #   adversarial: 40 fold models x (clean + 5 FGSM on 1,000 images + 40 PGD steps on
+        #     200)                                                                  -> ~1 min
+        #   calibration_ood: 3 seeds x 5 ep x 8,000 x (21 runs / 5,400 + 7 / 2,000 + 7 / 1,700)
+        #     = 1,380 s of training, plus ~5.5 s per run for start-up and evaluation (FGSM, MC
+        #     dropout, temperature; through `compute` a basic run of 6 epochs took 13-17 s in
+        #     all) x 105 runs = 580 s                                              -> ~33 min
+        # Sum ~60 min plus start-up of the Peterson groups (~2 min): about one GPU-hour; Laing's
+        # grid is the largest part, and its per-run overheads do not shrink with fewer epochs.
+        # Without stacking (stack_models False) the ResNet-110 and VGG parts take ~20 min longer.
+        # Signal: on the H200, ResNet-20 on fold 0 for 30 epochs (Adam, lr 0.002) reached held-out
+        # CE vs the human labels of 0.977 (hard) vs 0.907 (soft), a gap of 0.07 nats; 10 folds
+        # give the paired soft-minus-hard difference a standard error well below that.
+        "sections": {
+            "cifar10h_data": {"gallery_per_group": 8},
+            "generalisation": {
+                "archs": _GPU_ARCHS_SCRATCH, "folds": 10, "epochs": 20, "lr": [0.002],
+                "batch_size": 128, "train_subset": None, "amp": "auto", "stack_models": "auto",
+                "eval_subset": 50000, "corruption_subset": 500,
+                "corruption_severities": [1, 2, 3, 4, 5], "corruptions": "all",
+            },
+            "alternatives": {
+                "archs": _GPU_ARCHS_FINETUNE, "folds": 10, "pretrain_epochs": 15,
+                "finetune_epochs": 4, "lr": [0.001], "mixup_alpha": [0.2], "batch_size": 128,
+                "pretrain_subset": 50000, "train_subset": None, "amp": "auto",
+                "stack_models": "auto",
+            },
+            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 40,
+                            "pgd_step_size": 1.0, "attack_subset": 10000, "pgd_subset": 2000},
+            "calibration_ood": {
+                "model_types": ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"],
+                "label_conditions": ["hard", "soft", "hard_mixup", "soft_mixup",
+                                     "hard_cutmix", "soft_cutmix"],
+                "extra_conditions": ["label_smoothing"],
+                "seeds": [0, 1, 2], "epochs": 5, "width": 16, "batch_size": 64,
+                "fgsm_eps": 0.005, "train_subset": 8000, "split_sizes": [8000, 500, 1500],
+                "lr": 0.05, "mix_alpha": 0.2, "early_stopping_patience": 3, "amp": "auto",
+                # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
+                "dropout_p": 0.05, "mc_average": "logits",
+                "stack_models": "auto",
             },
             "imagenet_humans": {"bootstrap_trials": 1000},
             "compute": {"quick": False},

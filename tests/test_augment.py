@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
 from softlib import augment
 
@@ -91,7 +92,7 @@ def test_jitter_matches_torchvision_per_image():
 def test_laing_identity_parameters_give_image_or_its_flip():
     x = _batch(16, dtype=torch.float32)
     y = augment.laing_augment(x, torch.Generator().manual_seed(0), brightness=0, contrast=0,
-                              saturation=0, degrees=0, scale=(1, 1), ratio=(1, 1))
+                              saturation=0, hue=0, degrees=0, scale=(1, 1), ratio=(1, 1))
     for i in range(16):
         ok = torch.allclose(y[i], x[i], atol=1e-5) or torch.allclose(y[i], x[i].flip(-1), atol=1e-5)
         assert ok
@@ -113,3 +114,133 @@ def test_apply_names_and_errors():
         augment.apply("bogus", x)
     with pytest.raises(ValueError, match="NCHW"):
         augment.random_crop_flip(x[0])
+
+
+# --------------------------------------------------------------------------- Laing's pipeline
+def test_laing_params_are_the_authors():
+    """sam-laing/soft_cifar data/read_loader.py: ColorJitter(0.15, 0.15, 0.2, 0.15),
+    RandomHorizontalFlip, RandomRotation(10), RandomResizedCrop(32, (0.8, 1), (0.8, 1.2))."""
+    assert augment.LAING_PARAMS == {"brightness": 0.15, "contrast": 0.15, "saturation": 0.2,
+                                    "hue": 0.15, "degrees": 10.0, "scale": (0.8, 1.0),
+                                    "ratio": (0.8, 1.2)}
+
+
+def _reference(img, p, i, size):
+    """torchvision's functional ops, one image, with the drawn parameters of image i."""
+    ops = [lambda r: TF.adjust_brightness(r, float(p["brightness"][i])),
+           lambda r: TF.adjust_contrast(r, float(p["contrast"][i])),
+           lambda r: TF.adjust_saturation(r, float(p["saturation"][i])),
+           lambda r: TF.adjust_hue(r, float(p["hue"][i]))]
+    for k in p["order"][i].tolist():
+        img = ops[k](img)
+    if p["flip"][i]:
+        img = TF.horizontal_flip(img)
+    img = TF.rotate(img, float(p["angle"][i]), interpolation=InterpolationMode.NEAREST, fill=0)
+    return TF.resized_crop(img, int(p["top"][i]), int(p["left"][i]), int(p["height"][i]),
+                           int(p["width"][i]), list(size), interpolation=InterpolationMode.BILINEAR,
+                           antialias=True)
+
+
+@pytest.mark.parametrize("shape", [(48, 32, 32), (12, 24, 40)])
+def test_laing_batched_equals_torchvision_per_image(shape):
+    n, h, w = shape
+    x = _batch(n, h=h, w=w, dtype=torch.float32, seed=2)
+    p = augment.draw_laing_params(x, torch.Generator().manual_seed(5))
+    y = augment.apply_laing_params(x, p)
+    assert y.shape == x.shape
+    for i in range(n):
+        torch.testing.assert_close(y[i], _reference(x[i], p, i, (h, w)), atol=2e-5, rtol=0)
+    # the draws do vary per image
+    assert p["flip"].any() and (~p["flip"]).any()
+    assert len(set(map(tuple, p["order"].tolist()))) > 5
+    assert p["angle"].abs().max() <= 10 and p["hue"].abs().max() <= 0.15
+    if h == w:  # (24 x 40 never fits the ratio range: every box is the fallback, 24 x 29)
+        assert len(set(p["width"].tolist())) > 2
+    else:
+        assert set(p["width"].tolist()) == {29} and set(p["height"].tolist()) == {24}
+
+
+def test_laing_augment_is_draw_then_apply():
+    x = _batch(8, dtype=torch.float32)
+    a = augment.laing_augment(x, torch.Generator().manual_seed(9))
+    p = augment.draw_laing_params(x, torch.Generator().manual_seed(9))
+    assert torch.equal(a, augment.apply_laing_params(x, p))
+
+
+def test_hue_matches_torchvision_per_image():
+    x = _batch(6, dtype=torch.float32)
+    x[0] = 0.5  # grey image: hue undefined, unchanged
+    hue = torch.tensor([0.1, -0.15, 0.5, -0.5, 0.0, 0.07])
+    y = augment.adjust_hue(x, hue)
+    for i in range(6):
+        torch.testing.assert_close(y[i], TF.adjust_hue(x[i], float(hue[i])), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("by_index", [True, False])
+def test_jitter_in_a_per_image_order(monkeypatch, by_index):
+    """Both code paths (CPU: hue on selected images; accelerators: hue on all, then select)."""
+    monkeypatch.setattr(augment, "_hue_by_index", lambda x: by_index)
+    x = _batch(24, dtype=torch.float32, seed=3)
+    g = torch.Generator().manual_seed(0)
+    b, c, s = (0.8 + 0.4 * torch.rand(24, generator=g) for _ in range(3))
+    h = 0.3 * torch.rand(24, generator=g) - 0.15
+    order = torch.stack([torch.randperm(4, generator=g) for _ in range(24)])
+    y = augment.jitter_ordered(x, b, c, s, h, order)
+    for i in range(24):
+        ref = x[i]
+        for k in order[i].tolist():
+            ref = [lambda r: TF.adjust_brightness(r, float(b[i])),
+                   lambda r: TF.adjust_contrast(r, float(c[i])),
+                   lambda r: TF.adjust_saturation(r, float(s[i])),
+                   lambda r: TF.adjust_hue(r, float(h[i]))][k](ref)
+        torch.testing.assert_close(y[i], ref, atol=2e-5, rtol=0)
+    # order matters: the same factors in a fixed order give a different result
+    fixed = augment.jitter_ordered(x, b, c, s, h, torch.arange(4).expand(24, 4))
+    assert not torch.allclose(fixed, y, atol=1e-4)
+
+
+def test_color_jitter_ranges():
+    x = _batch(4, dtype=torch.float32)
+    p = augment._draw_jitter(4000, x, torch.Generator().manual_seed(0), 0.15, 0.15, 0.2, 0.15)
+    for name, lo, hi in (("brightness", 0.85, 1.15), ("contrast", 0.85, 1.15),
+                         ("saturation", 0.8, 1.2), ("hue", -0.15, 0.15)):
+        v = p[name]
+        assert v.min() >= lo and v.max() <= hi
+        assert v.min() < lo + 0.01 and v.max() > hi - 0.01
+    assert sorted(p["order"][0].tolist()) == [0, 1, 2, 3]
+    firsts = torch.bincount(p["order"][:, 0], minlength=4).float() / 4000
+    assert (firsts - 0.25).abs().max() < 0.04  # every step comes first about equally often
+
+
+def test_crop_boxes_follow_torchvision_get_params():
+    """The batched draw has the distribution of RandomResizedCrop.get_params (10 tries, integer
+    sizes), compared on the joint histogram of (height, width) and on the offsets."""
+    n = 20000
+    x = torch.zeros(n, 3, 32, 32)
+    top, left, ch, cw = augment._crop_boxes(n, 32, 32, (0.8, 1.0), (0.8, 1.2), x,
+                                           torch.Generator().manual_seed(0))
+    assert (ch >= 1).all() and (ch <= 32).all() and (cw <= 32).all()
+    assert (top >= 0).all() and (top + ch <= 32).all() and (left + cw <= 32).all()
+    torch.manual_seed(0)
+    img = torch.zeros(3, 32, 32)
+    ref = torch.tensor([RandomResizedCrop.get_params(img, [0.8, 1.0], [0.8, 1.2]) for _ in range(n)])
+
+    def hist(hh, ww):
+        return torch.bincount((hh * 33 + ww).long(), minlength=33 * 33).float() / len(hh)
+    tv = 0.5 * (hist(ch, cw) - hist(ref[:, 2], ref[:, 3])).abs().sum()
+    assert tv < 0.03, f"total variation {tv:.3f} between the crop-size distributions"
+    assert abs(top.float().mean() - ref[:, 0].float().mean()) < 0.05
+    assert abs(left.float().mean() - ref[:, 1].float().mean()) < 0.05
+
+
+def test_crop_fallback_is_torchvisions_central_crop():
+    x = torch.zeros(5, 3, 32, 32)
+    # areas beyond the image never fit: torchvision falls back to the central crop
+    top, left, ch, cw = augment._crop_boxes(5, 32, 32, (1.5, 2.0), (0.8, 1.2), x,
+                                           torch.Generator().manual_seed(0))
+    assert ch.tolist() == [32] * 5 and cw.tolist() == [32] * 5 and top.tolist() == [0] * 5
+    top, left, ch, cw = augment._crop_boxes(2, 32, 32, (1.5, 2.0), (1.5, 2.0), x,
+                                           torch.Generator().manual_seed(0))
+    assert ch.tolist() == [21, 21] and cw.tolist() == [32, 32] and top.tolist() == [5, 5]
+    with pytest.raises(ValueError, match="scale"):
+        augment._crop_boxes(2, 32, 32, (0.0, 1.0), (0.8, 1.2), x, None)

@@ -216,7 +216,7 @@ def test_plain_models_work_with_torch_func_vmap():
 
 
 # ----------------------------------------------------------------------------- MC dropout
-@pytest.mark.parametrize("placement", ["head", "blocks"])
+@pytest.mark.parametrize("placement", ["relu", "head", "blocks"])
 def test_mc_dropout_inference_is_log_mean_softmax(placement):
     m = build("resnet20_dropout", depth=8, width=4, p=0.3, samples=5, placement=placement).eval()
     x = images(3)
@@ -228,6 +228,66 @@ def test_mc_dropout_inference_is_log_mean_softmax(placement):
         manual = torch.stack([m(x).softmax(-1) for _ in range(5)]).mean(0).log()
     assert torch.allclose(out, manual, atol=1e-5)
     assert torch.allclose(out.logsumexp(-1), torch.zeros(3), atol=1e-5)
+
+
+def _relu_dropout_trace(m, x):
+    """Modules of type ReLU / MCDropout in the order the forward pass calls them, with whether
+    each dropout's input is the output of the ReLU called just before it."""
+    from softlib.models.common import MCDropout
+    calls, hooks = [], []
+
+    def hook(mod, inp, out):
+        calls.append((mod, inp[0], out))
+
+    for mod in m.modules():
+        if isinstance(mod, (nn.ReLU, MCDropout)):
+            hooks.append(mod.register_forward_hook(hook))
+    with torch.no_grad():
+        m(x)
+    for h in hooks:
+        h.remove()
+    return calls
+
+
+@pytest.mark.parametrize("depth", [8, 20])
+def test_mc_dropout_sits_after_every_relu(depth):
+    """Laing's code: every ReLU is followed by dropout (19 of each in ResNet-20)."""
+    from softlib.models.common import MCDropout
+    m = build("resnet20_dropout", depth=depth, width=4, p=0.2).eval()
+    assert m.knobs["placement"] == "relu" and m.knobs["p"] == 0.2
+    relus = [x for x in m.modules() if isinstance(x, nn.ReLU)]
+    drops = [x for x in m.modules() if isinstance(x, MCDropout)]
+    assert len(relus) == len(drops) == 1 + 2 * 3 * ((depth - 2) // 6)
+    assert all(d.p == 0.2 for d in drops)
+    calls = _relu_dropout_trace(m, images(2))
+    kinds = [type(c[0]) for c in calls]
+    assert kinds == [nn.ReLU, MCDropout] * len(relus)  # each ReLU, then its dropout
+    for (r, _, r_out), (d, d_in, _) in zip(calls[::2], calls[1::2]):
+        assert d_in is r_out
+    # no ReLU anywhere else: with p = 0 it computes exactly the plain ResNet
+    plain = build("resnet", depth=depth, width=4).eval()
+    nodrop = build("resnet20_dropout", depth=depth, width=4, p=0.0).eval()
+    nodrop.load_state_dict(plain.state_dict())
+    x = images(3)
+    with torch.no_grad():
+        assert torch.allclose(nodrop(x), plain(x), atol=1e-6)
+    assert count_parameters(build("resnet20_dropout")) == count_parameters(build("resnet_20"))
+
+
+def test_mc_dropout_relu_placement_active_at_inference_and_logit_average():
+    m = build("resnet20_dropout", depth=8, width=4, p=0.3, samples=4, average="logits").eval()
+    x = images(3)
+    with torch.no_grad():
+        assert not torch.allclose(m(x), m(x))          # dropout after the ReLUs in eval mode
+        torch.manual_seed(7)
+        out = m.inference(x)
+        torch.manual_seed(7)
+        manual = torch.stack([m(x) for _ in range(4)]).mean(0)
+    assert torch.allclose(out, manual, atol=1e-6)     # the author's mean of sampled logits
+    with pytest.raises(ValueError, match="average"):
+        build("resnet20_dropout", average="median")
+    with pytest.raises(ValueError, match="placement"):
+        build("resnet20_dropout", placement="everywhere")
 
 
 def test_mc_dropout_averaging_reduces_spread():
@@ -377,3 +437,26 @@ def test_inference_helper_dispatches():
     with torch.no_grad():
         assert torch.equal(models.inference(plain, x), plain(x))
         assert torch.allclose(models.inference(duq, x), duq.inference(x))
+
+
+def test_duq_author_eval_probs_cap_top1_confidence():
+    """Laing's code: sigmoid(log normalised kernel) then softmax caps top-1 at e^.5/(e^.5+9)."""
+    from softlib.models.duq import AUTHOR_DUQ_MAX_CONFIDENCE, author_eval_probs
+    assert AUTHOR_DUQ_MAX_CONFIDENCE == pytest.approx(math.exp(0.5) / (math.exp(0.5) + 9))
+    assert AUTHOR_DUQ_MAX_CONFIDENCE == pytest.approx(0.1548, abs=1e-4)
+    z = torch.full((1, 10), -1e4)
+    z[0, 3] = 0.0  # one class has kernel 1, the others ~0: the most confident case
+    p = author_eval_probs(z)
+    assert p[0].argmax() == 3 and float(p.max()) == pytest.approx(AUTHOR_DUQ_MAX_CONFIDENCE, abs=1e-6)
+    torch.manual_seed(0)
+    z = torch.randn(500, 10) * 30 - 20   # log kernel values
+    p = author_eval_probs(z)
+    assert torch.equal(p.argmax(1), z.argmax(1))       # accuracy unchanged
+    assert p.max(1).values.max() <= AUTHOR_DUQ_MAX_CONFIDENCE + 1e-6
+    assert p.max(1).values.min() >= 0.1 - 1e-6
+    assert torch.allclose(p.sum(1), torch.ones(500))
+    # a model 82% accurate with every confidence in [0.1, 0.155] has ECE around 0.82 - 0.15
+    conf = p.max(1).values
+    correct = torch.rand(500, generator=torch.Generator().manual_seed(1)) < 0.82
+    ece_one_bin = abs(correct.float().mean() - conf.mean())
+    assert 0.62 < float(ece_one_bin) < 0.73

@@ -198,10 +198,10 @@ def test_subset_table(frame, release):
     assert r.loc["objects only", "accuracy"] == pytest.approx(50)
     assert r.loc["fast", "accuracy"] == pytest.approx(100) and r.loc["fast", "n"] == 3
     # bootstrap over 3 of 5 one-image classes, objB the only miss: change is -13.3 or +20
-    assert r.loc["without dogs", "boot_lo"] == pytest.approx(200 / 3 - 80)
-    assert r.loc["without dogs", "boot_hi"] == pytest.approx(20)
+    assert r.loc["without dogs", "boot_min"] == pytest.approx(200 / 3 - 80)
+    assert r.loc["without dogs", "boot_max"] == pytest.approx(20)
     assert not r.loc["without dogs", "outside"]
-    assert pd.isna(r.loc["fast", "boot_lo"])
+    assert pd.isna(r.loc["fast", "boot_min"])
     # m2 on v2 labelled only 3 images; fast: only v2_a (correct)
     assert t.loc[("m2", "v2", "fast"), "accuracy"] == pytest.approx(100)
 
@@ -247,14 +247,72 @@ def test_mcnemar_against_statsmodels_and_scipy():
     assert r["pvalue"] == pytest.approx(chi2.sf(stat, 1))
 
 
-def test_best_model_and_mcnemar_table(frame, acc):
-    assert ml.best_model(acc.reset_index()) == "m3"  # 7/9 pooled vs m1 6/9, m2 3/8
+def test_outside_bootstrap_is_the_full_range_rule():
+    """The paper: significant only when the change exceeds ALL trials, not the central 95%."""
+    boot = np.linspace(-5.0, 5.0, 1000)          # 2.5/97.5 percentiles about -4.75 / +4.75
+    lo95, hi95 = np.percentile(boot, [2.5, 97.5])
+    inside_range_outside_95 = 4.9
+    assert inside_range_outside_95 > hi95 and not ml.outside_bootstrap(inside_range_outside_95, boot)
+    assert not ml.outside_bootstrap(-4.9, boot) and -4.9 < lo95
+    assert not ml.outside_bootstrap(5.0, boot)    # equal to the max: not beyond every trial
+    assert ml.outside_bootstrap(5.01, boot) and ml.outside_bootstrap(-5.2, boot)
+    with pytest.raises(ValueError, match="trial"):
+        ml.outside_bootstrap(1.0, np.array([]))
+
+
+def test_subset_table_flags_only_changes_beyond_every_trial():
+    """Constructed: dropping one class moves accuracy beyond the 95% band but inside the range."""
+    # 20 one-image classes, one of them wrong; 'without dogs' drops the single dog class
+    rows = []
+    for k in range(20):
+        rows.append({"user": "u", "kind": "model", "image": f"i{k}", "dataset": "val",
+                     "wnid": f"c{k:02d}", "group": "dog" if k == 0 else "object",
+                     "pred": "x", "multilabel": k != 5, "top1": k != 5})
+    f = pd.DataFrame(rows)
+    t = ml.subset_table(f, users=["u"], trials=400, seed=0).set_index("subset")
+    r = t.loc["without dogs"]
+    # all 95%, without the dog 18/19: change = 94.74 - 95 = -0.26; random 19-class draws give
+    # -0.26 (the miss is kept) or +5 (it is dropped), so -0.26 is the minimum of the trials
+    assert r["change"] == pytest.approx(100 * 18 / 19 - 95)
+    assert r["boot_min"] == pytest.approx(r["change"])
+    assert r["boot_max"] == pytest.approx(5.0)
+    assert not r["outside"]
+
+
+def test_best_model_post_hoc_and_mcnemar_table(frame, acc):
+    assert ml.best_model_post_hoc(acc.reset_index()) == "m3"  # 7/9 pooled vs m1 6/9, m2 3/8
+    assert not hasattr(ml, "best_model")  # no ambiguous name left for the data-driven pick
     t = ml.mcnemar_table(frame, "m3").set_index(["dataset", "other"])
     r = t.loc[("val", "human_c")]
     # m3 right on 4 of 5, human_c on all 5: one discordant pair
     assert (r["both"], r["a_only"], r["b_only"]) == (4, 0, 1)
     assert r["pvalue"] == pytest.approx(1.0)
     assert len(t) == 10
+
+
+def test_mcnemar_uses_the_preregistered_model_even_if_another_scores_higher(release):
+    r = copy.deepcopy(release)
+    # the paper's FixResNeXt as m2's predictions (the weakest model, 3/8); m3 scores higher
+    r["annot_data"][ml.PAPER_MCNEMAR_MODEL] = r["annot_data"]["m2"]
+    f = ml.prediction_frame(r)
+    a = ml.accuracy_table(f)
+    assert ml.best_model_post_hoc(a) == "m3"
+    t = ml.mcnemar_table(f)  # default: the pre-registered model
+    assert set(t["model"]) == {ml.PAPER_MCNEMAR_MODEL}
+    assert ml.PAPER_MCNEMAR_MODEL == "FixResNeXt101_32x48d_v2"
+    # case-insensitive match of the release's spelling (the authors compare lower-cased)
+    r["annot_data"]["fixresnext101_32x48d_v2"] = r["annot_data"].pop(ml.PAPER_MCNEMAR_MODEL)
+    t2 = ml.mcnemar_table(ml.prediction_frame(r))
+    assert set(t2["model"]) == {"fixresnext101_32x48d_v2"}
+    assert t2["pvalue"].tolist() == pytest.approx(t["pvalue"].tolist())
+
+
+def test_mcnemar_model_absent_is_a_clear_error(frame, release):
+    with pytest.raises(ValueError, match="FixResNeXt101_32x48d_v2.*not among.*m1"):
+        ml.mcnemar_table(frame)
+    from softlib.studies import shankar
+    with pytest.raises(ValueError, match="fixed in advance"):
+        shankar.run_human_study(release, trials=10, seed=0)
 
 
 def test_missed_table(frame):
@@ -333,8 +391,11 @@ def test_human_study_tables_and_plots(release):
     import matplotlib.pyplot as plt
     from softlib.studies import shankar
 
-    st = shankar.run_human_study(release, trials=50, seed=0)
-    assert st.best_model == "m3"
+    st = shankar.run_human_study(release, trials=50, seed=0, mcnemar_model="m1")
+    assert st.mcnemar_model == "m1" and st.best_model_post_hoc == "m3"
+    assert set(st.mcnemar["model"]) == {"m1"}
+    assert {"m1", "m3"} <= set(st.subsets["user"])
+    assert any("m3" in n and "pre-registered" in n for n in st.notes)
     assert st.fast_counts == {"val": 3, "v2": 1}
     assert not st.top5_available and st.notes
     assert st.label_counts["val"]["multi_pct"] == pytest.approx(40)  # 2 of 5 usable val images
@@ -348,6 +409,52 @@ def test_human_study_tables_and_plots(release):
     for fig in (shankar.plot_figure1(st), shankar.plot_figure4(st)):
         assert fig.axes
         plt.close(fig)
+    text = " ".join(shankar.takeaways(study=st))
+    assert "not measured" not in text and "McNemar" in text and "m1 (fixed in advance)" in text
+    assert "people lose" in text
+
+
+def _zoo():
+    from softlib.studies import shankar
+    rows = {"a": (80.0, 86.0, 69.0), "b": (70.0, 77.0, 58.0), "c": (60.0, 68.0, 47.0)}
+    res = {key: pd.DataFrame({"model": list(rows), "img_size": 224,
+                              "top1": [v[col] for v in rows.values()], "top5": 95.0,
+                              "param_count": 1013.01})
+           for key, col in (("imagenet", 0), ("imagenet-real", 1),
+                            ("imagenetv2-matched-frequency", 2))}
+    return shankar.zoo_study({"real": [], "results": res})
+
+
+def test_zoo_plot_has_no_human_points_unless_asked_and_then_says_not_comparable():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from softlib.studies import shankar
+
+    t, s = _zoo()
+    fig = shankar.plot_zoo(t, s)
+    labels = [h.get_label() for h in fig.axes[2].collections]
+    assert not any("human" in lab.lower() for lab in labels)
+    plt.close(fig)
+    fig = shankar.plot_zoo(t, s, published_humans=True)
+    labels = [h.get_label() for h in fig.axes[2].collections]
+    assert any("NOT COMPARABLE" in lab for lab in labels)
+    plt.close(fig)
+
+
+def test_takeaways_follow_what_was_computed():
+    from softlib.studies import shankar
+
+    t, s = _zoo()
+    lines = shankar.takeaways(t, s, None, {"multi_pct_of_labelled": 20.0, "mean_labels_if_multi": 2.2})
+    text = " ".join(lines)
+    assert "3 of 3 timm models score higher" in text and "+7.0 points" in text
+    assert "3 of 3 models lose top-1" in text and "-12.0 points" in text
+    assert "not measured in this run" in text
+    assert "hardly do, on multi-label" in text and "people, measured the same way" not in text
+    # a zoo where V2 is higher: the text must follow the numbers, not a fixed claim
+    t2 = t.assign(top1_v2=t["top1_val"] + 1.0)
+    assert "0 of 3 models lose" in " ".join(shankar.takeaways(t2, None, None))
 
 
 def test_zoo_study_from_tables():

@@ -1,7 +1,7 @@
-"""The ``paper`` profile cannot be executed on a CPU (it needs days of GPU time), so these tests
-walk its configuration through the same study functions the notebooks call and take one real
-optimisation step per distinct model: a typo or a missing preset in the paper profile fails here,
-not after hours on a GPU."""
+"""The ``paper`` and ``gpu`` profiles cannot be executed on a CPU (they need a GPU), so these
+tests walk their configurations through the same study functions the notebooks call and take one
+real optimisation step per distinct model: a typo or a missing preset in a GPU profile fails
+here, not after hours on a GPU."""
 import numpy as np
 import pytest
 
@@ -12,6 +12,8 @@ from softlib.train import TrainConfig, _default_build, fit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+GPU_PROFILES = ["paper", "gpu"]
 
 
 def _one_step(config: TrainConfig) -> float:
@@ -26,42 +28,81 @@ def _one_step(config: TrainConfig) -> float:
     return float(res.history["train_loss"][-1])
 
 
-PAPER_GEN = profiles.resolve("paper", "generalisation")
-PAPER_ALT = profiles.resolve("paper", "alternatives")
-PAPER_CAL = profiles.resolve("paper", "calibration_ood")
+def _archs(profile):
+    """(profile, arch) for every architecture of the profile's generalisation and alternatives
+    sections (each distinct build once)."""
+    seen, out = set(), []
+    for section in ("generalisation", "alternatives"):
+        for a in P.parse_archs(profiles.resolve(profile, section)["archs"]):
+            if (a.name, a.knobs) not in seen:
+                seen.add((a.name, a.knobs))
+                out.append(pytest.param(profile, a, id=f"{profile}-{a.name}"))
+    return out
 
 
-@pytest.mark.parametrize("arch", P.parse_archs(PAPER_GEN["archs"]), ids=lambda a: a.name)
-def test_every_paper_architecture_has_both_schedules_and_trains_one_step(arch):
+def test_gpu_profiles_say_they_need_a_gpu():
+    for name in GPU_PROFILES:
+        assert profiles.get_profile(name)["requires_gpu"] is True
+    for name in ("smoke", "cpu"):
+        assert profiles.get_profile(name)["requires_gpu"] is False
+
+
+@pytest.mark.parametrize("profile,arch", [p for prof in GPU_PROFILES for p in _archs(prof)])
+def test_every_architecture_has_both_schedules_and_trains_one_step(profile, arch):
+    gen = profiles.resolve(profile, "generalisation")
+    alt = profiles.resolve(profile, "alternatives")
     assert P.paper_family(arch.name) is not None, "the paper-vs-run tables need the family"
-    for lr in PAPER_GEN["lr"]:
-        cfg = P.scratch_config(arch, lr, PAPER_GEN["epochs"], PAPER_GEN["batch_size"],
-                               amp=PAPER_GEN["amp"])
-        assert cfg.epochs == PAPER_GEN["epochs"] and cfg.optimizer == "adam"
-    pre = P.pretrain_config(arch, PAPER_ALT["pretrain_epochs"], PAPER_ALT["batch_size"],
-                            amp=PAPER_ALT["amp"])
-    assert pre.epochs == P.REPO_SCHEDULES[arch.name][2]
+    assert arch.name in P.REPO_SCHEDULES, "only the paper's architectures in the GPU profiles"
+    cfg = None
+    for lr in gen["lr"]:
+        epochs = arch.param(gen, "epochs")
+        cfg = P.scratch_config(arch, lr, epochs, gen["batch_size"], amp=gen["amp"])
+        assert cfg.epochs == epochs > 0 and cfg.optimizer == "adam" and cfg.schedule == "cosine"
+    pre_epochs = arch.param(alt, "pretrain_epochs")
+    pre = P.pretrain_config(arch, pre_epochs, alt["batch_size"], amp=alt["amp"])
+    assert pre.epochs == (P.REPO_SCHEDULES[arch.name][2] if pre_epochs is None else pre_epochs)
+    for lr in alt["lr"]:
+        ft = P.scratch_config(arch, lr, arch.param(alt, "finetune_epochs"), alt["batch_size"],
+                              mix="mixup", mix_alpha=alt["mixup_alpha"][0], amp=alt["amp"])
+        assert ft.epochs > 0 and ft.optimizer == "adam"
     assert np.isfinite(_one_step(cfg))
+    assert np.isfinite(_one_step(pre))
 
 
-def test_paper_alternatives_expand_to_every_method_and_mixup_alpha():
-    variants = P.method_variants(PAPER_ALT)
+@pytest.mark.parametrize("profile", GPU_PROFILES)
+def test_gpu_peterson_sections_run_every_fold_and_use_the_paper_architectures(profile):
+    for section in ("generalisation", "alternatives"):
+        prm = profiles.resolve(profile, section)
+        assert prm["folds"] == 10 and prm["train_subset"] is None
+        assert len(P.parse_archs(prm["archs"])) >= 2
+    adv = profiles.resolve(profile, "adversarial")
+    assert adv["attack_subset"] >= 10 * 1000 and max(adv["eps_sweep"]) == 8
+
+
+@pytest.mark.parametrize("profile", GPU_PROFILES)
+def test_alternatives_expand_to_every_method_and_mixup_alpha(profile):
+    alt = profiles.resolve(profile, "alternatives")
+    variants = P.method_variants(alt)
     for method in P.METHODS:
         alphas = sorted(a for m, a in variants if m == method)
         if method.startswith("mixup"):
-            assert alphas == sorted(PAPER_ALT["mixup_alpha"])
+            assert alphas == sorted(alt["mixup_alpha"])
         else:
             assert alphas == [None]
 
 
-@pytest.mark.parametrize("model_type", PAPER_CAL["model_types"])
-def test_every_laing_model_type_and_condition_configures_and_steps(model_type):
-    conds = PAPER_CAL["label_conditions"] + PAPER_CAL["extra_conditions"]
-    configs = [L.train_config(PAPER_CAL, model_type, c, 0, mix_prob=0.3, smoothing_eps=0.05)
+@pytest.mark.parametrize("profile,model_type", [
+    (prof, mt) for prof in GPU_PROFILES
+    for mt in profiles.resolve(prof, "calibration_ood")["model_types"]])
+def test_every_laing_model_type_and_condition_configures_and_steps(profile, model_type):
+    cal = profiles.resolve(profile, "calibration_ood")
+    assert cal["width"] == 16 and len(cal["seeds"]) >= 3
+    conds = cal["label_conditions"] + cal["extra_conditions"]
+    configs = [L.train_config(cal, model_type, c, 0, mix_prob=0.3, smoothing_eps=0.05)
                for c in conds]
-    warmup, milestones = L.schedule_for(PAPER_CAL["epochs"])
+    warmup, milestones = L.schedule_for(cal["epochs"])
     for cfg in configs:
-        assert cfg.epochs == PAPER_CAL["epochs"] and cfg.milestones == milestones
+        assert cfg.epochs == cal["epochs"] and cfg.milestones == milestones
         assert cfg.warmup_epochs == warmup and cfg.early_stopping_patience is not None
     # the mix branch of the first mixed condition exercises mixing; plain covers the rest
     assert np.isfinite(_one_step(configs[0]))

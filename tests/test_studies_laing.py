@@ -256,3 +256,47 @@ def test_load_inputs_reports_an_absent_ood_set_as_none(tmp_path):
     assert d.images.shape == (10000, 32, 32, 3) and d.probs.shape == (10000, 10)
     assert d.ood["svhn"] is None
     assert d.ood["fashion_mnist"].shape == (20, 32, 32, 3)
+
+
+def test_hard_labels_are_the_human_majority_and_cifar10_labels_are_kept(tmp_path):
+    from softlib import data
+    from softlib.data import fixtures
+    from softlib.data.views import majority_labels
+    root = fixtures.write_fixture_root(tmp_path, n_small=20, cifar10_c=False)
+    d = L.load_inputs(root)
+    human = data.load_cifar10h(root=root)
+    np.testing.assert_array_equal(d.labels, majority_labels(human.counts))
+    np.testing.assert_array_equal(d.cifar10_labels, data.load("cifar10", "test", root=root).labels)
+    hard = L.targets_for("hard", d.probs, d.labels)
+    np.testing.assert_array_equal(hard.argmax(1), d.labels)
+
+
+def test_mc_dropout_rate_and_logit_averaging_reach_the_model():
+    params = {"epochs": 10, "width": 8, "lr": 0.05, "batch_size": 32, "mix_alpha": 0.2,
+              "dropout_p": 0.07}
+    cfg = L.train_config(params, "dropout_aug", "soft", 0, 0.3, 0.0)
+    assert cfg.arch_kwargs == {"width": 8, "p": 0.07, "average": "logits"}
+    assert L.train_config(params, "basic", "soft", 0, 0.3, 0.0).arch_kwargs == {"width": 8}
+    from softlib.train import _default_build
+    from softlib.models.mc_dropout import MCDropout
+    m = _default_build(cfg)
+    drops = [x for x in m.modules() if isinstance(x, MCDropout)]
+    assert len(drops) == 19 and all(x.p == 0.07 for x in drops)  # after every ReLU
+    assert m.average == "logits"
+
+
+def test_duq_ece_is_also_measured_on_the_authors_output_and_compared_with_the_paper():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 400)
+    z = np.log(rng.dirichlet(np.ones(10), 400)) + 4.0 * np.eye(10)[y]  # log kernels, ~accurate
+    mets = L.evaluate_logits(z, y, model_type="duq")
+    # the author's output caps confidence at 0.155, so its ECE is about accuracy - 0.15
+    assert mets["ece_author_output"] == pytest.approx(mets["accuracy"] / 100 - 0.13, abs=0.04)
+    assert "ece_author_output" not in L.evaluate_logits(z, y)
+    runs = _runs()
+    runs["ece_author_output"] = 0.69
+    c = L.paper_comparison(L.summary_table(runs, metrics=list(L.METRICS) + ["ece_author_output"]))
+    duq = c.xs("duq", level="model_type")
+    assert (duq["ece (this run)"] == 0.69).all()
+    assert "true-class probability" in c.loc[("basic", "soft"), "defined differently"]
+    assert "K_max" in duq["defined differently"].iloc[0]

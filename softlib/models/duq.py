@@ -18,6 +18,25 @@ from torch import nn
 from .common import Normalize, init_weights
 from .resnet import ResNetFeatures
 
+#: Largest top-1 probability the author's DUQ evaluation can output with 10 classes:
+#: softmax of (0.5, 0, ..., 0) = e^0.5 / (e^0.5 + 9).
+AUTHOR_DUQ_MAX_CONFIDENCE = 0.15482809896025465
+
+
+def author_eval_probs(log_kernel: torch.Tensor) -> torch.Tensor:
+    """Class probabilities as Laing's code produces them for DUQ, from log kernel values [B, C].
+
+    The author's ``DUQHead`` (eval mode) returns ``sigmoid(log(K_c / sum_k K_k))`` as its
+    "logit", and the evaluation then applies a softmax. Since ``sigmoid(log q) = q / (1 + q)``
+    lies in (0, 0.5], the softmax's top-1 probability lies in [1/C, e^0.5 / (e^0.5 + C - 1)]
+    (0.1 to 0.1548 for 10 classes) whatever the kernel values: the argmax (accuracy) is kept,
+    but every prediction looks nearly uniform, hence the paper's DUQ ECE of about 0.69.
+    Reproduces the paper's number; not a sensible predictive distribution (use
+    ``softmax(log_kernel)``, i.e. normalised kernel values, for that).
+    """
+    q = torch.softmax(log_kernel.float(), dim=-1)
+    return torch.softmax(q / (1.0 + q), dim=-1)
+
 
 class DUQResNet(nn.Module):
     output_kind = "RBF kernel values in (0, 1]"

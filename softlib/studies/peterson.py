@@ -11,9 +11,11 @@ Sections 2-4 of the book call this module; the notebooks only orchestrate and pl
 * **Adversarial** (paper §7, Table 2, Figure 4): FGSM and PGD on the fine-tuned hard- and
   soft-label models of the alternatives section, reloaded from the same cache entries.
 
-Every training run goes through :func:`softlib.train.train_cached`, keyed by the full training
-configuration and a fingerprint of the data, folds and targets, so a rerun (or the next
-section) loads the weights instead of retraining. The paper's published numbers are typed in
+Every training run goes through :func:`softlib.train.train_cached` (the fold models of one
+configuration through :func:`softlib.train.train_cached_many`, which trains them together on a
+GPU and stores the same entries), keyed by the full training configuration and a fingerprint of
+the data, folds and targets, so a rerun (or the next section) loads the weights instead of
+retraining. The paper's published numbers are typed in
 below (``PAPER_*``), each citing the table or figure it comes from.
 """
 from __future__ import annotations
@@ -28,7 +30,8 @@ from scipy.special import softmax
 
 from .. import metrics
 from ..cache import Entry, ResultCache, config_key
-from ..train import TrainConfig, data_fingerprint, load_model, train_cached
+from ..train import (TrainConfig, TrainJob, data_fingerprint, load_model, train_cached,
+                     train_cached_many)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
@@ -374,6 +377,15 @@ def train_scratch(cache: ResultCache, study: StudyData, arch: Arch, condition: s
                   progress: bool = True) -> Entry:
     """One fold model of paper §5 (cached): ``condition`` 'hard' (CIFAR-10 labels) or 'soft'
     (CIFAR-10H distributions). Logits on the held-out fold are ``logits_heldout``."""
+    job = scratch_job(study, arch, condition, lr, fold, folds, params, eval_sets, seed)
+    return train_cached(cache, "peterson_scratch", job.config, job.data_fingerprint, None,
+                        job.train_data, job.eval_sets, device=device, progress=progress)
+
+
+def scratch_job(study: StudyData, arch: Arch, condition: str, lr: float, fold: int,
+                folds: Sequence[tuple[np.ndarray, np.ndarray]], params: Mapping,
+                eval_sets: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> TrainJob:
+    """The training job (configuration, data, cache fingerprint) of :func:`train_scratch`."""
     if condition not in CONDITIONS:
         raise ValueError(f"condition: expected one of {CONDITIONS}, got {condition!r}")
     tr, te = folds[fold]
@@ -383,8 +395,7 @@ def train_scratch(cache: ResultCache, study: StudyData, arch: Arch, condition: s
                          amp=params.get("amp", "auto"))
     fp = _fold_fingerprint(tr, te, targets, f"peterson-scratch|{condition}|{study.data_id}|fold{fold}")
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
-    return train_cached(cache, "peterson_scratch", cfg, fp, None,
-                        (study.images[tr], targets[tr]), sets, device=device, progress=progress)
+    return TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets)
 
 
 @dataclass
@@ -397,15 +408,20 @@ class FoldRuns:
 
 def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, shift: EvalSets,
                        device=None, seed: int = 0, progress: bool = True) -> FoldRuns:
-    """Train (or load) every arch x condition x lr x fold of paper §5 and collect logits."""
+    """Train (or load) every arch x condition x lr x fold of paper §5 and collect logits.
+
+    The fold models of one (arch, condition, lr) train together on a GPU
+    (``params['stack_models']``: 'auto', True or False; see :func:`softlib.train.train_cached_many`)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     logits, seconds = {}, {}
     for arch in parse_archs(params["archs"]):
         for cond in CONDITIONS:
             for lr in params["lr"]:
-                for k in range(len(folds)):
-                    e = train_scratch(cache, study, arch, cond, lr, k, folds, params,
-                                      shift.images, device, seed, progress)
+                jobs = [scratch_job(study, arch, cond, lr, k, folds, params, shift.images, seed)
+                        for k in range(len(folds))]
+                entries = train_cached_many(cache, "peterson_scratch", jobs, device, progress,
+                                            stack=params.get("stack_models", "auto"))
+                for k, e in enumerate(entries):
                     logits[(arch.label, cond, float(lr), k)] = {
                         n[len("logits_"):]: v for n, v in e.arrays.items() if n.startswith("logits_")}
                     seconds[(arch.label, cond, float(lr), k)] = float(e.meta["result"]["seconds"])
@@ -674,6 +690,19 @@ def finetune(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, 
     identity, the method, the fold and (for mixup) ``alpha``. Distillation uses the ensemble of
     all pretrained models of ``pre``.
     """
+    job, cfg, key = finetune_job(study, pre, arch, method, lr, fold, folds, params, alpha,
+                                 eval_sets, seed)
+    entry = train_cached(cache, "peterson_finetune", cfg, job.data_fingerprint, job.build_model,
+                         job.train_data, job.eval_sets, target_sampler=job.target_sampler,
+                         device=device, progress=progress)
+    return entry, cfg, key
+
+
+def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr: float, fold: int,
+                 folds: Sequence[tuple[np.ndarray, np.ndarray]], params: Mapping,
+                 alpha: float | None = None, eval_sets: Mapping[str, np.ndarray] | None = None,
+                 seed: int = 0) -> tuple[TrainJob, TrainConfig, str]:
+    """The training job of :func:`finetune`, its configuration and its cache key."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     mixing = method.startswith("mixup")
@@ -700,10 +729,9 @@ def finetune(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, 
 
     sampler = sampled_target_factory(study.human[tr]) if method == "sampled" else None
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
-    entry = train_cached(cache, "peterson_finetune", cfg, fp, build_pretrained,
-                         (study.images[tr], targets[tr]), sets, target_sampler=sampler,
-                         device=device, progress=progress)
-    return entry, cfg, config_key("peterson_finetune", {"train": cfg.to_dict(), "data": fp})
+    job = TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets, build_pretrained,
+                   target_sampler=sampler)
+    return job, cfg, config_key("peterson_finetune", {"train": cfg.to_dict(), "data": fp})
 
 
 def method_variants(params: Mapping) -> list[tuple[str, float | None]]:
@@ -743,16 +771,21 @@ def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, para
                      methods: Sequence[tuple[str, float | None]] | None = None,
                      extra: EvalSets | None = None) -> FinetuneRuns:
     """Fine-tune (or load) every arch x method (x alpha) x lr x fold of paper §6; ``extra``
-    (CIFAR-10.1) is predicted by every fold model."""
+    (CIFAR-10.1) is predicted by every fold model.
+
+    The fold models of one (arch, method, alpha, lr) train together on a GPU
+    (``params['stack_models']``), except 'sampled' (its targets are redrawn every epoch)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     extra = extra or EvalSets()
     logits, seconds, more = {}, {}, {}
     for arch in parse_archs(params["archs"]):
         for method, alpha in (methods or method_variants(params)):
             for lr in params["lr"]:
-                for k in range(len(folds)):
-                    e, _, _ = finetune(cache, study, pre, arch, method, lr, k, folds, params, alpha,
-                                       extra.images, device, seed, progress)
+                jobs = [finetune_job(study, pre, arch, method, lr, k, folds, params, alpha,
+                                     extra.images, seed)[0] for k in range(len(folds))]
+                entries = train_cached_many(cache, "peterson_finetune", jobs, device, progress,
+                                            stack=params.get("stack_models", "auto"))
+                for k, e in enumerate(entries):
                     key = (arch.label, method, alpha, float(lr), k)
                     logits[key] = e.arrays["logits_heldout"]
                     seconds[key] = float(e.meta["result"]["seconds"])

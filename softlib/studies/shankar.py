@@ -7,8 +7,13 @@ Two halves:
   with 95% Clopper-Pearson intervals), Table 2 (subsets, class bootstrap, McNemar), the images
   everyone misses, Figure 1 (val vs V2) and Figure 4 (multi-label vs top-1);
 * the model zoo, which needs only ``imagenet_real``: timm's top-1 on ImageNet val, on the ReaL
-  multi-labels and on ImageNetV2 for many models, with the paper's humans placed from the
-  paper's *published* numbers.
+  multi-labels and on ImageNetV2 for many models. No people are measured there; the paper's
+  published human accuracies (multi-label, on 2,000 other images, no intervals) are not
+  comparable with those top-1 numbers and are left off that plot unless asked for, with a
+  label that says so.
+
+:func:`takeaways` writes the section's conclusions from what was computed in the run, so that
+a run without the human release does not claim anything about people.
 
 Analysis lives in :mod:`softlib.multilabel`; this module loads, assembles DataFrames and plots.
 """
@@ -36,8 +41,8 @@ PUBLISHED_TABLE1 = pd.DataFrame(
 PUBLISHED_FACTS: dict[str, Any] = {
     "fast images (val)": 756, "fast images (V2)": 714,
     "missed by all humans": 10, "missed by all models": 27, "missed by both": 2,
-    "McNemar best model (paper: FixRes) vs Human E, val (p)": 0.037,
-    "McNemar best model (paper: FixRes) vs Human B, V2 (p)": 2e-4,
+    "McNemar FixResNeXt (fixed in advance) vs Human E, val (p)": 0.037,
+    "McNemar FixResNeXt (fixed in advance) vs Human B, V2 (p)": 2e-4,
     "models' V2-on-val slope (authors' notebook)": 1.056,
     "models' V2-on-val intercept (authors' notebook)": -12.53,
     "val images with >1 correct label (%)": 18.2,
@@ -81,22 +86,32 @@ class HumanStudy:
     accuracy_humans: pd.DataFrame       # per user and dataset over the human-labelled images
     accuracy_objects: pd.DataFrame      # same, object classes only
     table1: pd.DataFrame                # wide: val / V2 multi-label with CIs, human images
-    subsets: pd.DataFrame               # Table 2 with class bootstrap
-    mcnemar: pd.DataFrame               # best model vs each human, per dataset
+    subsets: pd.DataFrame               # Table 2 with class bootstrap (full-range rule)
+    mcnemar: pd.DataFrame               # the pre-registered model vs each human, per dataset
     missed: pd.DataFrame                # images missed by all humans / models / both
     fits: pd.DataFrame                  # linear V2-on-val fits of the models
     figure4: pd.DataFrame               # multi-label vs top-1 (and top-5) per model
-    best_model: str
+    mcnemar_model: str                  # fixed in advance (the paper's FixResNeXt)
+    best_model_post_hoc: str            # highest pooled accuracy here: display only
     fast_counts: dict
     top5_available: bool
     label_counts: dict                  # share of images with several correct labels
     notes: list[str] = field(default_factory=list)
 
 
-def run_human_study(release: dict, trials: int = 1000, seed: int = 0) -> HumanStudy:
-    """Compute every table of the human study from the release dict."""
+def run_human_study(release: dict, trials: int = 1000, seed: int = 0,
+                    mcnemar_model: str = ml.PAPER_MCNEMAR_MODEL) -> HumanStudy:
+    """Compute every table of the human study from the release dict.
+
+    ``mcnemar_model`` is the model compared with each person by McNemar's test and shown in
+    Table 2, fixed in advance (default: the paper's FixResNeXt, ``ml.PAPER_MCNEMAR_MODEL``);
+    a ``ValueError`` says so when the release lacks it. The model that happens to score best
+    here is reported as ``best_model_post_hoc`` (and added to Table 2 when it differs), never
+    used for a test.
+    """
     ml.check_release(release)
     frame = ml.prediction_frame(release)
+    fixed = ml.preregistered_model(release["annot_data"], mcnemar_model)
     himg = ml.human_images(release)
     hframe = frame[frame["image"].isin(himg)]
     acc_all = ml.accuracy_table(frame)
@@ -104,7 +119,10 @@ def run_human_study(release: dict, trials: int = 1000, seed: int = 0) -> HumanSt
     acc_obj = ml.accuracy_table(hframe[hframe["group"] == "object"])
     fast = ml.fast_images(release)
     notes = []
-    best = ml.best_model(acc_h)
+    best = ml.best_model_post_hoc(acc_h)
+    if best != fixed:
+        notes.append(f"The model with the highest accuracy on these images is {best}, not the "
+                     f"pre-registered {fixed}; McNemar's test uses {fixed}, as the paper does.")
     fits = []
     for scope, acc in (("human-labelled images", acc_h), ("human-labelled, objects only", acc_obj),
                        ("all images", acc_all)):
@@ -115,7 +133,7 @@ def run_human_study(release: dict, trials: int = 1000, seed: int = 0) -> HumanSt
                 notes.append(f"fit {scope} / {metric}: {e}")
                 continue
             fits.append({"images": scope, "metric": metric, **f})
-    users = list(ml.HUMANS) + [ml.HUMAN_MAJORITY, best]
+    users = list(ml.HUMANS) + [ml.HUMAN_MAJORITY, fixed] + ([best] if best != fixed else [])
     users = [u for u in users if u in set(hframe["user"])]
     subsets = ml.subset_table(hframe, users=users, fast=fast, trials=trials, seed=seed)
     fc = {ds: sum(1 for i in fast & himg if ml.dataset_of(i) == ds) for ds in ml.DATASETS}
@@ -126,10 +144,10 @@ def run_human_study(release: dict, trials: int = 1000, seed: int = 0) -> HumanSt
     return HumanStudy(
         frame=frame, accuracy_all=acc_all, accuracy_humans=acc_h, accuracy_objects=acc_obj,
         table1=ml.wide_val_v2(acc_h), subsets=subsets,
-        mcnemar=ml.mcnemar_table(hframe, best),
+        mcnemar=ml.mcnemar_table(hframe, fixed),
         missed=ml.missed_table(frame, images=himg), fits=pd.DataFrame(fits),
-        figure4=ml.figure4_table(acc_all), best_model=best, fast_counts=fc,
-        top5_available=top5, label_counts=multi_label_share(release), notes=notes)
+        figure4=ml.figure4_table(acc_all), mcnemar_model=fixed, best_model_post_hoc=best,
+        fast_counts=fc, top5_available=top5, label_counts=multi_label_share(release), notes=notes)
 
 
 def _match_user(candidates: tuple[str, ...], keyword: str | None, table1: pd.DataFrame) -> str | None:
@@ -184,8 +202,8 @@ def facts_vs_paper(study: HumanStudy) -> pd.DataFrame:
         "fast images (V2)": study.fast_counts.get("v2"),
         "missed by all humans": m.get("all humans"), "missed by all models": m.get("all models"),
         "missed by both": m.get("humans and models"),
-        "McNemar best model (paper: FixRes) vs Human E, val (p)": mc.get(("val", "human_e"), np.nan),
-        "McNemar best model (paper: FixRes) vs Human B, V2 (p)": mc.get(("v2", "human_b"), np.nan),
+        "McNemar FixResNeXt (fixed in advance) vs Human E, val (p)": mc.get(("val", "human_e"), np.nan),
+        "McNemar FixResNeXt (fixed in advance) vs Human B, V2 (p)": mc.get(("v2", "human_b"), np.nan),
         "models' V2-on-val slope (authors' notebook)": fitv("slope"),
         "models' V2-on-val intercept (authors' notebook)": fitv("intercept"),
         "val images with >1 correct label (%)": study.label_counts.get("val", {}).get("multi_pct"),
@@ -293,11 +311,14 @@ def plot_figure4(study: HumanStudy):
     return fig
 
 
-def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame):
-    """The model zoo: ReaL vs ImageNet top-1, and ImageNetV2 vs ImageNet top-1 with humans.
+def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool = False):
+    """The model zoo: ReaL vs ImageNet top-1, the gap, and ImageNetV2 vs ImageNet top-1.
 
-    Humans are drawn at the paper's *published* Table 1 multi-label accuracies, not computed
-    here, and on a different metric from the models' top-1: read them as a reference level.
+    No people are measured here. With ``published_humans`` the paper's *published* Table 1
+    points for humans A-E are drawn on the V2 panel as hollow grey markers labelled as not
+    comparable: they are multi-label accuracies on the 2,000 human-labelled images, without
+    intervals, while the models' points are top-1 on the full test sets. The comparable figure
+    (same metric, same images, 95% intervals) is :func:`plot_figure1`, which needs the release.
     """
     import matplotlib.pyplot as plt
 
@@ -327,12 +348,119 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame):
     f = s.loc["ImageNetV2 top-1 vs ImageNet top-1"]
     _line(ax, f, table["top1_val"], color="navy",
           label=f"fit: y = {f['slope']:.3f}x {f['intercept']:+.2f} (R² {f['r2']:.3f})")
-    hum = PUBLISHED_TABLE1[PUBLISHED_TABLE1["kind"] == "human"]
-    ax.scatter(hum["paper_val"], hum["paper_v2"], marker="*", s=140, color="tab:red",
-               label="humans A-E: published multi-label acc. (Table 1)")
-    _diag(ax, table["top1_val"].min(), 100)
-    ax.set(xlabel="ImageNet val accuracy (%)", ylabel="ImageNetV2 accuracy (%)",
-           title="Distribution shift: ImageNet → ImageNetV2")
+    lo = table["top1_val"].min()
+    if published_humans:
+        hum = PUBLISHED_TABLE1[PUBLISHED_TABLE1["kind"] == "human"]
+        ax.scatter(hum["paper_val"], hum["paper_v2"], marker="*", s=140, facecolors="none",
+                   edgecolors="grey",
+                   label="NOT COMPARABLE: humans A-E as published (Table 1),\n"
+                         "multi-label acc. on 2,000 other images, no CIs")
+    _diag(ax, lo, 100)
+    ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ImageNetV2 top-1 (%)",
+           title="Distribution shift: ImageNet → ImageNetV2 (models only)")
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- conclusions
+def _pts(x: float) -> str:
+    return f"{x:+.1f} points"
+
+
+def takeaways(zoo: pd.DataFrame | None = None, zoo_fits: pd.DataFrame | None = None,
+              study: HumanStudy | None = None, real_stats: dict | None = None) -> list[str]:
+    """The section's conclusions, one sentence each, written from what this run computed.
+
+    ``zoo``/``zoo_fits`` come from :func:`zoo_study`, ``study`` from :func:`run_human_study`
+    (``None`` when the release is absent), ``real_stats`` from ``ml.real_label_stats``. No
+    sentence states a result that was not computed: without the human study the statement
+    about people says that this run did not measure them.
+    """
+    out: list[str] = []
+    if real_stats:
+        out.append(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val images "
+                   f"have more than one correct label ({real_stats['mean_labels_if_multi']:.2f} "
+                   "on average among them); Shankar et al. report 18.2% (2.3) on their 20,000.")
+    if zoo is not None and len(zoo):
+        from scipy.stats import spearmanr
+
+        gain = zoo["real_minus_val"].dropna()
+        n, up = len(gain), int((gain > 0).sum())
+        rho = float(spearmanr(zoo["top1_val"], zoo["top1_real"]).statistic)
+        sent = (f"Under ReaL's multi-labels {up} of {n} timm models score higher than under the "
+                f"single label (mean {_pts(gain.mean())}, range {gain.min():+.1f} to "
+                f"{gain.max():+.1f}); the rank correlation of the two top-1 scores is {rho:.3f}.")
+        if zoo_fits is not None:
+            f = zoo_fits.set_index("relation").loc["ReaL top-1 vs ImageNet top-1"]
+            trend = ("stays about the same" if abs(f["slope"] - 1) < 0.01
+                     else "shrinks" if f["slope"] < 1 else "grows")
+            sent += f" The ReaL-on-val slope is {f['slope']:.3f}: the gain {trend} as models improve."
+        out.append(sent)
+        d = (zoo["top1_v2"] - zoo["top1_val"]).dropna()
+        sent = (f"On ImageNetV2 {int((d < 0).sum())} of {len(d)} models lose top-1 accuracy "
+                f"(mean {_pts(d.mean())}, range {d.min():+.1f} to {d.max():+.1f})")
+        if zoo_fits is not None:
+            f = zoo_fits.set_index("relation").loc["ImageNetV2 top-1 vs ImageNet top-1"]
+            sent += (f", along V2 = {f['slope']:.3f} val {f['intercept']:+.2f} "
+                     f"(R² {f['r2']:.3f})")
+        out.append(sent + ".")
+    if study is None:
+        out.append("People: not measured in this run (the human-study release is absent), so "
+                   "it cannot say whether people lose accuracy on ImageNetV2. The paper reports "
+                   "that they hardly do, on multi-label accuracy over its 2,000 human-labelled "
+                   "images; those published numbers are not comparable with the models' top-1 "
+                   "above and are not plotted with them.")
+        return out
+    out.extend(_human_takeaways(study))
+    return out
+
+
+def _human_takeaways(study: HumanStudy) -> list[str]:
+    out = []
+    t1 = study.table1.dropna(subset=["val", "v2"])
+    hum = t1[t1["kind"] == "human"]
+    mod = t1[t1["kind"] == "model"]
+    if not hum.empty and not mod.empty:
+        dh = (hum["val"] - hum["v2"])
+        dm = (mod["val"] - mod["v2"])
+        if dh.max() < dm.min():
+            cmp_ = "less than every model"
+        elif dh.mean() < dm.median():
+            cmp_ = "less than the median model, but not less than every model"
+        else:
+            cmp_ = "as much as the median model or more"
+        sent = (f"On the {study.frame[study.frame['kind'] == 'human']['image'].nunique():,} "
+                f"human-labelled images (multi-label accuracy, val minus V2), the "
+                f"{len(dh)} people drop {dh.mean():.1f} points on average (from {dh.min():.1f} "
+                f"to {dh.max():.1f}) and the {len(dm)} models a median of {dm.median():.1f} "
+                f"(from {dm.min():.1f} to {dm.max():.1f}): people lose {cmp_}.")
+        fixed = mod.set_index("user")
+        if study.mcnemar_model in fixed.index:
+            r = fixed.loc[study.mcnemar_model]
+            sent += (f" The pre-registered {study.mcnemar_model} scores {r['val']:.1f} on val and "
+                     f"{r['v2']:.1f} on V2 (drop {r['val'] - r['v2']:.1f}).")
+        out.append(sent)
+    mc = study.mcnemar
+    if not mc.empty:
+        parts = []
+        for ds, name in (("val", "ImageNet val"), ("v2", "ImageNetV2")):
+            d = mc[mc["dataset"] == ds]
+            if d.empty:
+                continue
+            sig = d[d["pvalue"] < 0.05]
+            better = int((sig["other_acc"] > sig["model_acc"]).sum())
+            parts.append(f"on {name} it differs from {len(sig)} of {len(d)} people at p < 0.05 "
+                         f"({better} of them more accurate than the model; smallest p "
+                         f"{d['pvalue'].min():.2g})")
+        out.append(f"McNemar's test, {study.mcnemar_model} (fixed in advance) against each "
+                   f"person: " + "; ".join(parts) + ".")
+    sub = study.subsets
+    cls = sub[sub["subset"].isin(["without dogs", "objects only"]) & sub["outside"].notna()]
+    if not cls.empty:
+        hits = cls[cls["outside"].astype(bool)]
+        desc = ", ".join(f"{r.user} {r.dataset} {r.subset} ({r.change:+.1f})"
+                         for r in hits.itertuples()) or "none"
+        out.append("Class subsets whose change in accuracy lies beyond every bootstrap trial "
+                   f"(the paper's significance rule): {desc}.")
+    return out

@@ -1,0 +1,399 @@
+"""Manifests of the cache entries a profile's sections use, and results bundles made from them.
+
+``python -m softlib.book compute`` records, per profile, which cache entries each section loaded
+or saved: ``<cache root>/manifests/<profile>.json`` (section -> ``[[kind, key], ...]``, whether
+the section's work is complete, and where it was computed). ``export`` packs those entries into
+a ``.tar.gz`` results bundle, like showyourwork's cached intermediate results; ``import`` puts
+a bundle's entries into another machine's cache, so its notebooks find everything there.
+
+A bundle holds ``softlib-bundle/BUNDLE.json`` (format, profile, the SHA-256 and size of every
+other file), ``softlib-bundle/manifest.json`` (the profile's manifest) and
+``softlib-bundle/entries/<kind>/<key>/{meta.json, arrays.npz[, model.pt]}``. Weights
+(``model.pt``) are left out unless asked for.
+
+Import is strict: every member must be a plain file at one of those paths (no absolute paths,
+no ``..``, no links or devices), every checksum and size must match, every entry's
+``meta.json`` must hash to the key it is stored under, and the manifest must list exactly the
+bundle's entries. An existing entry under the same key is left alone when it is identical (or
+only lacks the bundle's weights, which are then added); a *different* existing entry stops the
+import before anything is written. Entries are written beside their final place and renamed
+into it, as :class:`softlib.cache.ResultCache` does. Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from ._io import atomic_path, save_json, sha256_file
+from .cache import config_key
+from .paths import cache_root
+
+BUNDLE_FORMAT = 1
+MANIFEST_FORMAT = 1
+TOP = "softlib-bundle"
+ENTRY_FILES = ("meta.json", "arrays.npz", "model.pt")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_KEY = re.compile(r"^[0-9a-f]{20}$")
+
+
+class BundleError(RuntimeError):
+    """A bundle that cannot be made or must not be imported (corrupt, mismatched, conflicting)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------------------------
+
+def manifest_path(profile: str, root: str | os.PathLike | None = None) -> Path:
+    return cache_root(root) / "manifests" / f"{profile}.json"
+
+
+def load_manifest(profile: str, root: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    path = manifest_path(profile, root)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def provenance(device: str | None = None) -> dict[str, Any]:
+    """Where and with what a section was computed: machine, device name, torch, commit, date."""
+    from .book_header import git_commit
+    info: dict[str, Any] = {"machine": f"{platform.node()} ({platform.platform()})",
+                            "python": platform.python_version(), "git_commit": git_commit(),
+                            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        import torch
+        info["torch"] = torch.__version__
+        name = "cpu"
+        if device and str(device).startswith("cuda") and torch.cuda.is_available():
+            name = torch.cuda.get_device_name(torch.device(device))
+        elif device and str(device).startswith("mps"):
+            name = "Apple MPS"
+        info["device"] = str(device) if device else "unknown"
+        info["device_name"] = name
+    except ImportError:  # pragma: no cover - torch is a dependency
+        info["torch"] = "not installed"
+    return info
+
+
+def update_manifest(profile: str, section: str, record: dict[str, Any],
+                    root: str | os.PathLike | None = None, device: str | None = None) -> Path:
+    """Replace ``section``'s record in the profile's manifest (written atomically)."""
+    man = load_manifest(profile, root) or {"format": MANIFEST_FORMAT, "profile": profile,
+                                           "sections": {}}
+    prov = provenance(device)
+    record = dict(record, provenance=prov)
+    record["entries"] = [[str(k), str(v)] for k, v in record.get("entries", [])]
+    man["sections"][section] = record
+    man["provenance"] = prov
+    path = manifest_path(profile, root)
+    save_json(path, man)
+    return path
+
+
+def manifest_entries(man: dict[str, Any], sections: Iterable[str] | None = None
+                     ) -> list[tuple[str, str]]:
+    """Every ``(kind, key)`` the manifest lists (of ``sections``), in order, without repeats."""
+    seen: dict[tuple[str, str], None] = {}
+    for name, sec in man.get("sections", {}).items():
+        if sections is None or name in sections:
+            for kind, key in sec.get("entries", []):
+                seen.setdefault((str(kind), str(key)), None)
+    return list(seen)
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iterable[str] | None = None,
+                  root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Write the profile's manifest entries as a ``.tar.gz`` bundle at ``out``.
+
+    ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
+    their weights (e.g. ``['adversarial']``: its notebook rebuilds the attacked models).
+    Returns the bundle manifest.
+    """
+    croot = cache_root(root)
+    man = load_manifest(profile, croot)
+    if man is None:
+        raise BundleError(f"no manifest for profile {profile!r} under {croot / 'manifests'}; run "
+                          f"`python -m softlib.book compute --profile {profile}` first")
+    entries = manifest_entries(man)
+    if with_weights is None or with_weights == "none":
+        weighted: set[tuple[str, str]] = set()
+    elif with_weights == "all":
+        weighted = set(entries)
+    else:
+        names = [with_weights] if isinstance(with_weights, str) else list(with_weights)
+        unknown = [s for s in names if s not in man["sections"]]
+        if unknown:
+            raise BundleError(f"--with-weights: section(s) {', '.join(unknown)} are not in the "
+                              f"manifest; it has {', '.join(man['sections'])}")
+        weighted = set(manifest_entries(man, names))
+    files: dict[str, Path] = {}
+    missing = []
+    for kind, key in entries:
+        if not (_KIND.match(kind) and _KEY.match(key)):
+            raise BundleError(f"manifest lists a malformed entry {kind}/{key}")
+        d = croot / kind / key
+        if not (d / "meta.json").exists():
+            missing.append(f"{kind}/{key}")
+            continue
+        for name in ENTRY_FILES:
+            if name == "model.pt" and (kind, key) not in weighted:
+                continue
+            if (d / name).exists():
+                files[f"entries/{kind}/{key}/{name}"] = d / name
+    if missing:
+        raise BundleError(f"{len(missing)} entr{'y' if len(missing) == 1 else 'ies'} of the "
+                          f"manifest are not in the cache {croot} (e.g. {missing[0]}); rerun "
+                          f"`python -m softlib.book compute --profile {profile}`")
+    manifest_bytes = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
+    listing = {"manifest.json": {"sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                                 "size": len(manifest_bytes)}}
+    for rel, path in files.items():
+        listing[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    if with_weights is None or with_weights == "none":
+        weights_of: list[str] = []
+    elif isinstance(with_weights, str):
+        weights_of = [with_weights]
+    else:
+        weights_of = sorted(set(with_weights))
+    bundle = {"format": BUNDLE_FORMAT, "profile": profile, "created": provenance(None)["date"],
+              "with_weights": weights_of,
+              "entries": len(entries),
+              "complete": {s: bool(r.get("complete")) for s, r in man["sections"].items()},
+              "files": listing}
+    bundle_bytes = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
+    out = Path(out)
+    with atomic_path(out, suffix=".tar.gz") as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            _add_bytes(tar, f"{TOP}/BUNDLE.json", bundle_bytes)
+            _add_bytes(tar, f"{TOP}/manifest.json", manifest_bytes)
+            for rel, path in files.items():
+                info = tarfile.TarInfo(f"{TOP}/{rel}")
+                info.size = listing[rel]["size"]
+                info.mtime = int(path.stat().st_mtime)
+                info.mode = 0o644
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+    return bundle
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+# --------------------------------------------------------------------------------------------
+# Import
+# --------------------------------------------------------------------------------------------
+
+def _member_rel(member: tarfile.TarInfo) -> str | None:
+    """The path of a member below ``softlib-bundle/`` if it is a plain file at an allowed
+    place; None for the allowed directories; else a BundleError."""
+    name = member.name
+    parts = name.split("/")
+    if (name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts[:-1])
+            or parts[-1] in (".", "..") or parts[0] != TOP):
+        raise BundleError(f"refusing bundle: unsafe or foreign path {name!r}")
+    rel = "/".join(p for p in parts[1:] if p)
+    if member.isdir():
+        ok = rel in ("", "entries") or re.fullmatch(r"entries/[a-z][a-z0-9_]*(/[0-9a-f]{20})?", rel)
+        if not ok:
+            raise BundleError(f"refusing bundle: unexpected directory {name!r}")
+        return None
+    if not member.isfile():  # symlinks, hard links, devices, fifos
+        raise BundleError(f"refusing bundle: {name!r} is not a regular file (links and special "
+                          "files are never extracted)")
+    if rel in ("BUNDLE.json", "manifest.json"):
+        return rel
+    p = rel.split("/")
+    if not (len(p) == 4 and p[0] == "entries" and _KIND.match(p[1]) and _KEY.match(p[2])
+            and p[3] in ENTRY_FILES):
+        raise BundleError(f"refusing bundle: unexpected file {name!r}")
+    return rel
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    return sha256_file(a) == sha256_file(b)
+
+
+def _same_arrays(a: Path, b: Path) -> bool:
+    """Equal array contents (npz files written at different times differ in zip timestamps)."""
+    import numpy as np
+    try:
+        with np.load(a, allow_pickle=False) as za, np.load(b, allow_pickle=False) as zb:
+            if sorted(za.files) != sorted(zb.files):
+                return False
+            return all(za[k].dtype == zb[k].dtype and np.array_equal(za[k], zb[k])
+                       for k in za.files)
+    except (ValueError, OSError):
+        return False
+
+
+def import_bundle(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Verify the bundle at ``path`` and add its entries to the cache; return a summary."""
+    croot = cache_root(root)
+    croot.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=croot, prefix=".import."))
+    try:
+        return _import(Path(path), croot, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BundleError(f"no bundle at {path}")
+    got: dict[str, dict[str, Any]] = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                rel = _member_rel(member)
+                if rel is None:
+                    continue
+                if rel in got:
+                    raise BundleError(f"refusing bundle: {member.name!r} appears twice")
+                dst = staging / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                h, size = hashlib.sha256(), 0
+                src = tar.extractfile(member)
+                with open(dst, "wb") as f:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        size += len(block)
+                        f.write(block)
+                got[rel] = {"sha256": h.hexdigest(), "size": size}
+    except (tarfile.TarError, EOFError, OSError, zlib_error()) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"refusing bundle {path}: not a readable .tar.gz results bundle "
+                          f"({type(exc).__name__}: {exc})") from None
+    if "BUNDLE.json" not in got:
+        raise BundleError(f"refusing bundle {path}: no {TOP}/BUNDLE.json (not a softlib bundle)")
+    try:
+        bundle = json.loads((staging / "BUNDLE.json").read_text())
+        listing = dict(bundle["files"])
+        profile = str(bundle["profile"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"refusing bundle {path}: unreadable BUNDLE.json ({exc})") from None
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"refusing bundle {path}: format {bundle.get('format')!r}, this softlib "
+                          f"reads format {BUNDLE_FORMAT}")
+    have = set(got) - {"BUNDLE.json"}
+    if have != set(listing):
+        extra, lost = sorted(have - set(listing)), sorted(set(listing) - have)
+        raise BundleError(f"refusing bundle {path}: its files do not match BUNDLE.json "
+                          f"(missing: {lost[:3]}, unlisted: {extra[:3]}); it is incomplete or "
+                          "was altered")
+    bad = [rel for rel in sorted(have) if got[rel]["sha256"] != listing[rel].get("sha256")
+           or got[rel]["size"] != listing[rel].get("size")]
+    if bad:
+        raise BundleError(f"refusing bundle {path}: checksum mismatch for {len(bad)} file(s), "
+                          f"e.g. {bad[0]}; the bundle is corrupt")
+    try:
+        man = json.loads((staging / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"refusing bundle {path}: unreadable manifest.json ({exc})") from None
+    if man.get("profile") != profile:
+        raise BundleError(f"refusing bundle {path}: BUNDLE.json is for profile {profile!r} but its "
+                          f"manifest for {man.get('profile')!r}")
+    entries = sorted({tuple(rel.split("/")[1:3]) for rel in have if rel.startswith("entries/")})
+    listed = sorted(set(manifest_entries(man)))
+    if entries != listed:
+        raise BundleError(f"refusing bundle {path}: the manifest lists {len(listed)} entries but "
+                          f"the bundle holds {len(entries)}")
+    for kind, key in entries:  # each entry must be stored under the key of its configuration
+        meta_path = staging / "entries" / kind / key / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            ok = meta.get("kind") == kind and config_key(kind, meta["config"]) == key
+        except (OSError, ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise BundleError(f"refusing bundle {path}: entry {kind}/{key} is not the result of "
+                              "the configuration that key stands for (mismatched bundle, or one "
+                              "written by another softlib cache format)")
+    # conflicts: decide everything before writing anything
+    new, same, add_weights, conflicts = [], [], [], []
+    for kind, key in entries:
+        src, dst = staging / "entries" / kind / key, croot / kind / key
+        if not (dst / "meta.json").exists():
+            new.append((kind, key))
+            continue
+        differs = not _same_file(src / "meta.json", dst / "meta.json")
+        if not differs and (src / "arrays.npz").exists() != (dst / "arrays.npz").exists():
+            differs = True
+        if not differs and (src / "arrays.npz").exists():
+            differs = not (_same_file(src / "arrays.npz", dst / "arrays.npz")
+                           or _same_arrays(src / "arrays.npz", dst / "arrays.npz"))
+        if not differs and (src / "model.pt").exists() and (dst / "model.pt").exists():
+            differs = not _same_file(src / "model.pt", dst / "model.pt")
+        if differs:
+            conflicts.append(f"{kind}/{key}")
+        elif (src / "model.pt").exists() and not (dst / "model.pt").exists():
+            add_weights.append((kind, key))
+        else:
+            same.append((kind, key))
+    if conflicts:
+        raise BundleError(
+            f"refusing bundle {path}: {len(conflicts)} entr{'y' if len(conflicts) == 1 else 'ies'} "
+            f"already in {croot} differ from the bundle's under the same key (e.g. "
+            f"{', '.join(conflicts[:3])}); nothing was imported. Existing results are never "
+            "overwritten: import into another cache (SOFTLIB_CACHE=...) or remove those entries")
+    for kind, key in new:
+        final = croot / kind / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
+        try:
+            for f in (staging / "entries" / kind / key).iterdir():
+                os.replace(f, tmp / f.name)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    for kind, key in add_weights:
+        with atomic_path(croot / kind / key / "model.pt", suffix=".pt") as tmp:
+            os.replace(staging / "entries" / kind / key / "model.pt", tmp)
+    _merge_manifest(man, croot)
+    return {"profile": profile, "entries": len(entries), "imported": len(new),
+            "identical": len(same), "weights_added": len(add_weights),
+            "complete": {s: bool(r.get("complete")) for s, r in man.get("sections", {}).items()},
+            "with_weights": bundle.get("with_weights", [])}
+
+
+def zlib_error():
+    import zlib
+    return zlib.error
+
+
+def _merge_manifest(man: dict[str, Any], croot: Path) -> None:
+    """The bundle's manifest becomes this cache's for its profile, section by section, except
+    where this cache already records a complete section the bundle has as incomplete."""
+    profile = man["profile"]
+    local = load_manifest(profile, croot) or {"format": MANIFEST_FORMAT, "profile": profile,
+                                              "sections": {}}
+    for name, rec in man.get("sections", {}).items():
+        mine = local["sections"].get(name)
+        if mine is not None and mine.get("complete") and not rec.get("complete"):
+            continue
+        local["sections"][name] = dict(rec, imported=True)
+    local["provenance"] = man.get("provenance", local.get("provenance"))
+    save_json(manifest_path(profile, croot), local)

@@ -1,0 +1,315 @@
+"""``python -m softlib.book compute`` (training without Jupyter), its manifest, and results
+bundles (``export`` / ``import``), under the smoke profile's synthetic data."""
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softlib import book, bundle
+from softlib.cache import Entry, ResultCache, config_key, record_access
+
+REPO = Path(book.__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+BLOCKED = ("IPython", "papermill", "nbformat", "jupytext", "ipykernel", "ipywidgets", "nbclient")
+
+
+def _book_without_jupyter(args, env):
+    """``python -m softlib.book ARGS`` in a process where papermill, IPython, nbformat and
+    jupytext cannot be imported (as on a GPU machine that only has torch)."""
+    prelude = ("import sys, runpy\n"
+               f"for n in {BLOCKED!r}: sys.modules[n] = None\n"
+               f"sys.argv = ['softlib.book', *{list(args)!r}]\n"
+               "runpy.run_module('softlib.book', run_name='__main__', alter_sys=True)\n")
+    return subprocess.run([sys.executable, "-c", prelude], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=600)
+
+
+def _env(cache: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("SOFTLIB_DATA",)}
+    return {**env, "SOFTLIB_CACHE": str(cache), "SOFTLIB_QUIET": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _entries(root: Path) -> dict[str, bytes]:
+    """Every cache entry file (kind/key/name) under ``root`` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("*/*/*")
+            if p.is_file() and p.name in bundle.ENTRY_FILES and not p.parts[-3].startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory):
+    """The smoke profile computed once (in a process without Jupyter), then computed again."""
+    cache = tmp_path_factory.mktemp("cache")
+    env = _env(cache)
+    first = _book_without_jupyter(["compute", "--profile", "smoke"], env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = {k: v for k, v in _entries(cache).items()}
+    second = _book_without_jupyter(["compute", "--profile", "smoke"], env)
+    assert second.returncode == 0, second.stdout + second.stderr
+    return {"cache": cache, "first": first.stdout, "second": second.stdout, "before": before,
+            "after": _entries(cache)}
+
+
+def test_compute_trains_every_section_without_jupyter(computed):
+    out = computed["first"]
+    for section in ("generalisation", "alternatives", "adversarial", "calibration_ood"):
+        assert f"{section}: complete" in out, out
+    assert "all requested sections complete" in out
+    assert computed["before"], "compute cached nothing"
+
+
+def test_second_compute_is_all_cache_hits(computed):
+    out = computed["second"]
+    assert out.count("(trained 0,") == 4, out
+    assert computed["after"] == computed["before"], "the second compute rewrote cache entries"
+
+
+def test_manifest_lists_every_entry_and_provenance(computed):
+    cache = computed["cache"]
+    man = json.loads((cache / "manifests" / "smoke.json").read_text())
+    assert man["profile"] == "smoke"
+    listed = set()
+    for section in ("generalisation", "alternatives", "adversarial", "calibration_ood"):
+        rec = man["sections"][section]
+        assert rec["complete"] is True and rec["entries"]
+        listed |= {tuple(e) for e in rec["entries"]}
+        assert rec["params"] and rec["provenance"]["torch"]
+    # adversarial reuses section 3's models: its list includes alternatives' entries
+    adv = {tuple(e) for e in man["sections"]["adversarial"]["entries"]}
+    assert {k for k, _ in adv} >= {"peterson_pretrain", "peterson_finetune", "peterson_attack"}
+    on_disk = {tuple(p.split("/")[:2]) for p in computed["after"]}
+    assert listed == on_disk
+    prov = man["provenance"]
+    for key in ("machine", "device_name", "torch", "git_commit", "date"):
+        assert prov[key]
+
+
+def test_compute_without_jupyter_never_imports_it(computed):
+    for out in (computed["first"], computed["second"]):
+        assert "Traceback" not in out
+
+
+def test_budget_zero_stops_before_the_first_training_job(tmp_path):
+    env = _env(tmp_path)
+    res = _book_without_jupyter(["compute", "--profile", "smoke", "--sections",
+                                 "generalisation,alternatives", "--budget-seconds", "0"], env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "generalisation: STOPPED" in res.stdout and "trained 0" in res.stdout
+    assert "compute budget spent" in res.stdout
+    assert "Not complete: generalisation, alternatives" in res.stdout
+    assert "rerun" in res.stdout.lower() or "again" in res.stdout
+    assert not list(tmp_path.glob("peterson_*/*/meta.json")), "a model was trained"
+    man = json.loads((tmp_path / "manifests" / "smoke.json").read_text())
+    assert man["sections"]["generalisation"]["complete"] is False
+    assert "alternatives" not in man["sections"]
+
+
+def test_gpu_profile_refuses_the_cpu(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path))
+    monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path / "data"))
+    assert book.main(["compute", "--profile", "gpu", "--device", "cpu"]) == 2
+    assert "--allow-cpu" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# bundles
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(computed, tmp_path_factory):
+    d = tmp_path_factory.mktemp("bundles")
+    plain, weighted = d / "smoke.tar.gz", d / "smoke-adv.tar.gz"
+    b1 = bundle.export_bundle("smoke", plain, root=computed["cache"])
+    b2 = bundle.export_bundle("smoke", weighted, with_weights=["adversarial"],
+                              root=computed["cache"])
+    return {"plain": plain, "weighted": weighted, "b1": b1, "b2": b2}
+
+
+def test_export_leaves_out_weights_and_lists_checksums(exported):
+    with tarfile.open(exported["plain"]) as tar:
+        names = tar.getnames()
+    assert names[:2] == ["softlib-bundle/BUNDLE.json", "softlib-bundle/manifest.json"]
+    assert not any(n.endswith("model.pt") for n in names)
+    assert set(exported["b1"]["files"]) == {n.split("/", 1)[1] for n in names[1:]}
+    with tarfile.open(exported["weighted"]) as tar:
+        pts = [n for n in tar.getnames() if n.endswith("model.pt")]
+    adv_kinds = {n.split("/")[2] for n in pts}
+    assert pts and adv_kinds <= {"peterson_pretrain", "peterson_finetune"}
+
+
+def test_import_into_an_empty_cache_is_byte_identical(computed, exported, tmp_path):
+    r = bundle.import_bundle(exported["plain"], root=tmp_path)
+    assert r["imported"] == r["entries"] > 0 and r["identical"] == 0
+    src, dst = computed["after"], _entries(tmp_path)
+    for rel, data in dst.items():
+        assert src[rel] == data, rel
+    assert {k for k in src if not k.endswith("model.pt")} == set(dst)
+    man = json.loads((tmp_path / "manifests" / "smoke.json").read_text())
+    assert all(s["complete"] for s in man["sections"].values())
+    # a second import of the same bundle is a no-op
+    again = bundle.import_bundle(exported["plain"], root=tmp_path)
+    assert again["imported"] == 0 and again["identical"] == r["entries"]
+    # the weights bundle adds model.pt to the entries that lacked it, and nothing else
+    w = bundle.import_bundle(exported["weighted"], root=tmp_path)
+    assert w["weights_added"] > 0 and w["imported"] == 0
+    for rel, data in _entries(tmp_path).items():
+        assert src[rel] == data, rel
+    # the arrays read back identically through the cache
+    kind, key = next(r for r in src if r.endswith("arrays.npz")).split("/")[:2]
+    meta = json.loads((tmp_path / kind / key / "meta.json").read_text())
+    a, b = ResultCache(computed["cache"]).load(kind, meta["config"]), \
+        ResultCache(tmp_path).load(kind, meta["config"])
+    assert a.arrays.keys() == b.arrays.keys()
+    assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
+    assert a.meta == b.meta
+
+
+def test_imported_cache_serves_compute_without_training(exported, tmp_path):
+    """What the notebooks need is all in a bundle: the imported cache recomputes nothing (the
+    attacks section needs the weights of section 3's models, hence the weights bundle)."""
+    bundle.import_bundle(exported["weighted"], root=tmp_path)
+    res = _book_without_jupyter(["compute", "--profile", "smoke"], _env(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("(trained 0,") == 4, res.stdout
+
+
+def _repack(src: Path, dst: Path, change) -> None:
+    """Copy the bundle ``src`` to ``dst``, passing each (TarInfo, bytes) through ``change``."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w:gz") as tout:
+        for m in tin:
+            data = tin.extractfile(m).read() if m.isfile() else b""
+            for info, payload in change(m, data):
+                tout.addfile(info, io.BytesIO(payload) if info.isfile() else None)
+
+
+def _assert_refused(path: Path, root: Path, match: str) -> None:
+    with pytest.raises(bundle.BundleError, match=match):
+        bundle.import_bundle(path, root=root)
+    assert not _entries(root), "a refused bundle wrote entries"
+    assert not list(root.glob(".import.*")), "staging left behind"
+
+
+def test_corrupt_bundles_are_refused(exported, tmp_path):
+    good = exported["plain"]
+    raw = good.read_bytes()
+    (tmp_path / "truncated.tar.gz").write_bytes(raw[: len(raw) // 2])
+    _assert_refused(tmp_path / "truncated.tar.gz", tmp_path / "c1", "not a readable")
+
+    def flip(m, data):
+        if m.name.endswith("arrays.npz") and not getattr(flip, "done", False):
+            flip.done = True
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])
+        m.size = len(data)
+        yield m, data
+    _repack(good, tmp_path / "flipped.tar.gz", flip)
+    _assert_refused(tmp_path / "flipped.tar.gz", tmp_path / "c2", "checksum mismatch")
+
+    def drop(m, data):
+        if not (m.name.endswith("meta.json") and "laing_eval" in m.name):
+            yield m, data
+    _repack(good, tmp_path / "dropped.tar.gz", drop)
+    _assert_refused(tmp_path / "dropped.tar.gz", tmp_path / "c3", "do not match BUNDLE.json")
+
+
+def test_unsafe_members_are_refused(exported, tmp_path):
+    def escape(m, data):
+        yield m, data
+        if m.name.endswith("BUNDLE.json"):
+            evil = tarfile.TarInfo("softlib-bundle/../../evil.txt")
+            evil.size = 4
+            yield evil, b"evil"
+    _repack(exported["plain"], tmp_path / "escape.tar.gz", escape)
+    _assert_refused(tmp_path / "escape.tar.gz", tmp_path / "c1", "unsafe")
+    assert not (tmp_path / "evil.txt").exists()
+
+    def link(m, data):
+        yield m, data
+        if m.name.endswith("BUNDLE.json"):
+            ln = tarfile.TarInfo("softlib-bundle/entries/x/0123456789abcdef0123/meta.json")
+            ln.type, ln.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            yield ln, b""
+    _repack(exported["plain"], tmp_path / "link.tar.gz", link)
+    _assert_refused(tmp_path / "link.tar.gz", tmp_path / "c2", "not a regular file")
+
+    def absolute(m, data):
+        if m.name.endswith("manifest.json"):
+            m.name = "/tmp/manifest.json"
+        yield m, data
+    _repack(exported["plain"], tmp_path / "abs.tar.gz", absolute)
+    _assert_refused(tmp_path / "abs.tar.gz", tmp_path / "c3", "unsafe")
+
+
+def test_a_mismatched_entry_is_refused(exported, tmp_path):
+    """An entry stored under a key its configuration does not hash to (with matching checksums)."""
+    # rebuild the bundle with one meta.json's config altered and its checksum updated
+    with tarfile.open(exported["plain"]) as tin:
+        members = [(m, tin.extractfile(m).read()) for m in tin if m.isfile()]
+    b = json.loads(members[0][1])
+    target = next(m.name for m, _ in members if m.name.endswith("meta.json"))
+    out = tmp_path / "mismatch.tar.gz"
+    new = []
+    for m, data in members:
+        if m.name == target:
+            meta = json.loads(data)
+            meta["config"]["tampered"] = True
+            data = json.dumps(meta).encode()
+            rel = m.name.split("/", 1)[1]
+            b["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        new.append((m, data))
+    bdata = json.dumps(b).encode()
+    with tarfile.open(out, "w:gz") as tout:
+        for m, data in [(new[0][0], bdata)] + new[1:]:
+            m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+    _assert_refused(out, tmp_path / "c", "not the result of the configuration")
+
+
+def test_a_conflicting_existing_entry_is_never_overwritten(computed, exported, tmp_path):
+    man = json.loads((computed["cache"] / "manifests" / "smoke.json").read_text())
+    kind, key = man["sections"]["generalisation"]["entries"][0]
+    meta = json.loads((computed["cache"] / kind / key / "meta.json").read_text())
+    mine = ResultCache(tmp_path)
+    mine.save(kind, meta["config"], Entry(arrays={"x": np.zeros(3)}, meta={"other": "result"}))
+    assert config_key(kind, meta["config"]) == key
+    before = _entries(tmp_path)
+    with pytest.raises(bundle.BundleError, match="differ from the bundle's"):
+        bundle.import_bundle(exported["plain"], root=tmp_path)
+    assert _entries(tmp_path) == before, "the import changed the cache"
+    assert not (tmp_path / "manifests" / "smoke.json").exists()
+
+
+def test_export_needs_a_manifest(tmp_path):
+    with pytest.raises(bundle.BundleError, match="compute --profile cpu"):
+        bundle.export_bundle("cpu", tmp_path / "x.tar.gz", root=tmp_path)
+
+
+def test_cli_export_and_import(exported, computed, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_CACHE", str(computed["cache"]))
+    out = tmp_path / "cli.tar.gz"
+    assert book.main(["export", "--profile", "smoke", str(out)]) == 0
+    assert "weights: none" in capsys.readouterr().out
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "fresh"))
+    assert book.main(["import", str(out)]) == 0
+    assert "new entries" in capsys.readouterr().out
+    (tmp_path / "bad.tar.gz").write_bytes(b"not a bundle")
+    assert book.main(["import", str(tmp_path / "bad.tar.gz")]) == 2
+    assert "refusing bundle" in capsys.readouterr().err
+
+
+def test_record_access_sees_loads_and_saves(tmp_path):
+    c = ResultCache(tmp_path)
+    seen = []
+    c.on_access = lambda action, kind, key: seen.append((action, kind))
+    with record_access() as touched:
+        c.get_or_compute("k", {"a": 1}, lambda: Entry(meta={"v": 1}))
+        c.get_or_compute("k", {"a": 1}, lambda: Entry(meta={"v": 2}))
+    assert touched == [("k", config_key("k", {"a": 1}))]
+    assert seen == [("save", "k"), ("load", "k")]
+    assert list(c.touched) == touched

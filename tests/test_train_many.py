@@ -1,0 +1,336 @@
+"""softlib.train.train_cached_many: grouped (stacked) training gives train_cached's entries."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from softlib import cache as cache_mod
+from softlib import train
+from softlib.cache import ResultCache
+from softlib.train import TrainConfig, TrainJob
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class TinyBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+class Hooked(TinyBN):
+    def __init__(self):
+        super().__init__()
+        self.epochs_started = []
+
+    def on_epoch_start(self, epoch):
+        self.epochs_started.append(epoch)
+
+
+def build(config):
+    return TinyBN()
+
+
+def build_hooked(config):
+    return Hooked()
+
+
+def data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 6, 6, 3)).astype(np.uint8)
+    t = rng.dirichlet(np.ones(3), n).astype(np.float32)
+    return x, t / t.sum(1, keepdims=True)
+
+
+CFG = TrainConfig(arch="tiny", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
+                  weight_decay=5e-4, batch_size=8, epochs=2, augment="crop_flip",
+                  schedule="multistep", milestones=[1], warmup_epochs=1)
+
+
+def fold_jobs(x, t, sizes=(30, 30, 30), seeds=(0, 0, 1), builder=build):
+    """One job per fold: fold k trains on ``sizes[k]`` images and holds out 10 others."""
+    jobs = []
+    for k, (n, s) in enumerate(zip(sizes, seeds)):
+        tr = np.arange(5 * k, 5 * k + n)
+        te = np.setdiff1d(np.arange(len(x)), tr)[:10]
+        fp = train.data_fingerprint(tr, te, t, provenance=f"fold{k}")
+        jobs.append(TrainJob(CFG.replace(seed=s), fp, (x[tr], t[tr]),
+                             {"heldout": x[te], "all": x}, builder))
+    return jobs
+
+
+def sequential(cache, jobs):
+    return [train.train_cached(cache, "t", j.config, j.data_fingerprint, j.build_model,
+                               j.train_data, j.eval_sets, val=j.val, progress=False)
+            for j in jobs]
+
+
+def entry_dirs(cache):
+    return sorted(p.name for p in (cache.root / "t").iterdir() if not p.name.startswith("."))
+
+
+def assert_same_entries(a, b, atol=1e-4):
+    assert len(a) == len(b)
+    for ea, eb in zip(a, b):
+        assert set(ea.arrays) == set(eb.arrays)
+        for name in ea.arrays:
+            np.testing.assert_allclose(ea.arrays[name], eb.arrays[name], atol=atol, rtol=1e-4)
+        ra, rb = ea.meta["result"], eb.meta["result"]
+        assert set(ra) == set(rb)
+        assert set(ra["history"]) == set(rb["history"])
+        assert len(ra["history"]["train_loss"]) == len(rb["history"]["train_loss"])
+        np.testing.assert_allclose(ra["history"]["train_loss"], rb["history"]["train_loss"],
+                                   atol=1e-4, rtol=1e-4)
+        assert ra["history"]["lr"] == rb["history"]["lr"]
+        assert ra["epochs_run"] == rb["epochs_run"]
+        assert set(ea.meta) - {"stacked"} == set(eb.meta) - {"stacked"}
+        assert ea.meta["eval_fingerprints"] == eb.meta["eval_fingerprints"]
+        assert ea.meta["n_parameters"] == eb.meta["n_parameters"]
+        for name in ea.state_dict:
+            torch.testing.assert_close(ea.state_dict[name], eb.state_dict[name], atol=1e-4,
+                                       rtol=1e-4)
+
+
+def test_grouped_equals_sequential_and_second_call_hits(tmp_path):
+    x, t = data()
+    jobs = fold_jobs(x, t)
+    seq_cache, many_cache = ResultCache(tmp_path / "seq"), ResultCache(tmp_path / "many")
+    seq = sequential(seq_cache, jobs)
+    many = train.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
+    assert entry_dirs(many_cache) == entry_dirs(seq_cache) and len(entry_dirs(many_cache)) == 3
+    assert many_cache.misses == 3 and many_cache.hits == 0
+    assert [e.meta["stacked"] for e in many] == [3, 3, 3]
+    assert all("stacked" not in e.meta for e in seq)
+    assert_same_entries(many, seq)
+    r = many[0].meta["result"]
+    assert r["best_epoch"] is None and r["stopped_early"] is False
+    assert r["seconds"] > 0 and len(r["history"]["seconds"]) == 2
+    # what was written is what was returned, and a second call trains nothing
+    again = train.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
+    assert many_cache.misses == 3 and many_cache.hits == 3
+    assert_same_entries(again, many, atol=0)
+    assert [e.meta["stacked"] for e in again] == [3, 3, 3]
+    # train_cached itself finds the grouped entries
+    one = train.train_cached(many_cache, "t", jobs[1].config, jobs[1].data_fingerprint, build,
+                             jobs[1].train_data, jobs[1].eval_sets, progress=False)
+    assert many_cache.misses == 3
+    np.testing.assert_array_equal(one.arrays["logits_all"], many[1].arrays["logits_all"])
+
+
+def test_only_misses_are_trained_and_a_new_eval_set_is_added(tmp_path):
+    x, t = data()
+    jobs = fold_jobs(x, t)
+    cache = ResultCache(tmp_path)
+    sequential(cache, jobs[:1])
+    assert cache.misses == 1
+    out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    assert cache.misses == 3 and cache.hits == 1
+    assert "stacked" not in out[0].meta and [e.meta["stacked"] for e in out[1:]] == [2, 2]
+    # an eval set that is new to the cached entries is predicted from their weights
+    for j in jobs:
+        j.eval_sets = {**j.eval_sets, "first": x[:4]}
+    out2 = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    assert cache.misses == 3
+    for e in out2:
+        np.testing.assert_allclose(e.arrays["logits_first"], e.arrays["logits_all"][:4], atol=1e-5)
+
+
+def test_unstackable_jobs_fall_back_to_train_cached(tmp_path):
+    x, t = data()
+    # fold 2 trains on fewer images; jobs 3-4 have a training hook; job 5 validates
+    jobs = fold_jobs(x, t, sizes=(30, 30, 25), seeds=(0, 1, 2))
+    jobs += fold_jobs(x, t, sizes=(30, 30), seeds=(3, 4), builder=build_hooked)
+    jobs[3].data_fingerprint += "h"
+    jobs[4].data_fingerprint += "h"
+    val_job = fold_jobs(x, t, sizes=(30,), seeds=(5,))[0]
+    val_job.val = (x[40:50], t[40:50])
+    val_job.data_fingerprint += "v"
+    jobs.append(val_job)
+    many_cache, seq_cache = ResultCache(tmp_path / "many"), ResultCache(tmp_path / "seq")
+    many = train.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
+    seq = sequential(seq_cache, jobs)
+    assert entry_dirs(many_cache) == entry_dirs(seq_cache) and many_cache.misses == 6
+    assert [e.meta.get("stacked") for e in many] == [2, 2, None, None, None, None]
+    assert_same_entries(many, seq)
+    assert "val_loss" in many[5].meta["result"]["history"]
+
+
+def test_optional_validation_is_dropped_only_when_stacked(tmp_path):
+    x, t = data()
+    jobs = fold_jobs(x, t, sizes=(30, 30), seeds=(0, 1))
+    for j in jobs:
+        j.val, j.val_optional = (x[40:50], t[40:50]), True
+    cache = ResultCache(tmp_path)
+    out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    assert [e.meta["stacked"] for e in out] == [2, 2] and all(e.meta["val_dropped"] for e in out)
+    assert "val_loss" not in out[0].meta["result"]["history"]
+    seq = sequential(ResultCache(tmp_path / "seq"), jobs)  # validated, same weights
+    assert "val_loss" in seq[0].meta["result"]["history"]
+    for a, b in zip(out, seq):
+        np.testing.assert_allclose(a.arrays["logits_all"], b.arrays["logits_all"], atol=1e-4)
+
+
+def test_auto_does_not_stack_on_cpu_and_false_never_stacks(tmp_path):
+    x, t = data()
+    jobs = fold_jobs(x, t)
+    assert train.stacking_enabled("auto", "cpu") is False
+    assert train.stacking_enabled(True, "cpu") and not train.stacking_enabled(False, "cuda")
+    with pytest.raises(ValueError, match="stack"):
+        train.stacking_enabled("yes", "cpu")
+    for stack in ("auto", False):
+        cache = ResultCache(tmp_path / str(stack))
+        out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=stack)
+        assert cache.misses == 3 and all("stacked" not in e.meta for e in out)
+
+
+def test_a_spent_budget_stops_before_a_group(tmp_path):
+    x, t = data()
+    jobs = fold_jobs(x, t)
+    cache = ResultCache(tmp_path)
+    cache_mod.set_deadline(0)
+    try:
+        with pytest.raises(cache_mod.BudgetExhausted):
+            train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    finally:
+        cache_mod.set_deadline(None)
+    assert cache.misses == 0 and not (tmp_path / "t").exists()
+
+
+# ------------------------------------------------------------------------------ the studies
+
+@pytest.fixture(scope="module")
+def fixture_root(tmp_path_factory):
+    from softlib.data import fixtures
+    root = tmp_path_factory.mktemp("many_data")
+    fixtures.write_fixture_root(root, n_train=200, n_test=500, cifar10_c=False)
+    return root
+
+
+def test_peterson_smoke_profile_trains_fold_models_together(fixture_root, tmp_path, monkeypatch):
+    from softlib import data, profiles
+    from softlib.studies import peterson as P
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    study = P.load_study_data(fixture_root)
+    shift = P.load_shift_sets(16, root=fixture_root)
+    gen = profiles.resolve("smoke", "generalisation")
+    assert gen["stack_models"] is True
+    cache = ResultCache(tmp_path / "stacked")
+    runs = P.run_generalisation(cache, study, gen, shift, device="cpu", progress=False)
+    assert cache.misses == 4
+    metas = [cache.load("peterson_scratch", json.loads(k)) for k in _keys(cache, "peterson_scratch")]
+    assert sorted(m.meta["stacked"] for m in metas) == [2, 2, 2, 2]
+    # the same numbers as one model at a time
+    seq_cache = ResultCache(tmp_path / "seq")
+    seq = P.run_generalisation(seq_cache, study, dict(gen, stack_models=False), shift,
+                               device="cpu", progress=False)
+    assert _keys(seq_cache, "peterson_scratch") == _keys(cache, "peterson_scratch")
+    assert runs.logits.keys() == seq.logits.keys()
+    for key in runs.logits:
+        for name, lg in runs.logits[key].items():
+            np.testing.assert_allclose(lg, seq.logits[key][name], atol=5e-3, rtol=1e-3)
+
+    alt = profiles.resolve("smoke", "alternatives")
+    assert alt["stack_models"] is True
+    pre = P.run_pretraining(cache, study, alt, data.load("cifar10", "train", fixture_root),
+                            device="cpu", progress=False)
+    before = cache.misses
+    ft = P.run_alternatives(cache, study, pre, alt, device="cpu", progress=False,
+                            methods=[("soft", None), ("sampled", None)])
+    assert cache.misses == before + 4 and len(ft.logits) == 4
+    stacked = {}
+    for k in _keys(cache, "peterson_finetune"):
+        e = cache.load("peterson_finetune", json.loads(k))
+        stacked.setdefault(e.meta.get("stacked"), 0)
+        stacked[e.meta.get("stacked")] += 1
+    assert stacked == {2: 2, None: 2}  # 'sampled' redraws its targets: one at a time
+    # section 4 reloads the stacked fine-tuned models through finetune()
+    folds = P.select_folds(study.labels, alt["folds"], 10, 0)
+    e, _, _ = P.finetune(cache, study, pre, P.parse_archs(alt["archs"])[0], "soft",
+                         alt["lr"][0], 1, folds, alt, progress=False)
+    assert cache.misses == before + 4 and e.meta["stacked"] == 2
+    np.testing.assert_array_equal(e.arrays["logits_heldout"],
+                                  ft.logits[(alt["archs"][0][0], "soft", None, alt["lr"][0], 1)])
+
+
+def _keys(cache, kind):
+    return sorted(json.dumps(json.loads((p / "meta.json").read_text())["config"], sort_keys=True)
+                  for p in (cache.root / kind).iterdir() if (p / "meta.json").exists())
+
+
+def test_laing_grid_stacks_seeds_without_early_stopping_only(tmp_path, monkeypatch):
+    from softlib.studies import laing as L
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 6)
+    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
+    data = L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
+                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
+    params = {"epochs": 1, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
+              "early_stopping_patience": None, "fgsm_eps": 0.005, "train_subset": None,
+              "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["basic", "sngp"],
+              "label_conditions": ["soft"], "extra_conditions": [], "stack_models": True}
+    cache = ResultCache(tmp_path / "stacked")
+    g = L.run_grid(data, params, cache, device="cpu", progress=False)
+    stacked = {(m, s): cache.load("laing_train", L._train_job(data, m, "soft", s, params)[0].key())
+               .meta.get("stacked") for m in ("basic", "sngp") for s in (0, 1)}
+    assert stacked == {("basic", 0): 2, ("basic", 1): 2, ("sngp", 0): None, ("sngp", 1): None}
+    assert cache.misses == 8  # 4 trainings, 4 evaluations: run_one found the stacked models
+    seq = L.run_grid(data, dict(params, stack_models=False), ResultCache(tmp_path / "seq"),
+                     device="cpu", progress=False)
+    cols = ["accuracy", "ece", "brier", "nll", "temperature", "attack_decrease"]
+    np.testing.assert_allclose(g.table[cols].to_numpy(float), seq.table[cols].to_numpy(float),
+                               atol=1e-3, rtol=1e-3)
+    # stacked runs have no validation history, so no best epoch; the others keep theirs
+    assert g.table.best_epoch.isna().tolist() == [True, False, True, False]
+    assert seq.table.best_epoch.notna().all()
+    # with early stopping nothing is stacked
+    es = ResultCache(tmp_path / "es")
+    L.run_grid(data, dict(params, early_stopping_patience=1, model_types=["basic"]), es,
+               device="cpu", progress=False)
+    for s in (0, 1):
+        job = L._train_job(data, "basic", "soft", s, dict(params, early_stopping_patience=1))[0]
+        assert "stacked" not in es.load("laing_train", job.key()).meta
+
+
+def test_large_groups_are_split_under_the_parameter_limit(tmp_path):
+    x, t = data()
+    jobs = fold_jobs(x, t, sizes=(30,) * 5, seeds=(0, 1, 2, 3, 4))
+    n_params = sum(p.numel() for p in TinyBN().parameters())
+    cache = ResultCache(tmp_path)
+    out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True,
+                                  max_group_params=2.5 * n_params)
+    assert [e.meta.get("stacked") for e in out] == [2, 2, 2, 2, None]
+    out = train.train_cached_many(ResultCache(tmp_path / "one"), "t", jobs, device="cpu",
+                                  progress=False, stack=True, max_group_params=n_params)
+    assert all("stacked" not in e.meta for e in out)
+
+
+def test_a_group_out_of_device_memory_is_halved(tmp_path, monkeypatch):
+    from softlib import multimodel
+    real, sizes = multimodel.fit_stacked, []
+
+    def small_device(models, *args, **kw):
+        sizes.append(len(models))
+        if len(models) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(models, *args, **kw)
+
+    monkeypatch.setattr(multimodel, "fit_stacked", small_device)
+    x, t = data()
+    jobs = fold_jobs(x, t, sizes=(30,) * 5, seeds=(0, 1, 2, 3, 4))
+    cache = ResultCache(tmp_path)
+    with pytest.warns(UserWarning, match="ran out of device memory"):
+        out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    assert sizes == [5, 2, 3, 2]  # 5 -> 2 + 3 -> 2 + (3 -> 1 + 2)
+    assert [e.meta.get("stacked") for e in out] == [2, 2, None, 2, 2] and cache.misses == 5
+    seq = sequential(ResultCache(tmp_path / "seq"), jobs)
+    assert_same_entries(out, seq)
