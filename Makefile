@@ -1,9 +1,13 @@
 # Two commands for a fresh Linux machine with only python3:
-#   make book [PROFILE=smoke|cpu|paper] [SOFTLIB_DATA=dir]   execute every section, build the HTML book
+#   make book [PROFILE=smoke|cpu|gpu|paper] [SOFTLIB_DATA=dir] [BOOK_ARGS=...]
+#                                                   compute, execute every section, build the HTML book
+#       (gpu / paper without a GPU: rendered from the bundles in results/<profile>/, no training;
+#        BOOK_ARGS=--require-complete fails instead of rendering 'not computed' pages)
 #   make test                                                 run the test suite (what CI runs)
 # Each sets up its own environment (installs uv into .tools/ if it is not on PATH, then `uv sync`).
 
 PROFILE ?= cpu
+BOOK_ARGS ?=
 # the data root of `make book` / `make data-mirror`; `make test` only sees it if you export it
 SOFTLIB_DATA ?= $(HOME)/.cache/softlib/data
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
@@ -19,7 +23,7 @@ env: $(UV)
 	$(UV) sync --frozen --extra book
 
 book: env
-	SOFTLIB_DATA=$(SOFTLIB_DATA) $(PY) -m softlib.book all --profile $(PROFILE)
+	SOFTLIB_DATA=$(SOFTLIB_DATA) $(PY) -m softlib.book all --profile $(PROFILE) $(BOOK_ARGS)
 
 test: env
 	$(PY) -m pytest -q

@@ -38,6 +38,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import display
 
 from softlib import data
 from softlib.studies import cifar10h as study
@@ -79,6 +80,7 @@ except data.DataMissingError:
     print("The raw annotator table (cifar10h-raw.zip) is not present under "
           f"{sec.data_root / 'cifar10h'}; per-annotator accuracy is not shown in this build.")
 else:
+    display(study.participant_facts(raw))
     per_annotator = raw.groupby("annotator_id")["correct_guess"].mean()
     ax = per_annotator.plot.hist(bins=40)
     ax.set(xlabel="share of an annotator's answers matching CIFAR-10",
@@ -98,6 +100,9 @@ ax.plot([0, 1], [0, 1], "k:", lw=1)
 ax.set(xlabel="fraction of images (most uncertain first)", ylabel="fraction of total entropy",
        title="concentration of human uncertainty")
 plt.show()
+top30 = study.entropy_share_of_most_uncertain(probs, 0.3)
+print(f"The 30% most uncertain images hold {top30:.0%} of the total label entropy "
+      f"(the paper: uncertainty is concentrated in roughly 30% of the images).")
 study.entropy_concentration(probs).style.format(
     {"share of total entropy": "{:.0%}", "fraction of images": "{:.1%}"})
 

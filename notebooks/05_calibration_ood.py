@@ -50,6 +50,7 @@ mix_alpha = None
 early_stopping_patience = None
 stack_models = None
 dropout_p = None
+keep_best_checkpoint = None
 mc_average = None
 
 # %%
@@ -253,3 +254,14 @@ display(Markdown("**Soft minus hard in this run**\n\n" + _summary_lines()))
 #   ECE disadvantage after temperature scaling, the disadvantage is a global over- or
 #   under-confidence rather than a worse ranking of the test images; label smoothing tells
 #   whether the human labels' *per-image* information matters beyond their average softness.
+
+# %% [markdown]
+# ## Claims recorded for the ledger
+# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
+# tables above (`softlib.claims`), with the verdict of the ledger's rule. A claim whose data
+# are absent here is recorded as not measurable, with the reason.
+
+# %%
+from softlib import claims
+
+claims.record(sec, claims.measure_calibration(runs, data.ood))

@@ -203,3 +203,14 @@ plt.show()
 # %%
 for line in study.takeaways(zoo, zoo_fits, HS, real_stats):
     print("*", line)
+
+# %% [markdown]
+# ## Claims recorded for the ledger
+# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
+# tables above (`softlib.claims`), with the verdict of the ledger's rule. A claim whose data
+# are absent here is recorded as not measurable, with the reason.
+
+# %%
+from softlib import claims
+
+claims.record(sec, claims.measure_imagenet(HS, zoo))

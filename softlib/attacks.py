@@ -171,16 +171,20 @@ def _as_targets(labels: Any, n: int) -> torch.Tensor:
 def evaluate_attack(model: nn.Module, images: Any, labels: Any, eps: float, kind: str = "fgsm",
                     batch_size: int = 500, device: str | torch.device | None = None, *,
                     step_size: float | None = None, steps: int = 10, random_start: bool = True,
-                    seed: int = 0, return_history: bool = False, use_inference: bool | None = None):
+                    seed: int = 0, return_history: bool = False, use_inference: bool | None = None,
+                    output: str = "probs"):
     """Attack every image in batches; return the predictive probabilities on the adversarial images.
 
     ``images``: uint8 NHWC (the project's format) or float NCHW in [0, 1]; ``labels``: int ids [N]
     or probability targets [N, C] (what the attack's CE is taken against). ``kind``: 'fgsm',
     'pgd' (``step_size`` defaults to ``eps / 4``, ``steps``, ``random_start`` seeded by
     ``seed``) or 'none' (clean predictions). Returns ``probs`` [N, C] float32 numpy — softmax of
-    ``inference`` if the model defines it, else of ``forward`` — and, with ``return_history``
-    (PGD only), also the image-weighted mean CE per PGD iterate.
+    ``inference`` if the model defines it, else of ``forward`` — or, with ``output='logits'``,
+    those logits (what a cross-entropy beyond float32's smallest probability needs) — and, with
+    ``return_history`` (PGD only), also the image-weighted mean CE per PGD iterate.
     """
+    if output not in ("probs", "logits"):
+        raise ValueError(f"output: expected 'probs' or 'logits', got {output!r}")
     if kind not in ("fgsm", "pgd", "none"):
         raise ValueError(f"kind: expected 'fgsm', 'pgd' or 'none', got {kind!r}")
     if return_history and kind != "pgd":
@@ -205,7 +209,8 @@ def evaluate_attack(model: nn.Module, images: Any, labels: Any, eps: float, kind
                            use_inference=use_inference)
                 hist_sum = h * x.shape[0] if hist_sum is None else hist_sum + h * x.shape[0]
             with torch.no_grad():
-                out.append(F.softmax(predict_logits(model, x).float(), dim=1).cpu())
+                z = predict_logits(model, x).float()
+                out.append((z if output == "logits" else F.softmax(z, dim=1)).cpu())
     probs = torch.cat(out).numpy()
     if return_history:
         return probs, hist_sum / n

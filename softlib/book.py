@@ -1,6 +1,7 @@
 """The book runner: execute every section under a profile with papermill, then build the book.
 
     python -m softlib.book run   [--profile cpu] [--data-root DIR] [--sections a,b] [-p name=value]
+                                 [--from-bundles] [--results DIR] [--require-complete]
     python -m softlib.book build
     python -m softlib.book all   (run, then build)
     python -m softlib.book list
@@ -9,10 +10,23 @@
     python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
     python -m softlib.book import FILE.tar.gz
 
-Sections are paired jupytext notebooks in ``notebooks/``. Each is converted in memory, executed
-by papermill with the profile's parameters, and written to ``book/sections/`` (where
-``_toc.yml`` expects it) only when every requested section succeeded, so a failure never leaves
-a half-updated book. jupyter-book then builds HTML with execution off and warnings as errors.
+Sections are paired jupytext notebooks in ``notebooks/``. ``run`` / ``all`` go plan -> compute
+-> execute (-> build): *compute* runs each section's training and evaluation work
+(:mod:`softlib.sections`) in this process with one progress line per section (jobs done / total,
+trained, cache hits, elapsed, ETA on a text bar), so that *execute* only reads the cache: each
+notebook is converted in memory, executed by papermill with the profile's parameters (the
+kernel's own start-up notices go to a log in ``_build/staging/``, its errors are shown in full),
+and written to ``book/sections/`` (where ``_toc.yml`` expects it) only when every requested
+section succeeded, so a failure never leaves a half-updated book. jupyter-book then builds HTML
+with execution off and warnings as errors, and a table sums up the build.
+
+A profile that ``requires_gpu`` (``gpu``, ``paper``) on a machine without one is rendered *from
+results bundles* (``--from-bundles`` forces this for any profile): every bundle of
+``results/<profile>/*.tar.gz`` is imported into the cache first, each training section is only
+checked against the cache under a zero compute budget, and a section whose results are not all
+there is not trained but rendered as a page that says so and gives the commands that compute it
+(``--require-complete`` makes that an error). The run fails only when no requested section can
+be rendered at all.
 
 ``compute`` runs only the training and evaluation work of the sections (the same calls, with the
 same resolved parameters, as their notebooks; see :mod:`softlib.sections`) into the results
@@ -42,6 +56,8 @@ from . import profiles
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
+RESULTS = REPO / "results"  # committed results bundles: results/<profile>/*.tar.gz
+_BUDGET_HINT = 3000  # the --budget-seconds a "not computed" page suggests (under an hour)
 
 
 def book_root() -> Path:
@@ -69,6 +85,9 @@ SECTIONS = {
     "adversarial": "04_adversarial.py",
     "calibration_ood": "05_calibration_ood.py",
     "imagenet_humans": "06_imagenet_humans.py",
+    # the claims ledger is the first page after the introduction (_toc.yml) but runs after the
+    # sections whose recorded claims it reads (softlib/claims.py)
+    "claims": "00_claims.py",
     "compute": "07_compute.py",
 }
 
@@ -145,18 +164,321 @@ def _peak_rss(nb) -> float | None:
     return None
 
 
+def results_dir(profile: str) -> Path:
+    """Where the committed results bundles of ``profile`` live: ``results/<profile>/*.tar.gz``."""
+    return RESULTS / profile
+
+
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository where it is inside it (what a reader types)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def _gpu_here(device: str, cuda_available: bool | None = None) -> bool:
+    """Whether the sections would run on a GPU here (``cuda_available`` overrides, for tests)."""
+    if cuda_available is not None:
+        return bool(cuda_available)
+    from .train import resolve_device
+    return resolve_device(device).type != "cpu"
+
+
+def import_results(profile: str, directory: str | os.PathLike | None = None) -> list[dict]:
+    """Import every bundle of ``results/<profile>/`` (or ``directory``) into the results cache.
+
+    Idempotent: entries already present and identical are skipped. A bundle that cannot be
+    imported (corrupt, or conflicting with a different existing result) is reported and left
+    out; the others are still imported. Returns one summary per bundle."""
+    from .bundle import BundleError, import_bundle
+    d = Path(directory) if directory is not None else results_dir(profile)
+    files = sorted(d.glob("*.tar.gz")) if d.is_dir() else []
+    if not files:
+        print(f"results: no bundle in {_rel(d)}/ (expected {_rel(d)}/*.tar.gz)", flush=True)
+    out = []
+    for f in files:
+        t0 = time.perf_counter()
+        try:
+            r = import_bundle(f)
+        except BundleError as exc:
+            print(f"results: {_rel(f)} NOT imported: {exc}", flush=True)
+            out.append({"file": str(f), "error": str(exc)})
+            continue
+        done = [s for s in sorted(r["complete"], key=_book_order) if r["complete"][s]]
+        print(f"results: {_rel(f)} (profile {r['profile']}): {r['imported']} new entries, "
+              f"{r['identical']} already here; complete in it: {', '.join(done) or 'none'} "
+              f"[{time.perf_counter() - t0:.1f} s]", flush=True)
+        if r["profile"] != profile:
+            print(f"results: note: {_rel(f)} holds results of profile {r['profile']!r}, not "
+                  f"{profile!r}", flush=True)
+        out.append({"file": str(f), **r})
+    return out
+
+
+class _JobProgress:
+    """A text bar (stderr, :mod:`softlib.progress`) of the cache entries a section's compute
+    function loads (cache hits) or saves (trained / computed), and their counts."""
+
+    IGNORE = ("section_params",)  # bookkeeping, not a job
+
+    def __init__(self, desc: str, total: int | None):
+        self.desc, self.total = desc, total
+        self.first: dict[tuple[str, str], str] = {}
+        self.hits = self.trained = 0
+        self.bar = None
+        self._stop = None
+
+    def _listen(self, action: str, kind: str, key: str) -> None:
+        if kind in self.IGNORE or (kind, key) in self.first:
+            return
+        self.first[(kind, key)] = action
+        if action == "load":
+            self.hits += 1
+        else:
+            self.trained += 1
+        if self.bar is not None:
+            if self.bar.total is not None and len(self.first) > self.bar.total:
+                self.bar.total = len(self.first)
+            self.bar.set_postfix_str(f"trained {self.trained}, cache hits {self.hits}",
+                                     refresh=False)
+            self.bar.update(1)
+
+    def __enter__(self):
+        import threading
+
+        from .cache import _listeners
+        from .progress import progress
+        self.bar = progress(total=self.total, desc=self.desc, unit="job", leave=False,
+                            file=sys.stderr, mininterval=1.0)
+        _listeners.append(self._listen)
+        if not self.bar.disable and sys.stderr.isatty():  # keep elapsed / ETA ticking
+            self._stop = threading.Event()
+
+            def tick():
+                while not self._stop.wait(5.0):
+                    self.bar.refresh()
+            threading.Thread(target=tick, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        from .cache import _listeners
+        if self._stop is not None:
+            self._stop.set()
+        if self._listen in _listeners:
+            _listeners.remove(self._listen)
+        self.bar.close()
+        return False
+
+
+def _same_json(a: object, b: object) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _known_total(profile: str, section: str, params: dict, seed: int) -> int | None:
+    """The number of jobs of ``section``: from the profile's manifest when it records the
+    section complete with these parameters, else counted from its structure."""
+    from . import bundle
+    from . import sections as S
+    try:
+        rec = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
+    except (OSError, ValueError):
+        rec = None
+    if rec and rec.get("complete") and _same_json(rec.get("params"), params) \
+            and rec.get("seed") == seed:
+        return len([e for e in rec.get("entries", []) if e[0] not in _JobProgress.IGNORE])
+    planned = getattr(S, "planned_jobs", None)
+    return planned(section, params, profile) if planned is not None else None
+
+
+def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, dev: str,
+                 seed: int, root: Path, desc: str, *, check_only: bool = False,
+                 log: Path | None = None, write_manifest: bool = True) -> dict:
+    """Run ``section``'s compute function (:mod:`softlib.sections`) into the cache, with a
+    progress bar; with ``check_only`` under a zero compute budget, so that the first result
+    that is not cached stops it before anything is trained. ``log``: where its stdout goes."""
+    import contextlib
+    import traceback
+
+    from . import bundle
+    from . import sections as S
+    from .cache import BudgetExhausted, ResultCache, record_access, set_deadline
+    cache = ResultCache()
+    total = _known_total(profile, section, params, seed)
+    stopped: BaseException | None = None
+    error: BaseException | None = None
+    tb = ""
+    t0 = time.perf_counter()
+    if check_only:
+        set_deadline(0)
+    try:
+        with contextlib.ExitStack() as stack:
+            touched = stack.enter_context(record_access())
+            if log is not None:
+                log.parent.mkdir(parents=True, exist_ok=True)
+                fh = stack.enter_context(open(log, "w"))
+                stack.enter_context(contextlib.redirect_stdout(fh))
+            prog = stack.enter_context(_JobProgress(desc, total))
+            try:
+                S.COMPUTE[section](params, cache, dev, seed, root, profile=profile)
+            except BudgetExhausted as exc:
+                stopped = exc
+            except BaseException as exc:  # recorded as incomplete; the caller raises it
+                error, tb = exc, traceback.format_exc()
+    finally:
+        if check_only:
+            set_deadline(None)
+    wall = time.perf_counter() - t0
+    complete = stopped is None and error is None
+    if write_manifest and not check_only:
+        old = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
+        unchanged = (complete and cache.misses == 0 and old and old.get("complete")
+                     and _same_json(old.get("params"), params) and old.get("seed") == seed
+                     and {tuple(e) for e in old.get("entries", [])} == set(touched))
+        if not unchanged:  # else keep the record of where and when it was computed
+            bundle.update_manifest(profile, section, {
+                "complete": complete, "entries": touched, "params": params,
+                "overrides": own_overrides, "seed": seed, "seconds": round(wall, 1),
+                "trained": cache.misses, "cache_hits": cache.hits, "data_root": str(root)},
+                device=dev)
+    missing = ""
+    if stopped is not None:
+        m = re.search(r"before (.*) could be computed", str(stopped))
+        missing = m.group(1) if m else str(stopped)
+    return {"complete": complete, "seconds": wall, "trained": cache.misses,
+            "hits": cache.hits, "entries": len(touched), "jobs": len(prog.first),
+            "planned": total, "stopped": stopped, "missing": missing, "error": error,
+            "traceback": tb, "log": str(log) if log is not None else None}
+
+
+def _tail(path: str | os.PathLike | None, lines: int = 40) -> str:
+    if not path or not Path(path).exists():
+        return ""
+    text = _ANSI.sub("", Path(path).read_text(errors="replace")).rstrip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def _kernel_manager(log: Path):
+    """A kernel manager class whose kernel writes its own stdout / stderr (start-up notices
+    such as "Kernel is running over TCP without encryption", C-level warnings) to ``log``
+    instead of the terminal; the notebook's outputs and errors are unaffected."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "ab") as fh:  # the kernel process keeps its own copy of the fd
+                kw.setdefault("stdout", fh)
+                kw.setdefault("stderr", fh)
+                return await super().start_kernel(**kw)
+
+    return _LoggedKernelManager
+
+
+def _section_title(section: str) -> str:
+    """The first heading of a section's notebook (``# 4. Adversarial robustness ...``)."""
+    path = NOTEBOOKS / SECTIONS[section]
+    for line in path.read_text().splitlines():
+        m = re.match(r"^# (# .+)$", line)
+        if m:
+            return m.group(1)
+    return f"# {section}"
+
+
+def compute_command(profile: str, sections: list[str], budget: int = _BUDGET_HINT) -> str:
+    return (f"python -m softlib.book compute --profile {profile} --sections "
+            f"{','.join(sections)} --budget-seconds {budget}")
+
+
+def _how_to_compute(profile: str, sections: list[str]) -> str:
+    """The commands that add ``sections`` to the results bundles a build without a GPU renders."""
+    name = sections[0] if len(sections) == 1 else "results"
+    gpu = bool(profiles.get_profile(profile).get("requires_gpu"))
+    return "\n".join([
+        f"  to compute them, on {'a machine with a GPU' if gpu else 'a machine that can train them'}:",
+        f"    {compute_command(profile, sections)}",
+        f"    python -m softlib.book export --profile {profile} results/{profile}/{name}.tar.gz",
+        f"  then commit results/{profile}/{name}.tar.gz and build again (make book "
+        f"PROFILE={profile}); --budget-seconds: no new job starts after that many seconds, and "
+        "the same command continues from its cache"])
+
+
+def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool):
+    """The page of a section that could not be rendered from the cache: what is missing and
+    the exact commands that compute it."""
+    import nbformat
+    why = (f"profile `{profile}` is sized for a GPU and this machine has none"
+           if gpu_profile else "this build renders only results already in the cache "
+           "(`--from-bundles`)")
+    name = section
+    md = f"""{_section_title(section)}
+
+**Not computed yet.** This section of the `{profile}` book is rendered from results computed
+elsewhere ({why}), and the results cache here does not hold everything it needs
+({reason}). Nothing was trained for it here, so this page has no results yet.
+
+To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that can train it'}:
+
+```bash
+{compute_command(profile, [section])}
+python -m softlib.book export --profile {profile} results/{profile}/{name}.tar.gz
+```
+
+then commit `results/{profile}/{name}.tar.gz` and build the book again
+(`make book PROFILE={profile}`): the runner imports every bundle of `results/{profile}/` into
+the cache before it renders. `--budget-seconds` stops starting new jobs after that many seconds;
+the same command continues from its cache.
+"""
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(md))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.metadata["softlib"] = {"profile": profile, "section": section, "commit": _commit(),
+                              "not_computed": True, "reason": reason}
+    return nb
+
+
+def _forget_claims(section: str) -> None:
+    """A section rendered as "not computed" must not leave an older build's claim records."""
+    try:
+        from .claims import records_dir
+    except ImportError:
+        return
+    (records_dir() / f"{section}.json").unlink(missing_ok=True)
+
+
 def run_sections(profile: str, sections: list[str] | None = None, data_root: str = "",
                  device: str = "auto", seed: int = 0,
-                 overrides: dict[str, object] | None = None) -> dict[str, dict]:
-    """Execute ``sections`` (default: all) under ``profile``; publish them only if all succeed."""
+                 overrides: dict[str, object] | None = None, *,
+                 from_bundles: bool | None = None, results: str | os.PathLike | None = None,
+                 cuda_available: bool | None = None,
+                 require_complete: bool = False) -> dict[str, dict]:
+    """Plan, compute, then execute ``sections`` (default: all) under ``profile``; publish them
+    only if all succeed. Returns section -> its record (state, times, jobs, cache hits).
+
+    *Compute*: each section's compute function (:mod:`softlib.sections`, the calls its notebook
+    makes) runs in this process first, with a progress line, so that the notebooks only read
+    the cache. *From bundles* (default: when the profile ``requires_gpu`` and there is no GPU
+    here; ``from_bundles`` forces it either way): the bundles of ``results/<profile>/`` (or
+    ``results``) are imported first and every training section is only *checked* against the
+    cache, under a zero compute budget; a section that is not complete is not trained but
+    rendered as a page that says so and gives the command that computes it (``require_complete``
+    makes that an error). The benchmark of the compute page measures this machine and runs
+    here either way. ``cuda_available`` overrides the GPU detection (tests).
+    """
     import nbformat
     import papermill as pm
 
-    profiles.get_profile(profile)  # unknown profile: one clear error before any work
+    from . import sections as S
+    from ._io import save_json
+
+    t_start = time.perf_counter()
+    prof = profiles.get_profile(profile)  # unknown profile: one clear error before any work
     sections = sections or list(SECTIONS)
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise BookError(f"unknown section(s) {', '.join(bad)}; valid: {', '.join(SECTIONS)}")
+    sections = [s for s in SECTIONS if s in sections]
     overrides = overrides or {}
     _check_overrides(profile, sections, overrides)
     env_commit = _commit()
@@ -165,31 +487,141 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         os.environ["SOFTLIB_DATA"] = str(Path(data_root).expanduser().resolve())
     staging = _staging()
     staging.mkdir(parents=True, exist_ok=True)
+    from .cache import ResultCache
+    from .train import resolve_device
+    dev = str(resolve_device(device))
+    gpu_profile = bool(prof.get("requires_gpu"))
+    bundles = (gpu_profile and not _gpu_here(dev, cuda_available)) if from_bundles is None \
+        else bool(from_bundles)
+    n = len(sections)
+    width = max(len(s) for s in sections)
+
+    # ---- plan ---------------------------------------------------------------------------
+    print(f"book: profile {profile} | {n} section(s) | device {dev} | cache "
+          f"{ResultCache().root} | book {book_root()}", flush=True)
+    if bundles:
+        why = (f"profile {profile!r} is sized for a GPU and there is none here"
+               if gpu_profile and from_bundles is None else "--from-bundles")
+        print(f"plan: {why}: render from the results bundles in "
+              f"{_rel(Path(results) if results else results_dir(profile))}/ and train nothing; "
+              "a section whose results are not all there gets a 'not computed' page", flush=True)
+        import_results(profile, results)
+    else:
+        print("plan: compute every section's results into the cache (trained here where "
+              "missing), then execute the notebooks (they only read the cache), then build",
+              flush=True)
+
+    # ---- compute ------------------------------------------------------------------------
+    print("compute:", flush=True)
+    records: dict[str, dict] = {}
+    env_data = os.environ.get("SOFTLIB_DATA")
+    root = S.section_data_root(profile, os.environ.get("SOFTLIB_DATA", ""))
+    try:
+        for i, section in enumerate(sections, 1):
+            head = f"[{i}/{n}] {section:<{width}}"
+            if section not in S.COMPUTE:
+                records[section] = {"state": "nothing to compute", "compute_seconds": 0.0}
+                print(f"{head}  nothing to compute (the notebook reads data and recorded "
+                      "results only)", flush=True)
+                continue
+            own = {k: v for k, v in overrides.items() if k in profiles.resolve(profile, section)}
+            params = profiles.resolve(profile, section, **own)
+            check = bundles and section in S.DEFAULT_SECTIONS
+            stem = Path(SECTIONS[section]).stem
+            r = _compute_one(profile, section, params, own, dev, seed, root, f"[{i}/{n}] {section}",
+                             check_only=check, log=staging / f"{stem}.compute.log")
+            if isinstance(r["error"], KeyboardInterrupt):
+                raise r["error"]
+            jobs = (f"{r['jobs']}/{r['planned']} jobs" if r["planned"] is not None
+                    else f"{r['jobs']} jobs")
+            counts = f"{jobs} | trained {r['trained']} | cache hits {r['hits']}"
+            rec = {"compute_seconds": round(r["seconds"], 1), "jobs": r["jobs"],
+                   "planned_jobs": r["planned"], "trained": r["trained"], "cache_hits": r["hits"]}
+            if r["complete"]:
+                rec["state"] = "complete"
+                print(f"{head}  complete      {counts} | {r['seconds']:.0f} s", flush=True)
+            elif check:
+                reason = (f"first result missing: {r['missing']}" if r["error"] is None else
+                          f"checking its results raised {type(r['error']).__name__}: "
+                          f"{r['error']}")
+                if r["error"] is not None and "no state dict" in str(r["error"]):
+                    reason += (" (a result must be recomputed from weights the cache does not "
+                               "hold: are the evaluation data here the ones the bundle was "
+                               "computed with?)")
+                rec.update(state="not computed", reason=reason)
+                print(f"{head}  NOT COMPUTED  {counts} | {reason}", flush=True)
+            else:
+                err = r["error"]
+                if err is None:  # a compute budget set by someone else ran out
+                    err = r["stopped"]
+                log_tail = _tail(r["log"])
+                raise BookError(
+                    f"section {section!r} failed while computing its results under profile "
+                    f"{profile!r} after {r['seconds']:.0f} s (trained {r['trained']}, cache hits "
+                    f"{r['hits']}):\n{r['traceback'] or repr(err)}"
+                    + (f"\n--- its output ({r['log']}), last lines:\n{log_tail}" if log_tail
+                       else ""))
+            records[section] = rec
+    finally:
+        if env_data is None:
+            os.environ.pop("SOFTLIB_DATA", None)
+        else:
+            os.environ["SOFTLIB_DATA"] = env_data
+    missing = [s for s in sections if records[s]["state"] == "not computed"]
+    if missing:
+        print(f"not computed (their results are not in the cache): {', '.join(missing)}\n"
+              + _how_to_compute(profile, missing), flush=True)
+        if require_complete:
+            raise BookError(f"--require-complete: section(s) {', '.join(missing)} are not "
+                            "computed; nothing was executed")
+        if len(missing) == n:
+            raise BookError(f"nothing can be rendered: none of the requested sections "
+                            f"({', '.join(sections)}) has its results in the cache")
+
+    # ---- execute ------------------------------------------------------------------------
+    print("execute:", flush=True)
     timings: dict[str, dict] = {}
     # sections that report timings (the compute page) read this build's times as they accrue
     partial = staging / "timings.json"
     os.environ["SOFTLIB_TIMINGS"] = str(partial)
-    from ._io import save_json
     save_json(partial, {})
     for i, section in enumerate(sections, 1):
+        head = f"[{i}/{n}] {section:<{width}}"
+        stem = Path(SECTIONS[section]).stem
+        dst = staging / f"{stem}.ipynb"
+        rec = records[section]
+        if rec["state"] == "not computed":
+            nbformat.write(_placeholder_notebook(section, profile, rec["reason"], gpu_profile), dst)
+            _forget_claims(section)
+            timings[section] = {"seconds": rec["compute_seconds"], "peak_rss_mb": None,
+                                "profile": profile, "execute_seconds": 0.0, **rec}
+            print(f"{head}  not computed: page says so and how to compute it", flush=True)
+            continue
         nb = _load_notebook(section)
-        src = staging / f"{Path(SECTIONS[section]).stem}.in.ipynb"
-        dst = staging / f"{Path(SECTIONS[section]).stem}.ipynb"
+        src = staging / f"{stem}.in.ipynb"
         nbformat.write(nb, src)
         own = set(profiles.resolve(profile, section))
         params = {"profile": profile, "data_root": os.environ.get("SOFTLIB_DATA", ""),
                   "device": device, "seed": seed,
                   **{k: v for k, v in overrides.items() if k in own}}
-        print(f"[{i}/{len(sections)}] {section} (profile {profile}) ...", flush=True)
+        klog = staging / f"{stem}.kernel.log"
+        klog.unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name="python3",
-                                cwd=str(REPO), progress_bar=False, log_output=False)
+                                cwd=str(REPO), progress_bar=False, log_output=False,
+                                kernel_manager_class=_kernel_manager(klog))
         except pm.PapermillExecutionError as exc:
             tb = _ANSI.sub("", "\n".join(exc.traceback or []))
             raise BookError(f"section {section!r} failed under profile {profile!r} "
                             f"(executed notebook kept at {dst}):\n{tb}\n"
                             f"{exc.ename}: {exc.evalue}") from None
+        except Exception as exc:  # the kernel died, timed out, or never started
+            tail = _tail(klog)
+            raise BookError(f"section {section!r} failed under profile {profile!r}: "
+                            f"{type(exc).__name__}: {exc}"
+                            + (f"\n--- kernel log ({klog}), last lines:\n{tail}" if tail else "")
+                            ) from None
         wall = time.perf_counter() - t0
         out = nbformat.read(dst, as_version=4)
         out.metadata["softlib"] = {"profile": profile, "section": section, "commit": env_commit}
@@ -197,10 +629,12 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             if "injected-parameters" in c.metadata.get("tags", []):
                 c.metadata["tags"].append("remove-input")
         nbformat.write(out, dst)
-        timings[section] = {"seconds": round(wall, 1), "peak_rss_mb": _peak_rss(out),
-                            "profile": profile}
+        rec = dict(rec, state="rendered" if rec["state"] != "complete" else "complete",
+                   execute_seconds=round(wall, 1))
+        timings[section] = {"seconds": round(wall + rec.get("compute_seconds", 0.0), 1),
+                            "peak_rss_mb": _peak_rss(out), "profile": profile, **rec}
         save_json(partial, timings)
-        print(f"    done in {wall:.1f} s", flush=True)
+        print(f"{head}  executed in {wall:.1f} s", flush=True)
     # every requested section succeeded: publish them together
     out_dir = sections_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,8 +645,61 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
     old = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     old.update(timings)
     save_json(timings_path, old)
-    write_build_provenance(profile)
+    write_build_provenance(profile, old)
+    _LAST_RUN.clear()
+    _LAST_RUN.update(profile=profile, sections=sections, records=timings, start=t_start,
+                     from_bundles=bundles)
     return timings
+
+
+#: what the last :func:`run_sections` did (for the summary after the build)
+_LAST_RUN: dict = {}
+
+
+def print_summary(html: Path | None = None) -> None:
+    """The table that ends ``run`` / ``all``: per section its state, compute and execution
+    time, jobs, trained and cache hits; then what is missing and where the HTML is."""
+    if not _LAST_RUN:
+        return
+    profile, recs = _LAST_RUN["profile"], _LAST_RUN["records"]
+    w = max(len("section"), *(len(s) for s in recs))
+
+    def secs(x):
+        return "-" if x is None else f"{x:.0f} s" if x >= 10 else f"{x:.1f} s"
+
+    rows = [f"  {'section':<{w}}  {'state':<13} {'compute':>8} {'execute':>8} {'jobs':>9} "
+            f"{'trained':>8} {'cache hits':>10}"]
+    tot = [0.0, 0.0, 0, 0]
+    for s, r in recs.items():
+        computed = "jobs" in r  # the section has a compute function
+        jobs = "-" if not computed else (f"{r['jobs']}/{r['planned_jobs']}"
+                                         if r.get("planned_jobs") is not None else str(r["jobs"]))
+        state = {"not computed": "NOT COMPUTED", "nothing to compute": "rendered"}.get(
+            r["state"], r["state"])
+        execute = r.get("execute_seconds") if r["state"] != "not computed" else None
+        rows.append(f"  {s:<{w}}  {state:<13} "
+                    f"{secs(r.get('compute_seconds') if computed else None):>8} "
+                    f"{secs(execute):>8} {jobs:>9} {str(r.get('trained', '-')):>8} "
+                    f"{str(r.get('cache_hits', '-')):>10}")
+        tot[0] += r.get("compute_seconds") or 0.0
+        tot[1] += execute or 0.0
+        tot[2] += r.get("trained") or 0
+        tot[3] += r.get("cache_hits") or 0
+    rows.append(f"  {'total':<{w}}  {'':<13} {secs(tot[0]):>8} {secs(tot[1]):>8} {'':>9} "
+                f"{tot[2]:>8} {tot[3]:>10}")
+    missing = [s for s, r in recs.items() if r["state"] == "not computed"]
+    elapsed = (time.perf_counter() - _LAST_RUN["start"]) / 60
+    print(f"summary (profile {profile}, {elapsed:.1f} min in all"
+          + (", rendered from results bundles: no study trained here"
+             if _LAST_RUN["from_bundles"] else "") + "):")
+    print("\n".join(rows))
+    print(f"complete: {', '.join(s for s in recs if s not in missing) or 'none'}")
+    if missing:
+        print(f"NOT computed (their pages say so): {', '.join(missing)}\n"
+              + _how_to_compute(profile, missing))
+    print(f"HTML: {html}" if html is not None else
+          f"executed notebooks: {sections_dir()} (HTML: `python -m softlib.book build`)")
+    sys.stdout.flush()
 
 
 def _first_sentence(text: str, limit: int = 200) -> str:
@@ -225,8 +712,10 @@ def _first_sentence(text: str, limit: int = 200) -> str:
     return "(no description)"
 
 
-def write_build_provenance(profile: str) -> Path:
-    """The generated part of book/provenance.md: environment and datasets of this build."""
+def write_build_provenance(profile: str, timings: dict[str, dict] | None = None) -> Path:
+    """The generated part of book/provenance.md: environment, datasets and (with ``timings``,
+    the runner's per-section records) which sections this build computed, read from the cache
+    or could not render."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -256,6 +745,19 @@ def write_build_provenance(profile: str) -> Path:
             present = data.available(name, root=root)
             summary = _first_sentence(data.provenance(name, root=root)) if present else "absent"
             lines.append(f"| `{name}` | {'yes' if present else 'no'} | {summary} |")
+    recs = {s: r for s, r in (timings or {}).items() if r.get("profile") == profile}
+    if recs:
+        lines += ["", "| section | state | results trained in this build | read from the cache |",
+                  "| --- | --- | --- | --- |"]
+        for s in sorted(recs, key=_book_order):
+            r = recs[s]
+            state = {"not computed": "**not computed** (its page says how to compute it)",
+                     "complete": "complete", "rendered": "complete (reads data only)"}.get(
+                         r.get("state", "complete"), r.get("state", "complete"))
+            trained = r.get("trained", "-") if "jobs" in r else "-"
+            hits = r.get("cache_hits", "-") if "jobs" in r else "-"
+            lines.append(f"| `{s}` | {state} | {trained} | {hits} |")
+        lines.append("")
     path = book_root() / "book" / "generated" / "build_provenance.md"
     save_text(path, "\n".join(lines) + "\n")
     return path
@@ -288,12 +790,25 @@ def build_book(strict: bool = True) -> Path:
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
-    print("$ " + " ".join(cmd), flush=True)
-    res = subprocess.run(cmd, cwd=root)
+    cmd += ["-q"]  # no Sphinx status lines; its warnings (errors under -W) are still shown
+    placeholders = [s for s, f in SECTIONS.items()
+                    if nbformat.read(out_dir / f"{Path(f).stem}.ipynb", as_version=4)
+                    .metadata.get("softlib", {}).get("not_computed")]
+    print("build: $ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    log = root / "_build" / "jupyter-book.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:  # its banner and status; warnings and errors stay on stderr
+        res = subprocess.run(cmd, cwd=root, stdout=fh)
     if res.returncode != 0:
-        raise BookError(f"jupyter-book build failed (exit {res.returncode}); see the warnings above")
+        tail = _tail(log)
+        raise BookError(f"jupyter-book build failed (exit {res.returncode}); see the warnings "
+                        f"above" + (f" and its output ({log}), last lines:\n{tail}" if tail else ""))
     index = root / "_build" / "html" / "index.html"
-    print(f"book: {index}")
+    print(f"build: done in {time.perf_counter() - t0:.0f} s" + (
+        f"; section(s) {', '.join(placeholders)} are 'not computed' pages" if placeholders
+        else ""), flush=True)
+    print(f"book: {index}", flush=True)
     return index
 
 
@@ -308,12 +823,14 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     (:mod:`softlib.sections`), so executing the notebooks afterwards only reads the cache.
     With ``budget_seconds`` no new result is started after that many seconds: the run stops
     between jobs, says which sections are complete, and the next call continues from the cache.
-    Records the cache entries each section used in the profile's manifest. Returns section ->
-    state ('complete', 'stopped', 'not started', 'nothing to compute').
+    Records the cache entries each section used in the profile's manifest (a section that was
+    all cache hits, with the same parameters and entries as its record, keeps the record and
+    so where it was computed). Returns section -> state ('complete', 'stopped', 'not started',
+    'nothing to compute').
     """
     from . import bundle
     from . import sections as S
-    from .cache import BudgetExhausted, ResultCache, record_access, set_deadline
+    from .cache import ResultCache, set_deadline
     from .train import resolve_device
 
     prof = profiles.get_profile(profile)
@@ -343,39 +860,26 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
                 state[section] = "nothing to compute"
                 print(f"{head}: nothing to compute (its notebook only reads data)", flush=True)
                 continue
-            own = profiles.resolve(profile, section)
-            params = profiles.resolve(profile, section,
-                                      **{k: v for k, v in overrides.items() if k in own})
-            cache = ResultCache()
+            own = {k: v for k, v in overrides.items() if k in profiles.resolve(profile, section)}
+            params = profiles.resolve(profile, section, **own)
             print(f"{head}: computing ...", flush=True)
-            t0 = time.perf_counter()
-            error: BaseException | None = None
-            with record_access() as touched:
-                try:
-                    S.COMPUTE[section](params, cache, dev, seed, root, profile=profile)
-                except BudgetExhausted as exc:
-                    stopped = str(exc)
-                except BaseException as exc:  # recorded as incomplete, then raised
-                    error = exc
-            wall = time.perf_counter() - t0
-            complete = stopped is None and error is None
-            bundle.update_manifest(profile, section, {
-                "complete": complete, "entries": touched, "params": params,
-                "overrides": {k: v for k, v in overrides.items() if k in own}, "seed": seed,
-                "seconds": round(wall, 1), "trained": cache.misses, "cache_hits": cache.hits,
-                "data_root": str(root)}, device=dev)
-            if error is not None:
+            r = _compute_one(profile, section, params, own, dev, seed, root, head)
+            if r["stopped"] is not None:
+                stopped = str(r["stopped"])
+            wall = r["seconds"]
+            if r["error"] is not None:
                 state[section] = "failed"
-                print(f"{head}: FAILED after {wall:.0f} s ({type(error).__name__})", flush=True)
-                raise error
-            if not complete:
+                print(f"{head}: FAILED after {wall:.0f} s ({type(r['error']).__name__})",
+                      flush=True)
+                raise r["error"]
+            if not r["complete"]:
                 state[section] = "stopped"
                 print(f"{head}: STOPPED after {wall:.0f} s: the compute budget is spent "
-                      f"(trained {cache.misses}, cache hits {cache.hits})", flush=True)
+                      f"(trained {r['trained']}, cache hits {r['hits']})", flush=True)
                 break
             state[section] = "complete"
-            print(f"{head}: complete in {wall:.0f} s (trained {cache.misses}, cache hits "
-                  f"{cache.hits}, {len(touched)} cache entries)", flush=True)
+            print(f"{head}: complete in {wall:.0f} s (trained {r['trained']}, cache hits "
+                  f"{r['hits']}, {r['entries']} cache entries)", flush=True)
     finally:
         set_deadline(None)
     done = [s for s, v in state.items() if v == "complete"]
@@ -407,6 +911,16 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-p", "--param", action="append", default=[],
                        help="override a section parameter, name=value (YAML value)")
+        p.add_argument("--from-bundles", action=argparse.BooleanOptionalAction, default=None,
+                       help="render only what the results cache (after importing the bundles "
+                            "of results/<profile>/) holds and train nothing; sections missing "
+                            "results get a 'not computed' page (default: on for a profile that "
+                            "requires a GPU when there is none here)")
+        p.add_argument("--results", default=None, metavar="DIR",
+                       help="the bundles to import with --from-bundles "
+                            "(default: results/<profile>/)")
+        p.add_argument("--require-complete", action="store_true",
+                       help="fail (exit 2) instead of rendering a 'not computed' page")
     p = sub.add_parser("compute", help="train / evaluate what the sections need into the cache "
                                        "(no papermill or Jupyter needed)")
     p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
@@ -458,8 +972,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"note: section(s) {', '.join(incomplete)} were not complete when exported")
             if "adversarial" in b["complete"] and not (
                     "all" in b["with_weights"] or "adversarial" in b["with_weights"]):
-                print("note: the adversarial notebook rebuilds section 3's fine-tuned models from "
-                      "their weights; to render it from this bundle alone, export with "
+                print("note: section 4 renders from the attack results in this bundle; to attack "
+                      "section 3's models with other parameters elsewhere, export with "
                       "--with-weights adversarial")
             return 0
         if args.cmd == "import":
@@ -480,9 +994,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("run", "all"):
             run_sections(args.profile, [s for s in args.sections.split(",") if s] or None,
                          data_root=args.data_root, device=args.device, seed=args.seed,
-                         overrides=_parse_overrides(args.param))
+                         overrides=_parse_overrides(args.param),
+                         from_bundles=args.from_bundles, results=args.results,
+                         require_complete=args.require_complete)
+        if args.cmd == "run":
+            print_summary()
         if args.cmd in ("build", "all"):
-            build_book()
+            index = build_book()
+            if args.cmd == "all":
+                print_summary(index)
     except (BookError, BundleError, profiles.ProfileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

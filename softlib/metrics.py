@@ -16,6 +16,7 @@ from scipy.stats import rankdata
 __all__ = [
     "accuracy",
     "cross_entropy",
+    "cross_entropy_from_logits",
     "nll",
     "second_best_accuracy",
     "confidence_by_correctness",
@@ -104,6 +105,24 @@ def cross_entropy(probs: Any, targets_or_labels: Any, eps: float = 1e-12) -> flo
     p = _probs(probs)
     t = _targets(targets_or_labels, *p.shape)
     return float(-(t * np.log(np.maximum(p, eps))).sum(axis=1).mean())
+
+
+def cross_entropy_from_logits(logits: Any, targets_or_labels: Any) -> float:
+    """Mean cross-entropy ``-sum_c t_c log softmax(z)_c`` computed from logits (float64
+    log-softmax), against hard labels [N] or soft targets [N, C].
+
+    Unlike :func:`cross_entropy` on stored probabilities, nothing is floored: an attacked image
+    whose true class trails by a logit gap of 60 costs about 60 nats, not ``-log(1e-12)`` = 27.6.
+    """
+    from scipy.special import log_softmax
+    z = np.asarray(_to_numpy(logits), dtype=np.float64)
+    if z.ndim != 2:
+        raise ValueError(f"logits: expected shape [N, C], got {z.shape}")
+    if not np.isfinite(z).all():
+        bad = int(np.argwhere(~np.isfinite(z).all(axis=1))[0, 0])
+        raise ValueError(f"logits: row {bad} contains NaN or inf")
+    t = _targets(targets_or_labels, *z.shape)
+    return float(-(t * log_softmax(z, axis=1)).sum(axis=1).mean())
 
 
 def nll(probs: Any, labels: Any, eps: float = 1e-12) -> float:

@@ -15,6 +15,11 @@ How each part stays exactly per-model:
 * **optimizer**: SGD (momentum, Nesterov, weight decay) and Adam are element-wise, so one
   ``torch.optim`` optimizer over the stacked ``[K, ...]`` tensors performs exactly the K
   per-model updates (same learning-rate schedule for all);
+* **divergence**: for the same reasons a model whose loss or weights become NaN / infinite
+  keeps them in its own slice (the gradient of the summed loss w.r.t. each model's loss is 1,
+  whatever the other losses are); it is recorded as diverged in that epoch
+  (``StackedResult.diverged_epochs``), the others train on, and training stops early only when
+  every model has diverged;
 * **BatchNorm running statistics**: the stacked buffers are passed to ``vmap`` batched along the
   model dimension; BatchNorm's in-place running-stat update (and ``num_batches_tracked``) then
   writes into each model's own slice of the stacked buffer. Nothing is dropped; the test checks
@@ -37,6 +42,7 @@ import copy
 import math
 import time
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -134,6 +140,12 @@ class StackedResult:
     seconds: float
     images_per_second: float      # summed over the K models
     steps_per_epoch: int
+    diverged_epochs: list = None  # per model: the epoch (1-based) its loss or weights became
+    #                               non-finite, else None (see softlib.train.TrainResult)
+
+    def __post_init__(self):
+        if self.diverged_epochs is None:
+            self.diverged_epochs = [None] * len(self.models)
 
 
 def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
@@ -197,6 +209,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "seconds": []}
     show = progress and not _quiet()
     t_start, seen = time.perf_counter(), 0
+    diverged: list[int | None] = [None] * k_models
     for epoch in range(int(config.epochs)):
         t0 = time.perf_counter()
         perms = [torch.randperm(sizes[k], generator=gens[k][0]).to(device)
@@ -242,10 +255,24 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
         history["epoch"].append(epoch + 1)
         history["train_loss"].append((loss_sum / max(1, count)).tolist())
         history["lr"].append(float(opt.param_groups[0]["lr"]))
+        finite = torch.isfinite(loss_sum)
+        for tns in list(stacked.parameters()) + list(stacked.buffers()):
+            if tns.is_floating_point():
+                finite &= torch.isfinite(tns).reshape(k_models, -1).all(1)
+        for k, ok in enumerate(finite.tolist()):
+            if not ok and diverged[k] is None:
+                diverged[k] = epoch + 1
+                warnings.warn(f"softlib.multimodel: stacked model {k} ({config.arch}, lr "
+                              f"{config.lr}, seed {seeds[k]}) diverged in epoch {epoch + 1}: "
+                              "non-finite loss or weights; recorded as diverged, the others "
+                              "train on")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         history["seconds"].append(time.perf_counter() - t0)
+        if all(d is not None for d in diverged):
+            break
     seconds = time.perf_counter() - t_start
     trained = stacked.unstack()
     return StackedResult(models=trained, history=history, seconds=seconds,
-                         images_per_second=seen / max(seconds, 1e-9), steps_per_epoch=steps)
+                         images_per_second=seen / max(seconds, 1e-9), steps_per_epoch=steps,
+                         diverged_epochs=diverged)

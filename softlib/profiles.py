@@ -80,7 +80,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "mixup_alpha": [0.2], "batch_size": 32, "pretrain_subset": 64,
                 "train_subset": 200, "amp": False, "stack_models": True,
             },
-            "adversarial": {"eps_sweep": [4, 8], "pgd_eps": 4, "pgd_steps": 3,
+            "adversarial": {"eps_sweep": [4, 8], "pgd_eps": [4, 8], "pgd_steps": 3,
                             "pgd_step_size": 1.0, "attack_subset": 32, "pgd_subset": 16},
             "calibration_ood": {
                 "model_types": ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"],
@@ -89,11 +89,12 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "extra_conditions": ["label_smoothing"],
                 "seeds": [0], "epochs": 1, "width": 4, "batch_size": 32, "fgsm_eps": 0.005,
                 "train_subset": 64, "split_sizes": [64, 100, 100], "lr": 0.05, "mix_alpha": 0.2,
-                "early_stopping_patience": 1, "amp": False,
+                "early_stopping_patience": 1, "amp": False, "keep_best_checkpoint": False,
                 # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
                 "dropout_p": 0.05, "mc_average": "logits", "stack_models": True,
             },
             "imagenet_humans": {"bootstrap_trials": 50},
+            "claims": {},  # the claims ledger: reads the sections' records
             "compute": {"quick": True},
         },
     },
@@ -124,7 +125,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "mixup_alpha": [0.2], "batch_size": 128, "pretrain_subset": 50000,
                 "train_subset": None, "amp": True, "stack_models": "auto",
             },
-            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 10,
+            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 8], "pgd_steps": 10,
                             "pgd_step_size": 1.0, "attack_subset": 3000, "pgd_subset": 600},
             "calibration_ood": {
                 "model_types": ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"],
@@ -137,11 +138,13 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "seeds": [0], "epochs": 3, "width": 8, "batch_size": 64, "fgsm_eps": 0.005,
                 "train_subset": 8000, "split_sizes": [8000, 500, 1500], "lr": 0.05,
                 "mix_alpha": 0.2, "early_stopping_patience": 2, "amp": True,
+                "keep_best_checkpoint": False,
                 # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
                 "dropout_p": 0.05, "mc_average": "logits",
                 "stack_models": "auto",
             },
             "imagenet_humans": {"bootstrap_trials": 1000},
+            "claims": {},  # the claims ledger: reads the sections' records
             "compute": {"quick": False},
         },
     },
@@ -166,7 +169,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "pretrain_subset": 50000, "train_subset": None, "amp": "auto",
                 "stack_models": "auto",
             },
-            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 40,
+            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 5, 6, 7, 8], "pgd_steps": 40,
                             "pgd_step_size": 1.0, "attack_subset": 10000, "pgd_subset": 10000},
             "calibration_ood": {
                 "model_types": ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"],
@@ -176,11 +179,13 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "seeds": [0, 1, 2, 3, 4], "epochs": 230, "width": 16, "batch_size": 64,
                 "fgsm_eps": 0.005, "train_subset": 8000, "split_sizes": [8000, 500, 1500],
                 "lr": 0.05, "mix_alpha": 0.2,
-                "early_stopping_patience": 20, "amp": "auto",
+                # Laing: all 230 epochs, then the weights of the lowest validation loss
+                "early_stopping_patience": None, "keep_best_checkpoint": True, "amp": "auto",
                 # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
                 "dropout_p": 0.05, "mc_average": "logits", "stack_models": "auto",
             },
             "imagenet_humans": {"bootstrap_trials": 1000},
+            "claims": {},  # the claims ledger: reads the sections' records
             "compute": {"quick": False},
         },
     },
@@ -200,15 +205,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         # stopping rule out stacking there).
         #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
         #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
-        #     condition); predicting 88,500 images per model (50k CIFAR-10 train + 75 x 500
-        #     corrupted + 1k held out) ~50 s; generating the corruptions on the CPU ~60 s
+        #     condition); predicting 13,500 images per model (5k CIFAR-10 train + 75 x 100
+        #     corrupted + 1k held out) ~10 s; generating the corruptions on the CPU ~15 s
         #                                                                           -> ~11 min
         #   alternatives: pretraining 50,000 x 30 ep / 21,800 = 69 s (VGG) and 50,000 x 15 ep
         #     / 3,370 = 223 s (ResNet-110); fine-tuning 7 methods x 10 folds, 'sampled' unstacked:
         #     VGG 60 x 9,000 x 10 / 25,100 + 10 x 9,000 x 10 / 20,700 = 258 s, ResNet-110
         #     60 x 9,000 x 4 / 10,300 + 10 x 9,000 x 4 / 3,330 = 318 s           -> ~14.5 min
-        #   adversarial: 40 fold models x (clean + 5 FGSM on 1,000 images + 40 PGD steps on
-        #     200)                                                                  -> ~1 min
+        #   adversarial: 40 fold models x (clean + 5 FGSM on 1,000 images + 40 PGD steps at
+        #     each of 5 bounds on 200)                                              -> ~3 min
         #   calibration_ood: 3 seeds x 5 ep x 8,000 x (21 runs / 5,400 + 7 / 2,000 + 7 / 1,700)
         #     = 1,380 s of training, plus ~5.5 s per run for start-up and evaluation (FGSM, MC
         #     dropout, temperature; through `compute` a basic run of 6 epochs took 13-17 s in
@@ -224,7 +229,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             "generalisation": {
                 "archs": _GPU_ARCHS_SCRATCH, "folds": 10, "epochs": 20, "lr": [0.002],
                 "batch_size": 128, "train_subset": None, "amp": "auto", "stack_models": "auto",
-                "eval_subset": 50000, "corruption_subset": 500,
+                # evaluation sets sized for a results bundle that fits in git: each of the 40
+                # models' logits on 5,000 CIFAR-10 train images, 75 x 100 corrupted and 1,000
+                # held-out images (~0.5 MB per model)
+                "eval_subset": 5000, "corruption_subset": 100,
                 "corruption_severities": [1, 2, 3, 4, 5], "corruptions": "all",
             },
             "alternatives": {
@@ -233,7 +241,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "pretrain_subset": 50000, "train_subset": None, "amp": "auto",
                 "stack_models": "auto",
             },
-            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": 4, "pgd_steps": 40,
+            "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 5, 6, 7, 8], "pgd_steps": 40,
                             "pgd_step_size": 1.0, "attack_subset": 10000, "pgd_subset": 2000},
             "calibration_ood": {
                 "model_types": ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"],
@@ -243,11 +251,13 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "seeds": [0, 1, 2], "epochs": 5, "width": 16, "batch_size": 64,
                 "fgsm_eps": 0.005, "train_subset": 8000, "split_sizes": [8000, 500, 1500],
                 "lr": 0.05, "mix_alpha": 0.2, "early_stopping_patience": 3, "amp": "auto",
+                "keep_best_checkpoint": False,
                 # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
                 "dropout_p": 0.05, "mc_average": "logits",
                 "stack_models": "auto",
             },
             "imagenet_humans": {"bootstrap_trials": 1000},
+            "claims": {},  # the claims ledger: reads the sections' records
             "compute": {"quick": False},
         },
     },

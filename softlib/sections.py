@@ -99,26 +99,66 @@ def alternatives_pretraining(cache: ResultCache, inputs: AlternativesInputs,
 
 
 def alternatives_runs(cache: ResultCache, inputs: AlternativesInputs, pre,
-                      params: Mapping[str, Any], device: Any = None, seed: int = 0):
-    """Every fine-tuned fold model of every method (``peterson.FinetuneRuns``)."""
+                      params: Mapping[str, Any], device: Any = None, seed: int = 0,
+                      profile: str | None = None):
+    """Every fine-tuned fold model of every method (``peterson.FinetuneRuns``). With
+    ``profile``, the parameters used are recorded for section 4, which attacks these models."""
     from .studies import peterson as P
-    return P.run_alternatives(cache, inputs.study, pre, params, device=device, seed=seed,
+    runs = P.run_alternatives(cache, inputs.study, pre, params, device=device, seed=seed,
                               extra=inputs.c101)
+    if profile is not None:
+        record_section_params(cache, profile, "alternatives", params, seed)
+    return runs
+
+
+def _params_key(profile: str, section: str) -> dict[str, Any]:
+    return {"profile": str(profile), "section": str(section)}
+
+
+def record_section_params(cache: ResultCache, profile: str, section: str,
+                          params: Mapping[str, Any], seed: int) -> None:
+    """Store the effective parameters (profile + overrides) a section last ran with."""
+    import json
+
+    from .cache import Entry
+    value = json.loads(json.dumps({"params": dict(params), "seed": int(seed)}, default=str))
+    key = _params_key(profile, section)
+    if cache.has("section_params", key) and cache.load("section_params", key).meta == value:
+        return
+    cache.save("section_params", key, Entry(meta=value))
+
+
+def recorded_section_params(cache: ResultCache, profile: str, section: str
+                            ) -> dict[str, Any] | None:
+    """``{'params': ..., 'seed': ...}`` recorded by :func:`record_section_params`, or None."""
+    key = _params_key(profile, section)
+    return cache.load("section_params", key).meta if cache.has("section_params", key) else None
 
 
 def compute_alternatives(params, cache, device=None, seed=0, data_root=None, profile=None):
     inputs = alternatives_inputs()
     pre = alternatives_pretraining(cache, inputs, params, device, seed)
-    return alternatives_runs(cache, inputs, pre, params, device, seed)
+    return alternatives_runs(cache, inputs, pre, params, device, seed, profile=profile)
 
 
 # --------------------------------------------------------------------------------------------
 # Section 4: adversarial robustness of section 3's fine-tuned models (paper section 7)
 # --------------------------------------------------------------------------------------------
 
-def adversarial_alt_params(profile: str) -> dict[str, Any]:
-    """The models attacked are section 3's as the *profile* defines them (no overrides)."""
-    return profiles.resolve(profile, "alternatives")
+def adversarial_alt_params(profile: str, cache: ResultCache | None = None,
+                           seed: int = 0) -> dict[str, Any]:
+    """The parameters of the models section 4 attacks: section 3's *effective* ones (profile
+    plus its overrides, as recorded by its last run under ``profile`` in ``cache``), else the
+    profile's. A section 3 run with another seed is refused: its models are not these."""
+    rec = recorded_section_params(cache, profile, "alternatives") if cache is not None else None
+    if rec is None:
+        return profiles.resolve(profile, "alternatives")
+    if int(rec["seed"]) != int(seed):
+        raise ValueError(f"section 4 (adversarial) runs with seed {seed}, but section 3 "
+                         f"(alternatives) last ran under profile {profile!r} with seed "
+                         f"{rec['seed']}: attack the same models by using the same seed, or rerun "
+                         "section 3 with this one")
+    return dict(rec["params"])
 
 
 def adversarial_runs(cache: ResultCache, profile: str, params: Mapping[str, Any],
@@ -126,7 +166,7 @@ def adversarial_runs(cache: ResultCache, profile: str, params: Mapping[str, Any]
     """(study data, alternatives parameters, FGSM table, PGD table) of the section."""
     from . import data
     from .studies import peterson as P
-    alt = adversarial_alt_params(profile)
+    alt = adversarial_alt_params(profile, cache, seed)
     study = P.load_study_data()
     pre = P.run_pretraining(cache, study, alt, data.load("cifar10", "train"), device=device,
                             seed=seed)
@@ -179,3 +219,31 @@ COMPUTE: dict[str, Callable[..., Any]] = {
 #: what ``compute`` runs when no sections are named: the training sections (the benchmark of
 #: the compute page is specific to the machine that builds the book, so it is left to it)
 DEFAULT_SECTIONS = ("generalisation", "alternatives", "adversarial", "calibration_ood")
+
+
+def planned_jobs(section: str, params: Mapping[str, Any], profile: str | None = None
+                 ) -> int | None:
+    """About how many cache entries (trained models, attack and evaluation results) the
+    section's compute function loads or saves under ``params``: the total of the book runner's
+    progress bar, where the section's structure makes it countable (None: unknown). Bookkeeping
+    entries (``section_params``) are not counted."""
+    from .studies import peterson as P
+    try:
+        if section == "generalisation":
+            return (len(P.parse_archs(params["archs"])) * len(P.CONDITIONS) * len(params["lr"])
+                    * int(params["folds"]))
+        if section == "alternatives":
+            n = len(P.parse_archs(params["archs"]))
+            return n + n * len(P.method_variants(params)) * len(params["lr"]) * int(params["folds"])
+        if section == "adversarial" and profile is not None:
+            alt = adversarial_alt_params(profile)
+            n, folds = len(P.parse_archs(alt["archs"])), int(alt["folds"])
+            return n + n * len(P.ATTACK_METHODS) * folds * (len(alt["lr"]) + 1)
+        if section == "calibration_ood":
+            conds = list(params["label_conditions"]) + list(params.get("extra_conditions") or [])
+            return 2 * len(params["seeds"]) * len(params["model_types"]) * len(conds)
+        if section == "compute":
+            return 1
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None

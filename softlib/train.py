@@ -37,7 +37,7 @@ from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "predict", "train_cached", "run_folds",
            "FoldsResult", "data_fingerprint", "lr_at", "resolve_device", "to_device_images",
-           "load_model", "TrainJob", "train_cached_many", "stacking_enabled"]
+           "load_model", "TrainJob", "train_cached_many", "stacking_enabled", "diverged_epoch"]
 
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("constant", "multistep", "cosine")
@@ -58,7 +58,9 @@ class TrainConfig:
     'multistep' (multiply by ``gamma`` at each epoch in ``milestones``) or 'cosine' (to 0 at the
     last epoch), each after ``warmup_epochs`` of linear warm-up (per step). ``mix_prob`` is a
     probability or ``'entropy'`` (Laing: the mean entropy of the training targets).
-    ``early_stopping_patience`` (epochs, on validation loss) needs ``val`` and restores the best
+    ``keep_best`` (needs ``val``) trains every epoch and ends with the weights of the epoch with
+    the lowest validation loss (Laing's protocol). ``early_stopping_patience`` (epochs, on
+    validation loss) needs ``val`` and restores the best
     weights. ``amp``/``channels_last``: 'auto' turns them on for CUDA only; ``compile``: False,
     True, or 'auto' (CUDA only, falls back to eager on any compile error).
     """
@@ -81,6 +83,7 @@ class TrainConfig:
     mix_prob: Any = 1.0
     label_smoothing: float = 0.0
     early_stopping_patience: int | None = None
+    keep_best: bool = False
     seed: int = 0
     eval_batch_size: int = 1024
     drop_last: bool = False
@@ -120,6 +123,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = [int(m) for m in d["milestones"]]
+        if not d["keep_best"]:  # added later: at its default it stays out of the cache key,
+            del d["keep_best"]   # so results computed before it existed keep their keys
         return d
 
     @classmethod
@@ -136,7 +141,12 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`fit` returns: per-epoch history and run facts (the model is trained in place)."""
+    """What :func:`fit` returns: per-epoch history and run facts (the model is trained in place).
+
+    ``diverged``: the training loss (or a weight) became NaN or infinite; training stopped after
+    epoch ``diverged_epoch`` (1-based), the last in ``history``. Such a run is a result (its
+    cache entry is stored, its logits may be NaN), not an error; see :func:`diverged_epoch`.
+    """
     history: dict[str, list]
     epochs_run: int
     best_epoch: int | None
@@ -144,6 +154,8 @@ class TrainResult:
     images_per_second: float
     device: str
     stopped_early: bool = False
+    diverged: bool = False
+    diverged_epoch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -253,6 +265,14 @@ class _Forward:
             return self.model(x)
 
 
+def _all_finite(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """A 0-d bool tensor (on the tensors' device, no sync): every floating tensor is finite."""
+    flags = [torch.isfinite(t).all() for t in tensors if t.is_floating_point()]
+    if not flags:
+        return torch.ones((), dtype=torch.bool)
+    return torch.stack(flags).all()
+
+
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
@@ -322,6 +342,9 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
         vt = _as_targets(val[1], vx.shape[0], "fit(val targets)", device)
     if config.early_stopping_patience is not None and val is None:
         raise ValueError("TrainConfig.early_stopping_patience needs fit(..., val=(images, targets))")
+    if config.keep_best and val is None:
+        raise ValueError("TrainConfig.keep_best needs fit(..., val=(images, targets))")
+    restore_best = config.early_stopping_patience is not None or bool(config.keep_best)
 
     torch.manual_seed(config.seed)
     gen_cpu = torch.Generator().manual_seed(config.seed)               # batch order, mixing
@@ -343,7 +366,7 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
     if val is not None:
         history.update(val_loss=[], val_acc=[])
     best = (math.inf, None, None)  # (val loss, epoch, state)
-    bad_epochs, stopped = 0, False
+    bad_epochs, stopped, diverged_at = 0, False, None
     show = progress and not _quiet()
     t_start = time.perf_counter()
     seen = 0
@@ -393,9 +416,24 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
                 if step % 20 == 0 or step == steps - 1:
                     bar.set_postfix(loss=f"{loss_sum.item() / count:.4f}")
         seen += count
+        # divergence: a non-finite step loss stays in the sum; one sync per epoch checks both
+        finite = torch.isfinite(loss_sum) & _all_finite(
+            list(model.parameters()) + list(model.buffers())).to(loss_sum.device)
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(float(loss_sum.item() / max(1, count)))
         history["lr"].append(float(opt.param_groups[0]["lr"]))
+        if not bool(finite.item()):
+            diverged_at = epoch + 1
+            if val is not None:
+                history["val_loss"].append(float("nan"))
+                history["val_acc"].append(float("nan"))
+            history["seconds"].append(time.perf_counter() - t0)
+            if bar is not None:
+                bar.close()
+            warnings.warn(f"softlib.train: {config.arch} (lr {config.lr}, seed {config.seed}) "
+                          f"diverged in epoch {diverged_at}: non-finite loss or weights; "
+                          "training stopped and the run is recorded as diverged")
+            break
         if val is not None:
             logits = _evaluate(model, vx, config.eval_batch_size, device, amp, cl)
             vloss = float(soft_cross_entropy(logits, vt).item())
@@ -404,7 +442,7 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
             history["val_acc"].append(vacc)
             if vloss < best[0]:
                 state = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                         if config.early_stopping_patience is not None else None)
+                         if restore_best else None)
                 best, bad_epochs = (vloss, epoch + 1, state), 0
             else:
                 bad_epochs += 1
@@ -422,12 +460,13 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
                 and bad_epochs >= int(config.early_stopping_patience)):
             stopped = True
             break
-    if config.early_stopping_patience is not None and best[2] is not None:
+    if restore_best and best[2] is not None and diverged_at is None:
         model.load_state_dict(best[2])
     seconds = time.perf_counter() - t_start
     return TrainResult(history=history, epochs_run=epoch + 1, best_epoch=best[1],
                        seconds=seconds, images_per_second=seen / max(seconds, 1e-9),
-                       device=str(device), stopped_early=stopped)
+                       device=str(device), stopped_early=stopped,
+                       diverged=diverged_at is not None, diverged_epoch=diverged_at)
 
 
 def predict(model: torch.nn.Module, images: Any, batch_size: int = 1024,
@@ -486,18 +525,42 @@ def load_model(entry: Entry, config: TrainConfig,
 def _trained_entry(model: torch.nn.Module, result: TrainResult, config: TrainConfig,
                    eval_sets: Mapping[str, Any], eval_fps: Mapping[str, str],
                    extra_meta: Mapping[str, Any] | None = None) -> Entry:
-    """The cache entry of a trained model: logits on every eval set, run facts, CPU weights."""
+    """The cache entry of a trained model: logits on every eval set, run facts, CPU weights.
+
+    A model whose logits are not all finite is recorded as diverged (in its last epoch) even
+    when its training loss stayed finite."""
     arrays, timing = {}, {}
     for name, imgs in eval_sets.items():
         t0 = time.perf_counter()
         arrays[f"logits_{name}"] = predict(model, imgs, config.eval_batch_size)
         timing[name] = time.perf_counter() - t0
+    if not result.diverged and not all(np.isfinite(a).all() for a in arrays.values()):
+        result = dataclasses.replace(result, diverged=True, diverged_epoch=result.epochs_run)
     meta = {"result": result.to_dict(), "eval_seconds": timing, "eval_fingerprints": dict(eval_fps),
             "torch": torch.__version__, "machine": platform.platform(),
             "n_parameters": int(sum(p.numel() for p in model.parameters())),
             **dict(extra_meta or {})}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return Entry(arrays=arrays, meta=meta, state_dict=state)
+
+
+def diverged_epoch(entry: Entry) -> int | None:
+    """The epoch (1-based) in which the run of a cache entry diverged, or None if it did not.
+
+    Read from ``meta['result']`` (:class:`TrainResult`'s ``diverged_epoch``); an entry stored
+    before divergence was recorded counts as diverged when any of its logits is NaN or infinite
+    (epoch: the first with a non-finite training loss, else the last one run)."""
+    res = entry.meta.get("result", {}) or {}
+    if res.get("diverged"):
+        ep = res.get("diverged_epoch")
+        return int(ep) if ep is not None else int(res.get("epochs_run") or 0)
+    if all(np.isfinite(np.asarray(a)).all() for n, a in entry.arrays.items()
+           if n.startswith("logits_")):
+        return None
+    losses = [float(x) if x is not None else math.nan
+              for x in (res.get("history", {}) or {}).get("train_loss", [])]
+    bad = [i + 1 for i, x in enumerate(losses) if not math.isfinite(x)]
+    return bad[0] if bad else int(res.get("epochs_run") or len(losses))
 
 
 def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data_fingerprint: str,
@@ -580,7 +643,8 @@ def stacking_enabled(stack: Any, device: str | torch.device | None = None) -> bo
 def _stack_signature(job: TrainJob) -> tuple | None:
     """What must be equal for jobs to train together (None: the job cannot be stacked)."""
     c = job.config
-    if job.target_sampler is not None or c.early_stopping_patience is not None:
+    if (job.target_sampler is not None or c.early_stopping_patience is not None
+            or c.keep_best):
         return None
     if job.val is not None and not job.val_optional:
         return None
@@ -635,13 +699,17 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     entries = []
     for k, (job, model) in enumerate(zip(jobs, res.models)):
         h = res.history
-        history = {"epoch": list(h["epoch"]), "train_loss": [float(row[k]) for row in h["train_loss"]],
-                   "lr": list(h["lr"]), "seconds": [s / k_models for s in h["seconds"]]}
+        div = res.diverged_epochs[k]
+        last = len(h["epoch"]) if div is None else div  # a diverged model's history ends there
+        history = {"epoch": list(h["epoch"][:last]),
+                   "train_loss": [float(row[k]) for row in h["train_loss"][:last]],
+                   "lr": list(h["lr"][:last]),
+                   "seconds": [s / k_models for s in h["seconds"][:last]]}
         # the group's time shared equally; images per second of one model in its share
         result = TrainResult(history=history, epochs_run=len(history["epoch"]), best_epoch=None,
                              seconds=res.seconds / k_models,
                              images_per_second=res.images_per_second, device=str(dev),
-                             stopped_early=False)
+                             stopped_early=False, diverged=div is not None, diverged_epoch=div)
         sets = dict(job.eval_sets or {})
         fps = {name: _images_fingerprint(imgs) for name, imgs in sets.items()}
         extra = {"stacked": k_models}

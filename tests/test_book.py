@@ -38,13 +38,11 @@ def smoke_book(tmp_path_factory):
     first = _runner(["run", "--profile", "smoke"], env)
     assert first.returncode == 0, first.stdout + first.stderr
     snap = _snapshot(cache, "meta.json")
-    second = _runner(["run", "--profile", "smoke"], env)
-    assert second.returncode == 0, second.stdout + second.stderr
-    build = _runner(["build"], env)
-    assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
+    second = _runner(["all", "--profile", "smoke"], env)  # run again (cache hits), then build
+    assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-5000:]
     return {"cache": cache, "snapshot": snap, "after": _snapshot(cache, "meta.json"), "root": root,
             "html": root / "_build" / "html", "repo_book_before": repo_book,
-            "repo_book_after": _snapshot(REPO / "book")}
+            "repo_book_after": _snapshot(REPO / "book"), "first": first, "second": second}
 
 
 def test_every_section_was_executed_under_smoke(smoke_book):
@@ -53,6 +51,45 @@ def test_every_section_was_executed_under_smoke(smoke_book):
     for section, nb in book.SECTIONS.items():
         assert (sections / (Path(nb).stem + ".ipynb")).exists()
         assert timings[section]["profile"] == "smoke"
+
+
+def _section_lines(stdout: str, phase: str) -> dict[str, str]:
+    """The ``[i/n] section ...`` lines of one phase (compute / execute) of the runner's stdout."""
+    lines = stdout.split(f"\n{phase}:\n", 1)[1].splitlines()
+    out = {}
+    for line in lines:
+        m = re.match(r"^\[\d+/\d+\] (\S+)\s+(.*)$", line)
+        if not m:
+            break
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_the_runner_reports_every_section_and_ends_with_a_summary(smoke_book):
+    first, second = smoke_book["first"].stdout, smoke_book["second"].stdout
+    computed = ("generalisation", "alternatives", "adversarial", "calibration_ood", "compute")
+    for out, fresh in ((first, True), (second, False)):
+        compute, execute = _section_lines(out, "compute"), _section_lines(out, "execute")
+        assert list(compute) == list(book.SECTIONS) == list(execute), out
+        for s in computed:  # jobs done / total, trained, cache hits, time
+            m = re.search(r"complete\s+(\d+)/(\d+) jobs \| trained (\d+) \| cache hits (\d+) \| "
+                          r"[\d.]+ s", compute[s])
+            assert m, compute[s]
+            done, total, trained, hits = map(int, m.groups())
+            assert done == total == trained + hits > 0, compute[s]
+            assert (trained > 0) if fresh else (trained == 0), compute[s]
+        for s in set(book.SECTIONS) - set(computed):
+            assert "nothing to compute" in compute[s]
+        assert all(re.match(r"executed in [\d.]+ s$", v) for v in execute.values()), execute
+    # the summary: every section with its times and counts, then where the HTML is
+    tail = second.split("\nsummary (profile smoke", 1)[1].splitlines()
+    for s in book.SECTIONS:
+        assert any(line.split()[:1] == [s] for line in tail), s
+    assert tail[-1] == f"HTML: {smoke_book['html'] / 'index.html'}"
+    assert "executed notebooks:" in first.split("\nsummary (profile smoke", 1)[1]
+    # no kernel chatter on the terminal
+    for res in (smoke_book["first"], smoke_book["second"]):
+        assert "without encryption" not in res.stdout + res.stderr
 
 
 def test_the_test_book_leaves_the_repositorys_book_alone(smoke_book):
@@ -141,3 +178,55 @@ def test_pages_render_in_headless_chromium(smoke_book, tmp_path):
         subprocess.run([exe, *flags, f"--screenshot={shot}", "--window-size=1280,1600", url],
                        capture_output=True, timeout=120)
         assert shot.exists() and shot.stat().st_size > 10_000, f"{page.name}: no screenshot"
+
+
+class _Ledger(HTMLParser):
+    """The claims ledger's rows (``<tr data-claim=...>``) and the text of their verdict cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.verdicts, self._in = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "tr" and "data-claim" in a:
+            self.rows.append(a["data-claim"])
+        if tag == "td" and "verdict" in (a.get("class") or "").split():
+            self._in = True
+            self.verdicts.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._in = False
+
+    def handle_data(self, data):
+        if self._in:
+            self.verdicts[-1] += data
+
+
+def _check_ledger(text: str) -> None:
+    from softlib import claims
+    p = _Ledger()
+    p.feed(text)
+    assert p.rows == [c.id for c in claims.CLAIMS], "the ledger lacks or repeats a claim's row"
+    assert len(p.verdicts) == len(p.rows), "a ledger row has no verdict cell"
+    assert all(v.strip() in claims.VERDICTS for v in p.verdicts), p.verdicts
+
+
+def test_claims_ledger_has_one_row_and_verdict_per_claim(smoke_book):
+    page = smoke_book["html"] / "book" / "sections" / (Path(book.SECTIONS["claims"]).stem + ".html")
+    _check_ledger(page.read_text())
+
+
+def test_claims_ledger_in_headless_chromium(smoke_book, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("SOFTLIB_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is required (SOFTLIB_REQUIRE_CHROMIUM) but not installed")
+        pytest.skip("chromium not installed")
+    page = smoke_book["html"] / "book" / "sections" / (Path(book.SECTIONS["claims"]).stem + ".html")
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", f"--user-data-dir={tmp_path / 'p'}",
+                          "--dump-dom", page.as_uri()], text=True, capture_output=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    _check_ledger(dom.stdout)

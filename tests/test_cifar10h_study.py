@@ -41,3 +41,23 @@ def test_gallery_groups(toy):
     assert list(g["certain"]) == [0]
     assert g["split"][0] == 3
     assert set(g["confused"]) == {2, 3}  # majority (class 2 for #2, tie -> 0 for #3) != label
+
+
+def test_entropy_share_of_most_uncertain():
+    probs = np.array([[1, 0], [1, 0], [0.5, 0.5], [0.9, 0.1]], dtype=float)
+    h = np.array([0, 0, np.log(2), -(0.9 * np.log(0.9) + 0.1 * np.log(0.1))])
+    assert study.entropy_share_of_most_uncertain(probs, 0.25) == pytest.approx(h[2] / h.sum())
+    assert study.entropy_share_of_most_uncertain(probs, 1.0) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="fraction"):
+        study.entropy_share_of_most_uncertain(probs, 0)
+
+
+def test_participant_facts_counts_people_and_images():
+    import pandas as pd
+    raw = pd.DataFrame({"annotator_id": [1, 1, 1, 2, 2, 3],
+                        "cifar10_test_test_idx": [0, 1, 2, 0, 5, 7]})
+    f = study.participant_facts(raw)
+    assert f.loc["participants in the table", "this data"] == 3
+    assert f.loc["participants in the table", "paper"] == 2571 - 14
+    assert f.loc["images per participant (median)", "this data"] == 2
+    assert f.loc["judgments (non-attention trials)", "this data"] == 6

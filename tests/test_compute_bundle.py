@@ -313,3 +313,20 @@ def test_record_access_sees_loads_and_saves(tmp_path):
     assert touched == [("k", config_key("k", {"a": 1}))]
     assert seen == [("save", "k"), ("load", "k")]
     assert list(c.touched) == touched
+
+
+def test_section4_attacks_the_models_section3_ran_with(tmp_path):
+    """Section 3's effective parameters (overrides included) are what section 4 attacks."""
+    import pytest
+    from softlib import profiles, sections
+    from softlib.cache import ResultCache
+    cache = ResultCache(tmp_path / "c")
+    default = profiles.resolve("smoke", "alternatives")
+    assert sections.adversarial_alt_params("smoke", cache) == default  # nothing recorded yet
+    changed = profiles.resolve("smoke", "alternatives", finetune_epochs=3)
+    sections.record_section_params(cache, "smoke", "alternatives", changed, seed=0)
+    got = sections.adversarial_alt_params("smoke", cache, seed=0)
+    assert got["finetune_epochs"] == 3 and got != default
+    with pytest.raises(ValueError, match="seed"):
+        sections.adversarial_alt_params("smoke", cache, seed=1)
+    assert sections.adversarial_alt_params("cpu", cache) == profiles.resolve("cpu", "alternatives")

@@ -179,3 +179,22 @@ def test_summarize():
     assert {"kl", "js"} <= set(s)
     # torch tensors are accepted too
     assert M.accuracy(torch.tensor(p), torch.tensor(y)) == s["accuracy"]
+
+
+def test_cross_entropy_from_logits_is_not_capped_like_stored_probabilities():
+    import numpy as np
+    import pytest
+    from softlib import metrics
+    z = np.zeros((2, 10))
+    z[:, 3] = 60.0                     # the model is sure of class 3 ...
+    y = np.array([0, 3])                # ... and wrong on the first image by a logit gap of 60
+    ce = metrics.cross_entropy_from_logits(z, y)
+    assert ce == pytest.approx((60.0 + np.log1p(9 * np.exp(-60.0)) + 9 * 0) / 2 + 0.0, abs=1e-6)
+    # the same through float32 probabilities is floored at -log(1e-12) = 27.6 nats per image
+    from scipy.special import softmax
+    p = softmax(z, axis=1).astype(np.float32)
+    assert metrics.cross_entropy(p / p.sum(1, keepdims=True), y) < 14.0
+    soft = np.full((2, 10), 0.1)
+    assert metrics.cross_entropy_from_logits(np.zeros((2, 10)), soft) == pytest.approx(np.log(10))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        metrics.cross_entropy_from_logits(np.full((1, 10), np.nan), [0])

@@ -22,7 +22,7 @@ def _one_step(config: TrainConfig) -> float:
     x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     t = np.full((4, 10), 0.1, dtype=np.float32)
     short = config.replace(epochs=1, batch_size=4, warmup_epochs=0, milestones=[],
-                           early_stopping_patience=None)
+                           early_stopping_patience=None, keep_best=False)
     model = _default_build(short)
     res = fit(model, x, t, short, device="cpu", progress=False)
     return float(res.history["train_loss"][-1])
@@ -103,8 +103,26 @@ def test_every_laing_model_type_and_condition_configures_and_steps(profile, mode
     warmup, milestones = L.schedule_for(cal["epochs"])
     for cfg in configs:
         assert cfg.epochs == cal["epochs"] and cfg.milestones == milestones
-        assert cfg.warmup_epochs == warmup and cfg.early_stopping_patience is not None
+        assert cfg.warmup_epochs == warmup
+        # the best-validation weights are kept: by early stopping (gpu) or after the whole
+        # schedule (paper, Laing's protocol)
+        assert cfg.early_stopping_patience is not None or cfg.keep_best
     # the mix branch of the first mixed condition exercises mixing; plain covers the rest
     assert np.isfinite(_one_step(configs[0]))
     mixed = next(c for c in configs if c.mix != "none")
     assert np.isfinite(_one_step(mixed))
+
+
+def test_paper_laing_trains_all_230_epochs_and_keeps_the_best_checkpoint():
+    from softlib import profiles
+    from softlib.studies import laing
+    p = profiles.resolve("paper", "calibration_ood")
+    assert p["epochs"] == 230 and p["early_stopping_patience"] is None
+    cfg = laing.train_config(p, "basic", "soft", 0, 0.3, 0.0)
+    assert cfg.epochs == 230 and cfg.early_stopping_patience is None and cfg.keep_best
+    assert cfg.milestones == list(laing.PAPER_MILESTONES)
+
+
+def test_paper_pgd_sweeps_every_bound_the_paper_explored():
+    from softlib import profiles
+    assert profiles.resolve("paper", "adversarial")["pgd_eps"] == [4, 5, 6, 7, 8]

@@ -132,12 +132,27 @@ def test_selection_of_lr_and_mixup_alpha():
                        "lr": [0.1, 0.1, 0.01, 0.01], "fold": [0, 1, 0, 1],
                        "accuracy": [0.5, 0.6, 0.7, 0.8]})
     assert set(P.select_lr(df).lr) == {0.01}
+    # one rate per architecture, shared by both conditions: soft alone would pick 0.1, hard
+    # alone 0.01; pooled, 0.01 wins and both conditions keep it
+    both = pd.DataFrame({"arch": "A", "dataset": "heldout", "fold": 0,
+                         "condition": ["soft", "soft", "hard", "hard"], "lr": [0.1, 0.01, 0.1, 0.01],
+                         "accuracy": [0.72, 0.70, 0.50, 0.69]})
+    sel_lr = P.select_lr(both)
+    assert set(sel_lr.lr) == {0.01} and set(sel_lr.condition) == {"soft", "hard"}
     alt = pd.DataFrame({"arch": "A", "method": ["mixup_hard"] * 4 + ["hard"] * 2,
                         "alpha": [0.1, 0.1, 0.5, 0.5, np.nan, np.nan], "lr": 0.1,
-                        "fold": [0, 1, 0, 1, 0, 1], "c10H": [0.9, 0.8, 0.4, 0.5, 1.0, 1.1]})
+                        "fold": [0, 1, 0, 1, 0, 1], "c10H": [0.9, 0.8, 0.4, 0.5, 1.0, 1.1],
+                        "accuracy": 0.5})
     sel = P.select_variants(alt)
     assert set(sel[sel.method == "mixup_hard"].alpha) == {0.5}
     assert len(sel[sel.method == "hard"]) == 2
+    # fine-tuning: one rate per architecture for every method (by held-out accuracy), even
+    # where a method's own c10H would prefer another
+    two = pd.DataFrame({"arch": "A", "method": ["hard", "hard", "soft", "soft"], "alpha": np.nan,
+                        "lr": [0.1, 0.01, 0.1, 0.01], "fold": 0,
+                        "c10H": [0.5, 0.9, 0.9, 0.5], "accuracy": [0.80, 0.60, 0.70, 0.75]})
+    sel2 = P.select_variants(two)
+    assert set(sel2.lr) == {0.1} and set(sel2.method) == {"hard", "soft"}
 
 
 def test_dataset_order_and_method_variants():
@@ -180,6 +195,26 @@ def test_shift_sets_report_absent_data(fixture_root):
     assert np.all(np.bincount(c.labels["c10c_contrast_2"], minlength=10) == 2)
 
 
+def test_cinic10_uses_every_split_and_imagenet_far_is_flagged(tmp_path):
+    root = fixtures.write_fixture_root(tmp_path / "d", n_train=50, n_test=50, n_small=30,
+                                       cifar10_c=False)
+    s = P.load_shift_sets(None, root=root)
+    assert len(s.labels["cinic10"]) == 3 * 30           # train + valid + test, as the paper
+    (root / "cinic10" / "train.npz").unlink()
+    s2 = P.load_shift_sets(None, root=root)
+    assert len(s2.labels["cinic10"]) == 2 * 30            # a missing split is said, not hidden
+    assert "only valid+test" in s2.titles["cinic10"]
+    rows = []
+    for key in ("heldout", "cifar10_train", "imagenet_far"):
+        for cond in ("hard", "soft"):
+            rows.append({"arch": "a", "condition": cond, "dataset": key, "accuracy": 0.5,
+                         "ce": 1.0, "sba": 0.3, "fold": 0})
+    cmp = P.paper_vs_run_generalisation(pd.DataFrame(rows), s)
+    far = cmp[cmp.index.str.contains("ImageNet-Far")]
+    assert len(far) and far["defined differently"].str.contains("not comparable").all()
+    assert (cmp[cmp.index.str.contains("CIFAR-10 \\(train", regex=True)]["defined differently"] == "").all()
+
+
 def test_pipeline_trains_once_and_sections_reuse_the_cache(fixture_root, tmp_path, monkeypatch):
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
     cache = ResultCache(tmp_path / "cache")
@@ -219,7 +254,7 @@ def test_pipeline_trains_once_and_sections_reuse_the_cache(fixture_root, tmp_pat
     assert not np.allclose(runs3.logits[("tiny", "hard", None, 0.01, 0)],
                            runs3.logits[("tiny", "soft", None, 0.01, 0)])
 
-    adv = {"eps_sweep": [4, 8], "pgd_eps": 4, "pgd_steps": 2, "pgd_step_size": 1.0,
+    adv = {"eps_sweep": [4, 8], "pgd_eps": [4, 8], "pgd_steps": 2, "pgd_step_size": 1.0,
            "attack_subset": 16, "pgd_subset": 8}
     before = cache.misses
     fg, pg = P.run_adversarial(cache, study, pre, alt, adv, device="cpu", progress=False)
@@ -227,7 +262,9 @@ def test_pipeline_trains_once_and_sections_reuse_the_cache(fixture_root, tmp_pat
     assert set(fg.eps) == {0, 4, 8} and (fg.n == 8).all()
     ce = fg.groupby("eps").ce.mean()
     assert ce[8] > ce[0]                    # FGSM raises the loss it follows
-    assert set(pg.step) == {0, 1, 2}
+    assert set(pg.step) == {0, 1, 2} and set(pg.eps) == {4.0, 8.0}  # PGD swept like FGSM
+    last = pg[pg.step == 2].groupby("eps").ce.mean()
+    assert last[8.0] >= last[4.0] - 1e-6     # a larger ball cannot lower the loss PGD reaches
     t2 = P.table2(fg, 4)
     assert ("accuracy", "hard") in t2.columns and ("ce", "soft") in t2.columns
     P.run_adversarial(cache, study, pre, alt, adv, device="cpu", progress=False)

@@ -228,3 +228,39 @@ def test_run_folds_assembles_every_index_once(tmp_path):
     with pytest.raises(ValueError, match="already held out"):
         train.run_folds(ResultCache(tmp_path), "tinyfold", cfg(epochs=1), x, t, dup,
                         build_model=build, progress=False)
+
+
+def test_keep_best_trains_every_epoch_and_ends_with_the_best_validation_weights():
+    import copy
+    import numpy as np
+    import pytest
+    import torch
+    from torch import nn
+    from softlib.train import TrainConfig, fit
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8)
+    t = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 48)]
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
+    cfg = TrainConfig(arch="tiny", optimizer="sgd", lr=2.0, momentum=0.9, batch_size=16, epochs=6,
+                      augment="none", keep_best=True)
+    assert "keep_best" in cfg.to_dict()
+    assert "keep_best" not in cfg.replace(keep_best=False).to_dict()  # old cache keys unchanged
+    kept = copy.deepcopy(m)
+    r = fit(kept, x, t, cfg, val=(x[:16], t[:16]), progress=False)
+    assert r.epochs_run == 6 and not r.stopped_early                  # no early stop
+    best = int(np.argmin(r.history["val_loss"])) + 1
+    assert r.best_epoch == best
+    # the kept weights are the best epoch's: their validation loss is the history's minimum
+    from softlib.losses import soft_cross_entropy
+    from softlib.train import predict
+    z = torch.from_numpy(predict(kept, x[:16]))
+    vloss = float(soft_cross_entropy(z, torch.from_numpy(t[:16])))
+    assert vloss == pytest.approx(min(r.history["val_loss"]), rel=1e-4)
+    final = copy.deepcopy(m)   # without keep_best the last epoch's weights stay
+    r2 = fit(final, x, t, cfg.replace(keep_best=False), val=(x[:16], t[:16]), progress=False)
+    z2 = torch.from_numpy(predict(final, x[:16]))
+    assert float(soft_cross_entropy(z2, torch.from_numpy(t[:16]))) == pytest.approx(
+        r2.history["val_loss"][-1], rel=1e-4)
+    with pytest.raises(ValueError, match="keep_best needs"):
+        fit(copy.deepcopy(m), x, t, cfg, progress=False)

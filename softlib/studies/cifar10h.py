@@ -44,6 +44,39 @@ def entropy_concentration(probs: np.ndarray, shares=(0.5, 0.8, 0.9)) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def entropy_share_of_most_uncertain(probs: np.ndarray, fraction: float = 0.3) -> float:
+    """The share of the total label entropy held by the ``fraction`` most uncertain images
+    (Peterson et al.: uncertainty is concentrated in roughly 30% of the images)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
+    h = np.sort(_entropy(probs))[::-1]
+    k = max(1, int(round(fraction * len(h))))
+    return float(h[:k].sum() / h.sum())
+
+
+#: Peterson et al. (2019) on the collection: participants, exclusions, images per participant.
+PAPER_PARTICIPANTS = {"participants": 2571, "excluded by attention checks": 14,
+                      "images per participant": 200}
+
+
+def participant_facts(raw: pd.DataFrame) -> pd.DataFrame:
+    """Participants and images per participant in the raw annotator table (attention-check
+    trials already removed by the loader), beside the paper's numbers. The released table holds
+    only the participants who passed, so exclusions are read as paper minus table."""
+    per = raw.groupby("annotator_id")["cifar10_test_test_idx"].nunique()
+    n = int(per.size)
+    rows = [
+        {"fact": "participants in the table", "this data": n,
+         "paper": PAPER_PARTICIPANTS["participants"] - PAPER_PARTICIPANTS["excluded by attention checks"],
+         "note": "paper: 2,571 took part, 14 were removed by attention checks"},
+        {"fact": "images per participant (median)", "this data": float(per.median()),
+         "paper": PAPER_PARTICIPANTS["images per participant"], "note": "20 per class"},
+        {"fact": "judgments (non-attention trials)", "this data": int(len(raw)),
+         "paper": 511400, "note": ""},
+    ]
+    return pd.DataFrame(rows).set_index("fact")
+
+
 def entropy_lorenz(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(fraction of images, fraction of total entropy) sorted by decreasing entropy."""
     h = np.sort(_entropy(probs))[::-1]

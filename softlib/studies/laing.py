@@ -310,6 +310,7 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
         mix_prob=round(float(mix_prob), 6) if cond.mix != "none" else 1.0,
         label_smoothing=round(float(smoothing_eps), 6) if cond.targets == "smoothed" else 0.0,
         early_stopping_patience=None if patience is None else int(patience), seed=int(seed),
+        keep_best=bool(params.get("keep_best_checkpoint", False)),
         amp=params.get("amp", "auto"))
     if mt.arch == "resnet20_dropout":  # dropout after every ReLU at this rate (author: 0.05);
         # MC predictions average the sampled logits, as the author's code does
@@ -378,7 +379,10 @@ def evaluate_logits(logits_test: np.ndarray, labels_test: np.ndarray,
 
 @dataclass
 class RunResult:
-    """One trained model's metrics (a flat dict) and its test-split probabilities."""
+    """One trained model's metrics (a flat dict) and its test-split probabilities.
+
+    A run whose training diverged (loss or weights NaN / inf) has ``info['diverged']`` True,
+    ``info['diverged_epoch']``, NaN metrics and NaN probabilities: it is not evaluated."""
     model_type: str
     condition: str
     seed: int
@@ -386,6 +390,10 @@ class RunResult:
     test_probs: np.ndarray
     test_labels: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.info.get("diverged", False))
 
 
 def _ood_subset(images: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -451,16 +459,32 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
     """Train (or load) one model type under one label condition and seed; evaluate it.
 
     Both steps are cached: the model and its logits on validation, test and OOD images
-    (``laing_train``), and the metrics including FGSM (``laing_eval``).
+    (``laing_train``), and the metrics including FGSM (``laing_eval``). A run whose training
+    diverged is not evaluated (no FGSM): its metrics are NaN and ``info['diverged']`` is True.
     """
     from ..cache import Entry, ResultCache
-    from ..train import data_fingerprint, load_model, train_cached
+    from ..train import data_fingerprint, diverged_epoch, load_model, train_cached
     cache = cache if cache is not None else ResultCache()
     job, sp, mix_prob, eps, ood = _train_job(data, model_type, condition, seed, params)
     cfg, fp = job.config, job.data_fingerprint
     entry = train_cached(cache, "laing_train", cfg, fp, None, job.train_data, job.eval_sets,
                          val=job.val, device=device, progress=progress)
     y_test, y_val = data.labels[sp.test], data.labels[sp.val]
+    res = entry.meta.get("result", {})
+    info = {"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
+            "train_seconds": res.get("seconds"), "images_per_second": res.get("images_per_second"),
+            "n_parameters": entry.meta.get("n_parameters"), "mix_prob": mix_prob,
+            "smoothing_eps": eps, "n_train": int(len(sp.train))}
+    dv = diverged_epoch(entry)
+    if dv is not None:
+        names = (["accuracy", "ece", "brier", "nll"]  # evaluate_logits' order
+                 + (["ece_author_output"] if model_type == "duq" else [])
+                 + [f"ood_auroc_{k}" for k in ood]
+                 + ["temperature", "ece_ts", "nll_ts", "brier_ts", "attack_decrease"])
+        n_classes = np.asarray(data.probs).shape[1]
+        return RunResult(model_type, condition, int(seed), dict.fromkeys(names, float("nan")),
+                         np.full((len(y_test), n_classes), np.nan, np.float32), y_test,
+                         dict(info, diverged=True, diverged_epoch=int(dv)))
     fgsm_eps = float(params["fgsm_eps"])
     ekey = {"train": cfg.to_dict(), "data": fp, "fgsm_eps": fgsm_eps,
             "ood": {k: (None if v is None else data_fingerprint(v)) for k, v in ood.items()},
@@ -482,12 +506,6 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
         atk = attack_decrease(model, data.images[sp.test], y_test, fgsm_eps, device=dev,
                               use_inference=True if kernel_out else None)
         mets["attack_decrease"] = float(atk["decrease"])
-        res = entry.meta.get("result", {})
-        info = {"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
-                "train_seconds": res.get("seconds"),
-                "images_per_second": res.get("images_per_second"),
-                "n_parameters": entry.meta.get("n_parameters"), "mix_prob": mix_prob,
-                "smoothing_eps": eps, "n_train": int(len(sp.train))}
         return Entry(arrays={"test_probs": softmax(entry.arrays["logits_test"].astype(np.float64),
                                                    axis=1).astype(np.float32)},
                      meta={"metrics": mets, "info": info})
@@ -495,7 +513,8 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
     with _quiet(not progress):
         ev = cache.get_or_compute("laing_eval", ekey, compute)
     return RunResult(model_type, condition, int(seed), dict(ev.meta["metrics"]),
-                     ev.arrays["test_probs"], y_test, dict(ev.meta["info"]))
+                     ev.arrays["test_probs"], y_test,
+                     dict(ev.meta["info"], diverged=False, diverged_epoch=None))
 
 
 @dataclass
@@ -556,7 +575,10 @@ def _se(x: pd.Series) -> float:
 
 def summary_table(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """Mean, standard error over seeds (NaN with one seed) and seed count per (model type,
-    condition): columns ``(metric, 'mean'|'se'|'n')``, rows in the grid's order."""
+    condition): columns ``(metric, 'mean'|'se'|'n')``, rows in the grid's order.
+
+    Diverged runs (NaN metrics) are left out of every statistic; when any run diverged,
+    ``('diverged', 'n')`` counts them and ``('diverged', 'runs')`` counts all runs per row."""
     metrics = [m for m in metrics if m in runs.columns]
     g = runs.groupby(["model_type", "condition"], sort=False)
     parts = {}
@@ -564,6 +586,10 @@ def summary_table(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Da
         parts[(m, "mean")] = g[m].mean()
         parts[(m, "se")] = g[m].agg(_se)
         parts[(m, "n")] = g[m].count()
+    div = runs["diverged"].eq(True) if "diverged" in runs.columns else None
+    if div is not None and div.any():
+        parts[("diverged", "n")] = div.groupby([runs.model_type, runs.condition], sort=False).sum()
+        parts[("diverged", "runs")] = g.size()
     out = pd.DataFrame(parts)
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     return out
@@ -572,7 +598,8 @@ def summary_table(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Da
 def best_per_model_type(summary: pd.DataFrame) -> pd.DataFrame:
     """Boolean frame (same rows, one column per metric): the best condition within each model
     type (max or min by :data:`HIGHER_IS_BETTER`; all-NaN metrics mark nothing)."""
-    metrics = list(dict.fromkeys(summary.columns.get_level_values(0)))
+    metrics = [m for m in dict.fromkeys(summary.columns.get_level_values(0))
+               if (m, "mean") in summary.columns]
     best = pd.DataFrame(False, index=summary.index, columns=metrics)
     for m in metrics:
         means = summary[(m, "mean")]
@@ -585,10 +612,15 @@ def best_per_model_type(summary: pd.DataFrame) -> pd.DataFrame:
 
 def format_table(summary: pd.DataFrame, digits: Mapping[str, int] | None = None,
                  mark: str = " *") -> pd.DataFrame:
-    """Strings ``mean ± se`` (``mean`` alone with one seed, ``n/a`` where unavailable), the best
-    condition per model type marked with ``mark``; columns labelled for readers."""
+    """Strings ``mean ± se`` (``mean`` alone with one seed, ``n/a`` where unavailable, and
+    ``diverged`` where every run of the row diverged), the best condition per model type marked
+    with ``mark``; columns labelled for readers. With diverged runs in the summary, a last
+    column says how many per row."""
     digits = {"accuracy": 2, **(digits or {})}
     best = best_per_model_type(summary)
+    has_div = ("diverged", "n") in summary.columns
+    all_div = ((summary[("diverged", "n")] >= summary[("diverged", "runs")]) if has_div
+               else pd.Series(False, index=summary.index))
     cols = {}
     for m in best.columns:
         d = digits.get(m, 4)
@@ -596,13 +628,17 @@ def format_table(summary: pd.DataFrame, digits: Mapping[str, int] | None = None,
         vals = []
         for idx in summary.index:
             if not np.isfinite(mean[idx]):
-                vals.append("n/a")
+                vals.append("diverged" if all_div[idx] else "n/a")
                 continue
             s = f"{mean[idx]:.{d}f}"
             if np.isfinite(se[idx]):
                 s += f" ± {se[idx]:.{d}f}"
             vals.append(s + (mark if best.loc[idx, m] else ""))
         cols[METRIC_LABELS.get(m, m)] = vals
+    if has_div:
+        cols["diverged runs"] = [f"{int(n)} of {int(r)}" if n else ""
+                                 for n, r in zip(summary[("diverged", "n")],
+                                                 summary[("diverged", "runs")])]
     return pd.DataFrame(cols, index=summary.index)
 
 
@@ -690,8 +726,9 @@ def temperature_table(runs: pd.DataFrame) -> pd.DataFrame:
 def pooled_reliability(runs: Sequence[RunResult], model_type: str, condition: str,
                        n_bins: int = 10) -> dict[str, np.ndarray] | None:
     """Reliability / proportion diagram data of one (model type, condition), test predictions
-    of all its seeds pooled; None when there is no such run."""
-    sel = [r for r in runs if r.model_type == model_type and r.condition == condition]
+    of all its seeds pooled (diverged runs left out); None when there is no such run."""
+    sel = [r for r in runs if r.model_type == model_type and r.condition == condition
+           and not r.diverged and np.isfinite(r.test_probs).all()]
     if not sel:
         return None
     p = np.concatenate([r.test_probs for r in sel]).astype(np.float64)

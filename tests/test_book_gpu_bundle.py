@@ -1,0 +1,187 @@
+"""Rendering a book from results bundles without training, as ``make book PROFILE=gpu`` does on a
+machine without a GPU: under the smoke profile's sections and fixture data, with the profile
+marked ``requires_gpu`` for the runner (the notebooks' kernels see the ordinary smoke profile)
+and CUDA reported absent. Also: section 4 renders from a bundle without model weights, and the
+lazily loaded weights leave the attack results unchanged."""
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from softlib import book, bundle, profiles
+
+pytestmark = [pytest.mark.book, pytest.mark.usefixtures("one_thread")]
+
+COMPUTED = ["generalisation", "alternatives", "adversarial"]
+
+
+def _entries(root: Path) -> dict[str, bytes]:
+    """Every cache entry file (kind/key/name) under ``root`` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("*/*/*")
+            if p.is_file() and p.name in bundle.ENTRY_FILES and not p.parts[-3].startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def smoke_bundle(tmp_path_factory):
+    """Sections 2-4 of the smoke profile computed into a cache and exported WITHOUT weights."""
+    mp = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("computed")
+    results = tmp_path_factory.mktemp("results")
+    mp.setenv("SOFTLIB_CACHE", str(cache))
+    mp.setenv("SOFTLIB_QUIET", "1")
+    mp.delenv("SOFTLIB_DATA", raising=False)
+    try:
+        state = book.compute_sections("smoke", COMPUTED)
+        assert all(state[s] == "complete" for s in COMPUTED), state
+        bundle.export_bundle("smoke", results / "smoke.tar.gz", root=cache)
+    finally:
+        mp.undo()
+    return {"cache": cache, "results": results, "entries": _entries(cache)}
+
+
+@pytest.fixture
+def gpu_smoke(monkeypatch, tmp_path):
+    """The smoke profile as a profile that requires a GPU, an empty cache and book directory."""
+    monkeypatch.setitem(profiles.PROFILES["smoke"], "requires_gpu", True)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SOFTLIB_BOOK_DIR", str(tmp_path / "book"))
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    monkeypatch.delenv("SOFTLIB_DATA", raising=False)
+    return tmp_path
+
+
+def _outputs(nb) -> str:
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+
+
+def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
+        smoke_bundle, gpu_smoke, capsys):
+    cache = gpu_smoke / "cache"
+    sections = ["cifar10h_data", "generalisation", "adversarial", "calibration_ood"]
+    rec = book.run_sections("smoke", sections, cuda_available=False,
+                            results=smoke_bundle["results"])
+    out = capsys.readouterr().out
+    # the bundle was imported, and nothing was added to the cache afterwards: the notebooks
+    # and the checks found every result there (no training, no new attack, no benchmark)
+    assert "smoke.tar.gz (profile smoke):" in out and " new entries" in out
+    got = _entries(cache)
+    want = {k: v for k, v in smoke_bundle["entries"].items() if not k.endswith("model.pt")}
+    assert set(got) == set(want), sorted(set(got) ^ set(want))[:5]
+    assert all(got[k] == want[k] for k in got), "an imported result was rewritten"
+    assert not list(cache.glob("laing_*")), "calibration_ood trained on the CPU"
+    # terminal: which sections are complete, which are not, and how to compute them
+    assert "is sized for a GPU and there is none here" in out
+    for s in ("generalisation", "adversarial"):
+        line = next(x for x in out.splitlines() if x.startswith("[") and f"] {s} " in x)
+        assert "complete" in line and "trained 0" in line, line
+        assert rec[s]["state"] == "complete" and rec[s]["trained"] == 0
+    line = next(x for x in out.splitlines() if "] calibration_ood " in x and "NOT COMPUTED" in x)
+    assert "first result missing: laing_train" in line, line
+    cmd = ("python -m softlib.book compute --profile smoke --sections calibration_ood "
+           "--budget-seconds")
+    assert cmd in out and "python -m softlib.book export --profile smoke results/smoke/" in out
+    assert rec["calibration_ood"]["state"] == "not computed"
+    # the executed notebooks read the cache only
+    sections_dir = gpu_smoke / "book" / "book" / "sections"
+    gen = nbformat.read(sections_dir / "02_generalisation.ipynb", as_version=4)
+    assert "trained 0)" in _outputs(gen)
+    adv = nbformat.read(sections_dir / "04_adversarial.ipynb", as_version=4)
+    assert "new results 0" in _outputs(adv), "section 4 computed an attack"
+    # the incomplete section is a page that says so, with the command; not an executed notebook
+    page = nbformat.read(sections_dir / "05_calibration_ood.ipynb", as_version=4)
+    assert page.metadata["softlib"]["not_computed"] is True
+    text = "\n".join(c.source for c in page.cells)
+    assert text.startswith("# 5.") and "Not computed yet" in text and cmd in text
+    assert not any(c.cell_type == "code" for c in page.cells)
+    prov = (gpu_smoke / "book" / "book" / "generated" / "build_provenance.md").read_text()
+    assert "| `calibration_ood` | **not computed**" in prov
+    assert "| `generalisation` | complete | 0 |" in prov
+    book.print_summary()
+    summary = capsys.readouterr().out
+    assert "NOT COMPUTED" in summary and "complete: cifar10h_data, generalisation, adversarial" \
+        in summary
+
+
+def test_without_bundles_it_says_what_is_missing_and_fails_only_if_nothing_renders(
+        gpu_smoke, capsys):
+    empty = gpu_smoke / "no-results"
+    empty.mkdir()
+    assert book.main(["run", "--profile", "smoke", "--sections", "generalisation",
+                      "--results", str(empty), "--from-bundles"]) == 2
+    cap = capsys.readouterr()
+    assert "no bundle in" in cap.out
+    assert "python -m softlib.book compute --profile smoke --sections generalisation " \
+           "--budget-seconds" in cap.out
+    assert "nothing can be rendered" in cap.err
+    assert not list((gpu_smoke / "cache").glob("peterson_*")), "trained without a GPU"
+    # --require-complete refuses before executing anything
+    assert book.main(["run", "--profile", "smoke", "--sections", "cifar10h_data,generalisation",
+                      "--results", str(empty), "--from-bundles", "--require-complete"]) == 2
+    assert "--require-complete" in capsys.readouterr().err
+    assert not (gpu_smoke / "book" / "book" / "sections").exists()
+
+
+def test_section_4_without_weights_needs_no_model_and_lazy_loading_keeps_results(
+        smoke_bundle, tmp_path, monkeypatch):
+    from softlib import sections as S
+    from softlib.cache import ResultCache
+    from softlib.studies import peterson as P
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    monkeypatch.delenv("SOFTLIB_DATA", raising=False)
+    params = profiles.resolve("smoke", "adversarial")
+    S.section_data_root("smoke")
+    _, _, fg, pg = S.adversarial_runs(ResultCache(smoke_bundle["cache"]), "smoke", params)
+    # a cache without weights (the bundle): the attack results are used, no model is built
+    bundle.import_bundle(smoke_bundle["results"] / "smoke.tar.gz", root=tmp_path / "bundle")
+    loads = []
+    real_load = P.load_model
+    monkeypatch.setattr(P, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    plain = ResultCache(tmp_path / "bundle")
+    _, _, fg2, pg2 = S.adversarial_runs(plain, "smoke", params)
+    assert not loads and plain.misses == 0
+    assert fg.equals(fg2) and pg.equals(pg2)
+    # the attacks computed again with the weights loaded up front (as before) are identical
+    eager = tmp_path / "eager"
+    shutil.copytree(smoke_bundle["cache"], eager)
+    shutil.rmtree(eager / "peterson_attack")
+    real_attack = P.attack_fold_model
+
+    def eager_attack(cache, model, *a, **k):
+        return real_attack(cache, model._get(), *a, **k)  # load now, not on demand
+    monkeypatch.setattr(P, "attack_fold_model", eager_attack)
+    c = ResultCache(eager)
+    _, _, fg3, pg3 = S.adversarial_runs(c, "smoke", params)
+    assert c.misses == len(P.ATTACK_METHODS) * params_folds(), c.misses
+    assert fg.equals(fg3) and pg.equals(pg3)
+    for kind_key in (p for p in smoke_bundle["entries"] if p.startswith("peterson_attack/")
+                     and p.endswith("arrays.npz")):
+        a = np.load(smoke_bundle["cache"] / kind_key)
+        b = np.load(eager / kind_key)
+        assert sorted(a.files) == sorted(b.files)
+        assert all(np.array_equal(a[k], b[k]) for k in a.files), kind_key
+    # no weights and no cached attack: a clear error, not an AttributeError
+    monkeypatch.setattr(P, "attack_fold_model", real_attack)
+    shutil.rmtree(tmp_path / "bundle" / "peterson_attack")
+    with pytest.raises(ValueError, match="weights are not in the cache"):
+        S.adversarial_runs(ResultCache(tmp_path / "bundle"), "smoke", params)
+
+
+def params_folds() -> int:
+    return int(profiles.resolve("smoke", "alternatives")["folds"])
+
+
+def test_results_bundles_may_be_committed():
+    import subprocess
+    repo = Path(book.__file__).resolve().parent.parent
+
+    def ignored(path):
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=repo).returncode == 0
+    if subprocess.run(["git", "rev-parse"], cwd=repo, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    assert not ignored("results/gpu/gpu-h200.tar.gz")
+    assert ignored("results/gpu/notes.txt") and ignored("results/scratch.tar.gz")
+    assert ignored("results/gpu/sub/x.tar.gz")
+    assert book.results_dir("gpu") == repo / "results" / "gpu"
