@@ -768,6 +768,41 @@ def _commit() -> str:
     return git_commit()
 
 
+def repository_url() -> str | None:
+    """The public repository the book's Binder / Colab / repository buttons point at:
+    ``$SOFTLIB_REPOSITORY_URL``, else the git remote ``origin`` (an ``https`` address, from an
+    ssh one where needed), else None (the buttons are left out, never a placeholder)."""
+    env = os.environ.get("SOFTLIB_REPOSITORY_URL")
+    if env is not None:
+        return env.strip().rstrip("/") or None
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    url = out.stdout.strip() if out.returncode == 0 else ""
+    m = re.match(r"^(?:ssh://)?git@([^:/]+)[:/](.+?)(?:\.git)?/?$", url)
+    if m:
+        return f"https://{m.group(1)}/{m.group(2)}"
+    m = re.match(r"^(https?://[^ ]+?)(?:\.git)?/?$", url)
+    return m.group(1) if m else None
+
+
+def effective_config(url: str | None, source: Path | None = None) -> dict:
+    """``_config.yml`` with the repository and launch buttons set from ``url`` (or removed)."""
+    import yaml
+    cfg = yaml.safe_load((source or REPO / "_config.yml").read_text())
+    html = cfg.setdefault("html", {})
+    if url:
+        cfg.setdefault("repository", {})["url"] = url
+        html["use_repository_button"] = html["use_issues_button"] = True
+    else:
+        cfg.pop("repository", None)
+        cfg.pop("launch_buttons", None)
+        html["use_repository_button"] = html["use_issues_button"] = False
+    return cfg
+
+
 def build_book(strict: bool = True) -> Path:
     """Build the HTML book from the executed sections (execution off); return index.html."""
     import nbformat
@@ -788,6 +823,15 @@ def build_book(strict: bool = True) -> Path:
             shutil.copyfile(src, dst)
     jb = Path(sys.executable).parent / "jupyter-book"  # the console script of this environment
     cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(root), "--builder", "html"]
+    import yaml
+    url = repository_url()
+    eff = root / "_build" / "_config.effective.yml"
+    eff.parent.mkdir(parents=True, exist_ok=True)
+    eff.write_text(yaml.safe_dump(effective_config(url, root / "_config.yml"), sort_keys=False))
+    cmd += ["--config", str(eff)]
+    print("build: launch buttons " + (f"point at {url}" if url else
+                                      "left out (no SOFTLIB_REPOSITORY_URL, no git remote)"),
+          flush=True)
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     cmd += ["-q"]  # no Sphinx status lines; its warnings (errors under -W) are still shown

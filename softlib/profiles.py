@@ -196,7 +196,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "synthetic_data": False,
         "requires_gpu": True,
         # Cost, measured on one H200 (torch 2.11, bf16 autocast, softlib's own fit / stacked fit,
-        # 2026-11; an H100 is expected within ~20% for these small, launch-bound models):
+        # 2026-11, recorded in benchmarks/nvidia-h200-2026-11-26-study-parts.json; an H100 is
+        # expected within ~20% for these small, launch-bound models):
         # training img/s single model | 10 fold models stacked: VGG-15-BN-64 20,700 | 25,100;
         # ResNet-110 3,330 | 10,300; pretraining (SGD, 50k images) VGG 21,800, ResNet-110 3,370;
         # prediction VGG 92,000, ResNet-110 58,000; FGSM VGG 36,000, ResNet-110 7,600.

@@ -20,15 +20,7 @@ from softlib.train import TrainConfig, TrainJob
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class TinyBN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+from tiny_models import TinyBN  # noqa: E402  (tests/tiny_models.py)
 
 
 class NaNAfter(TinyBN):

@@ -11,16 +11,7 @@ from softlib.multimodel import StackedModels, fit_stacked
 from softlib.train import TrainConfig
 
 
-class TinyBN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)  # a bias before BN has ~0 gradient, which Adam amplifies into noise
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv(x)))
-        return self.fc(h.mean(dim=(2, 3)))
+from tiny_models import TinyBN  # noqa: E402  (tests/tiny_models.py)
 
 
 def data(n=40, seed=0):

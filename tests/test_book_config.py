@@ -1,0 +1,35 @@
+"""The launch buttons' repository URL comes from one setting, never a placeholder."""
+import subprocess
+
+from softlib import book
+
+
+def test_repository_url_from_the_setting_or_the_git_remote(monkeypatch):
+    monkeypatch.setenv("SOFTLIB_REPOSITORY_URL", "https://example.org/me/softlib/")
+    assert book.repository_url() == "https://example.org/me/softlib"
+    monkeypatch.setenv("SOFTLIB_REPOSITORY_URL", "")
+    assert book.repository_url() is None
+
+    monkeypatch.delenv("SOFTLIB_REPOSITORY_URL")
+
+    class Out:
+        def __init__(self, url):
+            self.stdout, self.returncode = url, 0
+
+    for remote, want in [("git@github.com:owner/repo.git", "https://github.com/owner/repo"),
+                         ("https://github.com/owner/repo.git", "https://github.com/owner/repo"),
+                         ("ssh://git@gitlab.com/group/repo", "https://gitlab.com/group/repo"),
+                         ("/local/path/repo", None)]:
+        monkeypatch.setattr(subprocess, "run", lambda *a, _u=remote, **k: Out(_u + "\n"))
+        assert book.repository_url() == want, remote
+
+
+def test_effective_config_sets_or_drops_the_buttons():
+    cfg = book.effective_config("https://github.com/owner/repo")
+    assert cfg["repository"]["url"] == "https://github.com/owner/repo"
+    assert cfg["html"]["use_repository_button"] and "launch_buttons" in cfg
+    bare = book.effective_config(None)
+    assert "repository" not in bare and "launch_buttons" not in bare
+    assert not bare["html"]["use_repository_button"]
+    text = (book.REPO / "_config.yml").read_text()
+    assert "github.com/softlib/softlib" not in text  # no placeholder ships
