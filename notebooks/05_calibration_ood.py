@@ -51,6 +51,7 @@ early_stopping_patience = None
 stack_models = None
 dropout_p = None
 keep_best_checkpoint = None
+mc_samples = None
 mc_average = None
 
 # %%

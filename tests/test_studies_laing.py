@@ -282,7 +282,9 @@ def test_mc_dropout_rate_and_logit_averaging_reach_the_model():
     m = _default_build(cfg)
     drops = [x for x in m.modules() if isinstance(x, MCDropout)]
     assert len(drops) == 19 and all(x.p == 0.07 for x in drops)  # after every ReLU
-    assert m.average == "logits"
+    assert m.average == "logits" and m.samples == 10
+    fewer = L.train_config(dict(params, mc_samples=4), "dropout_aug", "soft", 0, 0.3, 0.0)
+    assert _default_build(fewer).samples == 4
 
 
 def test_duq_ece_is_also_measured_on_the_authors_output_and_compared_with_the_paper():

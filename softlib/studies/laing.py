@@ -316,6 +316,8 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
         # MC predictions average the sampled logits, as the author's code does
         cfg.arch_kwargs.update(p=float(params.get("dropout_p", 0.05)),
                                average=str(params.get("mc_average", "logits")))
+        if params.get("mc_samples") is not None:  # MC passes per prediction (model default 10)
+            cfg.arch_kwargs["samples"] = int(params["mc_samples"])
     return cfg
 
 
