@@ -20,7 +20,7 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/pip install --quiet uv
 
 env: $(UV)
-	$(UV) sync --frozen --extra book
+	$(UV) sync --frozen --extra book --extra cluster
 
 book: env
 	SOFTLIB_DATA=$(SOFTLIB_DATA) $(PY) -m softlib.book all --profile $(PROFILE) $(BOOK_ARGS)

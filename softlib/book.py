@@ -938,6 +938,77 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     return state
 
 
+def print_plan(profile: str, sections: list[str] | None = None, data_root: str = "",
+               seed: int = 0, overrides: dict[str, object] | None = None, gpus: int = 32,
+               device_name: str = "NVIDIA H200", list_jobs: bool = False) -> None:
+    """Print the job plan of ``sections`` under ``profile`` (:mod:`softlib.plan`)."""
+    from . import plan as PL
+    from .cache import ResultCache
+    profiles.get_profile(profile)
+    overrides = overrides or {}
+    _check_overrides(profile, sections or list(SECTIONS), overrides)
+    cache = ResultCache()
+    try:
+        p = PL.build_plan(profile, sections, cache, seed, overrides, data_root)
+    except ValueError as exc:
+        raise BookError(str(exc)) from exc
+    try:
+        tp = PL.recorded_throughput(device_name)
+    except ValueError as exc:
+        print(f"note: {exc}; no cost estimate", flush=True)
+        tp = None
+    print(PL.format_summary(p, PL.summarise(p, cache, tp), tp, gpus), flush=True)
+    if list_jobs:
+        for i, stage in enumerate(p.stages, 1):
+            for j in stage:
+                state = ("provisional" if j.provisional else
+                         "cached" if cache.has(j.kind, j.config) else "to do")
+                print(f"  stage {i} {j.kind}/{j.key} {state:11s} {j.label}")
+
+
+def compute_with_ray(profile: str, sections: list[str] | None = None, data_root: str = "",
+                     device: str = "auto", seed: int = 0,
+                     overrides: dict[str, object] | None = None,
+                     budget_seconds: float | None = None, address: str | None = None,
+                     gpus_per_job: float | None = None, cpus_per_job: float = 1,
+                     retries: int = 3) -> dict[str, str]:
+    """``compute --backend ray``: the planned jobs not cached yet as Ray tasks (their results
+    written into this machine's cache), then :func:`compute_sections` here, which finds them
+    cached, computes what no plan lists (cheap summaries) and writes the manifest."""
+    from . import distributed
+    from .cache import ResultCache, set_deadline
+    profiles.get_profile(profile)
+    overrides = overrides or {}
+    _check_overrides(profile, sections or list(SECTIONS), overrides)
+    os.environ.setdefault("SOFTLIB_COMMIT", _commit())
+    cache = ResultCache()
+    t0 = time.perf_counter()
+    set_deadline(budget_seconds)
+    try:
+        reports = distributed.compute_on_ray(profile, sections, cache=cache, seed=seed,
+                                             overrides=overrides, data_root=data_root,
+                                             address=address, gpus_per_job=gpus_per_job,
+                                             cpus_per_job=cpus_per_job, retries=retries)
+    except distributed.RayUnavailable as exc:
+        raise BookError(str(exc)) from exc
+    except Exception as exc:
+        from .cache import BudgetExhausted
+        if not isinstance(exc, BudgetExhausted):
+            raise
+        print(f"ray: compute budget spent ({budget_seconds:g} s): no new job was submitted "
+              "after it; run the same command again to continue from the cache", flush=True)
+        return {}
+    finally:
+        set_deadline(None)
+    n = sum(r.computed for r in reports)
+    print(f"ray: {n} job(s) computed on the cluster in {time.perf_counter() - t0:.0f} s; "
+          "checking every section here", flush=True)
+    remaining = None if budget_seconds is None else max(0.0, budget_seconds
+                                                         - (time.perf_counter() - t0))
+    return compute_sections(profile, sections, data_root=data_root, device=device, seed=seed,
+                            overrides=overrides, budget_seconds=remaining, allow_cpu=True)
+
+
 def _book_order(section: str) -> int:
     return list(SECTIONS).index(section) if section in SECTIONS else len(SECTIONS)
 
@@ -982,6 +1053,35 @@ def main(argv: list[str] | None = None) -> int:
                    help="run a profile that requires a GPU on the CPU anyway")
     p.add_argument("-p", "--param", action="append", default=[],
                    help="override a section parameter, name=value (YAML value)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: train here, one job after another (default); ray: run the "
+                        "planned jobs as Ray tasks (see `plan`), then check every section here")
+    p.add_argument("--address", default=None,
+                   help="with --backend ray: the cluster ('auto': the one this node belongs "
+                        "to, 'ray://head:10001': a remote one; default: start a local one)")
+    p.add_argument("--gpus-per-job", type=float, default=None,
+                   help="with --backend ray: the GPU share of every job (default: 0.25 for a "
+                        "network under 5M parameters, else 1)")
+    p.add_argument("--cpus-per-job", type=float, default=1,
+                   help="with --backend ray on a cluster without GPUs: CPUs per job")
+    p.add_argument("--retries", type=int, default=3,
+                   help="with --backend ray: times a job is retried when its worker dies")
+    p = sub.add_parser("plan", help="list the jobs a profile's sections need, how many are "
+                                    "cached and their estimated cost (runs nothing)")
+    p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
+                   help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
+    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
+    p.add_argument("--sections", default="",
+                   help="comma-separated (default: generalisation, alternatives, adversarial, "
+                        "calibration_ood)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-p", "--param", action="append", default=[],
+                   help="override a section parameter, name=value (YAML value)")
+    p.add_argument("--gpus", type=int, default=32,
+                   help="cluster size for the wall-time estimate (default: 32)")
+    p.add_argument("--device-name", default="NVIDIA H200",
+                   help="the recorded device whose throughput costs the jobs")
+    p.add_argument("--jobs", action="store_true", help="also list every job")
     p = sub.add_parser("export", help="pack a profile's cached results into a bundle")
     p.add_argument("--profile", required=True)
     p.add_argument("out", help="the bundle to write (.tar.gz)")
@@ -995,6 +1095,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from .bundle import BundleError
     try:
+        if args.cmd == "plan":
+            print_plan(args.profile, [s for s in args.sections.split(",") if s] or None,
+                       data_root=args.data_root, seed=args.seed,
+                       overrides=_parse_overrides(args.param), gpus=args.gpus,
+                       device_name=args.device_name, list_jobs=args.jobs)
+            return 0
+        if args.cmd == "compute" and args.backend == "ray":
+            compute_with_ray(args.profile, [s for s in args.sections.split(",") if s] or None,
+                             data_root=args.data_root, device=args.device, seed=args.seed,
+                             overrides=_parse_overrides(args.param),
+                             budget_seconds=args.budget_seconds, address=args.address,
+                             gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                             retries=args.retries)
+            return 0
         if args.cmd == "compute":
             compute_sections(args.profile, [s for s in args.sections.split(",") if s] or None,
                              data_root=args.data_root, device=args.device, seed=args.seed,

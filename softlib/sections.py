@@ -47,13 +47,15 @@ class GeneralisationInputs:
     evalsets: Any     # peterson.EvalSets: both together (what every fold model predicts)
 
 
-def generalisation_inputs(params: Mapping[str, Any], seed: int = 0) -> GeneralisationInputs:
-    """CIFAR-10H, the shift sets and the corruption sets (generated if missing) of the section."""
+def generalisation_inputs(params: Mapping[str, Any], seed: int = 0,
+                          generate: bool = True) -> GeneralisationInputs:
+    """CIFAR-10H, the shift sets and the corruption sets (generated if missing, unless not
+    ``generate``) of the section."""
     from .studies import peterson as P
     study = P.load_study_data()
     shift = P.load_shift_sets(params["eval_subset"], seed=seed)
     corr = P.load_corruption_sets(params["corruption_subset"], params["corruptions"],
-                                  params["corruption_severities"])
+                                  params["corruption_severities"], generate=generate)
     evalsets = P.EvalSets({**shift.images, **corr.images}, {**shift.labels, **corr.labels},
                           {**shift.titles, **corr.titles},
                           {**shift.unavailable, **corr.unavailable})

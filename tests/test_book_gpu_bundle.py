@@ -143,27 +143,21 @@ def test_section_4_without_weights_needs_no_model_and_lazy_loading_keeps_results
     _, _, fg2, pg2 = S.adversarial_runs(plain, "smoke", params)
     assert not loads and plain.misses == 0
     assert fg.equals(fg2) and pg.equals(pg2)
-    # the attacks computed again with the weights loaded up front (as before) are identical
-    eager = tmp_path / "eager"
-    shutil.copytree(smoke_bundle["cache"], eager)
-    shutil.rmtree(eager / "peterson_attack")
-    real_attack = P.attack_fold_model
-
-    def eager_attack(cache, model, *a, **k):
-        return real_attack(cache, model._get(), *a, **k)  # load now, not on demand
-    monkeypatch.setattr(P, "attack_fold_model", eager_attack)
-    c = ResultCache(eager)
+    # the attacks computed again (the weights loaded from the cache) are identical
+    again = tmp_path / "again"
+    shutil.copytree(smoke_bundle["cache"], again)
+    shutil.rmtree(again / "peterson_attack")
+    c = ResultCache(again)
     _, _, fg3, pg3 = S.adversarial_runs(c, "smoke", params)
     assert c.misses == len(P.ATTACK_METHODS) * params_folds(), c.misses
     assert fg.equals(fg3) and pg.equals(pg3)
     for kind_key in (p for p in smoke_bundle["entries"] if p.startswith("peterson_attack/")
                      and p.endswith("arrays.npz")):
         a = np.load(smoke_bundle["cache"] / kind_key)
-        b = np.load(eager / kind_key)
+        b = np.load(again / kind_key)
         assert sorted(a.files) == sorted(b.files)
         assert all(np.array_equal(a[k], b[k]) for k in a.files), kind_key
     # no weights and no cached attack: a clear error, not an AttributeError
-    monkeypatch.setattr(P, "attack_fold_model", real_attack)
     shutil.rmtree(tmp_path / "bundle" / "peterson_attack")
     with pytest.raises(ValueError, match="weights are not in the cache"):
         S.adversarial_runs(ResultCache(tmp_path / "bundle"), "smoke", params)

@@ -25,7 +25,7 @@ import contextlib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -450,9 +450,79 @@ def _train_job(data: LaingData, model_type: str, condition: str, seed: int,
     return job, sp, mix_prob, eps, ood
 
 
+def train_job(data: LaingData, model_type: str, condition: str, seed: int,
+              params: Mapping[str, Any]):
+    """The ``laing_train`` job (:class:`softlib.train.TrainJob`) of one run."""
+    return _train_job(data, model_type, condition, seed, params)[0]
+
+
 #: Model types whose training hooks (SNGP's covariance, DUQ's gradient penalty and centroid
 #: update) rule out stacked training.
 _UNSTACKABLE = ("sngp", "duq")
+
+
+def _run_info(entry, mix_prob: float, smoothing_eps: float, n_train: int) -> dict[str, Any]:
+    res = entry.meta.get("result", {})
+    return {"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
+            "train_seconds": res.get("seconds"), "images_per_second": res.get("images_per_second"),
+            "n_parameters": entry.meta.get("n_parameters"), "mix_prob": mix_prob,
+            "smoothing_eps": smoothing_eps, "n_train": int(n_train)}
+
+
+def _evaluate_run(model_type: str, cfg, seed: int, fgsm_eps: float, ood_names: Sequence[str],
+                  test_images: np.ndarray, y_test: np.ndarray, y_val: np.ndarray,
+                  info: dict[str, Any], device: Any, entry) -> Any:
+    """The ``laing_eval`` entry of a trained run (``entry``, its ``laing_train`` entry):
+    calibration, OOD and FGSM metrics, and the test probabilities."""
+    import torch
+
+    from ..attacks import attack_decrease
+    from ..cache import Entry
+    from ..train import load_model
+    mets = evaluate_logits(entry.arrays["logits_test"], y_test, entry.arrays["logits_val"],
+                           y_val, {k: entry.arrays.get(f"logits_ood_{k}") for k in ood_names},
+                           model_type=model_type)
+    model = load_model(entry, cfg)
+    dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(dev).eval()
+    torch.manual_seed(int(seed))  # MC dropout samples
+    # attack the logits: ``forward`` unless it returns something else (DUQ: kernel values),
+    # then the logits-like ``inference`` output (DUQ: log kernel values)
+    kernel_out = not str(getattr(model, "output_kind", "logits")).startswith("logits")
+    atk = attack_decrease(model, test_images, y_test, fgsm_eps, device=dev,
+                          use_inference=True if kernel_out else None)
+    mets["attack_decrease"] = float(atk["decrease"])
+    return Entry(arrays={"test_probs": softmax(entry.arrays["logits_test"].astype(np.float64),
+                                               axis=1).astype(np.float32)},
+                 meta={"metrics": mets, "info": _run_info(entry, **info)})
+
+
+@dataclass
+class EvalJob:
+    """The cached evaluation (``laing_eval``) of one run: its key, the run's training job (whose
+    entry it evaluates) and ``run(train_entry) -> Entry``."""
+    config: dict[str, Any]
+    train_job: Any  # softlib.train.TrainJob
+    run: Callable[[Any], Any]
+    info: dict[str, Any] = field(default_factory=dict)  # mix_prob, smoothing_eps, n_train
+    kind: str = "laing_eval"
+
+
+def eval_job(data: LaingData, model_type: str, condition: str, seed: int,
+             params: Mapping[str, Any], device: Any = None) -> tuple[EvalJob, Split, dict]:
+    """The evaluation job of one run, its split and its OOD subsets."""
+    from functools import partial
+
+    from ..train import data_fingerprint
+    job, sp, mix_prob, eps, ood = _train_job(data, model_type, condition, seed, params)
+    fgsm_eps = float(params["fgsm_eps"])
+    ekey = {"train": job.config.to_dict(), "data": job.data_fingerprint, "fgsm_eps": fgsm_eps,
+            "ood": {k: (None if v is None else data_fingerprint(v)) for k, v in ood.items()},
+            "version": 2}
+    info = {"mix_prob": mix_prob, "smoothing_eps": eps, "n_train": int(len(sp.train))}
+    run = partial(_evaluate_run, model_type, job.config, int(seed), fgsm_eps, list(ood),
+                  data.images[sp.test], data.labels[sp.test], data.labels[sp.val], info, device)
+    return EvalJob(ekey, job, run, info), sp, ood
 
 
 def run_one(data: LaingData, model_type: str, condition: str, seed: int,
@@ -464,19 +534,15 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
     (``laing_train``), and the metrics including FGSM (``laing_eval``). A run whose training
     diverged is not evaluated (no FGSM): its metrics are NaN and ``info['diverged']`` is True.
     """
-    from ..cache import Entry, ResultCache
-    from ..train import data_fingerprint, diverged_epoch, load_model, train_cached
+    from ..cache import ResultCache
+    from ..train import diverged_epoch, train_cached
     cache = cache if cache is not None else ResultCache()
-    job, sp, mix_prob, eps, ood = _train_job(data, model_type, condition, seed, params)
-    cfg, fp = job.config, job.data_fingerprint
-    entry = train_cached(cache, "laing_train", cfg, fp, None, job.train_data, job.eval_sets,
-                         val=job.val, device=device, progress=progress)
-    y_test, y_val = data.labels[sp.test], data.labels[sp.val]
-    res = entry.meta.get("result", {})
-    info = {"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
-            "train_seconds": res.get("seconds"), "images_per_second": res.get("images_per_second"),
-            "n_parameters": entry.meta.get("n_parameters"), "mix_prob": mix_prob,
-            "smoothing_eps": eps, "n_train": int(len(sp.train))}
+    ev_job, sp, ood = eval_job(data, model_type, condition, seed, params, device)
+    job = ev_job.train_job
+    entry = train_cached(cache, "laing_train", job.config, job.data_fingerprint, None,
+                         job.train_data, job.eval_sets, val=job.val, device=device,
+                         progress=progress)
+    y_test = data.labels[sp.test]
     dv = diverged_epoch(entry)
     if dv is not None:
         names = (["accuracy", "ece", "brier", "nll"]  # evaluate_logits' order
@@ -484,36 +550,12 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
                  + [f"ood_auroc_{k}" for k in ood]
                  + ["temperature", "ece_ts", "nll_ts", "brier_ts", "attack_decrease"])
         n_classes = np.asarray(data.probs).shape[1]
+        info = _run_info(entry, **ev_job.info)
         return RunResult(model_type, condition, int(seed), dict.fromkeys(names, float("nan")),
                          np.full((len(y_test), n_classes), np.nan, np.float32), y_test,
                          dict(info, diverged=True, diverged_epoch=int(dv)))
-    fgsm_eps = float(params["fgsm_eps"])
-    ekey = {"train": cfg.to_dict(), "data": fp, "fgsm_eps": fgsm_eps,
-            "ood": {k: (None if v is None else data_fingerprint(v)) for k, v in ood.items()},
-            "version": 2}
-
-    def compute() -> Entry:
-        from ..attacks import attack_decrease
-        mets = evaluate_logits(entry.arrays["logits_test"], y_test, entry.arrays["logits_val"],
-                               y_val, {k: entry.arrays.get(f"logits_ood_{k}") for k in ood},
-                               model_type=model_type)
-        import torch
-        model = load_model(entry, cfg)
-        dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        model.to(dev).eval()
-        torch.manual_seed(int(seed))  # MC dropout samples
-        # attack the logits: ``forward`` unless it returns something else (DUQ: kernel values),
-        # then the logits-like ``inference`` output (DUQ: log kernel values)
-        kernel_out = not str(getattr(model, "output_kind", "logits")).startswith("logits")
-        atk = attack_decrease(model, data.images[sp.test], y_test, fgsm_eps, device=dev,
-                              use_inference=True if kernel_out else None)
-        mets["attack_decrease"] = float(atk["decrease"])
-        return Entry(arrays={"test_probs": softmax(entry.arrays["logits_test"].astype(np.float64),
-                                                   axis=1).astype(np.float32)},
-                     meta={"metrics": mets, "info": info})
-
     with _quiet(not progress):
-        ev = cache.get_or_compute("laing_eval", ekey, compute)
+        ev = cache.get_or_compute(ev_job.kind, ev_job.config, lambda: ev_job.run(entry))
     return RunResult(model_type, condition, int(seed), dict(ev.meta["metrics"]),
                      ev.arrays["test_probs"], y_test,
                      dict(ev.meta["info"], diverged=False, diverged_epoch=None))

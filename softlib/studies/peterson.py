@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -428,20 +429,32 @@ def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, sh
     (``params['stack_models']``: 'auto', True or False; see :func:`softlib.train.train_cached_many`)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     logits, seconds, diverged = {}, {}, {}
+    for group in generalisation_jobs(study, params, shift, seed):
+        entries = train_cached_many(cache, "peterson_scratch", [make() for _, make in group],
+                                    device, progress, stack=params.get("stack_models", "auto"))
+        for (key, _), e in zip(group, entries):
+            logits[key] = {n[len("logits_"):]: v for n, v in e.arrays.items()
+                           if n.startswith("logits_")}
+            seconds[key] = float(e.meta["result"]["seconds"])
+            if (dv := diverged_epoch(e)) is not None:
+                diverged[key] = dv
+    return FoldRuns(folds, logits, seconds, diverged)
+
+
+def generalisation_jobs(study: StudyData, params: Mapping, shift: EvalSets, seed: int = 0
+                        ) -> Iterator[list[tuple[tuple[str, str, float, int],
+                                                 Callable[[], TrainJob]]]]:
+    """Every training job of paper §5, in groups of one (arch, condition, lr): the fold models
+    that train together on a GPU. Each job is keyed (arch label, condition, lr, fold) and made
+    when called (its training images are a copy: a whole grid of them would not fit memory)."""
+    folds = select_folds(study.labels, params["folds"], 10, seed)
     for arch in parse_archs(params["archs"]):
         for cond in CONDITIONS:
             for lr in params["lr"]:
-                jobs = [scratch_job(study, arch, cond, lr, k, folds, params, shift.images, seed)
-                        for k in range(len(folds))]
-                entries = train_cached_many(cache, "peterson_scratch", jobs, device, progress,
-                                            stack=params.get("stack_models", "auto"))
-                for k, e in enumerate(entries):
-                    logits[(arch.label, cond, float(lr), k)] = {
-                        n[len("logits_"):]: v for n, v in e.arrays.items() if n.startswith("logits_")}
-                    seconds[(arch.label, cond, float(lr), k)] = float(e.meta["result"]["seconds"])
-                    if (dv := diverged_epoch(e)) is not None:
-                        diverged[(arch.label, cond, float(lr), k)] = dv
-    return FoldRuns(folds, logits, seconds, diverged)
+                yield [((arch.label, cond, float(lr), k),
+                        partial(scratch_job, study, arch, cond, lr, k, folds, params,
+                                shift.images, seed))
+                       for k in range(len(folds))]
 
 
 def probs_of(logits: np.ndarray) -> np.ndarray:
@@ -698,17 +711,23 @@ def pretrain(cache: ResultCache, arch: Arch, params: Mapping, cifar_train, study
     """Pretrain ``arch`` on the CIFAR-10 training images with hard labels (cached); its logits on
     the 10,000 CIFAR-10H images are ``logits_cifar10h`` (and ``logits_<key>`` for each extra
     ``eval_sets`` entry, e.g. CIFAR-10.1). Returns the entry and its cache key."""
+    job = pretrain_job(arch, params, cifar_train, study, seed, eval_sets)
+    entry = train_cached(cache, "peterson_pretrain", job.config, job.data_fingerprint, None,
+                         job.train_data, job.eval_sets, device=device, progress=progress)
+    return entry, config_key("peterson_pretrain", job.key())
+
+
+def pretrain_job(arch: Arch, params: Mapping, cifar_train, study: StudyData, seed: int = 0,
+                 eval_sets: Mapping[str, np.ndarray] | None = None) -> TrainJob:
+    """The training job of :func:`pretrain` (configuration, data, cache fingerprint)."""
     from ..data import views
     idx = stratified_subset(cifar_train.labels, params.get("pretrain_subset"), seed)
     cfg = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"], seed,
                           params.get("amp", "auto"))
     y = cifar_train.labels[idx]
     fp = data_fingerprint(idx, y, provenance=f"peterson-pretrain|{cifar_train_id(cifar_train)}")
-    entry = train_cached(cache, "peterson_pretrain", cfg, fp, None,
-                         (cifar_train.images[idx], views.one_hot(y, 10)),
-                         {"cifar10h": study.images, **dict(eval_sets or {})}, device=device,
-                         progress=progress)
-    return entry, config_key("peterson_pretrain", {"train": cfg.to_dict(), "data": fp})
+    return TrainJob(cfg, fp, (cifar_train.images[idx], views.one_hot(y, 10)),
+                    {"cifar10h": study.images, **dict(eval_sets or {})})
 
 
 _TRAIN_IDS: dict[int, str] = {}
@@ -892,21 +911,38 @@ def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, para
     folds = select_folds(study.labels, params["folds"], 10, seed)
     extra = extra or EvalSets()
     logits, seconds, more, diverged = {}, {}, {}, {}
+    for group in alternatives_jobs(study, pre, params, seed, methods, extra):
+        entries = train_cached_many(cache, "peterson_finetune", [make() for _, make in group],
+                                    device, progress, stack=params.get("stack_models", "auto"))
+        for (key, _), e in zip(group, entries):
+            logits[key] = e.arrays["logits_heldout"]
+            seconds[key] = float(e.meta["result"]["seconds"])
+            more[key] = {n: e.arrays[f"logits_{n}"] for n in extra.images}
+            if (dv := diverged_epoch(e)) is not None:
+                diverged[key] = dv
+    return FinetuneRuns(folds, logits, seconds, more, dict(extra.labels), diverged)
+
+
+def alternatives_jobs(study: StudyData, pre: Pretrained, params: Mapping, seed: int = 0,
+                      methods: Sequence[tuple[str, float | None]] | None = None,
+                      extra: EvalSets | None = None
+                      ) -> Iterator[list[tuple[tuple, Callable[[], TrainJob]]]]:
+    """Every fine-tuning job of paper §6, in groups of one (arch, method, alpha, lr) (the fold
+    models that train together on a GPU), each keyed (arch label, method, alpha, lr, fold) and
+    made when called."""
+    folds = select_folds(study.labels, params["folds"], 10, seed)
+    extra = extra or EvalSets()
     for arch in parse_archs(params["archs"]):
         for method, alpha in (methods or method_variants(params)):
             for lr in params["lr"]:
-                jobs = [finetune_job(study, pre, arch, method, lr, k, folds, params, alpha,
-                                     extra.images, seed)[0] for k in range(len(folds))]
-                entries = train_cached_many(cache, "peterson_finetune", jobs, device, progress,
-                                            stack=params.get("stack_models", "auto"))
-                for k, e in enumerate(entries):
-                    key = (arch.label, method, alpha, float(lr), k)
-                    logits[key] = e.arrays["logits_heldout"]
-                    seconds[key] = float(e.meta["result"]["seconds"])
-                    more[key] = {n: e.arrays[f"logits_{n}"] for n in extra.images}
-                    if (dv := diverged_epoch(e)) is not None:
-                        diverged[key] = dv
-    return FinetuneRuns(folds, logits, seconds, more, dict(extra.labels), diverged)
+                yield [((arch.label, method, alpha, float(lr), k),
+                        partial(_finetune_train_job, study, pre, arch, method, lr, k, folds,
+                                params, alpha, extra.images, seed))
+                       for k in range(len(folds))]
+
+
+def _finetune_train_job(*args) -> TrainJob:
+    return finetune_job(*args)[0]
 
 
 ENSEMBLE = "ensemble of pretrained"
@@ -1054,32 +1090,145 @@ def attack_fold_model(cache: ResultCache, model, key_cfg: Mapping, images: np.nd
     Logits, not probabilities, so that the cross-entropy of an attacked image is not capped by
     the smallest float32 probability (Table 2's hard-label CE is 4-8 nats on average).
     """
+    cfg = attack_config(key_cfg, images, labels, eps_list, pgd_eps, pgd_step,
+                        pgd_steps, pgd_n, seed)
+    return cache.get_or_compute("peterson_attack", cfg, lambda: _attack_logits(
+        model, images, labels, eps_list, cfg["pgd_eps"], pgd_step, pgd_steps, pgd_n, device,
+        seed, batch_size))
+
+
+@dataclass
+class AttackJob:
+    """One cached attack of :func:`run_adversarial`: the attacked fine-tuned model's cache entry
+    (``model_kind``, ``model_config``), the attack's own cache key (``config``) and ``run``,
+    which computes the attack's entry from the model's entry. ``provisional``: the learning
+    rate could not be chosen yet (section 3's models are not all cached), so the key may change.
+    """
+    base: dict[str, Any]
+    labels: np.ndarray
+    config: dict[str, Any]
+    model_kind: str
+    model_config: dict[str, Any]
+    run: Callable[[Entry], Entry]
+    provisional: bool = False
+    kind: str = "peterson_attack"
+
+
+def _attack_entry(model_config: TrainConfig, what: str, images: np.ndarray, labels: np.ndarray,
+                  eps_list: Sequence[float], pgd_list: Sequence[float], pgd_step: float,
+                  pgd_steps: int, pgd_n: int, device, seed: int, entry: Entry) -> Entry:
+    """FGSM and PGD logits of the fine-tuned model stored in ``entry`` (see
+    :func:`attack_fold_model`)."""
+    if entry.state_dict is None:
+        raise ValueError(f"run_adversarial: the attack on {what} is not cached and that "
+                         "model's weights are not in the cache either (a results bundle "
+                         "exported without --with-weights adversarial?); compute the section "
+                         "where the weights are, or import a bundle with them")
+    from ..train import resolve_device
+    return _attack_logits(load_model(entry, model_config), images, labels, eps_list, pgd_list,
+                          pgd_step, pgd_steps, pgd_n,
+                          device if device is not None else resolve_device(None), seed)
+
+
+def _attack_logits(model, images, labels, eps_list, pgd_list, pgd_step, pgd_steps, pgd_n,
+                   device, seed, batch_size: int = 250) -> Entry:
     from .. import attacks
+    import torch
+    dev = torch.device(device) if device else None
+    if dev is not None:
+        model.to(dev)
+    arrays = {"clean_logits": attacks.evaluate_attack(model, images, labels, 0.0, "none",
+                                                      250, dev, output="logits")}
+    for i, e in enumerate(eps_list):
+        arrays[f"fgsm_logits_{i}"] = attacks.evaluate_attack(
+            model, images, labels, float(e) / 255, "fgsm", batch_size, dev, output="logits")
+    if pgd_n > 0 and pgd_steps > 0:
+        for j, pe in enumerate(pgd_list):
+            p, h = attacks.evaluate_attack(
+                model, images[:pgd_n], labels[:pgd_n], pe / 255, "pgd", batch_size, dev,
+                step_size=float(pgd_step) / 255, steps=int(pgd_steps), random_start=True,
+                seed=seed, return_history=True, output="logits")
+            arrays[f"pgd_logits_{j}"], arrays[f"pgd_history_{j}"] = p, np.asarray(h)
+    return Entry(arrays=arrays, meta={"eps": list(map(float, eps_list)),
+                                      "pgd_eps": list(pgd_list)})
 
-    def compute() -> Entry:
-        import torch
-        dev = torch.device(device) if device else None
-        if dev is not None:
-            model.to(dev)
-        arrays = {"clean_logits": attacks.evaluate_attack(model, images, labels, 0.0, "none",
-                                                          batch_size, dev, output="logits")}
-        for i, e in enumerate(eps_list):
-            arrays[f"fgsm_logits_{i}"] = attacks.evaluate_attack(
-                model, images, labels, float(e) / 255, "fgsm", batch_size, dev, output="logits")
-        if pgd_n > 0 and pgd_steps > 0:
-            for j, pe in enumerate(pgd_list):
-                p, h = attacks.evaluate_attack(
-                    model, images[:pgd_n], labels[:pgd_n], pe / 255, "pgd", batch_size, dev,
-                    step_size=float(pgd_step) / 255, steps=int(pgd_steps), random_start=True,
-                    seed=seed, return_history=True, output="logits")
-                arrays[f"pgd_logits_{j}"], arrays[f"pgd_history_{j}"] = p, np.asarray(h)
-        return Entry(arrays=arrays, meta={"eps": list(map(float, eps_list)), "pgd_eps": pgd_list})
 
-    pgd_list = pgd_eps_list(pgd_eps)
-    cfg = dict(key_cfg, eps=list(map(float, eps_list)), pgd_eps=pgd_list,
-               pgd_step=float(pgd_step), pgd_steps=int(pgd_steps), pgd_n=int(pgd_n),
-               images=data_fingerprint(images, labels), seed=int(seed), stored="logits")
-    return cache.get_or_compute("peterson_attack", cfg, compute)
+def attack_config(model: Mapping, images: np.ndarray, labels: np.ndarray,
+                  eps_list: Sequence[float], pgd_eps: float | Sequence[float], pgd_step: float,
+                  pgd_steps: int, pgd_n: int, seed: int = 0) -> dict[str, Any]:
+    """The cache key of an attack on the model identified by ``model`` (e.g. ``{'finetune':
+    <its cache key>}``)."""
+    return dict(model, eps=list(map(float, eps_list)),
+                pgd_eps=pgd_eps_list(pgd_eps), pgd_step=float(pgd_step),
+                pgd_steps=int(pgd_steps), pgd_n=int(pgd_n),
+                images=data_fingerprint(images, labels), seed=int(seed), stored="logits")
+
+
+def _attacked_lr(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, method: str,
+                 folds, alt_params: Mapping, device, seed: int, progress: bool,
+                 train_missing: bool) -> tuple[float, bool]:
+    """Table 1's learning rate of (arch, method): the lowest mean held-out c10H. Returns the
+    rate and whether it is final (False: the models needed to choose are not cached yet)."""
+    lrs = [float(x) for x in alt_params["lr"]]
+    if len(lrs) == 1:
+        return lrs[0], True
+    best_lr, best = lrs[0], math.inf
+    for lr in lrs:
+        ces = []
+        for k in range(len(folds)):
+            if train_missing:
+                e = finetune(cache, study, pre, arch, method, lr, k, folds, alt_params, None,
+                             None, device, seed, progress)[0]
+            else:
+                job = finetune_job(study, pre, arch, method, lr, k, folds, alt_params, None,
+                                   None, seed)[0]
+                if not cache.has("peterson_finetune", job.key()):
+                    return lrs[0], False
+                e = cache.load("peterson_finetune", job.key())
+            ces.append(metrics.cross_entropy(probs_of(e.arrays["logits_heldout"]),
+                                             study.human[folds[k][1]]))
+        if np.mean(ces) < best:
+            best_lr, best = lr, float(np.mean(ces))
+    return best_lr, True
+
+
+def attack_jobs(cache: ResultCache, study: StudyData, pre: Pretrained, alt_params: Mapping,
+                adv_params: Mapping, device=None, seed: int = 0, progress: bool = True,
+                train_missing: bool = True) -> list[AttackJob]:
+    """Every attack of paper §7: one per fine-tuned hard / soft fold model, on the images it
+    held out. With ``train_missing`` (what :func:`run_adversarial` does) a fine-tuned model that
+    is not cached yet is trained through :func:`finetune`; without it (a job plan) nothing is
+    trained and an attack whose learning rate cannot be chosen yet is ``provisional``."""
+    folds = select_folds(study.labels, alt_params["folds"], 10, seed)
+    per_fold = int(math.ceil(adv_params["attack_subset"] / len(folds)))
+    pgd_n = int(math.ceil(adv_params.get("pgd_subset", per_fold) / len(folds)))
+    eps_list = [float(e) for e in adv_params["eps_sweep"]]
+    pgd_list = pgd_eps_list(adv_params["pgd_eps"])
+    out = []
+    for arch in parse_archs(alt_params["archs"]):
+        for method in ATTACK_METHODS:
+            lr, final = _attacked_lr(cache, study, pre, arch, method, folds, alt_params, device,
+                                     seed, progress, train_missing)
+            for k, (_, te) in enumerate(folds):
+                job, cfg, ft_key = finetune_job(study, pre, arch, method, lr, k, folds,
+                                                alt_params, None, None, seed)
+                if train_missing:
+                    finetune(cache, study, pre, arch, method, lr, k, folds, alt_params, None,
+                             None, device, seed, progress)
+                pick = te[stratified_subset(study.labels[te], per_fold, seed)]
+                x, y = study.images[pick], study.labels[pick]
+                n_pgd = min(pgd_n, len(y))
+                what = f"{arch.label} fine-tuned on {method} labels, fold {k}"
+                run = partial(_attack_entry, cfg, what, x, y, eps_list, pgd_list,
+                              float(adv_params["pgd_step_size"]), int(adv_params["pgd_steps"]),
+                              n_pgd, device, seed)
+                out.append(AttackJob(
+                    {"arch": arch.label, "condition": method, "fold": k, "lr": lr}, y,
+                    attack_config({"finetune": ft_key}, x, y, eps_list, adv_params["pgd_eps"],
+                                  adv_params["pgd_step_size"], adv_params["pgd_steps"], n_pgd,
+                                  seed),
+                    "peterson_finetune", job.key(), run, provisional=not final))
+    return out
 
 
 def run_adversarial(cache: ResultCache, study: StudyData, pre: Pretrained, alt_params: Mapping,
@@ -1093,79 +1242,30 @@ def run_adversarial(cache: ResultCache, study: StudyData, pre: Pretrained, alt_p
     fold model (stratified). Returns (FGSM table: arch, condition, fold, eps, accuracy, ce;
     PGD table: arch, condition, fold, eps, step, ce, final accuracy).
     """
-    class _LazyModel:
-        """The fine-tuned model, built and loaded on first use (inside an attack's compute)."""
-
-        def __init__(self, load):
-            self._load, self._model = load, None
-
-        def _get(self):
-            if self._model is None:
-                self._model = self._load()
-            return self._model
-
-        def __getattr__(self, name):
-            return getattr(self._get(), name)
-
-        def __call__(self, *args, **kwargs):
-            return self._get()(*args, **kwargs)
-
-    def _load_finetuned(entry, cfg, what):
-        if entry.state_dict is None:
-            raise ValueError(f"run_adversarial: the attack on {what} is not cached and that "
-                             "model's weights are not in the cache either (a results bundle "
-                             "exported without --with-weights adversarial?); compute the section "
-                             "where the weights are, or import a bundle with them")
-        return load_model(entry, cfg)
-
-    folds = select_folds(study.labels, alt_params["folds"], 10, seed)
-    archs = parse_archs(alt_params["archs"])
-    lrs = [float(x) for x in alt_params["lr"]]
-    per_fold = int(math.ceil(adv_params["attack_subset"] / len(folds)))
-    pgd_n = int(math.ceil(adv_params.get("pgd_subset", per_fold) / len(folds)))
-    eps_list = list(adv_params["eps_sweep"])
+    eps_list = [float(e) for e in adv_params["eps_sweep"]]
     fg_rows, pgd_rows = [], []
-    for arch in archs:
-        for method in ATTACK_METHODS:
-            # choose the lr as Table 1 does
-            best_lr, best = lrs[0], math.inf
-            if len(lrs) > 1:
-                for lr in lrs:
-                    ce = np.mean([metrics.cross_entropy(
-                        probs_of(finetune(cache, study, pre, arch, method, lr, k, folds, alt_params,
-                                          None, None, device, seed, progress)[0].arrays["logits_heldout"]),
-                        study.human[folds[k][1]]) for k in range(len(folds))])
-                    if ce < best:
-                        best_lr, best = lr, ce
-            for k, (_, te) in enumerate(folds):
-                entry, cfg, ft_key = finetune(cache, study, pre, arch, method, best_lr, k, folds,
-                                              alt_params, None, None, device, seed, progress)
-                # the weights are loaded only if the attack result is not cached (a bundle
-                # exported without weights still renders the section from its attack results)
-                what = f"{arch.label} fine-tuned on {method} labels, fold {k}"
-                model = _LazyModel(lambda e=entry, c=cfg, w=what: _load_finetuned(e, c, w))
-                pick = te[stratified_subset(study.labels[te], per_fold, seed)]
-                x, y = study.images[pick], study.labels[pick]
-                att = attack_fold_model(cache, model, {"finetune": ft_key}, x, y, eps_list,
-                                        adv_params["pgd_eps"], adv_params["pgd_step_size"],
-                                        adv_params["pgd_steps"], min(pgd_n, len(y)), device, seed)
-                base = {"arch": arch.label, "condition": method, "fold": k, "lr": best_lr}
-                z = att.arrays["clean_logits"]
-                fg_rows.append(dict(base, eps=0, accuracy=float((z.argmax(1) == y).mean()),
-                                    ce=metrics.cross_entropy_from_logits(z, y), n=len(y)))
-                for i, e in enumerate(eps_list):
-                    z = att.arrays[f"fgsm_logits_{i}"]
-                    fg_rows.append(dict(base, eps=e, accuracy=float((z.argmax(1) == y).mean()),
-                                        ce=metrics.cross_entropy_from_logits(z, y), n=len(y)))
-                for j, pe in enumerate(att.meta.get("pgd_eps", [])):
-                    if f"pgd_history_{j}" not in att.arrays:
-                        continue
-                    zp = att.arrays[f"pgd_logits_{j}"]
-                    yp = y[: len(zp)]
-                    acc = float((zp.argmax(1) == yp).mean())
-                    for step, ce in enumerate(att.arrays[f"pgd_history_{j}"]):
-                        pgd_rows.append(dict(base, eps=pe, step=step, ce=float(ce),
-                                             final_accuracy=acc, n=len(yp)))
+    for job in attack_jobs(cache, study, pre, alt_params, adv_params, device, seed, progress):
+        # the model's weights are loaded only if the attack result is not cached (a bundle
+        # exported without weights still renders the section from its attack results)
+        att = cache.get_or_compute(job.kind, job.config, lambda j=job: j.run(
+            cache.load(j.model_kind, j.model_config)))
+        y, base = job.labels, job.base
+        z = att.arrays["clean_logits"]
+        fg_rows.append(dict(base, eps=0, accuracy=float((z.argmax(1) == y).mean()),
+                            ce=metrics.cross_entropy_from_logits(z, y), n=len(y)))
+        for i, e in enumerate(eps_list):
+            z = att.arrays[f"fgsm_logits_{i}"]
+            fg_rows.append(dict(base, eps=e, accuracy=float((z.argmax(1) == y).mean()),
+                                ce=metrics.cross_entropy_from_logits(z, y), n=len(y)))
+        for j, pe in enumerate(att.meta.get("pgd_eps", [])):
+            if f"pgd_history_{j}" not in att.arrays:
+                continue
+            zp = att.arrays[f"pgd_logits_{j}"]
+            yp = y[: len(zp)]
+            acc = float((zp.argmax(1) == yp).mean())
+            for step, ce in enumerate(att.arrays[f"pgd_history_{j}"]):
+                pgd_rows.append(dict(base, eps=pe, step=step, ce=float(ce),
+                                     final_accuracy=acc, n=len(yp)))
     return pd.DataFrame(fg_rows), pd.DataFrame(pgd_rows)
 
 

@@ -1,0 +1,139 @@
+"""The job plan (``python -m softlib.book plan``) and the Ray backend (``compute --backend ray``)
+under the smoke profile: the plan lists exactly the entries the sections use, Ray computes the
+same entries as the local backend, and a worker killed after its job is retried."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softlib import book, bundle
+from softlib import plan as PL
+from softlib.cache import Entry, ResultCache
+
+pytestmark = [pytest.mark.book, pytest.mark.usefixtures("one_thread")]
+
+SECTIONS = ["generalisation", "alternatives", "adversarial", "calibration_ood"]
+
+
+def _manifest_entries(root: Path) -> set[tuple[str, str]]:
+    man = bundle.load_manifest("smoke", root)
+    return {tuple(e) for s in SECTIONS for e in man["sections"][s]["entries"]
+            if e[0] != "section_params"}
+
+
+@pytest.fixture(scope="module")
+def local_smoke(tmp_path_factory):
+    """The smoke profile's training sections computed here (the local backend)."""
+    mp = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("local")
+    mp.setenv("SOFTLIB_CACHE", str(cache))
+    mp.setenv("SOFTLIB_QUIET", "1")
+    mp.delenv("SOFTLIB_DATA", raising=False)
+    try:
+        plan_before = PL.build_plan("smoke", SECTIONS, ResultCache(cache))
+        state = book.compute_sections("smoke", SECTIONS)
+        assert all(state[s] == "complete" for s in SECTIONS), state
+        yield {"cache": cache, "plan_before": plan_before}
+    finally:
+        mp.undo()
+
+
+def test_plan_lists_exactly_the_entries_the_sections_use(local_smoke, monkeypatch, capsys):
+    root = local_smoke["cache"]
+    used = _manifest_entries(root)
+    before = local_smoke["plan_before"]
+    # before anything ran: every job counted, the later stages provisional, none runnable yet
+    assert len(before.jobs) == len(used)
+    assert not any(j.provisional for j in before.stages[0])
+    assert all(j.provisional for j in before.stages[-1])
+    after = PL.build_plan("smoke", SECTIONS, ResultCache(root))
+    assert {(j.kind, j.key) for j in after.jobs} == used
+    assert not any(j.provisional for j in after.jobs)
+    # the keys known before anything ran were already the right ones
+    first = {(j.kind, j.key) for j in before.jobs if not j.provisional}
+    assert first and first <= used
+    # the command: counts per kind, all cached
+    monkeypatch.setenv("SOFTLIB_CACHE", str(root))
+    monkeypatch.delenv("SOFTLIB_DATA", raising=False)
+    assert book.main(["plan", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    assert f"smoke: {len(used)} jobs, {len(used)} cached" in out
+    for kind in {k for k, _ in used}:
+        assert kind in out
+
+
+def test_job_cost_uses_the_recorded_throughput():
+    tp = PL.recorded_throughput("NVIDIA H200")
+    rate = tp.train["resnet_basic_110"]
+    job = PL.Job("s", "train", "k", {}, "x", arch="resnet_basic_110", train_images=rate * 100,
+                 eval_images=tp.eval["resnet_basic_110"] * 2, attack_passes=rate * 3)
+    seconds, measured = PL.job_seconds(job, tp)
+    assert measured and seconds == pytest.approx(105)
+    other = PL.Job("s", "train", "k", {}, "x", arch="no_such_net", train_images=1000)
+    seconds, measured = PL.job_seconds(other, tp)
+    assert not measured and seconds == pytest.approx(1000 / tp.train[tp.default_arch])
+    with pytest.raises(ValueError, match="no per-architecture throughput"):
+        PL.recorded_throughput("a GPU nobody measured")
+
+
+def test_a_provisional_job_refuses_to_run(tmp_path):
+    job = PL.Job("s", "attack", "k", {"a": 1}, "s/attack/x", run=lambda e: e,
+                 needs=(("up", {"b": 2}),), provisional=True)
+    with pytest.raises(ValueError, match="cannot run"):
+        job.compute(ResultCache(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    yield ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _same_entry(a: Path, b: Path) -> None:
+    ma, mb = json.loads((a / "meta.json").read_text()), json.loads((b / "meta.json").read_text())
+    assert ma["config"] == mb["config"]
+    if (a / "arrays.npz").exists():
+        za, zb = np.load(a / "arrays.npz"), np.load(b / "arrays.npz")
+        assert sorted(za.files) == sorted(zb.files), a
+        for k in za.files:
+            np.testing.assert_array_equal(za[k], zb[k], err_msg=f"{a.parent.name}/{a.name} {k}")
+
+
+def test_ray_backend_matches_local_and_retries_a_killed_worker(local_smoke, ray_cluster,
+                                                                tmp_path, monkeypatch, capsys):
+    from softlib import distributed
+    cache = tmp_path / "cache"
+    kills = tmp_path / "kills"
+    monkeypatch.setenv("SOFTLIB_CACHE", str(cache))
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    monkeypatch.delenv("SOFTLIB_DATA", raising=False)
+    monkeypatch.setenv(distributed.FAULT_ENV, str(kills))
+    assert book.main(["compute", "--profile", "smoke", "--backend", "ray"]) == 0
+    out = capsys.readouterr()
+    used = _manifest_entries(local_smoke["cache"])
+    # every job ran on Ray: the local pass afterwards trained nothing
+    assert f"ray: {len(used)} job(s) computed on the cluster" in out.out
+    for s in SECTIONS:
+        assert f"{s}: complete" in out.out and "(trained 0," in out.out.split(f"{s}: complete")[1]
+    assert _manifest_entries(cache) == used
+    # one worker was killed after its job's work (the fault hook); Ray retried that job
+    killed = (kills / "killed").read_text()
+    assert killed in {key for _, key in used}
+    assert "job" in out.err  # the progress bar over jobs
+    # the same results as the local backend, and no partial entry anywhere
+    for kind, key in used:
+        _same_entry(local_smoke["cache"] / kind / key, cache / kind / key)
+    assert not [p for p in cache.glob("*/.*") if p.is_dir()]
+
+
+def test_ray_stage_refuses_jobs_whose_upstream_is_missing(ray_cluster, tmp_path):
+    from softlib import distributed
+    job = PL.Job("s", "eval", "k", {"a": 1}, "s/eval/x", run=lambda e: Entry(),
+                 needs=(("up", {"b": 2}),), provisional=True)
+    distributed.connect(None, num_cpus=2)
+    with pytest.raises(RuntimeError, match="cannot run"):
+        distributed.run_stage([job], ResultCache(tmp_path))
