@@ -31,7 +31,7 @@ seed = 0
 device = "auto"
 
 # %%
-from softlib.book_header import show_header
+from softlib.book.header import show_header
 
 sec = show_header(profile, "claims", params=locals())
 
@@ -39,7 +39,8 @@ sec = show_header(profile, "claims", params=locals())
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
-from softlib import claims
+from softlib.book import claims
+from softlib.book import figures as F
 
 table = claims.ledger(sec.profile)
 display(HTML(claims.ledger_html(table)))
@@ -55,6 +56,10 @@ display(Markdown(claims.RULE_MARKDOWN))
 # paper, or without a measurement here, are listed without a point.
 
 # %%
-claims.plot_ledger(table)
+fig = claims.plot_ledger(table)
+F.question_title(fig.axes[0], "Does this build reproduce each claim, and how large is its effect?",
+                 "paper's effect = 1, dotted line",
+                 "points: this build's effect / the paper's; bars: 95% interval")
+fig.tight_layout()
 plt.show()
 claims.verdict_counts(table)

@@ -29,7 +29,7 @@ device = "auto"
 gallery_per_group = None
 
 # %%
-from softlib.book_header import show_header
+from softlib.book.header import show_header
 
 sec = show_header(profile, "cifar10h_data", datasets=["cifar10h", "cifar10"], params=locals())
 
@@ -41,12 +41,14 @@ import seaborn as sns
 from IPython.display import display
 
 from softlib import data
+from softlib.book import figures as F
 from softlib.studies import cifar10h as study
 
 human = data.load_cifar10h()
 test = data.load("cifar10", "test")
 counts, probs, labels = human.counts, human.probs, test.labels
-pd.DataFrame([study.vote_summary(counts)])
+pd.DataFrame([study.vote_summary(counts)]).style.format({"mean_votes": "{:.1f}"}).set_caption(
+    "votes (human judgments) per image: counts")
 
 # %% [markdown]
 # ## How often do people agree with the CIFAR-10 label?
@@ -57,11 +59,18 @@ acc = study.human_accuracy_per_image(counts, labels)
 entropy = data.views.entropy(probs)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
 axes[0].hist(acc, bins=50, color="C0")
-axes[0].set(xlabel="share of votes agreeing with the CIFAR-10 label", ylabel="images",
-            title=f"human accuracy per image (mean {acc.mean():.3f})")
+axes[0].axvline(acc.mean(), color="k", ls=":", lw=1, label=f"mean {acc.mean():.3f}")
+axes[0].set(xlabel="share of an image's votes naming its CIFAR-10 label (fraction)",
+            ylabel="images (count)")
+F.question_title(axes[0], "How often do people agree with the CIFAR-10 label?",
+                 note=f"all {len(acc):,} images; no error bars: the histogram is the spread")
 axes[1].hist(entropy, bins=50, color="C1")
-axes[1].set(xlabel="entropy of the human label distribution (nats)", ylabel="images",
-            title=f"label entropy (mean {entropy.mean():.3f} nats)")
+axes[1].axvline(entropy.mean(), color="k", ls=":", lw=1, label=f"mean {entropy.mean():.3f} nats")
+axes[1].set(xlabel="entropy of the human label distribution (nats)", ylabel="images (count)")
+F.question_title(axes[1], "How uncertain are people about each image?",
+                 note=f"all {len(entropy):,} images; no error bars: the histogram is the spread")
+for ax in axes:
+    ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
 print(f"images where every vote agrees with the CIFAR-10 label: {(acc == 1).mean():.1%}")
@@ -83,8 +92,11 @@ else:
     display(study.participant_facts(raw))
     per_annotator = raw.groupby("annotator_id")["correct_guess"].mean()
     ax = per_annotator.plot.hist(bins=40)
-    ax.set(xlabel="share of an annotator's answers matching CIFAR-10",
-           title=f"{len(per_annotator)} annotators (attention checks excluded)")
+    ax.set(xlabel="annotator accuracy: share of their answers matching CIFAR-10 (fraction)",
+           ylabel="annotators (count)")
+    F.question_title(ax, "How accurate is each annotator?",
+                     note=f"{len(per_annotator)} annotators (attention checks excluded); "
+                          "the histogram is the spread")
     plt.show()
 
 # %% [markdown]
@@ -93,18 +105,25 @@ else:
 # (roughly 30%). Sorting images by entropy shows how few hold how much of it.
 
 # %%
+top_fraction = 0.3  # the paper's "roughly 30% of the images"
+top30 = study.entropy_share_of_most_uncertain(probs, top_fraction)
 x, y = study.entropy_lorenz(probs)
-fig, ax = plt.subplots(figsize=(4.5, 4))
-ax.plot(x, y)
-ax.plot([0, 1], [0, 1], "k:", lw=1)
-ax.set(xlabel="fraction of images (most uncertain first)", ylabel="fraction of total entropy",
-       title="concentration of human uncertainty")
+fig, ax = plt.subplots(figsize=(5.5, 4.5))
+ax.plot(x, y, label="this data: cumulative share of entropy")
+ax.plot([0, 1], [0, 1], "k:", lw=1, label="uncertainty spread evenly")
+F.paper_line(ax, x=top_fraction, label="paper: concentrated in roughly 30% of images")
+ax.plot(top_fraction, top30, "o", color="C0", label=f"30% most uncertain hold {top30:.0%}")
+ax.set(xlabel="fraction of images, most uncertain first (fraction)",
+       ylabel="fraction of total label entropy (fraction)")
+F.question_title(ax, "Is human uncertainty concentrated in a minority of images?",
+                 "Peterson et al. §3", "all images; exact shares, no sampling error shown")
+ax.legend(fontsize=7, loc="lower right")
 plt.show()
-top30 = study.entropy_share_of_most_uncertain(probs, 0.3)
 print(f"The 30% most uncertain images hold {top30:.0%} of the total label entropy "
       f"(the paper: uncertainty is concentrated in roughly 30% of the images).")
 study.entropy_concentration(probs).style.format(
-    {"share of total entropy": "{:.0%}", "fraction of images": "{:.1%}"})
+    {"share of total entropy": "{:.0%}", "fraction of images": "{:.1%}"}).set_caption(
+    "how many of the most uncertain images hold a given share of the total entropy")
 
 # %% [markdown]
 # ## Which classes do people confuse?
@@ -115,10 +134,15 @@ conf = study.human_confusion(counts, labels)
 fig, ax = plt.subplots(figsize=(6.5, 5.5))
 sns.heatmap(conf, annot=True, fmt=".2f", cmap="Blues", xticklabels=study.CLASSES,
             yticklabels=study.CLASSES, ax=ax, cbar=False, annot_kws={"size": 7})
-ax.set(xlabel="human vote", ylabel="CIFAR-10 label", title="human confusion matrix")
+ax.set(xlabel="class people voted for (cells: share of the row's votes, rows sum to 1)",
+       ylabel="CIFAR-10 label")
+F.question_title(ax, "Which classes do people confuse?",
+                 note="all votes pooled; exact shares, no error bars")
 plt.show()
-display(study.top_confusions(conf).style.format({"share of votes": "{:.3f}"}))
-study.per_class_table(counts, labels).style.format("{:.3f}")
+display(study.top_confusions(conf).style.format({"share of votes": "{:.3f}"}).set_caption(
+    "largest off-diagonal cells: share of the true class's votes (fraction)"))
+study.per_class_table(counts, labels).style.format("{:.3f}").set_caption(
+    "per CIFAR-10 class, mean over its images: human accuracy (fraction of votes) and entropy (nats)")
 
 # %% [markdown]
 # ## A gallery: certain, split and systematically confused images
@@ -145,6 +169,12 @@ for g, (name, idx) in enumerate(groups.items()):
         ax_bar.bar(range(10), probs[i], color=["C3" if c == labels[i] else "C0" for c in range(10)])
         ax_bar.set_ylim(0, 1)
         ax_bar.set_xticks(range(10), [c[:3] for c in study.CLASSES], rotation=90, fontsize=6)
+        if j == 0:
+            ax_bar.set_yticks([0, 1])
+            ax_bar.set_ylabel("share of\nvotes", fontsize=7)
+fig.suptitle("What do certain, split and confused images look like?\n"
+             "bars: share of human votes per class (red: the CIFAR-10 label)",
+             fontsize=10)
 fig.tight_layout()
 plt.show()
 

@@ -42,7 +42,7 @@ pretrain_subset = None
 train_subset = None
 
 # %%
-from softlib.book_header import show_header
+from softlib.book.header import show_header
 
 sec = show_header(profile, "alternatives", datasets=["cifar10h", "cifar10", "cifar10_1"],
                   params=locals())
@@ -56,11 +56,12 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib import data
-from softlib import sections as S
+from softlib.book import figures as F
+from softlib.book import sections as S
 from softlib.studies import peterson as P
 
 prm = sec.params
-# the same loading and training calls as `python -m softlib.book compute` (softlib.sections)
+# the same loading and training calls as `python -m softlib.book compute` (softlib.book.sections)
 inputs = S.alternatives_inputs()
 study, cifar_train, c101 = inputs.study, inputs.cifar_train, inputs.c101
 archs_ = P.parse_archs(prm["archs"])
@@ -121,25 +122,45 @@ print(f"{len(runs.logits)} fine-tuned fold models ready in {time.perf_counter() 
 # method: the best mean held-out accuracy over all methods together (so the hard control is not
 # tuned differently from the soft run it is compared with). For mixup the row then shows the
 # alpha with the lowest c10H at that rate, as the paper selected alpha.
+#
+# In the figure below, bars are this run (grey: the pretrained model before fine-tuning; blue:
+# hard-label targets; orange: targets built from the human labels) and hollow diamonds are the
+# paper's Table 1 cells typed into the repository (`peterson.PAPER_TABLE1`, for the architecture
+# of the same family, and the eight-network distillation teacher's c10H,
+# `PAPER_TABLE1_ENSEMBLE_C10H`); rows without a diamond have no transcribed paper cell.
 
 # %%
 t1 = P.table1(df)
 t1["method"] = [P.METHOD_TITLES.get(m, m) for m in t1.index.get_level_values("method")]
 fmt = {c: "{:.3f}" for c in ["c10H", "c10H std", "c10", "c10 std", "accuracy", "accuracy std",
                              "v4", "v6"]}
-t1.style.format(fmt, na_rep="n/a")
+t1.style.format(fmt, na_rep="n/a").set_caption(
+    "held-out folds: c10H, c10, v4, v6 cross-entropy (nats), accuracy (fraction); std over folds")
 
 # %%
 t1p = P.table1(df)
 fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(t1p) + 1.5), sharey=True)
 labels_ = [f"{m} ({a})" if len(archs_) > 1 else m for a, m in t1p.index]
 y = np.arange(len(t1p))
-for ax, col in zip(axes, ["c10H", "c10"]):
+fam_of = {a.label: a.family for a in archs_}
+# the distillation teacher's row, as in P.paper_vs_run_table1
+teacher = (P.ENSEMBLE if (P.ENSEMBLE, "pretrained") in t1p.index else archs_[0].label, "pretrained")
+for k, (ax, col) in enumerate(zip(axes, ["c10H", "c10"])):
     ax.barh(y, t1p[col], xerr=t1p[f"{col} std"].fillna(0), capsize=3,
             color=["C7" if m == "pretrained" else "C1" if m in ("soft", "sampled", "mixup_soft")
                    else "C0" for _, m in t1p.index])
-    ax.set(xlabel=f"cross-entropy vs {'human' if col == 'c10H' else 'CIFAR-10'} labels ({col})",
-           title=col)
+    ref = [P.PAPER_TABLE1.get((fam_of.get(a), m), (np.nan,) * 4)[k] for a, m in t1p.index]
+    F.paper_marks(ax, ref, y, label="paper Table 1 (same family: ResNet-110 / DenseNet-BC-100)")
+    if col == "c10H" and teacher in t1p.index:
+        F.paper_marks(ax, P.PAPER_TABLE1_ENSEMBLE_C10H, y[t1p.index.get_loc(teacher)], marker="s",
+                      label="paper: distillation teacher, ensemble of 8 pretrained CNNs")
+    ax.set(xlabel=f"cross-entropy vs {'human' if col == 'c10H' else 'CIFAR-10'} labels, "
+                  f"{col} (nats; lower is better)")
+    ax.legend(fontsize=7, loc="lower right")
+F.question_title(axes[0], "Do human labels beat the other targets on human-label loss?",
+                 note="paper Table 1, c10H; " + F.spread_note(int(t1p["folds"].max())))
+F.question_title(axes[1], "... and do they cost anything on the CIFAR-10 labels?",
+                 note="paper Table 1, c10; " + F.spread_note(int(t1p["folds"].max())))
 axes[0].set_yticks(y, labels_)
 axes[0].invert_yaxis()
 fig.tight_layout()
@@ -152,13 +173,15 @@ plt.show()
 
 # %%
 mix = df[df.method.str.startswith("mixup")]
-display(mix.groupby(["arch", "method", "alpha", "lr"])[["c10H", "c10", "accuracy"]].agg(["mean", "std"]).style.format("{:.3f}"))
+display(mix.groupby(["arch", "method", "alpha", "lr"])[["c10H", "c10", "accuracy"]].agg(["mean", "std"]).style.format(
+    "{:.3f}").set_caption("held-out folds: c10H, c10 cross-entropy (nats), accuracy (fraction)"))
 sel = P.select_variants(df[df.method != "pretrained"])
 paired = pd.concat({(m, meth): P.paired_difference(sel, m, a=meth, b="hard", by=("arch",),
                                                    col="method")
                     for m in ["c10H", "c10", "accuracy"] for meth in P.METHODS if meth != "hard"},
                    names=["metric", "method minus hard"])
-paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"])
+paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]).set_caption(
+    "method minus hard, same fold: c10H, c10 in nats, accuracy in fraction; t is unitless")
 
 # %% [markdown]
 # ## This run vs the paper
@@ -169,7 +192,7 @@ paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / 
 # %%
 cmp = P.paper_vs_run_table1(P.table1(df), archs_)
 cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c.startswith(("paper ", "run "))],
-                 na_rep="n/a")
+                 na_rep="n/a").set_caption("cross-entropy (nats)")
 
 # %%
 t = P.table1(df)
@@ -204,10 +227,10 @@ display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 # %% [markdown]
 # ## Claims recorded for the ledger
 # The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.claims`), with the verdict of the ledger's rule. A claim whose data
+# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
 # are absent here is recorded as not measurable, with the reason.
 
 # %%
-from softlib import claims
+from softlib.book import claims
 
 claims.record(sec, claims.measure_alternatives(df))

@@ -38,7 +38,7 @@ attack_subset = None
 pgd_subset = None
 
 # %%
-from softlib.book_header import show_header
+from softlib.book.header import show_header
 
 sec = show_header(profile, "adversarial", datasets=["cifar10h", "cifar10"], params=locals())
 
@@ -50,7 +50,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from softlib import sections as S
+from softlib.book import figures as F
+from softlib.book import sections as S
 from softlib.studies import peterson as P
 
 prm = sec.params
@@ -69,7 +70,7 @@ print(f"models: section 3's fine-tuned 'hard' and 'soft' models, {len(archs_)} a
 # %%
 t0 = time.perf_counter()
 misses0 = sec.cache.misses
-# the same calls as `python -m softlib.book compute` (softlib.sections)
+# the same calls as `python -m softlib.book compute` (softlib.book.sections)
 study, alt, fg, pg = S.adversarial_runs(sec.cache, profile, prm, device=sec.device, seed=sec.seed)
 print(f"attacks done in {time.perf_counter() - t0:.0f} s; cache hits {sec.cache.hits}, "
       f"new results {sec.cache.misses - misses0} (attack results, plus any model section 3 had "
@@ -82,26 +83,43 @@ print(f"attacks done in {time.perf_counter() - t0:.0f} s; cache hits {sec.cache.
 
 # %%
 eps0 = prm["eps_sweep"][0]
-P.table2(fg, eps0).style.format("{:.3f}")
+P.table2(fg, eps0).style.format("{:.3f}").set_caption(
+    f"FGSM eps {eps0}/255: accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); std over folds")
 
 # %% [markdown]
 # ## FGSM sweep over eps (4..8 / 255)
+# Points are means over the fold models, error bars the fold-to-fold standard deviation. Hollow
+# diamonds are the paper's Table 2 row for the same architecture family at eps = 4/255
+# (`peterson.PAPER_TABLE2`; all 10,000 test images, models fine-tuned for 150 epochs).
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+n_fold_models = int(fg.groupby(["arch", "condition", "eps"]).size().max())
+questions = {"accuracy": "Do human labels keep more accuracy under FGSM?",
+             "ce": "Are human-label models less confidently wrong under FGSM?"}
 for ax, metric in zip(axes, ["accuracy", "ce"]):
     for (arch, cond), g in fg.groupby(["arch", "condition"]):
         s = g.groupby("eps")[metric].agg(["mean", "std"])
         j = P.ATTACK_METHODS.index(cond)
         ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o^"[j], capsize=3, color=f"C{j}",
                     label=f"fine-tuned on {cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
-    ax.set(xlabel="FGSM eps (x 1/255; 0 = clean)",
-           ylabel="accuracy" if metric == "accuracy" else "cross-entropy (nats)",
-           title=f"FGSM: {metric} vs eps")
-axes[0].legend(fontsize=8)
+    for a in archs_:  # Table 2: (accuracy hard, accuracy soft, CE hard, CE soft) at eps 4/255
+        ref = P.PAPER_TABLE2.get(a.family)
+        if ref is None:
+            continue
+        for j, cond in enumerate(P.ATTACK_METHODS):
+            F.paper_marks(ax, 4, ref[j if metric == "accuracy" else 2 + j], color=f"C{j}",
+                          label=f"paper Table 2, {cond} ({a.family})")
+    ax.set(xlabel="FGSM eps (pixel units /255; 0 = clean)",
+           ylabel="accuracy vs CIFAR-10 labels (fraction)" if metric == "accuracy"
+           else "cross-entropy vs CIFAR-10 labels (nats)")
+    F.question_title(ax, questions[metric], "paper Table 2",
+                     F.spread_note(n_fold_models, "fold models"))
+    ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
-fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]).unstack("condition").style.format("{:.3f}")
+fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]).unstack("condition").style.format(
+    "{:.3f}").set_caption("eps in pixel units /255; accuracy (fraction), ce (nats); std over fold models")
 
 # %% [markdown]
 # ### Soft minus hard within each fold
@@ -109,7 +127,8 @@ fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]
 # %%
 pd.concat({m: P.paired_difference(fg.rename(columns={"condition": "cond"}), m, by=("arch", "eps"),
                                   col="cond") for m in ["accuracy", "ce"]},
-          names=["metric"]).style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"])
+          names=["metric"]).style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]).set_caption(
+    "soft minus hard: accuracy in fraction, ce in nats; eps in pixel units /255")
 
 # %% [markdown]
 # ## PGD: cross-entropy vs iteration (paper Figure 4)
@@ -132,15 +151,19 @@ else:
         ax.plot(s.index, s["mean"], color=f"C{j}", marker="o^"[j], ms=3,
                 label=f"{cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
         ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=f"C{j}", alpha=0.2)
-    ax.set(xlabel="PGD iteration", ylabel="cross-entropy (nats)",
-           title=f"PGD at eps {pgd_bounds[0]:g}/255: soft-label models' loss rises more slowly?\n"
-                 "(band: fold-to-fold std)")
+    ax.set(xlabel="PGD iteration (0 = random start)",
+           ylabel="cross-entropy vs CIFAR-10 labels (nats)")
+    F.question_title(ax, "Does the human-label models' loss rise more slowly under PGD?",
+                     f"paper Fig. 4; eps {pgd_bounds[0]:g}/255",
+                     F.spread_note(int(pg.groupby(["arch", "condition", "eps", "step"]).size().max()),
+                                   "fold models", drawn="band"))
     ax.legend(fontsize=8)
     plt.show()
     last = pg[pg["step"] == pg["step"].max()]
     display(last.groupby(["arch", "condition", "eps"]).agg(
         final_ce_nats=("ce", "mean"), accuracy_after_pgd=("final_accuracy", "mean"))
-        .unstack("eps").style.format("{:.3f}"))
+        .unstack("eps").style.format("{:.3f}").set_caption(
+            "after the last PGD iteration: cross-entropy (nats), accuracy (fraction); eps in /255"))
 
 # %% [markdown]
 # ## This run vs the paper
@@ -149,12 +172,14 @@ else:
 
 # %%
 cmp = P.paper_vs_run_table2(fg, archs_, eps0)
-display(cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c != "paper row"], na_rep="n/a"))
+display(cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c != "paper row"], na_rep="n/a")
+        .set_caption("accuracy (fraction), cross-entropy (nats)"))
 if not pg.empty:
     acc = pg[pg["eps"] == pg["eps"].min()].groupby("condition")["final_accuracy"].mean()
     display(pd.DataFrame({"paper": P.PAPER_PGD_ACCURACY,
                           "this run": [acc.get("hard", np.nan), acc.get("soft", np.nan)]},
-                         index=["accuracy after PGD, hard", "accuracy after PGD, soft"]).style.format("{:.3f}"))
+                         index=["accuracy after PGD, hard", "accuracy after PGD, soft"]).style.format("{:.3f}")
+            .set_caption("accuracy (fraction)"))
 
 # %%
 t2 = fg[fg.eps == eps0].groupby(["arch", "condition"])[["accuracy", "ce"]].mean()
@@ -183,10 +208,10 @@ display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 # %% [markdown]
 # ## Claims recorded for the ledger
 # The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.claims`), with the verdict of the ledger's rule. A claim whose data
+# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
 # are absent here is recorded as not measurable, with the reason.
 
 # %%
-from softlib import claims
+from softlib.book import claims
 
 claims.record(sec, claims.measure_adversarial(fg, pg, eps=4))

@@ -55,7 +55,7 @@ mc_samples = None
 mc_average = None
 
 # %%
-from softlib.book_header import show_header
+from softlib.book.header import show_header
 
 sec = show_header(profile, "calibration_ood", datasets=["cifar10", "cifar10h", "svhn", "fashion_mnist"],
                   params=locals())
@@ -67,8 +67,9 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from softlib import profiles
-from softlib import sections as S
+from softlib.book import figures as F
+from softlib.book import profiles
+from softlib.book import sections as S
 from softlib.losses import mix_probability_from_entropy
 from softlib.studies import laing as study
 
@@ -129,7 +130,10 @@ timing.round(1)
 
 # %%
 summary = study.summary_table(runs)
-study.format_table(summary)
+study.format_table(summary, digits={"accuracy": 1, "ood_auroc_svhn": 3, "ood_auroc_fashion_mnist": 3,
+                                    "brier": 3, "nll": 3, "attack_decrease": 3}).style.set_caption(
+    "accuracy in %; OOD AUROC, ECE and attack decrease as fractions; Brier score (unitless); "
+    "log loss in nats")
 
 # %% [markdown]
 # ## Soft minus hard, paired by seed
@@ -140,21 +144,29 @@ study.format_table(summary)
 
 # %%
 diffs = study.paired_differences(runs)
-wide = diffs.assign(value=[f"{d:+.4f}" + (f" ± {s:.4f}" if np.isfinite(s) else "")
+wide = diffs.assign(value=[f"{d:+.3g}" + (f" ± {s:.2g}" if np.isfinite(s) else "")
                            for d, s in zip(diffs.difference, diffs.se)])
 wide.pivot_table(index=["model_type", "comparison"], columns="metric", values="value",
                  aggfunc="first", sort=False).reindex(columns=[m for m in study.METRICS
-                                                               if m in set(diffs.metric)])
+                                                               if m in set(diffs.metric)]).style.set_caption(
+    "difference ± s.e. over seeds: accuracy in percentage points; AUROC, ECE, attack decrease "
+    "as fractions; Brier unitless; log loss (nll) in nats")
 
 # %% [markdown]
 # ## Figure 1: reliability and proportion diagrams, hard vs soft
 # Top row per model type: accuracy against confidence in each of 10 bins (the diagonal is
 # perfect calibration). Bottom row: the share of test images in each bin. Test predictions of
-# all seeds are pooled.
+# all seeds are pooled; error bars are ±1 binomial standard error of each bin's accuracy (from
+# the number of pooled images in the bin). The legend gives the paper's ECE (Laing, Table 1)
+# where the repository has it typed in (`laing.PAPER_TABLE1`); a reliability curve is not
+# published, so there is nothing else of the paper's to draw.
 
 # %%
 mts = P["model_types"]
-fig, axes = plt.subplots(2, len(mts), figsize=(3.1 * len(mts), 5.6), squeeze=False,
+# the paper's ECE per (model type, condition); DUQ's is of the author's output, not comparable
+paper_ece = {(r["model_type"], r["condition"]): r["ece"] for r in study.PAPER_TABLE1
+             if "ece_author_output" not in r["note"]}
+fig, axes = plt.subplots(2, len(mts), figsize=(3.3 * len(mts), 6.2), squeeze=False,
                          gridspec_kw={"height_ratios": [2, 1]})
 for j, mt in enumerate(mts):
     ax, axp = axes[0, j], axes[1, j]
@@ -165,14 +177,22 @@ for j, mt in enumerate(mts):
             continue
         centres = (rel["bin_lower"] + rel["bin_upper"]) / 2
         ok = rel["count"] > 0
-        ax.plot(rel["confidence"][ok], rel["accuracy"][ok], "o-", color=color, ms=3, label=cond)
+        pe = paper_ece.get((mt, cond))
+        ax.errorbar(rel["confidence"][ok], rel["accuracy"][ok],
+                    yerr=F.binomial_se(rel["accuracy"], rel["count"])[ok], fmt="o-", color=color,
+                    ms=3, capsize=2,
+                    label=cond + (f" (paper ECE {pe:.3g})" if pe is not None else ""))
         axp.bar(centres + (k - 0.5) * 0.04, rel["proportion"], width=0.04, color=color, label=cond)
-    ax.set(title=study.MODEL_TYPES[mt].label, xlim=(0, 1), ylim=(0, 1), xlabel="confidence")
-    axp.set(xlim=(0, 1), xlabel="confidence")
+    ax.set(title=study.MODEL_TYPES[mt].label, xlim=(0, 1), ylim=(0, 1),
+           xlabel="confidence: top-1 probability (fraction)")
+    axp.set(xlim=(0, 1), xlabel="confidence (fraction)")
+    ax.legend(loc="upper left", fontsize=7)
     if j == 0:
-        ax.set_ylabel("accuracy")
-        axp.set_ylabel("share of images")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.set_ylabel("accuracy in the bin (fraction)")
+        axp.set_ylabel("share of test images (fraction)")
+fig.suptitle("Are soft-label models worse calibrated than hard-label ones? (Laing 2024, Fig. 1)\n"
+             f"dotted: perfect calibration; bars: ±1 binomial s.e. per bin; "
+             f"test predictions of {len(P['seeds'])} seed(s) pooled", fontsize=10)
 fig.tight_layout()
 plt.show()
 
@@ -181,23 +201,39 @@ plt.show()
 # If soft labels only "hurt ECE" because they make a model less confident than it should be on
 # hard test labels, a single temperature fitted on the 500 validation images should undo most
 # of it. The table gives ECE and log loss before and after temperature scaling (mean over
-# seeds), with the fitted temperature (T < 1 sharpens, T > 1 softens).
+# seeds), with the fitted temperature (T < 1 sharpens, T > 1 softens). In the figure, error bars
+# are ±1 standard error over seeds (none with one seed) and hollow diamonds the paper's ECE before
+# temperature scaling (Laing, Table 1, where typed in; the paper has no temperature scaling and
+# no log loss).
 
 # %%
 ts = study.temperature_table(runs)
-display(ts.style.format("{:.4f}"))
+display(ts.style.format("{:.3g}").set_caption(
+    "mean over seeds: ECE (fraction, 10 bins), log loss (nll, nats), temperature T (unitless); "
+    "_ts: after temperature scaling"))
 conds = [c for c in ("hard", "soft", "label_smoothing") if c in set(runs.condition)]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+se = runs.groupby(["model_type", "condition"], sort=False)[
+    [c for c in ("ece", "ece_ts", "nll", "nll_ts") if c in runs.columns]].sem()
+n_seeds = int(runs.groupby(["model_type", "condition"]).size().max())
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 x = np.arange(len(mts))
 for k, cond in enumerate(conds):
-    sub = ts.xs(cond, level="condition").reindex(mts)
+    sub, sub_se = ts.xs(cond, level="condition").reindex(mts), se.xs(cond, level="condition").reindex(mts)
     for ax, m in zip(axes, ("ece", "nll")):
-        ax.bar(x + (k - 1) * 0.27, sub[m], width=0.25, color=f"C{k}", alpha=0.35)
-        ax.bar(x + (k - 1) * 0.27, sub[f"{m}_ts"], width=0.12, color=f"C{k}", label=cond)
-for ax, m in zip(axes, ("ECE", "log loss")):
+        ax.bar(x + (k - 1) * 0.27, sub[m], width=0.25, color=f"C{k}", alpha=0.35,
+               yerr=sub_se[m].fillna(0) if n_seeds > 1 else None, ecolor=f"C{k}", capsize=2)
+        ax.bar(x + (k - 1) * 0.27, sub[f"{m}_ts"], width=0.12, color=f"C{k}", label=cond,
+               yerr=sub_se[f"{m}_ts"].fillna(0) if n_seeds > 1 else None, capsize=2)
+    F.paper_marks(axes[0], x + (k - 1) * 0.27, [paper_ece.get((mt, cond), np.nan) for mt in mts],
+                  color=f"C{k}", label=f"paper ECE, {cond} (Laing Table 1, no TS)")
+for ax, m, unit, q in zip(axes, ("ECE", "log loss"), ("fraction, 10 bins", "nats"),
+                          ("Does temperature scaling remove soft labels' ECE cost?",
+                           "... and their log-loss cost?")):
     ax.set_xticks(x, mts, rotation=20, fontsize=8)
-    ax.set(ylabel=m, title=f"{m}: before (wide, pale) and after (narrow) temperature scaling")
-axes[0].legend(fontsize=8)
+    ax.set(ylabel=f"{m} on the test split ({unit})", xlabel="model type")
+    F.question_title(ax, q, "beyond the paper", "pale: before TS, narrow: after; "
+                     + F.spread_note(n_seeds, "seeds", "±1 s.e.").replace(" (no spread to show)", ""))
+    ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
 
@@ -209,10 +245,13 @@ plt.show()
 
 # %%
 cmp_ = study.paper_comparison(summary)
-display(cmp_.style.format(precision=4, na_rep="n/a"))
+display(cmp_.style.format(F.sig, na_rep="n/a").set_caption(
+    "3 significant digits; accuracy in %; AUROC, ECE and attack decrease as fractions"))
 check = study.paper_direction_check(diffs)
-check.style.format({"paper soft - hard": "{:+.4f}", "this run soft - hard": "{:+.4f}",
-                    "ses_from_zero": "{:.1f}"}, na_rep="n/a")
+check.style.format({"paper soft - hard": "{:+.3g}", "this run soft - hard": "{:+.3g}",
+                    "ses_from_zero": "{:.1f}"}, na_rep="n/a").set_caption(
+    "accuracy differences in percentage points, the others as fractions; ses_from_zero: "
+    "|difference| / s.e. (unitless)")
 
 # %%
 def _summary_lines():
@@ -259,10 +298,10 @@ display(Markdown("**Soft minus hard in this run**\n\n" + _summary_lines()))
 # %% [markdown]
 # ## Claims recorded for the ledger
 # The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.claims`), with the verdict of the ledger's rule. A claim whose data
+# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
 # are absent here is recorded as not measurable, with the reason.
 
 # %%
-from softlib import claims
+from softlib.book import claims
 
 claims.record(sec, claims.measure_calibration(runs, data.ood))

@@ -33,7 +33,7 @@ device = "auto"
 bootstrap_trials = None
 
 # %%
-from softlib.book_header import show_header
+from softlib.book.header import show_header
 
 sec = show_header(profile, section="imagenet_humans",
                   datasets=["imagenet_human", "imagenet_real"], params=locals())
@@ -44,6 +44,7 @@ import pandas as pd
 from IPython.display import display
 
 from softlib import multilabel as ml
+from softlib.book import figures as F
 from softlib.studies import shankar as study
 
 pd.set_option("display.precision", 2)
@@ -99,6 +100,10 @@ else:
 # that the models' drop is not a property of the new images alone; whether this run agrees is
 # in the figure and in the generated conclusions at the end. The right panel repeats the plot
 # for object classes only, where the fine-grained dog breeds that people find hard are absent.
+# On the left panel, hollow markers are the paper's published Table 1 values for the same
+# people and three of its models (`shankar.PUBLISHED_TABLE1`: same metric, same images) and the
+# dashed line is the models' fit in the authors' notebook (`shankar.PUBLISHED_FACTS`). Models
+# are drawn without intervals (one point each); people with their 95% intervals.
 
 # %%
 if HS is None:
@@ -106,8 +111,23 @@ if HS is None:
           "with the models' linear fit (the authors' notebook: slope 1.056, intercept -12.53), "
           "and the five people with their 95% intervals close to the y = x line.")
 else:
-    display(HS.fits)
-    study.plot_figure1(HS)
+    display(HS.fits.style.format(F.sig).set_caption("linear fits of V2 on val accuracy (%)"))
+    fig = study.plot_figure1(HS)
+    ax0 = fig.axes[0]
+    pub = study.PUBLISHED_TABLE1
+    for kind, marker, color in (("human", "*", "tab:red"), ("model", "o", "tab:blue")):
+        rows = pub[pub["kind"] == kind]
+        F.paper_marks(ax0, rows["paper_val"], rows["paper_v2"], marker=marker, color=color,
+                      markersize=12 if marker == "*" else 8,
+                      label=f"paper Table 1: {'humans A-E' if kind == 'human' else ', '.join(rows['who'])}")
+    F.paper_fit(ax0, study.PUBLISHED_FACTS["models' V2-on-val slope (authors' notebook)"],
+                study.PUBLISHED_FACTS["models' V2-on-val intercept (authors' notebook)"],
+                ax0.get_xlim(), color="tab:blue", label="paper: models' fit (authors' notebook)")
+    for ax, which in zip(fig.axes, ("all classes", "objects only")):
+        F.question_title(ax, "Do people keep their ImageNetV2 accuracy, unlike models?",
+                         f"paper Fig. 1, {which}",
+                         "people: 95% Clopper-Pearson intervals; models: one point each, no intervals")
+        ax.legend(fontsize=7, loc="upper left")
     plt.show()
 
 # %% [markdown]
@@ -154,7 +174,11 @@ if HS is None:
 else:
     display(HS.missed)
     display(study.facts_vs_paper(HS))
-    study.plot_figure4(HS)
+    fig = study.plot_figure4(HS)
+    for ax in fig.axes:
+        F.question_title(ax, "How much does the single label under-count each model?",
+                         "paper Fig. 4", "one point per model and test set, no intervals; "
+                         "no paper values (top-1 not typed in)")
     plt.show()
 
 # %% [markdown]
@@ -176,8 +200,8 @@ print(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val imag
 
 # %%
 zoo, zoo_fits = study.zoo_study(real)
-display(zoo_fits)
-display(zoo.head(10))
+display(zoo_fits.style.format(F.sig).set_caption("linear fits between top-1 accuracies (%)"))
+display(zoo.head(10).style.format(F.sig).set_caption("top-1 accuracies in %; first 10 models"))
 
 # %% [markdown]
 # Left: ReaL top-1 against original top-1, with a linear fit; middle: each model's gain under
@@ -187,10 +211,22 @@ display(zoo.head(10))
 # plotted: no people are measured on these test sets, and the paper's published human
 # accuracies (multi-label, on 2,000 images, no intervals) would not be comparable with the
 # models' top-1 here. People and models are compared on one footing only in Figure 1 above,
-# which needs the human release.
+# which needs the human release. For the same reason no paper values are marked here. timm
+# publishes one accuracy per model and test set without an interval, so no error bars are drawn.
 
 # %%
-study.plot_zoo(zoo, zoo_fits)
+fig = study.plot_zoo(zoo, zoo_fits)
+for ax, q, src, note in zip(fig.axes,
+                      ("Do ReaL multi-labels score models higher than the single label?",
+                       "How much does the single label under-count?",
+                       "Do models lose accuracy from ImageNet to ImageNetV2?"),
+                      (f"{len(zoo)} timm models", None, "models only"),
+                      ("one point per model; timm gives no intervals",
+                       "the histogram is the spread over models; timm gives no intervals",
+                       "one point per model; timm gives no intervals")):
+    F.question_title(ax, q, src, note)
+fig.axes[1].set(xlabel="ReaL top-1 minus ImageNet top-1 (percentage points)", ylabel="models (count)")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -207,10 +243,10 @@ for line in study.takeaways(zoo, zoo_fits, HS, real_stats):
 # %% [markdown]
 # ## Claims recorded for the ledger
 # The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.claims`), with the verdict of the ledger's rule. A claim whose data
+# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
 # are absent here is recorded as not measurable, with the reason.
 
 # %%
-from softlib import claims
+from softlib.book import claims
 
 claims.record(sec, claims.measure_imagenet(HS, zoo))

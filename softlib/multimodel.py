@@ -39,6 +39,7 @@ from sequential training (``randomness='different'``), as they would with any ot
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 import types
@@ -52,11 +53,14 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import augment as _augment
+from .cache import Entry, ResultCache, check_budget
 from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft_cross_entropy
-from .train import (TrainConfig, _as_targets, _auto, _autocast, _make_optimizer, _quiet,
-                    _to_float, lr_at, resolve_device, to_device_images)
+from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _autocast,
+                    _default_build, _images_fingerprint, _make_optimizer, _quiet, _to_float,
+                    _trained_entry, lr_at, resolve_device, to_device_images, train_cached)
 
-__all__ = ["StackedModels", "fit_stacked", "StackedResult"]
+__all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
+           "stacking_enabled"]
 
 _HOOKS = ("training_loss", "requires_input_grad", "after_optimizer_step", "on_epoch_start")
 
@@ -276,3 +280,188 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     return StackedResult(models=trained, history=history, seconds=seconds,
                          images_per_second=seen / max(seconds, 1e-9), steps_per_epoch=steps,
                          diverged_epochs=diverged)
+
+
+# ------------------------------------------------------------------------------------------
+# several cached runs at once: same-configuration models trained together (fit_stacked)
+# ------------------------------------------------------------------------------------------
+
+def stacking_enabled(stack: Any, device: str | torch.device | None = None) -> bool:
+    """``stack`` ('auto' or None: only when ``device`` resolves to CUDA; True; False) -> bool."""
+    if stack is None or stack == "auto":
+        return resolve_device(device).type == "cuda"
+    if stack is True or stack is False:
+        return stack
+    raise ValueError(f"stack: expected 'auto', True or False, got {stack!r}")
+
+
+def _stack_signature(job: TrainJob) -> tuple | None:
+    """What must be equal for jobs to train together (None: the job cannot be stacked)."""
+    c = job.config
+    if (job.target_sampler is not None or c.early_stopping_patience is not None
+            or c.keep_best):
+        return None
+    if job.val is not None and not job.val_optional:
+        return None
+    d = c.to_dict()
+    d.pop("seed")
+    return (json.dumps(d, sort_keys=True, default=str), len(job.train_data[0]))
+
+
+def _model_signature(model: torch.nn.Module) -> tuple | None:
+    """Architecture identity of a built model (None when it has a training hook)."""
+    if any(getattr(model, h, None) for h in _HOOKS):
+        return None
+    return (type(model),
+            tuple((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in model.named_parameters()),
+            tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()))
+
+
+def _concat(parts: Sequence[Any]) -> np.ndarray:
+    return np.concatenate([p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else np.asarray(p)
+                           for p in parts])
+
+
+class _GroupTooLarge(RuntimeError):
+    """The stacked group ran out of device memory before anything was stored."""
+
+
+def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
+                 models: Sequence[torch.nn.Module], device, progress: bool) -> list[Entry]:
+    """Train ``models`` (built for ``jobs``, one configuration) together; store each entry."""
+    k_models = len(jobs)
+    config = jobs[0].config
+    check_budget(f"{kind}: {k_models} stacked models")
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    images = _concat([j.train_data[0] for j in jobs])
+    targets = _concat([j.train_data[1] for j in jobs])
+    starts = np.cumsum([0] + [len(j.train_data[0]) for j in jobs])
+    indices = [np.arange(starts[k], starts[k + 1]) for k in range(k_models)]
+    res, oom = None, ""
+    try:
+        res = fit_stacked(list(models), images, targets, indices, config,
+                          seeds=[j.config.seed for j in jobs], device=dev, progress=progress)
+    except torch.cuda.OutOfMemoryError as e:
+        oom = str(e)  # raised below, once this exception (and the frames it holds) is gone
+    del images, targets
+    if res is None:
+        raise _GroupTooLarge(oom)  # nothing of the group is stored yet
+    entries = []
+    for k, (job, model) in enumerate(zip(jobs, res.models)):
+        h = res.history
+        div = res.diverged_epochs[k]
+        last = len(h["epoch"]) if div is None else div  # a diverged model's history ends there
+        history = {"epoch": list(h["epoch"][:last]),
+                   "train_loss": [float(row[k]) for row in h["train_loss"][:last]],
+                   "lr": list(h["lr"][:last]),
+                   "seconds": [s / k_models for s in h["seconds"][:last]]}
+        # the group's time shared equally; images per second of one model in its share
+        result = TrainResult(history=history, epochs_run=len(history["epoch"]), best_epoch=None,
+                             seconds=res.seconds / k_models,
+                             images_per_second=res.images_per_second, device=str(dev),
+                             stopped_early=False, diverged=div is not None, diverged_epoch=div)
+        sets = dict(job.eval_sets or {})
+        fps = {name: _images_fingerprint(imgs) for name, imgs in sets.items()}
+        extra = {"stacked": k_models}
+        if job.val is not None:
+            extra["val_dropped"] = True
+        entry = _trained_entry(model, result, job.config, sets, fps, extra)
+        cache.misses += 1
+        cache.save(kind, job.key(), entry)
+        entries.append(entry)
+    return entries
+
+
+def _build(job: TrainJob) -> torch.nn.Module:
+    torch.manual_seed(job.config.seed)  # as train_cached does
+    return (job.build_model or _default_build)(job.config)
+
+
+def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx: list[int],
+                    models: list[torch.nn.Module] | None, device, progress: bool,
+                    done: dict[int, Entry]) -> None:
+    """Train ``jobs[idx]`` stacked; out of device memory, halve the group and try again (groups
+    of one are left to :func:`train_cached`)."""
+    if len(idx) < 2:
+        return
+    models = models if models is not None else [_build(jobs[i]) for i in idx]
+    oom = None
+    try:
+        done.update(zip(idx, _train_group(cache, kind, [jobs[i] for i in idx], models, device,
+                                          progress)))
+    except _GroupTooLarge as e:
+        oom = (str(e).splitlines() or [""])[0][:120]
+    if oom is None:
+        return
+    for m in models:  # the caller may still hold them: give their device memory back
+        m.to("cpu")
+    del models
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(idx) // 2
+    warnings.warn(f"softlib.train: {len(idx)} stacked models ran out of device memory ({oom}); "
+                  f"trying groups of {half} and {len(idx) - half}")
+    for part in (idx[:half], idx[half:]):
+        _train_or_split(cache, kind, jobs, part, None, device, progress, done)
+
+
+def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[TrainJob],
+                      device: str | torch.device | None = None, progress: bool = True,
+                      stack: Any = "auto", force: bool = False,
+                      max_group_params: float | None = None) -> list[Entry]:
+    """:func:`train_cached` for each job (same keys, same entries), training the cache misses
+    that share a configuration together with :func:`softlib.multimodel.fit_stacked`.
+
+    Misses are grouped by their :class:`TrainConfig` apart from ``seed`` and their training-set
+    size; a group trains together when it has two or more jobs whose models (each built after
+    ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
+    and no training hooks, and none has a target sampler, early stopping or (unless
+    ``val_optional``) validation data. Everything else goes through :func:`train_cached`. A
+    stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
+    group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
+    A group whose models have more than ``max_group_params`` parameters in all is split into
+    near-equal groups under it (None: no limit); a group that runs out of device memory is
+    halved and retried. Each group first calls :func:`softlib.cache.check_budget`. Returns the
+    entries in job order.
+    """
+    cache = cache if cache is not None else ResultCache()
+    jobs = [j if isinstance(j, TrainJob) else TrainJob(**j) for j in jobs]
+    done: dict[int, Entry] = {}
+    if stacking_enabled(stack, device) and len(jobs) > 1:
+        groups: dict[tuple, list[int]] = {}
+        seen_keys: set[str] = set()
+        for i, job in enumerate(jobs):
+            sig = _stack_signature(job)
+            key = json.dumps(job.key(), sort_keys=True, default=str)
+            if sig is None or key in seen_keys or (not force and cache.has(kind, job.key())):
+                continue
+            seen_keys.add(key)
+            groups.setdefault(sig, []).append(i)
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            by_arch: dict[tuple, list[tuple[int, torch.nn.Module]]] = {}
+            for i in members:
+                model = _build(jobs[i])
+                msig = _model_signature(model)
+                if msig is not None:
+                    by_arch.setdefault(msig, []).append((i, model))
+            for sub in by_arch.values():
+                n_params = sum(p.numel() for p in sub[0][1].parameters())
+                per_group = (len(sub) if max_group_params is None
+                             else max(1, int(max_group_params // max(1, n_params))))
+                for part in np.array_split(np.arange(len(sub)), math.ceil(len(sub) / per_group)):
+                    _train_or_split(cache, kind, jobs, [sub[p][0] for p in part],
+                                    [sub[p][1] for p in part], device, progress, done)
+    out = []
+    for i, job in enumerate(jobs):
+        if i in done:
+            out.append(done[i])
+            continue
+        out.append(train_cached(cache, kind, job.config, job.data_fingerprint, job.build_model,
+                                job.train_data, job.eval_sets, val=job.val,
+                                target_sampler=job.target_sampler, device=device,
+                                progress=progress, force=force))
+    return out

@@ -1,7 +1,7 @@
 """The launch buttons' repository URL comes from one setting, never a placeholder."""
 import subprocess
 
-from softlib import book
+from softlib.book import runner as book
 
 
 def test_repository_url_from_the_setting_or_the_git_remote(monkeypatch):

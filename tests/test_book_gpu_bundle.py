@@ -10,7 +10,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from softlib import book, bundle, profiles
+from softlib.book import runner as book, bundle, profiles
 
 pytestmark = [pytest.mark.book, pytest.mark.usefixtures("one_thread")]
 
@@ -126,7 +126,7 @@ def test_without_bundles_it_says_what_is_missing_and_fails_only_if_nothing_rende
 
 def test_section_4_without_weights_needs_no_model_and_lazy_loading_keeps_results(
         smoke_bundle, tmp_path, monkeypatch):
-    from softlib import sections as S
+    from softlib.book import sections as S
     from softlib.cache import ResultCache
     from softlib.studies import peterson as P
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
@@ -137,8 +137,9 @@ def test_section_4_without_weights_needs_no_model_and_lazy_loading_keeps_results
     # a cache without weights (the bundle): the attack results are used, no model is built
     bundle.import_bundle(smoke_bundle["results"] / "smoke.tar.gz", root=tmp_path / "bundle")
     loads = []
-    real_load = P.load_model
-    monkeypatch.setattr(P, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    from softlib.studies.peterson import adversarial as PA
+    real_load = PA.load_model
+    monkeypatch.setattr(PA, "load_model", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     plain = ResultCache(tmp_path / "bundle")
     _, _, fg2, pg2 = S.adversarial_runs(plain, "smoke", params)
     assert not loads and plain.misses == 0
@@ -169,7 +170,7 @@ def params_folds() -> int:
 
 def test_results_bundles_may_be_committed():
     import subprocess
-    repo = Path(book.__file__).resolve().parent.parent
+    repo = Path(book.__file__).resolve().parents[2]
 
     def ignored(path):
         return subprocess.run(["git", "check-ignore", "-q", path], cwd=repo).returncode == 0

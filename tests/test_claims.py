@@ -1,4 +1,4 @@
-"""The claims ledger (softlib.claims): every verdict rule on constructed inputs, the registry
+"""The claims ledger (softlib.book.claims): every verdict rule on constructed inputs, the registry
 against the papers' constants and the notebooks, the sections' measurements, and a record ->
 ledger round trip (including a book rendered from a GPU results bundle)."""
 import json
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from softlib import book, claims
-from softlib.claims import (CONTRADICTED, NOT_MEASURABLE, NOT_MEASURED, REPRODUCED,
+from softlib.book import runner as book, claims
+from softlib.book.claims import (CONTRADICTED, NOT_MEASURABLE, NOT_MEASURED, REPRODUCED,
                             SAME_DIRECTION, WITHIN_NOISE, verdict)
 
 

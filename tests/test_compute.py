@@ -1,6 +1,6 @@
 import json
 
-from softlib import compute
+from softlib.book import compute_page as compute
 from softlib.cache import ResultCache
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from softlib import book, bundle
+from softlib.book import runner as book, bundle
 from softlib.cache import Entry, ResultCache, config_key, record_access
 
-REPO = Path(book.__file__).resolve().parent.parent
+REPO = Path(book.__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 BLOCKED = ("IPython", "papermill", "nbformat", "jupytext", "ipykernel", "ipywidgets", "nbclient")
@@ -318,7 +318,7 @@ def test_record_access_sees_loads_and_saves(tmp_path):
 def test_section4_attacks_the_models_section3_ran_with(tmp_path):
     """Section 3's effective parameters (overrides included) are what section 4 attacks."""
     import pytest
-    from softlib import profiles, sections
+    from softlib.book import profiles, sections
     from softlib.cache import ResultCache
     cache = ResultCache(tmp_path / "c")
     default = profiles.resolve("smoke", "alternatives")

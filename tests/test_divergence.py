@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from softlib import train
+from softlib import multimodel, train
 from softlib.cache import ResultCache
 from softlib.multimodel import fit_stacked
 from softlib.train import TrainConfig, TrainJob
@@ -158,14 +158,14 @@ def test_train_cached_many_records_the_diverged_member_of_a_group(tmp_path):
             for k, s in enumerate((0, 1, 2))]
     cache = ResultCache(tmp_path)
     with pytest.warns(UserWarning, match="diverged"):
-        out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+        out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert [e.meta.get("stacked") for e in out] == [3, 3, 3]
     assert [train.diverged_epoch(e) for e in out] == [None, 1, None]
     r = out[1].meta["result"]
     assert r["epochs_run"] == 1 and len(r["history"]["train_loss"]) == 1
     assert out[0].meta["result"]["epochs_run"] == 2
     assert np.isnan(out[1].arrays["logits_all"]).all()
-    train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert cache.misses == 3  # the diverged entry is stored, never retried
 
 

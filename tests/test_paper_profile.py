@@ -5,7 +5,7 @@ here, not after hours on a GPU."""
 import numpy as np
 import pytest
 
-from softlib import profiles
+from softlib.book import profiles
 from softlib.studies import laing as L
 from softlib.studies import peterson as P
 from softlib.train import TrainConfig, _default_build, fit
@@ -114,7 +114,7 @@ def test_every_laing_model_type_and_condition_configures_and_steps(profile, mode
 
 
 def test_paper_laing_trains_all_230_epochs_and_keeps_the_best_checkpoint():
-    from softlib import profiles
+    from softlib.book import profiles
     from softlib.studies import laing
     p = profiles.resolve("paper", "calibration_ood")
     assert p["epochs"] == 230 and p["early_stopping_patience"] is None
@@ -124,5 +124,5 @@ def test_paper_laing_trains_all_230_epochs_and_keeps_the_best_checkpoint():
 
 
 def test_paper_pgd_sweeps_every_bound_the_paper_explored():
-    from softlib import profiles
+    from softlib.book import profiles
     assert profiles.resolve("paper", "adversarial")["pgd_eps"] == [4, 5, 6, 7, 8]

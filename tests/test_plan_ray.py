@@ -2,14 +2,13 @@
 under the smoke profile: the plan lists exactly the entries the sections use, Ray computes the
 same entries as the local backend, and a worker killed after its job is retried."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from softlib import book, bundle
-from softlib import plan as PL
+from softlib.book import runner as book, bundle
+from softlib.book import plan as PL
 from softlib.cache import Entry, ResultCache
 
 pytestmark = [pytest.mark.book, pytest.mark.usefixtures("one_thread")]
@@ -25,7 +24,11 @@ def _manifest_entries(root: Path) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def local_smoke(tmp_path_factory):
-    """The smoke profile's training sections computed here (the local backend)."""
+    """The smoke profile's training sections computed here (the local backend), on one thread
+    as a Ray task with one CPU is (module fixtures are set up before ``one_thread``)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     mp = pytest.MonkeyPatch()
     cache = tmp_path_factory.mktemp("local")
     mp.setenv("SOFTLIB_CACHE", str(cache))
@@ -38,6 +41,7 @@ def local_smoke(tmp_path_factory):
         yield {"cache": cache, "plan_before": plan_before}
     finally:
         mp.undo()
+        torch.set_num_threads(threads)
 
 
 def test_plan_lists_exactly_the_entries_the_sections_use(local_smoke, monkeypatch, capsys):
@@ -105,11 +109,11 @@ def _same_entry(a: Path, b: Path) -> None:
 
 def test_ray_backend_matches_local_and_retries_a_killed_worker(local_smoke, ray_cluster,
                                                                 tmp_path, monkeypatch, capsys):
-    from softlib import distributed
+    from softlib.book import distributed
     cache = tmp_path / "cache"
     kills = tmp_path / "kills"
     monkeypatch.setenv("SOFTLIB_CACHE", str(cache))
-    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    monkeypatch.delenv("SOFTLIB_QUIET", raising=False)  # the progress bar over jobs is shown
     monkeypatch.delenv("SOFTLIB_DATA", raising=False)
     monkeypatch.setenv(distributed.FAULT_ENV, str(kills))
     assert book.main(["compute", "--profile", "smoke", "--backend", "ray"]) == 0
@@ -123,7 +127,7 @@ def test_ray_backend_matches_local_and_retries_a_killed_worker(local_smoke, ray_
     # one worker was killed after its job's work (the fault hook); Ray retried that job
     killed = (kills / "killed").read_text()
     assert killed in {key for _, key in used}
-    assert "job" in out.err  # the progress bar over jobs
+    assert "stage 1/3" in out.err and "stage 3/3" in out.err and "job" in out.err  # bars
     # the same results as the local backend, and no partial entry anywhere
     for kind, key in used:
         _same_entry(local_smoke["cache"] / kind / key, cache / kind / key)
@@ -131,7 +135,7 @@ def test_ray_backend_matches_local_and_retries_a_killed_worker(local_smoke, ray_
 
 
 def test_ray_stage_refuses_jobs_whose_upstream_is_missing(ray_cluster, tmp_path):
-    from softlib import distributed
+    from softlib.book import distributed
     job = PL.Job("s", "eval", "k", {"a": 1}, "s/eval/x", run=lambda e: Entry(),
                  needs=(("up", {"b": 2}),), provisional=True)
     distributed.connect(None, num_cpus=2)

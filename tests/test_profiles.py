@@ -1,6 +1,6 @@
 import pytest
 
-from softlib import book, profiles
+from softlib.book import runner as book, profiles
 
 
 def test_every_profile_defines_every_section_with_the_same_parameters():

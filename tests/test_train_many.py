@@ -1,4 +1,4 @@
-"""softlib.train.train_cached_many: grouped (stacked) training gives train_cached's entries."""
+"""softlib.multimodel.train_cached_many: grouped (stacked) training gives train_cached's entries."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from softlib import cache as cache_mod
-from softlib import train
+from softlib import multimodel, train
 from softlib.cache import ResultCache
 from softlib.train import TrainConfig, TrainJob
 
@@ -97,7 +97,7 @@ def test_grouped_equals_sequential_and_second_call_hits(tmp_path):
     jobs = fold_jobs(x, t)
     seq_cache, many_cache = ResultCache(tmp_path / "seq"), ResultCache(tmp_path / "many")
     seq = sequential(seq_cache, jobs)
-    many = train.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
+    many = multimodel.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert entry_dirs(many_cache) == entry_dirs(seq_cache) and len(entry_dirs(many_cache)) == 3
     assert many_cache.misses == 3 and many_cache.hits == 0
     assert [e.meta["stacked"] for e in many] == [3, 3, 3]
@@ -107,7 +107,7 @@ def test_grouped_equals_sequential_and_second_call_hits(tmp_path):
     assert r["best_epoch"] is None and r["stopped_early"] is False
     assert r["seconds"] > 0 and len(r["history"]["seconds"]) == 2
     # what was written is what was returned, and a second call trains nothing
-    again = train.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
+    again = multimodel.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert many_cache.misses == 3 and many_cache.hits == 3
     assert_same_entries(again, many, atol=0)
     assert [e.meta["stacked"] for e in again] == [3, 3, 3]
@@ -124,13 +124,13 @@ def test_only_misses_are_trained_and_a_new_eval_set_is_added(tmp_path):
     cache = ResultCache(tmp_path)
     sequential(cache, jobs[:1])
     assert cache.misses == 1
-    out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert cache.misses == 3 and cache.hits == 1
     assert "stacked" not in out[0].meta and [e.meta["stacked"] for e in out[1:]] == [2, 2]
     # an eval set that is new to the cached entries is predicted from their weights
     for j in jobs:
         j.eval_sets = {**j.eval_sets, "first": x[:4]}
-    out2 = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    out2 = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert cache.misses == 3
     for e in out2:
         np.testing.assert_allclose(e.arrays["logits_first"], e.arrays["logits_all"][:4], atol=1e-5)
@@ -148,7 +148,7 @@ def test_unstackable_jobs_fall_back_to_train_cached(tmp_path):
     val_job.data_fingerprint += "v"
     jobs.append(val_job)
     many_cache, seq_cache = ResultCache(tmp_path / "many"), ResultCache(tmp_path / "seq")
-    many = train.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
+    many = multimodel.train_cached_many(many_cache, "t", jobs, device="cpu", progress=False, stack=True)
     seq = sequential(seq_cache, jobs)
     assert entry_dirs(many_cache) == entry_dirs(seq_cache) and many_cache.misses == 6
     assert [e.meta.get("stacked") for e in many] == [2, 2, None, None, None, None]
@@ -162,7 +162,7 @@ def test_optional_validation_is_dropped_only_when_stacked(tmp_path):
     for j in jobs:
         j.val, j.val_optional = (x[40:50], t[40:50]), True
     cache = ResultCache(tmp_path)
-    out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert [e.meta["stacked"] for e in out] == [2, 2] and all(e.meta["val_dropped"] for e in out)
     assert "val_loss" not in out[0].meta["result"]["history"]
     seq = sequential(ResultCache(tmp_path / "seq"), jobs)  # validated, same weights
@@ -174,13 +174,13 @@ def test_optional_validation_is_dropped_only_when_stacked(tmp_path):
 def test_auto_does_not_stack_on_cpu_and_false_never_stacks(tmp_path):
     x, t = data()
     jobs = fold_jobs(x, t)
-    assert train.stacking_enabled("auto", "cpu") is False
-    assert train.stacking_enabled(True, "cpu") and not train.stacking_enabled(False, "cuda")
+    assert multimodel.stacking_enabled("auto", "cpu") is False
+    assert multimodel.stacking_enabled(True, "cpu") and not multimodel.stacking_enabled(False, "cuda")
     with pytest.raises(ValueError, match="stack"):
-        train.stacking_enabled("yes", "cpu")
+        multimodel.stacking_enabled("yes", "cpu")
     for stack in ("auto", False):
         cache = ResultCache(tmp_path / str(stack))
-        out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=stack)
+        out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=stack)
         assert cache.misses == 3 and all("stacked" not in e.meta for e in out)
 
 
@@ -191,7 +191,7 @@ def test_a_spent_budget_stops_before_a_group(tmp_path):
     cache_mod.set_deadline(0)
     try:
         with pytest.raises(cache_mod.BudgetExhausted):
-            train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+            multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     finally:
         cache_mod.set_deadline(None)
     assert cache.misses == 0 and not (tmp_path / "t").exists()
@@ -208,7 +208,8 @@ def fixture_root(tmp_path_factory):
 
 
 def test_peterson_smoke_profile_trains_fold_models_together(fixture_root, tmp_path, monkeypatch):
-    from softlib import data, profiles
+    from softlib import data
+    from softlib.book import profiles
     from softlib.studies import peterson as P
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
     study = P.load_study_data(fixture_root)
@@ -298,10 +299,10 @@ def test_large_groups_are_split_under_the_parameter_limit(tmp_path):
     jobs = fold_jobs(x, t, sizes=(30,) * 5, seeds=(0, 1, 2, 3, 4))
     n_params = sum(p.numel() for p in TinyBN().parameters())
     cache = ResultCache(tmp_path)
-    out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True,
+    out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True,
                                   max_group_params=2.5 * n_params)
     assert [e.meta.get("stacked") for e in out] == [2, 2, 2, 2, None]
-    out = train.train_cached_many(ResultCache(tmp_path / "one"), "t", jobs, device="cpu",
+    out = multimodel.train_cached_many(ResultCache(tmp_path / "one"), "t", jobs, device="cpu",
                                   progress=False, stack=True, max_group_params=n_params)
     assert all("stacked" not in e.meta for e in out)
 
@@ -321,7 +322,7 @@ def test_a_group_out_of_device_memory_is_halved(tmp_path, monkeypatch):
     jobs = fold_jobs(x, t, sizes=(30,) * 5, seeds=(0, 1, 2, 3, 4))
     cache = ResultCache(tmp_path)
     with pytest.warns(UserWarning, match="ran out of device memory"):
-        out = train.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+        out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
     assert sizes == [5, 2, 3, 2]  # 5 -> 2 + 3 -> 2 + (3 -> 1 + 2)
     assert [e.meta.get("stacked") for e in out] == [2, 2, None, 2, 2] and cache.misses == 5
     seq = sequential(ResultCache(tmp_path / "seq"), jobs)

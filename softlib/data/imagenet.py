@@ -14,7 +14,7 @@ from typing import Any
 from .errors import DataCorruptError
 from .registry import IMAGENET_HUMAN_FILE
 from .safe_pickle import restricted_load
-from .store import dataset_dir, missing_error
+from .locate import dataset_dir, missing_error
 
 HUMAN_USERS = ("human_a", "human_b", "human_c", "human_d", "human_e")
 REQUIRED_KEYS = ("labeled_images", "annot_data", "image_map", "image_labels", "split_wnids",

@@ -458,7 +458,7 @@ def train_job(data: LaingData, model_type: str, condition: str, seed: int,
 
 #: Model types whose training hooks (SNGP's covariance, DUQ's gradient penalty and centroid
 #: update) rule out stacked training.
-_UNSTACKABLE = ("sngp", "duq")
+UNSTACKABLE = ("sngp", "duq")
 
 
 def _run_info(entry, mix_prob: float, smoothing_eps: float, n_train: int) -> dict[str, Any]:
@@ -574,11 +574,11 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
 
     With stacking on (``params['stack_models']``: 'auto' = on CUDA, True, False) the seeds of one
     (model type, condition) that are not cached yet train together first
-    (:func:`softlib.train.train_cached_many`), when the run has no early stopping and the model
+    (:func:`softlib.multimodel.train_cached_many`), when the run has no early stopping and the model
     type no training hooks (never SNGP or DUQ); such a model records no per-epoch validation
     history and no ``best_epoch``. :func:`run_one` then loads them from the cache."""
     from ..cache import ResultCache
-    from ..train import stacking_enabled, train_cached_many
+    from ..multimodel import stacking_enabled, train_cached_many
     cache = cache if cache is not None else ResultCache()
     conds = list(params["label_conditions"]) + list(params.get("extra_conditions") or [])
     jobs = [(s, m, c) for s in params["seeds"] for m in params["model_types"] for c in conds]
@@ -588,7 +588,7 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     if (stacking_enabled(stack, device) and len(params["seeds"]) > 1
             and params.get("early_stopping_patience") is None):
         for m in params["model_types"]:
-            if m in _UNSTACKABLE:
+            if m in UNSTACKABLE:
                 continue
             for c in conds:
                 todo = [j for j in (_train_job(data, m, c, s, params)[0] for s in params["seeds"])

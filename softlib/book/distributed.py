@@ -1,4 +1,4 @@
-"""A job plan (:mod:`softlib.plan`) run on a Ray cluster.
+"""A job plan (:mod:`softlib.book.plan`) run on a Ray cluster.
 
 Each job not cached yet becomes a Ray task with declared resources (a fraction of a GPU for a
 small network, a whole one for a large one; CPUs on a CPU-only cluster), retried when its
@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .cache import ResultCache, check_budget, config_key
+from ..cache import ResultCache, check_budget
 from .plan import Job, build_plan, gpu_fraction
 
 #: Test-only fault hook: with this set to a folder, the first job to finish on any worker kills
@@ -60,9 +62,28 @@ def _run_remote(run, key: str, *args):
     """The body of every task: compute the entry from the resolved needed entries and shared
     arrays (Ray hands object refs given as arguments over as their values)."""
     os.environ.setdefault("SOFTLIB_QUIET", "1")
-    entry = run(*args)
+    result = run(*args)
     _fault_hook(key)
-    return entry
+    return result
+
+
+def _units(todo: Sequence[Job], gpus: float) -> list[list[Job]]:
+    """The tasks of a stage: a group of jobs the notebooks train together (stacked) is one task
+    where it will be stacked (``stack`` True, or 'auto' on a cluster with GPUs), so it trains
+    the same way and fills a GPU; every other job is a task of its own."""
+    units: list[list[Job]] = []
+    groups: dict[tuple[str, str], list[Job]] = {}
+    for job in todo:
+        stacked = job.group is not None and (job.stack is True or (job.stack == "auto" and gpus > 0))
+        if not stacked:
+            units.append([job])
+            continue
+        key = (job.kind, job.group)
+        if key not in groups:
+            groups[key] = []
+            units.append(groups[key])
+        groups[key].append(job)
+    return units
 
 
 @dataclass
@@ -95,7 +116,9 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     env = {k: os.environ[k] for k in _FORWARD if k in os.environ}
     rt: dict[str, Any] = {"env_vars": env}
     if address not in (None, "", "local"):
-        rt["py_modules"] = [str(Path(__file__).resolve().parent)]
+        rt["py_modules"] = [str(Path(__file__).resolve().parents[1])]
+    elif os.environ.get("PYTHONPATH"):  # a local cluster imports what the driver imports
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     rt.update(runtime_env or {})
     kw: dict[str, Any] = {"runtime_env": rt, "log_to_driver": False,
                           "include_dashboard": False}
@@ -113,7 +136,7 @@ def run_stage(jobs: Sequence[Job], cache: ResultCache, *, gpus_per_job: float | 
     """Run the ``jobs`` that are not in ``cache`` as Ray tasks and write their results into it
     (as each arrives, so an interrupted stage resumes with what was done)."""
     ray = _import_ray()
-    from .progress import progress
+    from ..progress import progress
     t0 = time.perf_counter()
     todo = [j for j in jobs if not cache.has(j.kind, j.config)]
     blocked = [j.label for j in todo if j.provisional or not j.runnable]
@@ -125,42 +148,66 @@ def run_stage(jobs: Sequence[Job], cache: ResultCache, *, gpus_per_job: float | 
     slots = int(cluster.get("GPU", 0) / 0.25) or int(cluster.get("CPU", 1))
     limit = max_in_flight or max(2, 2 * slots)
     task = ray.remote(_run_remote)
-    shared_refs: dict[int, Any] = {}
-    needed_refs: dict[str, Any] = {}
-    pending: dict[Any, Job] = {}
+    shared_refs: dict[int, tuple[Any, Any]] = {}
+
+    def share(arr) -> Any:
+        """One object ref per array object while it is alive: the evaluation sets many jobs
+        share go to the object store once (a job's own copy is dropped with it, so its id,
+        which Python reuses, never maps to another array's ref)."""
+        hit = shared_refs.get(id(arr))
+        if hit is not None and hit[0]() is arr:
+            return hit[1]
+        k = id(arr)
+        ref = ray.put(arr)
+        shared_refs[k] = (weakref.ref(arr, lambda _, k=k: shared_refs.pop(k, None)), ref)
+        return ref
+
+    def submit(unit: list[Job]):
+        head = unit[0]
+        if len(unit) == 1:
+            run, shared = head.materialize()
+            args = [ray.put(cache.load(kind, cfg)) for kind, cfg in head.needs]
+            args += [share(arr) for _, arr in shared]
+            opts = _resources(head, cluster, gpus_per_job, cpus_per_job)
+        else:  # a stacked group: one task, a whole GPU
+            from .plan import train_group_entries
+            bare, names, layout, arrays = [], [], [], []
+            for job in unit:
+                b, sets = job.train_job()
+                bare.append(b)
+                names.append(list(sets))
+                layout.append(list(range(len(arrays), len(arrays) + len(sets))))
+                arrays += [share(a) for a in sets.values()]
+            run = partial(train_group_entries, head.kind, bare, names, layout, head.stack)
+            args = arrays
+            opts = _resources(head, cluster, gpus_per_job, cpus_per_job)
+            if cluster.get("GPU", 0) > 0:
+                opts["num_gpus"] = 1.0
+        label = head.label if len(unit) == 1 else f"{head.group} ({len(unit)} stacked)"
+        return task.options(max_retries=retries, name=label[:120], **opts).remote(
+            run, head.key, *args)
+
+    pending: dict[Any, list[Job]] = {}
     by_kind: dict[str, int] = {}
-    queue = list(todo)
+    queue = _units(todo, cluster.get("GPU", 0))
     bar = progress(total=len(todo), desc=desc, unit="job", file=sys.stderr, leave=True)
     try:
         while queue or pending:
             while queue and len(pending) < limit:
-                check_budget(f"{desc}: {queue[0].label}")
-                job = queue.pop(0)
-                run, shared = job.materialize()
-                args = []
-                for kind, cfg in job.needs:
-                    k = f"{kind}/{config_key(kind, cfg)}"
-                    if k not in needed_refs:
-                        needed_refs[k] = ray.put(cache.load(kind, cfg))
-                    args.append(needed_refs[k])
-                for _, arr in shared:
-                    if id(arr) not in shared_refs:
-                        shared_refs[id(arr)] = ray.put(arr)
-                    args.append(shared_refs[id(arr)])
-                opts = _resources(job, cluster, gpus_per_job, cpus_per_job)
-                ref = task.options(max_retries=retries, name=job.label[:120], **opts).remote(
-                    run, job.key, *args)
-                del run, shared
-                pending[ref] = job
+                check_budget(f"{desc}: {queue[0][0].label}")
+                unit = queue.pop(0)
+                pending[submit(unit)] = unit
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                job = pending.pop(ref)
-                entry = ray.get(ref)  # a job that failed for good raises here, with its error
-                cache.save(job.kind, job.config, entry)
-                cache.misses += 1
-                by_kind[job.kind] = by_kind.get(job.kind, 0) + 1
-                bar.set_postfix_str(job.label[-40:], refresh=False)
-                bar.update(1)
+                unit = pending.pop(ref)
+                result = ray.get(ref)  # a job that failed for good raises here, with its error
+                entries = result if isinstance(result, list) else [result]
+                for job, entry in zip(unit, entries):
+                    cache.save(job.kind, job.config, entry)
+                    cache.misses += 1
+                    by_kind[job.kind] = by_kind.get(job.kind, 0) + 1
+                bar.set_postfix_str(unit[0].label[-40:], refresh=False)
+                bar.update(len(unit))
     finally:
         bar.close()
         for ref in pending:

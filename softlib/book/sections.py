@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from . import profiles
-from .cache import ResultCache
+from ..cache import ResultCache
 
 #: Sections whose notebooks only read data or fixed files: nothing to precompute.
 NOTHING_TO_COMPUTE = ("cifar10h_data", "imagenet_humans")
@@ -26,9 +26,9 @@ NOTHING_TO_COMPUTE = ("cifar10h_data", "imagenet_humans")
 def section_data_root(profile: str, data_root: str | os.PathLike | None = None) -> Path:
     """The data root a section uses under ``profile`` (the synthetic fixture root under a
     profile with ``synthetic_data``), exported as ``SOFTLIB_DATA`` for the study loaders, as
-    :func:`softlib.book_header.show_header` does for a notebook."""
-    from .book_header import fixture_data_root
-    from .paths import data_root as default_data_root
+    :func:`softlib.book.header.show_header` does for a notebook."""
+    from .header import fixture_data_root
+    from ..paths import data_root as default_data_root
     synthetic = bool(profiles.get_profile(profile)["synthetic_data"])
     root = fixture_data_root() if synthetic else default_data_root(data_root or None)
     os.environ["SOFTLIB_DATA"] = str(root)
@@ -51,7 +51,7 @@ def generalisation_inputs(params: Mapping[str, Any], seed: int = 0,
                           generate: bool = True) -> GeneralisationInputs:
     """CIFAR-10H, the shift sets and the corruption sets (generated if missing, unless not
     ``generate``) of the section."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     study = P.load_study_data()
     shift = P.load_shift_sets(params["eval_subset"], seed=seed)
     corr = P.load_corruption_sets(params["corruption_subset"], params["corruptions"],
@@ -65,7 +65,7 @@ def generalisation_inputs(params: Mapping[str, Any], seed: int = 0,
 def generalisation_runs(cache: ResultCache, inputs: GeneralisationInputs,
                         params: Mapping[str, Any], device: Any = None, seed: int = 0):
     """Every fold model of the section (trained or loaded): ``peterson.FoldRuns``."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     return P.run_generalisation(cache, inputs.study, params, inputs.evalsets, device=device,
                                 seed=seed)
 
@@ -86,8 +86,8 @@ class AlternativesInputs:
 
 
 def alternatives_inputs() -> AlternativesInputs:
-    from . import data
-    from .studies import peterson as P
+    from .. import data
+    from ..studies import peterson as P
     return AlternativesInputs(P.load_study_data(), data.load("cifar10", "train"),
                               P.load_cifar10_1_sets())
 
@@ -95,7 +95,7 @@ def alternatives_inputs() -> AlternativesInputs:
 def alternatives_pretraining(cache: ResultCache, inputs: AlternativesInputs,
                              params: Mapping[str, Any], device: Any = None, seed: int = 0):
     """The pretrained model of every architecture (``peterson.Pretrained``)."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     return P.run_pretraining(cache, inputs.study, params, inputs.cifar_train, device=device,
                              seed=seed, extra=inputs.c101)
 
@@ -105,7 +105,7 @@ def alternatives_runs(cache: ResultCache, inputs: AlternativesInputs, pre,
                       profile: str | None = None):
     """Every fine-tuned fold model of every method (``peterson.FinetuneRuns``). With
     ``profile``, the parameters used are recorded for section 4, which attacks these models."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     runs = P.run_alternatives(cache, inputs.study, pre, params, device=device, seed=seed,
                               extra=inputs.c101)
     if profile is not None:
@@ -122,7 +122,7 @@ def record_section_params(cache: ResultCache, profile: str, section: str,
     """Store the effective parameters (profile + overrides) a section last ran with."""
     import json
 
-    from .cache import Entry
+    from ..cache import Entry
     value = json.loads(json.dumps({"params": dict(params), "seed": int(seed)}, default=str))
     key = _params_key(profile, section)
     if cache.has("section_params", key) and cache.load("section_params", key).meta == value:
@@ -166,8 +166,8 @@ def adversarial_alt_params(profile: str, cache: ResultCache | None = None,
 def adversarial_runs(cache: ResultCache, profile: str, params: Mapping[str, Any],
                      device: Any = None, seed: int = 0):
     """(study data, alternatives parameters, FGSM table, PGD table) of the section."""
-    from . import data
-    from .studies import peterson as P
+    from .. import data
+    from ..studies import peterson as P
     alt = adversarial_alt_params(profile, cache, seed)
     study = P.load_study_data()
     pre = P.run_pretraining(cache, study, alt, data.load("cifar10", "train"), device=device,
@@ -187,13 +187,13 @@ def compute_adversarial(params, cache, device=None, seed=0, data_root=None, prof
 # --------------------------------------------------------------------------------------------
 
 def calibration_inputs(data_root: str | os.PathLike | None):
-    from .studies import laing
+    from ..studies import laing
     return laing.load_inputs(data_root)
 
 
 def calibration_grid(data, params: Mapping[str, Any], cache: ResultCache, device: Any = None):
     """Every model type x label condition x seed (``laing.GridResult``)."""
-    from .studies import laing
+    from ..studies import laing
     return laing.run_grid(data, params, cache, device=device)
 
 
@@ -206,7 +206,7 @@ def compute_calibration_ood(params, cache, device=None, seed=0, data_root=None, 
 # --------------------------------------------------------------------------------------------
 
 def compute_compute(params, cache, device=None, seed=0, data_root=None, profile=None):
-    from . import compute
+    from . import compute_page as compute
     return compute.cached_benchmark(cache, quick=params["quick"], device=device)
 
 
@@ -229,7 +229,7 @@ def planned_jobs(section: str, params: Mapping[str, Any], profile: str | None = 
     section's compute function loads or saves under ``params``: the total of the book runner's
     progress bar, where the section's structure makes it countable (None: unknown). Bookkeeping
     entries (``section_params``) are not counted."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     try:
         if section == "generalisation":
             return (len(P.parse_archs(params["archs"])) * len(P.CONDITIONS) * len(params["lr"])

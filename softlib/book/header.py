@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import profiles
-from .cache import ResultCache
-from .paths import cache_root, data_root as default_data_root
+from ..cache import ResultCache
+from ..paths import cache_root, data_root as default_data_root
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_PARAMS = ("profile", "data_root", "output_dir", "seed", "device")
 
 
@@ -54,7 +54,7 @@ def git_commit() -> str:
 
 def fixture_data_root() -> Path:
     """Where the smoke profile's synthetic datasets live (written on first use)."""
-    from .data import fixtures
+    from ..data import fixtures
     root = cache_root() / "fixture-data"
     if not (root / ".complete").exists():
         fixtures.write_fixture_root(root)
@@ -63,7 +63,7 @@ def fixture_data_root() -> Path:
 
 
 def _dataset_rows(datasets: Iterable[str], root: Path) -> list[tuple[str, str, str]]:
-    from . import data
+    from .. import data
     rows = []
     for name in datasets:
         try:
@@ -91,7 +91,7 @@ def _papermill_command(section: str, profile: str) -> str:
 
 
 def section_notebook(section: str) -> str:
-    from .book import SECTIONS
+    from .toc import SECTIONS
     return SECTIONS[section]
 
 
@@ -111,7 +111,7 @@ def show_header(profile: str, section: str, datasets: Iterable[str] = (),
     synthetic = bool(prof["synthetic_data"])
     root = fixture_data_root() if synthetic else default_data_root(params.get("data_root"))
     os.environ["SOFTLIB_DATA"] = str(root)
-    from .train import resolve_device
+    from ..train import resolve_device
     device = str(resolve_device(params.get("device", "auto")))
     out = Path(params.get("output_dir") or (cache_root() / "outputs" / profile / section))
     out.mkdir(parents=True, exist_ok=True)

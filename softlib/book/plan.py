@@ -10,7 +10,7 @@ upstream stage is not cached yet its jobs are still counted and costed, but mark
 *provisional* (a key may change: e.g. the distillation targets are the pretrained ensemble's).
 
 ``python -m softlib.book plan`` prints the plan; ``compute --backend ray`` runs it
-(:mod:`softlib.distributed`).
+(:mod:`softlib.book.distributed`).
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from . import profiles
-from .cache import Entry, ResultCache, config_key
+from ..cache import Entry, ResultCache, config_key
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @dataclass
@@ -49,23 +49,36 @@ class Job:
     attack_passes: float = 0.0     # forward + backward passes of attacks
     provisional: bool = False
     runnable: bool = True
+    #: jobs with the same ``group`` are the ones the notebooks train together through
+    #: :func:`softlib.multimodel.train_cached_many` with ``stack`` (the fold models of one
+    #: configuration); a cluster runs such a group as one task, so it trains them the same way
+    group: str | None = None
+    stack: Any = False
 
     @property
     def key(self) -> str:
         return config_key(self.kind, self.config)
 
-    def materialize(self) -> tuple[Callable[..., Entry], tuple[tuple[str, np.ndarray], ...]]:
-        """``(run, shared)``, ready to call or to send to a worker."""
+    def _check_runnable(self) -> None:
         if self.provisional or not self.runnable or (self.run is None and self.make is None):
             raise ValueError(f"job {self.label} cannot run: the entries or data it is built "
                              "from are not there yet")
-        if self.make is None:
-            return self.run, self.shared
-        from .train import TrainJob
+
+    def train_job(self):
+        """The :class:`softlib.train.TrainJob` without its eval sets, and the eval sets."""
+        from ..train import TrainJob
+        self._check_runnable()
         tj = self.make()
-        sets = dict(tj.eval_sets or {})
         bare = TrainJob(tj.config, tj.data_fingerprint, tj.train_data, None, tj.build_model,
                         tj.val, tj.target_sampler, tj.val_optional)
+        return bare, dict(tj.eval_sets or {})
+
+    def materialize(self) -> tuple[Callable[..., Entry], tuple[tuple[str, np.ndarray], ...]]:
+        """``(run, shared)``, ready to call or to send to a worker."""
+        self._check_runnable()
+        if self.make is None:
+            return self.run, self.shared
+        bare, sets = self.train_job()
         return partial(train_job_entry, bare, list(sets)), tuple(sets.items())
 
     def compute(self, cache: ResultCache) -> Entry:
@@ -79,7 +92,7 @@ def train_job_entry(job, names: Sequence[str], *arrays: np.ndarray, device: Any 
     as ``arrays``), computed without a cache: the body of a remote training task."""
     import tempfile
 
-    from .train import TrainJob, train_cached
+    from ..train import TrainJob, train_cached
     full = TrainJob(job.config, job.data_fingerprint, job.train_data,
                     dict(zip(names, arrays)), job.build_model, job.val, job.target_sampler,
                     job.val_optional)
@@ -89,8 +102,27 @@ def train_job_entry(job, names: Sequence[str], *arrays: np.ndarray, device: Any 
                             target_sampler=full.target_sampler, device=device, progress=False)
 
 
+def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence[str]],
+                        layout: Sequence[Sequence[int]], stack: Any, *arrays: np.ndarray,
+                        device: Any = None) -> list[Entry]:
+    """What :func:`softlib.multimodel.train_cached_many` stores for ``jobs`` (job ``i``'s eval
+    sets ``names[i]`` are ``arrays[layout[i][j]]``), computed without a cache: the body of a
+    remote task that trains a group of same-configuration models together."""
+    import tempfile
+
+    from ..multimodel import train_cached_many
+    from ..train import TrainJob
+    full = [TrainJob(j.config, j.data_fingerprint, j.train_data,
+                     {n: arrays[i] for n, i in zip(ns, idx)}, j.build_model, j.val,
+                     j.target_sampler, j.val_optional)
+            for j, ns, idx in zip(jobs, names, layout)]
+    with tempfile.TemporaryDirectory(prefix="softlib-group-") as d:
+        return train_cached_many(ResultCache(d), kind, full, device, progress=False, stack=stack)
+
+
 def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any], label: str,
-                   provisional: bool = False) -> Job:
+                   provisional: bool = False, group: str | None = None,
+                   stack: Any = False) -> Job:
     """A :class:`Job` for the :class:`softlib.train.TrainJob` that ``make()`` returns (made once
     here for its key and size, again when it runs; its eval sets travel as shared arrays, so
     jobs that predict the same sets send them once)."""
@@ -101,7 +133,8 @@ def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any],
     n_eval = sum(len(v) for v in (tj.eval_sets or {}).values())
     return Job(section, stage, kind, tj.key(), label, make=make,
                arch=_arch_id(c.arch, c.arch_kwargs), train_images=float(c.epochs) * n_train,
-               eval_images=float(n_eval + c.epochs * n_val), provisional=provisional)
+               eval_images=float(n_eval + c.epochs * n_val), provisional=provisional,
+               group=group, stack=stack)
 
 
 def _arch_id(name: str, kwargs: Mapping[str, Any] | None) -> str:
@@ -133,7 +166,7 @@ def _pretrained(cache: ResultCache, study, params, cifar_train, seed: int, extra
                 jobs: list[Job] | None = None, section: str = "alternatives"):
     """Section 3's :class:`~softlib.studies.peterson.Pretrained` read from the cache; where a
     pretrained model is not cached, a stand-in (uniform predictions, no weights) and False."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     entries, cfgs, ids, complete = {}, {}, {}, True
     for arch in P.parse_archs(params["archs"]):
         make = partial(P.pretrain_job, arch, params, cifar_train, study, seed, extra.images)
@@ -154,16 +187,19 @@ def _pretrained(cache: ResultCache, study, params, cifar_train, seed: int, extra
 
 def plan_generalisation(params, cache, seed, profile, inputs: _Inputs) -> list[list[Job]]:
     from . import sections as S
-    from .studies import peterson as P
+    from ..studies import peterson as P
     ins = inputs.get("generalisation", lambda: S.generalisation_inputs(
         params, seed, generate=inputs.for_running))
     missing = sum(1 for k in ins.corr.unavailable if k.startswith("c10c_"))
     n_missing = missing * int(params["corruption_subset"])  # not generated yet: costed only
     jobs = []
+    stack = params.get("stack_models", "auto")
     for group in P.generalisation_jobs(ins.study, params, ins.evalsets, seed):
         for key, make in group:
             job = from_train_job("generalisation", "train", "peterson_scratch", make,
-                                 "generalisation/" + "/".join(map(str, key)))
+                                 "generalisation/" + "/".join(map(str, key)),
+                                 group="generalisation/" + "/".join(map(str, key[:-1])),
+                                 stack=stack)
             if n_missing and not inputs.for_running:
                 job.eval_images += n_missing
                 job.runnable = False
@@ -174,14 +210,16 @@ def plan_generalisation(params, cache, seed, profile, inputs: _Inputs) -> list[l
 def _alternatives_stages(section: str, params, cache, seed, inputs: _Inputs,
                          methods=None) -> tuple[list[Job], list[Job], Any, bool]:
     from . import sections as S
-    from .studies import peterson as P
+    from ..studies import peterson as P
     ins = inputs.get("alternatives", S.alternatives_inputs)
     pre_jobs: list[Job] = []
     pre, complete = _pretrained(cache, ins.study, params, ins.cifar_train, seed, ins.c101,
                                 pre_jobs, section)
     ft_jobs = [from_train_job(section, "finetune", "peterson_finetune", make,
                               f"{section}/finetune/" + "/".join(map(str, key)),
-                              provisional=not complete)
+                              provisional=not complete,
+                              group="finetune/" + "/".join(map(str, key[:-1])),
+                              stack=params.get("stack_models", "auto"))
                for group in P.alternatives_jobs(ins.study, pre, params, seed, methods, ins.c101)
                for key, make in group]
     return pre_jobs, ft_jobs, pre, complete
@@ -194,7 +232,7 @@ def plan_alternatives(params, cache, seed, profile, inputs: _Inputs) -> list[lis
 
 def plan_adversarial(params, cache, seed, profile, inputs: _Inputs) -> list[list[Job]]:
     from . import sections as S
-    from .studies import peterson as P
+    from ..studies import peterson as P
     alt = S.adversarial_alt_params(profile, cache, seed)
     methods = [(m, None) for m in P.ATTACK_METHODS]
     pre_jobs, ft_jobs, pre, complete = _alternatives_stages("adversarial", alt, cache, seed,
@@ -219,10 +257,14 @@ def plan_adversarial(params, cache, seed, profile, inputs: _Inputs) -> list[list
 
 def plan_calibration_ood(params, cache, seed, profile, inputs: _Inputs) -> list[list[Job]]:
     from . import sections as S
-    from .studies import laing
-    from .train import diverged_epoch
+    from ..studies import laing
+    from ..train import diverged_epoch
     data = inputs.get("laing", lambda: S.calibration_inputs(None))
     conds = list(params["label_conditions"]) + list(params.get("extra_conditions") or [])
+    stack = params.get("stack_models", "auto")
+    # the seeds of one (model type, condition) train together where run_grid stacks them
+    stacks = (stack is not False and len(params["seeds"]) > 1
+              and params.get("early_stopping_patience") is None)
     train, evals = [], []
     for s in params["seeds"]:
         for m in params["model_types"]:
@@ -230,9 +272,11 @@ def plan_calibration_ood(params, cache, seed, profile, inputs: _Inputs) -> list[
                 ej, sp, _ = laing.eval_job(data, m, c, s, params)
                 tj = ej.train_job
                 label = f"calibration_ood/{m}/{c}/seed{s}"
+                grouped = stacks and m not in laing.UNSTACKABLE
                 train.append(from_train_job("calibration_ood", "train", "laing_train",
                                             partial(laing.train_job, data, m, c, s, params),
-                                            label))
+                                            label, group=f"laing/{m}/{c}" if grouped else None,
+                                            stack=stack))
                 cached = cache.has("laing_train", tj.key())
                 if cached and diverged_epoch(cache.load("laing_train", tj.key())) is not None:
                     continue  # a diverged run is a result; it is not evaluated
@@ -434,7 +478,7 @@ _PARAMS: dict[str, int] = {}
 
 def _count_parameters(arch: str) -> int:
     if arch not in _PARAMS:
-        from .models import build, count_parameters
+        from ..models import build, count_parameters
         name, _, rest = arch.partition("(")
         kw = {}
         for part in filter(None, rest.rstrip(")").split(",")):

@@ -5,14 +5,16 @@
     python -m softlib.book build
     python -m softlib.book all   (run, then build)
     python -m softlib.book list
+    python -m softlib.book plan    --profile P [--sections a,b] [--gpus 32] [--jobs]
     python -m softlib.book compute --profile P [--sections a,b] [--budget-seconds N] [--device auto]
                                    [--seed 0] [-p name=value]
+                                   [--backend local|ray [--address auto|ray://HOST:10001]]
     python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
     python -m softlib.book import FILE.tar.gz
 
 Sections are paired jupytext notebooks in ``notebooks/``. ``run`` / ``all`` go plan -> compute
 -> execute (-> build): *compute* runs each section's training and evaluation work
-(:mod:`softlib.sections`) in this process with one progress line per section (jobs done / total,
+(:mod:`softlib.book.sections`) in this process with one progress line per section (jobs done / total,
 trained, cache hits, elapsed, ETA on a text bar), so that *execute* only reads the cache: each
 notebook is converted in memory, executed by papermill with the profile's parameters (the
 kernel's own start-up notices go to a log in ``_build/staging/``, its errors are shown in full),
@@ -29,11 +31,11 @@ there is not trained but rendered as a page that says so and gives the commands 
 be rendered at all.
 
 ``compute`` runs only the training and evaluation work of the sections (the same calls, with the
-same resolved parameters, as their notebooks; see :mod:`softlib.sections`) into the results
+same resolved parameters, as their notebooks; see :mod:`softlib.book.sections`) into the results
 cache, without papermill, Jupyter or IPython: on a machine with a GPU, say. ``--budget-seconds``
 stops it between jobs; the next call continues from the cache. It records which cache entries
 each section used in ``<cache root>/manifests/<profile>.json``; ``export`` packs them into a
-results bundle and ``import`` adds a bundle to another machine's cache (:mod:`softlib.bundle`).
+results bundle and ``import`` adds a bundle to another machine's cache (:mod:`softlib.book.bundle`).
 Only ``run``, ``all`` and ``build`` import papermill, nbformat, jupytext or jupyter-book.
 
 ``SOFTLIB_BOOK_DIR`` moves the whole book (executed sections, staging, ``_build``) out of the
@@ -53,21 +55,10 @@ import time
 from pathlib import Path
 
 from . import profiles
+from .toc import NOTEBOOKS, REPO, SECTIONS, book_root, sections_dir  # noqa: F401 (re-exported)
 
-REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = REPO / "notebooks"
 RESULTS = REPO / "results"  # committed results bundles: results/<profile>/*.tar.gz
 _BUDGET_HINT = 3000  # the --budget-seconds a "not computed" page suggests (under an hour)
-
-
-def book_root() -> Path:
-    """Where the book is executed and built: ``$SOFTLIB_BOOK_DIR``, else the repository."""
-    env = os.environ.get("SOFTLIB_BOOK_DIR")
-    return Path(env).expanduser().resolve() if env else REPO
-
-
-def sections_dir() -> Path:
-    return book_root() / "book" / "sections"
 
 
 def _staging() -> Path:
@@ -77,19 +68,6 @@ def _staging() -> Path:
 def _timings_path() -> Path:
     return sections_dir() / "timings.json"
 
-# section name -> notebook file, in book order (the compute page runs last: it shows the others' times)
-SECTIONS = {
-    "cifar10h_data": "01_cifar10h_data.py",
-    "generalisation": "02_generalisation.py",
-    "alternatives": "03_alternatives.py",
-    "adversarial": "04_adversarial.py",
-    "calibration_ood": "05_calibration_ood.py",
-    "imagenet_humans": "06_imagenet_humans.py",
-    # the claims ledger is the first page after the introduction (_toc.yml) but runs after the
-    # sections whose recorded claims it reads (softlib/claims.py)
-    "claims": "00_claims.py",
-    "compute": "07_compute.py",
-}
 
 # Appended to every executed notebook (hidden in the book): the kernel's own peak memory.
 _PEAK_CELL = """\
@@ -181,7 +159,7 @@ def _gpu_here(device: str, cuda_available: bool | None = None) -> bool:
     """Whether the sections would run on a GPU here (``cuda_available`` overrides, for tests)."""
     if cuda_available is not None:
         return bool(cuda_available)
-    from .train import resolve_device
+    from ..train import resolve_device
     return resolve_device(device).type != "cpu"
 
 
@@ -247,8 +225,8 @@ class _JobProgress:
     def __enter__(self):
         import threading
 
-        from .cache import _listeners
-        from .progress import progress
+        from ..cache import _listeners
+        from ..progress import progress
         self.bar = progress(total=self.total, desc=self.desc, unit="job", leave=False,
                             file=sys.stderr, mininterval=1.0)
         _listeners.append(self._listen)
@@ -262,7 +240,7 @@ class _JobProgress:
         return self
 
     def __exit__(self, *exc):
-        from .cache import _listeners
+        from ..cache import _listeners
         if self._stop is not None:
             self._stop.set()
         if self._listen in _listeners:
@@ -294,7 +272,7 @@ def _known_total(profile: str, section: str, params: dict, seed: int) -> int | N
 def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, dev: str,
                  seed: int, root: Path, desc: str, *, check_only: bool = False,
                  log: Path | None = None, write_manifest: bool = True) -> dict:
-    """Run ``section``'s compute function (:mod:`softlib.sections`) into the cache, with a
+    """Run ``section``'s compute function (:mod:`softlib.book.sections`) into the cache, with a
     progress bar; with ``check_only`` under a zero compute budget, so that the first result
     that is not cached stops it before anything is trained. ``log``: where its stdout goes."""
     import contextlib
@@ -302,7 +280,7 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
 
     from . import bundle
     from . import sections as S
-    from .cache import BudgetExhausted, ResultCache, record_access, set_deadline
+    from ..cache import BudgetExhausted, ResultCache, record_access, set_deadline
     cache = ResultCache()
     total = _known_total(profile, section, params, seed)
     stopped: BaseException | None = None
@@ -456,7 +434,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
     """Plan, compute, then execute ``sections`` (default: all) under ``profile``; publish them
     only if all succeed. Returns section -> its record (state, times, jobs, cache hits).
 
-    *Compute*: each section's compute function (:mod:`softlib.sections`, the calls its notebook
+    *Compute*: each section's compute function (:mod:`softlib.book.sections`, the calls its notebook
     makes) runs in this process first, with a progress line, so that the notebooks only read
     the cache. *From bundles* (default: when the profile ``requires_gpu`` and there is no GPU
     here; ``from_bundles`` forces it either way): the bundles of ``results/<profile>/`` (or
@@ -470,7 +448,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
     import papermill as pm
 
     from . import sections as S
-    from ._io import save_json
+    from .._io import save_json
 
     t_start = time.perf_counter()
     prof = profiles.get_profile(profile)  # unknown profile: one clear error before any work
@@ -487,8 +465,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         os.environ["SOFTLIB_DATA"] = str(Path(data_root).expanduser().resolve())
     staging = _staging()
     staging.mkdir(parents=True, exist_ok=True)
-    from .cache import ResultCache
-    from .train import resolve_device
+    from ..cache import ResultCache
+    from ..train import resolve_device
     dev = str(resolve_device(device))
     gpu_profile = bool(prof.get("requires_gpu"))
     bundles = (gpu_profile and not _gpu_here(dev, cuda_available)) if from_bundles is None \
@@ -719,9 +697,9 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import data
-    from ._io import save_text
-    from .paths import data_root
+    from .. import data
+    from .._io import save_text
+    from ..paths import data_root
 
     rows = []
     for pkg in ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "statsmodels",
@@ -764,7 +742,7 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
 
 
 def _commit() -> str:
-    from .book_header import git_commit
+    from .header import git_commit
     return git_commit()
 
 
@@ -864,7 +842,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     """Run the training / evaluation work of ``sections`` under ``profile`` into the cache.
 
     The same calls, with the same resolved parameters, as the sections' notebooks
-    (:mod:`softlib.sections`), so executing the notebooks afterwards only reads the cache.
+    (:mod:`softlib.book.sections`), so executing the notebooks afterwards only reads the cache.
     With ``budget_seconds`` no new result is started after that many seconds: the run stops
     between jobs, says which sections are complete, and the next call continues from the cache.
     Records the cache entries each section used in the profile's manifest (a section that was
@@ -874,8 +852,8 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     """
     from . import bundle
     from . import sections as S
-    from .cache import ResultCache, set_deadline
-    from .train import resolve_device
+    from ..cache import ResultCache, set_deadline
+    from ..train import resolve_device
 
     prof = profiles.get_profile(profile)
     names = sections or list(S.DEFAULT_SECTIONS)
@@ -941,9 +919,9 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
 def print_plan(profile: str, sections: list[str] | None = None, data_root: str = "",
                seed: int = 0, overrides: dict[str, object] | None = None, gpus: int = 32,
                device_name: str = "NVIDIA H200", list_jobs: bool = False) -> None:
-    """Print the job plan of ``sections`` under ``profile`` (:mod:`softlib.plan`)."""
+    """Print the job plan of ``sections`` under ``profile`` (:mod:`softlib.book.plan`)."""
     from . import plan as PL
-    from .cache import ResultCache
+    from ..cache import ResultCache
     profiles.get_profile(profile)
     overrides = overrides or {}
     _check_overrides(profile, sections or list(SECTIONS), overrides)
@@ -976,7 +954,7 @@ def compute_with_ray(profile: str, sections: list[str] | None = None, data_root:
     written into this machine's cache), then :func:`compute_sections` here, which finds them
     cached, computes what no plan lists (cheap summaries) and writes the manifest."""
     from . import distributed
-    from .cache import ResultCache, set_deadline
+    from ..cache import ResultCache, set_deadline
     profiles.get_profile(profile)
     overrides = overrides or {}
     _check_overrides(profile, sections or list(SECTIONS), overrides)
@@ -992,7 +970,7 @@ def compute_with_ray(profile: str, sections: list[str] | None = None, data_root:
     except distributed.RayUnavailable as exc:
         raise BookError(str(exc)) from exc
     except Exception as exc:
-        from .cache import BudgetExhausted
+        from ..cache import BudgetExhausted
         if not isinstance(exc, BudgetExhausted):
             raise
         print(f"ray: compute budget spent ({budget_seconds:g} s): no new job was submitted "
@@ -1011,6 +989,20 @@ def compute_with_ray(profile: str, sections: list[str] | None = None, data_root:
 
 def _book_order(section: str) -> int:
     return list(SECTIONS).index(section) if section in SECTIONS else len(SECTIONS)
+
+
+def _add_common_args(p: argparse.ArgumentParser) -> None:
+    """The arguments ``compute`` and ``plan`` share: which profile, data, sections, seed and
+    parameter overrides."""
+    p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
+                   help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
+    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
+    p.add_argument("--sections", default="",
+                   help="comma-separated (default: generalisation, alternatives, adversarial, "
+                        "calibration_ood)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-p", "--param", action="append", default=[],
+                   help="override a section parameter, name=value (YAML value)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1038,21 +1030,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="fail (exit 2) instead of rendering a 'not computed' page")
     p = sub.add_parser("compute", help="train / evaluate what the sections need into the cache "
                                        "(no papermill or Jupyter needed)")
-    p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
-                   help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
-    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
-    p.add_argument("--sections", default="",
-                   help="comma-separated (default: generalisation, alternatives, adversarial, "
-                        "calibration_ood)")
+    _add_common_args(p)
     p.add_argument("--budget-seconds", type=float, default=None,
                    help="start no new training or evaluation job once this many seconds have "
                         "passed since the command started (loading data counts)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--allow-cpu", action="store_true",
                    help="run a profile that requires a GPU on the CPU anyway")
-    p.add_argument("-p", "--param", action="append", default=[],
-                   help="override a section parameter, name=value (YAML value)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: train here, one job after another (default); ray: run the "
                         "planned jobs as Ray tasks (see `plan`), then check every section here")
@@ -1068,15 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --backend ray: times a job is retried when its worker dies")
     p = sub.add_parser("plan", help="list the jobs a profile's sections need, how many are "
                                     "cached and their estimated cost (runs nothing)")
-    p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
-                   help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
-    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
-    p.add_argument("--sections", default="",
-                   help="comma-separated (default: generalisation, alternatives, adversarial, "
-                        "calibration_ood)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-p", "--param", action="append", default=[],
-                   help="override a section parameter, name=value (YAML value)")
+    _add_common_args(p)
     p.add_argument("--gpus", type=int, default=32,
                    help="cluster size for the wall-time estimate (default: 32)")
     p.add_argument("--device-name", default="NVIDIA H200",

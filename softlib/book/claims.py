@@ -211,9 +211,9 @@ _PAPER_CACHE: dict[str, float | None] = {}
 def _paper_values() -> dict[str, float | None]:
     if _PAPER_CACHE:
         return _PAPER_CACHE
-    from .studies import laing as L
-    from .studies import peterson as P
-    from .studies import shankar as S
+    from ..studies import laing as L
+    from ..studies import peterson as P
+    from ..studies import shankar as S
     t1 = P.PAPER_TABLE1
     t2 = np.array(list(P.PAPER_TABLE2.values()), dtype=float)  # acc hard, acc soft, CE hard, CE soft
     fig2 = P.PAPER_FIG2
@@ -409,7 +409,7 @@ _SET_NAMES = {"cifar10_train": "CIFAR-10 (train images)", "imagenet_far": "Image
 def measure_alternatives(df: pd.DataFrame) -> list[Measurement]:
     """Section 3's claim from ``peterson.alternatives_metrics``: the grid point with the lowest
     held-out c10H per (arch, method), as Table 1 selects, then soft - hard per fold."""
-    from .studies import peterson as P
+    from ..studies import peterson as P
     ft = df[df["method"] != "pretrained"]
     sel = P.select_variants(ft) if not ft.empty else ft
     note = _n_archs(sel) + "; paper: ResNet-110 after 150 epochs of fine-tuning"
@@ -561,7 +561,7 @@ def measure_imagenet(study: Any | None, zoo: pd.DataFrame | None) -> list[Measur
 def records_dir() -> Path:
     """Where the sections' claim records live: ``<book>/book/sections/claims`` (the book
     directory is ``$SOFTLIB_BOOK_DIR`` when set, see :func:`softlib.book.book_root`)."""
-    from .book import sections_dir
+    from .toc import sections_dir
     return sections_dir() / "claims"
 
 
@@ -604,7 +604,7 @@ def record(sec: Any, measurements: Sequence[Measurement], directory: str | Path 
     """Write the claims of section ``sec.name`` (every registered claim of the section, once)
     to ``<records_dir>/<section>.json`` atomically, replacing the section's earlier records;
     return them as a table for the section to show."""
-    from ._io import save_json
+    from .._io import save_json
     section = sec.name
     want = {c.id for c in claims_of(section)}
     got = [m.claim for m in measurements]
@@ -701,7 +701,7 @@ def _fmt_paper(claim: Claim) -> str:
 
 def section_pages() -> dict[str, tuple[str, str]]:
     """Section -> (page stem, page title) from the notebooks (their first '# ' heading)."""
-    from .book import NOTEBOOKS, SECTIONS
+    from .toc import NOTEBOOKS, SECTIONS
     out = {}
     for s, f in SECTIONS.items():
         title = s

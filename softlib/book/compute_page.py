@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from .cache import Entry, ResultCache
+from ..cache import Entry, ResultCache
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 # the benchmark measures these: a change to any of them is a different engine
 ENGINE_SOURCES = ("train.py", "augment.py", "multimodel.py", "bench.py", "attacks.py",
@@ -21,7 +21,7 @@ ENGINE_SOURCES = ("train.py", "augment.py", "multimodel.py", "bench.py", "attack
 def engine_fingerprint() -> str:
     h = hashlib.sha256()
     for rel in ENGINE_SOURCES:
-        p = Path(__file__).resolve().parent / rel
+        p = Path(__file__).resolve().parents[1] / rel
         h.update(rel.encode() + (p.read_bytes() if p.exists() else b"missing"))
     return h.hexdigest()[:16]
 
@@ -30,7 +30,7 @@ def cached_benchmark(cache: ResultCache, quick: bool, device: str) -> dict[str, 
     """Run ``softlib.bench`` once per machine, torch version and engine source; then reuse it."""
     import torch
 
-    from . import bench
+    from .. import bench
     machine = bench.machine_info(torch.device(device))
     config = {"machine": machine, "engine": engine_fingerprint(), "quick": bool(quick)}
     entry = cache.get_or_compute("benchmark", config,
@@ -39,7 +39,7 @@ def cached_benchmark(cache: ResultCache, quick: bool, device: str) -> dict[str, 
 
 
 def format_table(result: dict[str, Any]) -> str:
-    from .bench import format_table as fmt
+    from ..bench import format_table as fmt
     return fmt(result)
 
 

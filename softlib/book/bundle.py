@@ -34,9 +34,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from ._io import atomic_path, save_json, sha256_file
-from .cache import config_key
-from .paths import cache_root
+from .._io import atomic_path, save_json, sha256_file
+from ..cache import config_key
+from ..paths import cache_root
 
 BUNDLE_FORMAT = 1
 MANIFEST_FORMAT = 1
@@ -67,7 +67,7 @@ def load_manifest(profile: str, root: str | os.PathLike | None = None) -> dict[s
 
 def provenance(device: str | None = None) -> dict[str, Any]:
     """Where and with what a section was computed: machine, device name, torch, commit, date."""
-    from .book_header import git_commit
+    from .header import git_commit
     info: dict[str, Any] = {"machine": f"{platform.node()} ({platform.platform()})",
                             "python": platform.python_version(), "git_commit": git_commit(),
                             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

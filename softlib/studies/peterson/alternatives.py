@@ -1,0 +1,408 @@
+"""Peterson et al. (2019), paper section 6 (book section 3): pretraining on CIFAR-10, then fine-
+tuning with human labels and their alternatives (Table 1)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ... import metrics
+from ...cache import Entry, ResultCache, config_key
+from ...multimodel import train_cached_many
+from ...train import TrainConfig, TrainJob, data_fingerprint, diverged_epoch, train_cached
+from .common import (Arch, EvalSets, PAPER_TABLE1, PAPER_TABLE1_ENSEMBLE_C10H, StudyData,
+                     cap_train, load_shift_sets, parse_archs, pretrain_config, scratch_config,
+                     select_folds, stratified_subset)
+from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _run_divergence,
+                             probs_of)
+
+
+# --------------------------------------------------------------------------------------------
+# Section 3: pretraining on CIFAR-10, fine-tuning with alternative targets
+# --------------------------------------------------------------------------------------------
+
+#: Fine-tuning methods of Table 1, in the paper's order; mixup methods take an alpha.
+METHODS = ("hard", "mixup_hard", "class_level", "distill", "soft", "sampled", "mixup_soft")
+METHOD_TITLES = {
+    "pretrained": "pretrained on CIFAR-10 (no fine-tuning)",
+    "hard": "fine-tune: CIFAR-10 hard labels (control)",
+    "mixup_hard": "fine-tune: mixup on hard labels",
+    "class_level": "fine-tune: class-level soft targets",
+    "distill": "fine-tune: distillation (pretrained ensemble)",
+    "soft": "fine-tune: human soft labels (CIFAR-10H)",
+    "sampled": "fine-tune: sampled hard labels (redrawn each epoch)",
+    "mixup_soft": "fine-tune: mixup on human labels",
+}
+
+
+def pretrain(cache: ResultCache, arch: Arch, params: Mapping, cifar_train, study: StudyData,
+             device=None, seed: int = 0, progress: bool = True,
+             eval_sets: Mapping[str, np.ndarray] | None = None) -> tuple[Entry, str]:
+    """Pretrain ``arch`` on the CIFAR-10 training images with hard labels (cached); its logits on
+    the 10,000 CIFAR-10H images are ``logits_cifar10h`` (and ``logits_<key>`` for each extra
+    ``eval_sets`` entry, e.g. CIFAR-10.1). Returns the entry and its cache key."""
+    job = pretrain_job(arch, params, cifar_train, study, seed, eval_sets)
+    entry = train_cached(cache, "peterson_pretrain", job.config, job.data_fingerprint, None,
+                         job.train_data, job.eval_sets, device=device, progress=progress)
+    return entry, config_key("peterson_pretrain", job.key())
+
+
+def pretrain_job(arch: Arch, params: Mapping, cifar_train, study: StudyData, seed: int = 0,
+                 eval_sets: Mapping[str, np.ndarray] | None = None) -> TrainJob:
+    """The training job of :func:`pretrain` (configuration, data, cache fingerprint)."""
+    from ...data import views
+    idx = stratified_subset(cifar_train.labels, params.get("pretrain_subset"), seed)
+    cfg = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"], seed,
+                          params.get("amp", "auto"))
+    y = cifar_train.labels[idx]
+    fp = data_fingerprint(idx, y, provenance=f"peterson-pretrain|{cifar_train_id(cifar_train)}")
+    return TrainJob(cfg, fp, (cifar_train.images[idx], views.one_hot(y, 10)),
+                    {"cifar10h": study.images, **dict(eval_sets or {})})
+
+
+_TRAIN_IDS: dict[int, str] = {}
+
+
+def cifar_train_id(cifar_train) -> str:
+    """Fingerprint of the CIFAR-10 training set (memoised per object: 150 MB to hash)."""
+    key = id(cifar_train.images)
+    if key not in _TRAIN_IDS:
+        _TRAIN_IDS[key] = data_fingerprint(cifar_train.images[::97], cifar_train.labels,
+                                           provenance=len(cifar_train.labels))
+    return _TRAIN_IDS[key]
+
+
+def finetune_targets(method: str, study: StudyData, train_idx: np.ndarray,
+                     teacher_probs: np.ndarray | None = None) -> np.ndarray:
+    """Fixed targets [N, 10] of a fine-tuning method (rows outside ``train_idx`` are unused).
+
+    class_level: the human distributions summed within each CIFAR-10 class **of the training
+    fold** and renormalised; distill: the pretrained ensemble's mean probabilities; sampled:
+    the human distributions (the per-epoch draw is :func:`sampled_target_factory`)."""
+    from ...data import views
+    if method in ("hard", "mixup_hard"):
+        return study.hard
+    if method in ("soft", "mixup_soft", "sampled"):
+        return study.human
+    if method == "class_level":
+        tr = np.asarray(train_idx)
+        table = views.class_level_targets(study.human[tr], study.labels[tr])
+        per_class = np.zeros((10, 10), np.float32)
+        per_class[study.labels[tr]] = table
+        out = per_class[study.labels]
+        missing = np.setdiff1d(np.arange(10), study.labels[tr])
+        if missing.size:  # a class absent from the fold (tiny smoke folds only): its one-hot
+            out[np.isin(study.labels, missing)] = study.hard[np.isin(study.labels, missing)]
+        return out
+    if method == "distill":
+        if teacher_probs is None:
+            raise ValueError("finetune_targets('distill'): needs teacher_probs (the ensemble)")
+        t = np.asarray(teacher_probs, dtype=np.float64)
+        return (t / t.sum(1, keepdims=True)).astype(np.float32)
+    raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+
+
+def sampled_target_factory(human_train: np.ndarray) -> Callable:
+    """A ``target_sampler(epoch, generator)`` drawing one hard label per image per epoch."""
+    import torch
+    from ...data import views
+
+    def sampler(epoch: int, generator: "torch.Generator") -> np.ndarray:
+        s = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator).item())
+        return views.sample_hard_labels(human_train, np.random.default_rng(s))
+    return sampler
+
+
+@dataclass
+class Pretrained:
+    """The pretrained models of a profile: entries, configs and their (ensemble) predictions."""
+    entries: dict[str, Entry]
+    configs: dict[str, TrainConfig]
+    ids: dict[str, str]
+
+    def probs(self, label: str, key: str = "cifar10h") -> np.ndarray:
+        return probs_of(self.entries[label].arrays[f"logits_{key}"])
+
+    def ensemble_probs(self, key: str = "cifar10h") -> np.ndarray:
+        return np.mean([self.probs(a, key) for a in self.entries], axis=0)
+
+
+def run_pretraining(cache: ResultCache, study: StudyData, params: Mapping, cifar_train,
+                    device=None, seed: int = 0, progress: bool = True,
+                    extra: EvalSets | None = None) -> Pretrained:
+    """Pretrain (or load) every architecture of the profile (``extra``: CIFAR-10.1 sets)."""
+    entries, cfgs, ids = {}, {}, {}
+    for arch in parse_archs(params["archs"]):
+        entries[arch.label], ids[arch.label] = pretrain(
+            cache, arch, params, cifar_train, study, device, seed, progress,
+            extra.images if extra is not None else None)
+        cfgs[arch.label] = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"],
+                                           seed, params.get("amp", "auto"))
+    return Pretrained(entries, cfgs, ids)
+
+
+def finetune(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, method: str,
+             lr: float, fold: int, folds: Sequence[tuple[np.ndarray, np.ndarray]], params: Mapping,
+             alpha: float | None = None, eval_sets: Mapping[str, np.ndarray] | None = None,
+             device=None, seed: int = 0, progress: bool = True) -> tuple[Entry, TrainConfig, str]:
+    """One fine-tuned fold model of paper §6 (cached); section 4 calls this again to reload it.
+    Returns the entry, its training configuration and its cache key.
+
+    Starts from ``arch``'s pretrained weights; the cache key includes the pretrained model's
+    identity, the method, the fold and (for mixup) ``alpha``. Distillation uses the ensemble of
+    all pretrained models of ``pre``.
+    """
+    job, cfg, key = finetune_job(study, pre, arch, method, lr, fold, folds, params, alpha,
+                                 eval_sets, seed)
+    entry = train_cached(cache, "peterson_finetune", cfg, job.data_fingerprint, job.build_model,
+                         job.train_data, job.eval_sets, target_sampler=job.target_sampler,
+                         device=device, progress=progress)
+    return entry, cfg, key
+
+
+def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr: float, fold: int,
+                 folds: Sequence[tuple[np.ndarray, np.ndarray]], params: Mapping,
+                 alpha: float | None = None, eval_sets: Mapping[str, np.ndarray] | None = None,
+                 seed: int = 0) -> tuple[TrainJob, TrainConfig, str]:
+    """The training job of :func:`finetune`, its configuration and its cache key."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    mixing = method.startswith("mixup")
+    if mixing and alpha is None:
+        raise ValueError(f"method {method!r} needs a mixup alpha")
+    tr, te = folds[fold]
+    tr = cap_train(tr, params.get("train_subset"), study.labels, seed + fold)
+    teacher = pre.ensemble_probs() if method == "distill" else None
+    targets = finetune_targets(method, study, tr, teacher)
+    cfg = scratch_config(arch, lr, arch.param(params, "finetune_epochs"), params["batch_size"], seed,
+                         mix="mixup" if mixing else "none", mix_alpha=alpha if mixing else 1.0,
+                         amp=params.get("amp", "auto"))
+    teacher_tag = "+".join(sorted(pre.ids.values())) if method == "distill" else ""
+    tag = (f"peterson-finetune|{method}|from={pre.ids[arch.label]}|teacher={teacher_tag}|"
+           f"{study.data_id}|fold{fold}")
+    fp = _fold_fingerprint(tr, te, targets, tag)
+    state = pre.entries[arch.label].state_dict
+
+    def build_pretrained(config: TrainConfig):
+        from ...models import build
+        model = build(config.arch, **config.arch_kwargs)
+        model.load_state_dict(state)
+        return model
+
+    sampler = sampled_target_factory(study.human[tr]) if method == "sampled" else None
+    sets = {"heldout": study.images[te], **dict(eval_sets or {})}
+    job = TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets, build_pretrained,
+                   target_sampler=sampler)
+    return job, cfg, config_key("peterson_finetune", {"train": cfg.to_dict(), "data": fp})
+
+
+def method_variants(params: Mapping) -> list[tuple[str, float | None]]:
+    """(method, alpha) pairs of a profile: every mixup method once per alpha of the grid."""
+    out = []
+    for m in METHODS:
+        if m.startswith("mixup"):
+            out += [(m, float(a)) for a in params["mixup_alpha"]]
+        else:
+            out.append((m, None))
+    return out
+
+
+@dataclass
+class FinetuneRuns:
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    logits: dict[tuple, np.ndarray]          # (arch, method, alpha, lr, fold) -> held-out logits
+    seconds: dict[tuple, float]
+    extra: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # CIFAR-10.1 logits
+    extra_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    diverged: dict[tuple, int | None] = field(default_factory=dict)  # key -> epoch (NaN / inf)
+
+
+def load_cifar10_1_sets(root=None) -> EvalSets:
+    """CIFAR-10.1 v4 / v6 (Table 1's last columns) where present, else the reason."""
+    full = load_shift_sets(None, root)
+    out = EvalSets()
+    for key in ("cifar10_1_v4", "cifar10_1_v6"):
+        if key in full.images:
+            out.add(key, full.titles[key], full.images[key], full.labels[key])
+        else:
+            out.unavailable[key] = full.unavailable[key]
+    return out
+
+
+def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, params: Mapping,
+                     device=None, seed: int = 0, progress: bool = True,
+                     methods: Sequence[tuple[str, float | None]] | None = None,
+                     extra: EvalSets | None = None) -> FinetuneRuns:
+    """Fine-tune (or load) every arch x method (x alpha) x lr x fold of paper §6; ``extra``
+    (CIFAR-10.1) is predicted by every fold model.
+
+    The fold models of one (arch, method, alpha, lr) train together on a GPU
+    (``params['stack_models']``), except 'sampled' (its targets are redrawn every epoch)."""
+    folds = select_folds(study.labels, params["folds"], 10, seed)
+    extra = extra or EvalSets()
+    logits, seconds, more, diverged = {}, {}, {}, {}
+    for group in alternatives_jobs(study, pre, params, seed, methods, extra):
+        entries = train_cached_many(cache, "peterson_finetune", [make() for _, make in group],
+                                    device, progress, stack=params.get("stack_models", "auto"))
+        for (key, _), e in zip(group, entries):
+            logits[key] = e.arrays["logits_heldout"]
+            seconds[key] = float(e.meta["result"]["seconds"])
+            more[key] = {n: e.arrays[f"logits_{n}"] for n in extra.images}
+            if (dv := diverged_epoch(e)) is not None:
+                diverged[key] = dv
+    return FinetuneRuns(folds, logits, seconds, more, dict(extra.labels), diverged)
+
+
+def alternatives_jobs(study: StudyData, pre: Pretrained, params: Mapping, seed: int = 0,
+                      methods: Sequence[tuple[str, float | None]] | None = None,
+                      extra: EvalSets | None = None
+                      ) -> Iterator[list[tuple[tuple, Callable[[], TrainJob]]]]:
+    """Every fine-tuning job of paper §6, in groups of one (arch, method, alpha, lr) (the fold
+    models that train together on a GPU), each keyed (arch label, method, alpha, lr, fold) and
+    made when called."""
+    folds = select_folds(study.labels, params["folds"], 10, seed)
+    extra = extra or EvalSets()
+    for arch in parse_archs(params["archs"]):
+        for method, alpha in (methods or method_variants(params)):
+            for lr in params["lr"]:
+                yield [((arch.label, method, alpha, float(lr), k),
+                        partial(_finetune_train_job, study, pre, arch, method, lr, k, folds,
+                                params, alpha, extra.images, seed))
+                       for k in range(len(folds))]
+
+
+def _finetune_train_job(*args) -> TrainJob:
+    return finetune_job(*args)[0]
+
+
+ENSEMBLE = "ensemble of pretrained"
+
+
+def alternatives_metrics(runs: FinetuneRuns, pre: Pretrained, study: StudyData) -> pd.DataFrame:
+    """Long table per (arch, method, alpha, lr, fold): CE against humans (c10H) and the CIFAR-10
+    labels (c10), accuracy and SBA on the held-out fold; the pretrained model and the
+    pretrained ensemble (with more than one architecture) are scored on the same folds (lr and
+    alpha NaN). A diverged run (``runs.diverged``, or NaN / inf predictions) gives a row with
+    ``diverged`` True, its ``diverged_epoch`` and NaN metrics."""
+    rows = []
+
+    def ce(p, logits, t):
+        # from logits where the model has them (nothing floored); an ensemble has only
+        # its mean probabilities
+        return (metrics.cross_entropy_from_logits(logits, t) if logits is not None
+                else metrics.cross_entropy(p, t))
+
+    def score(arch, method, alpha, lr, k, p, extra_probs, dv=(False, np.nan), logits=None,
+              extra_logits=None):
+        te = runs.folds[k][1]
+        extra_logits = extra_logits or {}
+        y, h = study.labels[te], study.human[te]
+        row = {"arch": arch, "method": method, "alpha": alpha, "lr": lr, "fold": k}
+        if dv[0] or not all(np.isfinite(q).all() for q in [p, *extra_probs.values()]):
+            row.update(dict.fromkeys(("c10H", "c10", "accuracy", "sba", "v4", "v6"), np.nan),
+                       diverged=True, diverged_epoch=dv[1])
+            return row
+        row.update({"c10H": ce(p, logits, h), "c10": ce(p, logits, y),
+                    "accuracy": metrics.accuracy(p, y), "sba": metrics.second_best_accuracy(p, h)})
+        for key, col in (("cifar10_1_v4", "v4"), ("cifar10_1_v6", "v6")):
+            q = extra_probs.get(key)
+            row[col] = (ce(q, extra_logits.get(key), runs.extra_labels[key]) if q is not None
+                        else np.nan)
+        row.update(diverged=False, diverged_epoch=np.nan)
+        return row
+
+    for key, lg in runs.logits.items():
+        dv = _run_divergence(runs, key, [lg, *runs.extra.get(key, {}).values()])
+        if dv[0]:
+            rows.append(score(*key, None, {}, dv))
+            continue
+        exl = runs.extra.get(key, {})
+        rows.append(score(*key, probs_of(lg), {n: probs_of(v) for n, v in exl.items()},
+                          logits=lg, extra_logits=exl))
+    present = list(runs.extra_labels)
+    for k, (_, te) in enumerate(runs.folds):
+        for arch in pre.entries:
+            ex = {n: pre.probs(arch, n) for n in present}
+            exl = {n: pre.entries[arch].arrays[f"logits_{n}"] for n in present}
+            rows.append(score(arch, "pretrained", np.nan, np.nan, k, pre.probs(arch)[te], ex,
+                              logits=pre.entries[arch].arrays["logits_cifar10h"][te],
+                              extra_logits=exl))
+        if len(pre.entries) > 1:
+            ex = {n: pre.ensemble_probs(n) for n in present}
+            rows.append(score(ENSEMBLE, "pretrained", np.nan, np.nan, k,
+                              pre.ensemble_probs()[te], ex))
+    return pd.DataFrame(rows)
+
+
+def select_variants(df: pd.DataFrame, by: str = "c10H", lr_by: str = "accuracy") -> pd.DataFrame:
+    """Per architecture ONE fine-tuning learning rate shared by every method: the one with the
+    best mean held-out ``lr_by`` (default: accuracy against the CIFAR-10 labels) over all
+    methods together, so no method's comparison rests on a rate tuned for it; then per (arch,
+    method) the mixup alpha with the lowest mean held-out ``by`` at that rate (the paper
+    searched alpha the same way; optimistic, and nothing is selected for one-point grids).
+    Diverged runs take no part, as in :func:`select_lr`."""
+    d = df.copy()
+    d["_a"] = d["alpha"].fillna(-1.0)
+    d["_l"] = d["lr"].fillna(-1.0)
+    tuned = d[d["lr"].notna()]
+    keep_lr = _best_candidates(tuned, ["arch"], ["_l"], lr_by, lr_by in ("accuracy", "sba"))
+    d = d[[(a, l) in keep_lr or l == -1.0 for a, l in zip(d.arch, d._l)]]
+    keep = _best_candidates(d, ["arch", "method"], ["_a", "_l"], by, False)
+    mask = [(a, m, x, l) in keep for a, m, x, l in zip(d.arch, d.method, d._a, d._l)]
+    return d[mask].drop(columns=["_a", "_l"])
+
+
+def table1(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 of this run: mean (and std over folds) per (arch, method) of c10H, c10, v4, v6
+    (CE on CIFAR-10.1; NaN where its images are absent) and accuracy.
+
+    ``folds`` counts the folds with results; when a run diverged, ``diverged folds`` counts the
+    others and ``status`` says 'diverged' (every fold: metrics NaN) or 'k of n folds diverged'."""
+    sel = select_variants(df)
+    sel = sel.assign(_ok=~_diverged(sel))
+    order = {m: i for i, m in enumerate(("pretrained",) + METHODS)}
+    g = sel.groupby(["arch", "method"])
+    out = pd.DataFrame({
+        "c10H": g["c10H"].mean(), "c10H std": g["c10H"].std(ddof=1),
+        "c10": g["c10"].mean(), "c10 std": g["c10"].std(ddof=1),
+        "accuracy": g["accuracy"].mean(), "accuracy std": g["accuracy"].std(ddof=1),
+        "v4": g["v4"].mean(), "v6": g["v6"].mean(),
+        "alpha": g["alpha"].first(), "lr": g["lr"].first(),
+        "folds": sel[sel._ok].groupby(["arch", "method"])["fold"].nunique()})
+    out["folds"] = out["folds"].fillna(0).astype(int)
+    n_div = sel[~sel._ok].groupby(["arch", "method"])["fold"].nunique()
+    if len(n_div):
+        out["diverged folds"] = n_div.reindex(out.index).fillna(0).astype(int)
+        out["status"] = [("ok" if d == 0 else "diverged" if f == 0
+                          else f"{d} of {d + f} folds diverged")
+                         for d, f in zip(out["diverged folds"], out["folds"])]
+    out = out.reset_index()
+    out["_o"] = out["method"].map(order)
+    return out.sort_values(["arch", "_o"]).drop(columns="_o").set_index(["arch", "method"])
+
+
+def paper_vs_run_table1(t1: pd.DataFrame, archs: Sequence[Arch]) -> pd.DataFrame:
+    """Each transcribed paper Table 1 cell next to this run's value for the same family."""
+    rows = []
+    fam_of = {a.label: a.family for a in archs}
+    ens = (ENSEMBLE, f"ensemble of {len(archs)} pretrained models") if (ENSEMBLE, "pretrained") in t1.index \
+        else (archs[0].label, f"single pretrained model ({archs[0].label}); paper: ensemble of 8")
+    for (arch, method), r in t1.iterrows():
+        fam = fam_of.get(arch)
+        ref = PAPER_TABLE1.get((fam, method))
+        if (arch, method) == (ens[0], "pretrained"):
+            rows.append({"arch": ens[1], "method": "distillation teacher (c10H only)",
+                         "paper c10H": PAPER_TABLE1_ENSEMBLE_C10H, "run c10H": r["c10H"],
+                         "paper c10": np.nan, "run c10": r["c10"]})
+        if arch == ENSEMBLE:
+            continue
+        if ref is None:
+            continue
+        rows.append({"arch": f"{arch} (paper: {fam})", "method": method,
+                     "paper c10H": ref[0], "run c10H": r["c10H"], "paper c10": ref[1],
+                     "run c10": r["c10"], "paper v4": ref[2], "run v4": r["v4"],
+                     "paper v6": ref[3], "run v6": r["v6"]})
+    return pd.DataFrame(rows)

@@ -1,0 +1,84 @@
+"""The package layout: the science library never imports the book machinery (``softlib.book``),
+and softlib's import graph (lazy, function-level imports included) has no cycle."""
+import ast
+from pathlib import Path
+
+import softlib
+
+ROOT = Path(softlib.__file__).resolve().parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in ROOT.rglob("*.py"):
+        parts = p.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        package = m.split(".") if path.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    t = sub if sub in mods else target
+                    if t in mods and t != m:
+                        edges[m].add(t)
+            elif isinstance(node, ast.Import):
+                edges[m].update(a.name for a in node.names if a.name in mods and a.name != m)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_graph_is_read():
+    edges = _graph()
+    assert "softlib.multimodel" in edges["softlib.studies.peterson"]
+    assert "softlib.book.plan" in edges["softlib.book.runner"]
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+def test_no_import_cycles():
+    assert _cycles(_graph()) == []
+
+
+def test_the_science_library_does_not_import_the_book():
+    bad = [(m, t) for m, ts in _graph().items() for t in ts
+           if not m.startswith("softlib.book") and t.startswith("softlib.book")]
+    assert bad == []
