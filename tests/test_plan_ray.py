@@ -78,6 +78,16 @@ def test_job_cost_uses_the_recorded_throughput():
     other = PL.Job("s", "train", "k", {}, "x", arch="no_such_net", train_images=1000)
     seconds, measured = PL.job_seconds(other, tp)
     assert not measured and seconds == pytest.approx(1000 / tp.train[tp.default_arch])
+    # in a stacked group: its share of the group's recorded aggregate speed; never stacked when
+    # the group is a single job or stacking is off
+    together = tp.stacked_rate("resnet_basic_110")
+    assert together > rate
+    grouped = PL.Job("s", "train", "k", {}, "x", arch="resnet_basic_110",
+                     train_images=together * 7, group="g", stack="auto")
+    assert PL.job_seconds(grouped, tp, group_size=10)[0] == pytest.approx(7)
+    assert PL.job_seconds(grouped, tp, group_size=1)[0] == pytest.approx(together * 7 / rate)
+    grouped.stack = False
+    assert PL.job_seconds(grouped, tp, group_size=10)[0] == pytest.approx(together * 7 / rate)
     with pytest.raises(ValueError, match="no per-architecture throughput"):
         PL.recorded_throughput("a GPU nobody measured")
 

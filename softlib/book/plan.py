@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -122,11 +123,12 @@ def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence
 
 def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any], label: str,
                    provisional: bool = False, group: str | None = None,
-                   stack: Any = False) -> Job:
+                   stack: Any = False, made: Any = None) -> Job:
     """A :class:`Job` for the :class:`softlib.train.TrainJob` that ``make()`` returns (made once
     here for its key and size, again when it runs; its eval sets travel as shared arrays, so
-    jobs that predict the same sets send them once)."""
-    tj = make()
+    jobs that predict the same sets send them once). ``made``: that TrainJob, where the caller
+    already made it."""
+    tj = made if made is not None else make()
     c = tj.config
     n_train = len(tj.train_data[0])
     n_val = len(tj.val[0]) if tj.val is not None else 0
@@ -173,7 +175,7 @@ def _pretrained(cache: ResultCache, study, params, cifar_train, seed: int, extra
         tj = make()
         if jobs is not None:
             jobs.append(from_train_job(section, "pretrain", "peterson_pretrain", make,
-                                       f"{section}/pretrain/{arch.label}"))
+                                       f"{section}/pretrain/{arch.label}", made=tj))
         if cache.has("peterson_pretrain", tj.key()):
             entries[arch.label] = cache.load("peterson_pretrain", tj.key())
         else:
@@ -362,6 +364,12 @@ class Throughput:
     eval: dict[str, float]
     source: str
     default_arch: str
+    #: arch -> aggregate img/s of several models trained at once (role ``train_stacked``)
+    stacked: dict[str, float] = field(default_factory=dict)
+
+    def stacked_rate(self, arch: str) -> float | None:
+        """The recorded aggregate training speed of ``arch``'s stacked fold group, if any."""
+        return self.stacked.get(arch, self.stacked.get(arch.split("(")[0]))
 
     def lookup(self, arch: str) -> tuple[float, float, bool]:
         """(train img/s, eval img/s, measured?) of ``arch`` (an unmeasured one: the default's)."""
@@ -378,6 +386,7 @@ def recorded_throughput(device: str = "NVIDIA H200") -> Throughput:
     """The per-architecture training throughput recorded for ``device`` in ``benchmarks/``."""
     train: dict[str, float] = {}
     evals: dict[str, float] = {}
+    stacked: dict[str, float] = {}
     sources = []
     default = None
     for path in sorted(BENCHMARKS.glob("*.json")):
@@ -391,20 +400,27 @@ def recorded_throughput(device: str = "NVIDIA H200") -> Throughput:
                 default = default or res.get("default_arch")
             elif r.get("role") == "eval":
                 evals[r["arch"]] = float(r["value"])
+            elif r.get("role") == "train_stacked":
+                stacked[r["arch"]] = float(r["value"])
         if rows:
             sources.append(path.name)
     if not train:
         raise ValueError(f"no per-architecture throughput recorded for {device!r} under "
                          f"{BENCHMARKS} (rows with an 'arch' field)")
     return Throughput(device, train, evals, ", ".join(sources),
-                      default if default in train else next(iter(train)))
+                      default if default in train else next(iter(train)), stacked)
 
 
-def job_seconds(job: Job, tp: Throughput) -> tuple[float, bool]:
-    """Estimated seconds of ``job`` on ``tp``'s device, one model at a time (attack passes are
-    costed as training steps: a forward and a backward pass each), and whether its
-    architecture's throughput was measured."""
+def job_seconds(job: Job, tp: Throughput, group_size: int = 1) -> tuple[float, bool]:
+    """Estimated seconds of ``job`` on ``tp``'s device (attack passes are costed as training
+    steps: a forward and a backward pass each), and whether its architecture's throughput was
+    measured. A job trained in a stacked group of ``group_size`` > 1 models (a GPU stacks a
+    group whose ``stack`` is not False) is costed at its share of the group's recorded
+    aggregate speed, where one is recorded for its architecture; else one model at a time."""
     train, ev, measured = tp.lookup(job.arch)
+    together = tp.stacked_rate(job.arch) if group_size > 1 and job.stack is not False else None
+    if together is not None and measured:
+        train = max(train, together)  # aggregate img/s of the group: this job's share
     return (job.train_images + job.attack_passes) / train + job.eval_images / ev, measured
 
 
@@ -417,6 +433,7 @@ def summarise(plan: Plan, cache: ResultCache, tp: Throughput | None = None):
     jobs not cached yet, and architectures without a recorded throughput."""
     import pandas as pd
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    sizes = Counter(j.group for j in plan.jobs if j.group is not None)
     for job in plan.jobs:
         r = rows.setdefault((job.section, job.stage, job.kind), {
             "section": job.section, "stage": job.stage, "kind": job.kind, "jobs": 0,
@@ -426,7 +443,7 @@ def summarise(plan: Plan, cache: ResultCache, tp: Throughput | None = None):
         r["cached"] += int(done)
         r["provisional"] += int(job.provisional)
         if tp is not None and not done:
-            s, measured = job_seconds(job, tp)
+            s, measured = job_seconds(job, tp, sizes[job.group] if job.group else 1)
             r["gpu_hours_to_do"] += s / 3600
             if not measured:
                 r["unmeasured"].add(job.arch)
@@ -451,8 +468,9 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
     if tp is not None and len(df):
         h = float(df["gpu_hours_to_do"].sum())
         total += (f", ≈ {h:,.1f} {_short(tp.device)}-hours to do, ≈ {h / gpus:,.1f} h on {gpus} "
-                  f"GPUs with perfect packing (one model per GPU at the recorded speed; stacking "
-                  f"small models or sharing GPUs is faster, stage barriers slower)")
+                  f"GPUs with perfect packing (stacked fold groups at their recorded aggregate "
+                  f"speed where recorded, else one model per GPU; sharing GPUs is faster, stage "
+                  f"barriers slower)")
         miss = sorted({a for s in df["unmeasured"] for a in s.split(", ") if a})
         if miss:
             total += (f"; no recorded throughput for {', '.join(miss)}: costed as "

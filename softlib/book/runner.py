@@ -512,9 +512,12 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                 raise r["error"]
             jobs = (f"{r['jobs']}/{r['planned']} jobs" if r["planned"] is not None
                     else f"{r['jobs']} jobs")
-            counts = f"{jobs} | trained {r['trained']} | cache hits {r['hits']}"
+            # the compute page's benchmark measures the machine that builds the book: it is
+            # counted as a measurement, never as a study result trained here
+            what = "trained" if section in S.DEFAULT_SECTIONS else "benchmarked"
+            counts = f"{jobs} | {what} {r['trained']} | cache hits {r['hits']}"
             rec = {"compute_seconds": round(r["seconds"], 1), "jobs": r["jobs"],
-                   "planned_jobs": r["planned"], "trained": r["trained"], "cache_hits": r["hits"]}
+                   "planned_jobs": r["planned"], what: r["trained"], "cache_hits": r["hits"]}
             if r["complete"]:
                 rec["state"] = "complete"
                 print(f"{head}  complete      {counts} | {r['seconds']:.0f} s", flush=True)
@@ -655,9 +658,11 @@ def print_summary(html: Path | None = None) -> None:
         state = {"not computed": "NOT COMPUTED", "nothing to compute": "rendered"}.get(
             r["state"], r["state"])
         execute = r.get("execute_seconds") if r["state"] != "not computed" else None
+        trained = (str(r["trained"]) if "trained" in r else
+                   f"bench {r['benchmarked']}" if "benchmarked" in r else "-")
         rows.append(f"  {s:<{w}}  {state:<13} "
                     f"{secs(r.get('compute_seconds') if computed else None):>8} "
-                    f"{secs(execute):>8} {jobs:>9} {str(r.get('trained', '-')):>8} "
+                    f"{secs(execute):>8} {jobs:>9} {trained:>8} "
                     f"{str(r.get('cache_hits', '-')):>10}")
         tot[0] += r.get("compute_seconds") or 0.0
         tot[1] += execute or 0.0
@@ -671,6 +676,9 @@ def print_summary(html: Path | None = None) -> None:
           + (", rendered from results bundles: no study trained here"
              if _LAST_RUN["from_bundles"] else "") + "):")
     print("\n".join(rows))
+    if any("benchmarked" in r for r in recs.values()):
+        print("  (bench: the compute page's speed benchmark of this machine; it is measured where "
+              "the book is built, not a study result)")
     print(f"complete: {', '.join(s for s in recs if s not in missing) or 'none'}")
     if missing:
         print(f"NOT computed (their pages say so): {', '.join(missing)}\n"
@@ -732,7 +740,8 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
             state = {"not computed": "**not computed** (its page says how to compute it)",
                      "complete": "complete", "rendered": "complete (reads data only)"}.get(
                          r.get("state", "complete"), r.get("state", "complete"))
-            trained = r.get("trained", "-") if "jobs" in r else "-"
+            trained = (r.get("trained", f"none (benchmark: {r.get('benchmarked')})"
+                             if "benchmarked" in r else "-") if "jobs" in r else "-")
             hits = r.get("cache_hits", "-") if "jobs" in r else "-"
             lines.append(f"| `{s}` | {state} | {trained} | {hits} |")
         lines.append("")
