@@ -38,6 +38,8 @@ lr = None
 batch_size = None
 amp = None
 stack_models = None
+schedule = None
+heldout_per_epoch = None
 train_subset = None
 eval_subset = None
 corruption_subset = None
@@ -111,6 +113,31 @@ train_seconds = pd.Series(runs.seconds).groupby(level=[0, 1]).sum().rename("trai
 print(f"{len(runs.logits)} fold models ready in {time.perf_counter() - t0:.0f} s "
       f"(cache hits {sec.cache.hits}, trained {sec.cache.misses})")
 train_seconds.to_frame()
+
+# %% [markdown]
+# ## Held-out loss per epoch: the final epoch and the best one
+# The paper trains "a maximum of 150 epochs". Where the profile records the held-out
+# cross-entropy against the human labels after every epoch (`heldout_per_epoch`), this shows
+# how it evolves at the chosen learning rate (mean over folds, band ±1 s.d.; triangle: best
+# epoch) and, in the table, the final epoch next to the best one. Every other number in this
+# section uses the **final** weights; the best epoch is picked on the held-out images
+# themselves, so its value is an optimistic bound on what early stopping could gain.
+
+# %%
+curves = P.heldout_curves_frame(runs)
+if len(curves):
+    chosen = df.groupby("arch").lr.first()
+    curves = curves[np.isclose(curves.lr, curves.arch.map(chosen))]
+fig, ax = plt.subplots(figsize=(7, 3.8))
+if F.heldout_curves(ax, curves, ["arch", "condition"]):
+    F.question_title(ax, "Does the held-out fit to humans still improve at the last epoch?",
+                     "paper §5: at most 150 epochs", F.spread_note(curves.fold.nunique(),
+                                                                   drawn="bands"))
+    F.legend_unique(ax, fontsize=7)
+fig.tight_layout()
+plt.show()
+P.heldout_epochs_table(runs).style.format(F.sig).hide(axis="index").set_caption(
+    "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds")
 
 # %% [markdown]
 # ## Accuracy and cross-entropy as the shift grows (paper Figure 2, left and centre)

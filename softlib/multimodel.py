@@ -33,7 +33,9 @@ How each part stays exactly per-model:
 Limits: models must not define the engine's training hooks (``training_loss``,
 ``requires_input_grad``, ``after_optimizer_step``, ``on_epoch_start``); every model takes the
 same number of steps per epoch (equal training-set sizes, or ``drop_last=True``, in which case
-all models take ``min_k(n_k // batch_size)`` steps); no early stopping. Dropout draws differ
+all models take ``min_k(n_k // batch_size)`` steps); no early stopping or best-weights restore
+(per-model validation is monitored: each model's loss on its own set after every epoch). Dropout
+draws differ
 from sequential training (``randomness='different'``), as they would with any other seed.
 """
 from __future__ import annotations
@@ -137,6 +139,41 @@ class StackedModels(nn.Module):
         return self.models
 
 
+class _StackedMonitor:
+    """Each model's loss and accuracy on its own validation set, evaluated by the stacked
+    forward in eval mode (sets of unequal size are padded by repeating their first image; the
+    padding is not scored)."""
+
+    def __init__(self, vals: Sequence[tuple[Any, Any]], device, batch_size: int):
+        self.x = [to_device_images(v[0], device, f"fit_stacked(vals[{k}] images)")
+                  for k, v in enumerate(vals)]
+        self.t = [_as_targets(v[1], x.shape[0], f"fit_stacked(vals[{k}] targets)", device)
+                  for k, (v, x) in enumerate(zip(vals, self.x))]
+        self.n = [x.shape[0] for x in self.x]
+        if min(self.n) == 0:
+            raise ValueError("fit_stacked(vals): a validation set is empty")
+        self.bs = max(1, int(batch_size))
+
+    @torch.no_grad()
+    def __call__(self, stacked: "StackedModels", amp: bool) -> tuple[list, list]:
+        stacked.eval()
+        n_max = max(self.n)
+        logits = []
+        for start in range(0, n_max, self.bs):
+            rows = [torch.arange(start, min(start + self.bs, n_max), device=x.device).clamp(
+                max=n - 1) for x, n in zip(self.x, self.n)]
+            xb = torch.stack([_to_float(x[r]) for x, r in zip(self.x, rows)])
+            with _autocast(xb.device, amp):
+                logits.append(stacked(xb).float())
+        z = torch.cat(logits, 1)
+        losses, accs = [], []
+        for k, (t, n) in enumerate(zip(self.t, self.n)):
+            zk = z[k, :n]
+            losses.append(float(soft_cross_entropy(zk, t).item()))
+            accs.append(float((zk.argmax(1) == t.argmax(1)).float().mean().item()))
+        return losses, accs
+
+
 @dataclass
 class StackedResult:
     models: list[nn.Module]
@@ -155,19 +192,26 @@ class StackedResult:
 def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                 indices: Sequence[np.ndarray], config: TrainConfig,
                 seeds: Sequence[int] | None = None, device: str | torch.device | None = None,
-                progress: bool = True) -> StackedResult:
+                progress: bool = True, vals: Sequence[tuple[Any, Any]] | None = None
+                ) -> StackedResult:
     """Train ``models[k]`` on ``images[indices[k]]`` with ``targets`` (shared [N, C] or [K, N, C]).
 
     Model k follows what ``fit(models[k], images[indices[k]], targets[indices[k]],
-    config.replace(seed=seeds[k]))`` would do (same batches, augmentation, mixing, optimizer
-    updates and BatchNorm statistics), up to floating-point differences of batched kernels.
-    ``seeds`` defaults to ``config.seed + k``. Returns the trained models (updated in place).
+    config.replace(seed=seeds[k]), val=vals[k])`` would do (same batches, augmentation, mixing,
+    optimizer updates and BatchNorm statistics), up to floating-point differences of batched
+    kernels. ``seeds`` defaults to ``config.seed + k``. ``vals`` (one ``(images, targets)`` per
+    model) adds each model's validation loss and accuracy after every epoch, as ``fit`` records
+    them (monitoring only: no early stopping, no best-weights restore). Returns the trained
+    models (updated in place).
     """
     k_models = len(models)
     if len(indices) != k_models:
         raise ValueError(f"fit_stacked(indices): {len(indices)} index sets for {k_models} models")
-    if config.early_stopping_patience is not None:
-        raise ValueError("fit_stacked: early stopping is not supported; use softlib.train.fit")
+    if config.early_stopping_patience is not None or config.keep_best:
+        raise ValueError("fit_stacked: early stopping and keep_best are not supported; use "
+                         "softlib.train.fit")
+    if vals is not None and len(vals) != k_models:
+        raise ValueError(f"fit_stacked(vals): {len(vals)} validation sets for {k_models} models")
     seeds = list(seeds) if seeds is not None else [config.seed + k for k in range(k_models)]
     if len(seeds) != k_models:
         raise ValueError(f"fit_stacked(seeds): {len(seeds)} seeds for {k_models} models")
@@ -211,6 +255,9 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     mix_probs = [mix_probability_from_entropy(tk) if config.mix_prob == "entropy"
                  else float(config.mix_prob) for tk in t_k]
     history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "seconds": []}
+    monitor = None if vals is None else _StackedMonitor(vals, device, config.eval_batch_size)
+    if monitor is not None:
+        history.update(val_loss=[], val_acc=[])
     show = progress and not _quiet()
     t_start, seen = time.perf_counter(), 0
     diverged: list[int | None] = [None] * k_models
@@ -270,6 +317,11 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                               f"{config.lr}, seed {seeds[k]}) diverged in epoch {epoch + 1}: "
                               "non-finite loss or weights; recorded as diverged, the others "
                               "train on")
+        if monitor is not None:
+            vloss, vacc = monitor(stacked, amp)
+            history["val_loss"].append(vloss)
+            history["val_acc"].append(vacc)
+            stacked.train()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         history["seconds"].append(time.perf_counter() - t0)
@@ -300,8 +352,6 @@ def _stack_signature(job: TrainJob) -> tuple | None:
     c = job.config
     if (job.target_sampler is not None or c.early_stopping_patience is not None
             or c.keep_best):
-        return None
-    if job.val is not None and not job.val_optional:
         return None
     d = c.to_dict()
     d.pop("seed")
@@ -341,8 +391,10 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     indices = [np.arange(starts[k], starts[k + 1]) for k in range(k_models)]
     res, oom = None, ""
     try:
+        vals = [j.val for j in jobs] if all(j.val is not None for j in jobs) else None
         res = fit_stacked(list(models), images, targets, indices, config,
-                          seeds=[j.config.seed for j in jobs], device=dev, progress=progress)
+                          seeds=[j.config.seed for j in jobs], device=dev, progress=progress,
+                          vals=vals)
     except torch.cuda.OutOfMemoryError as e:
         oom = str(e)  # raised below, once this exception (and the frames it holds) is gone
     del images, targets
@@ -357,16 +409,24 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
                    "train_loss": [float(row[k]) for row in h["train_loss"][:last]],
                    "lr": list(h["lr"][:last]),
                    "seconds": [s / k_models for s in h["seconds"][:last]]}
+        best_epoch = None
+        if "val_loss" in h:
+            history["val_loss"] = [float(row[k]) for row in h["val_loss"][:last]]
+            history["val_acc"] = [float(row[k]) for row in h["val_acc"][:last]]
+            finite = [(v, e) for v, e in zip(history["val_loss"], history["epoch"])
+                      if math.isfinite(v)]
+            best_epoch = min(finite)[1] if finite else None
         # the group's time shared equally; images per second of one model in its share
-        result = TrainResult(history=history, epochs_run=len(history["epoch"]), best_epoch=None,
+        result = TrainResult(history=history, epochs_run=len(history["epoch"]),
+                             best_epoch=best_epoch,
                              seconds=res.seconds / k_models,
                              images_per_second=res.images_per_second, device=str(dev),
                              stopped_early=False, diverged=div is not None, diverged_epoch=div)
         sets = dict(job.eval_sets or {})
         fps = {name: _images_fingerprint(imgs) for name, imgs in sets.items()}
         extra = {"stacked": k_models}
-        if job.val is not None:
-            extra["val_dropped"] = True
+        if job.val is not None and vals is None:
+            extra["val_dropped"] = True  # some of the group had no validation set
         entry = _trained_entry(model, result, job.config, sets, fps, extra)
         cache.misses += 1
         cache.save(kind, job.key(), entry)
@@ -417,8 +477,9 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     Misses are grouped by their :class:`TrainConfig` apart from ``seed`` and their training-set
     size; a group trains together when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
-    and no training hooks, and none has a target sampler, early stopping or (unless
-    ``val_optional``) validation data. Everything else goes through :func:`train_cached`. A
+    and no training hooks, and none has a target sampler, early stopping or ``keep_best``
+    (validation data only monitors: each stacked model records its own per-epoch validation
+    loss, as :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
     stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
     group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
     A group whose models have more than ``max_group_params`` parameters in all is split into

@@ -55,7 +55,8 @@ class TrainConfig:
     ``optimizer='adam'`` is Peterson et al.'s choice; ``'sgd'`` with ``nesterov=True`` and
     momentum 0.9 is Laing's and the training repository's. ``schedule``: 'constant',
     'multistep' (multiply by ``gamma`` at each epoch in ``milestones``) or 'cosine' (to 0 at the
-    last epoch), each after ``warmup_epochs`` of linear warm-up (per step). ``mix_prob`` is a
+    last epoch, or at ``schedule_epochs`` when set: a longer recipe cut short keeps its own
+    curve), each after ``warmup_epochs`` of linear warm-up (per step). ``mix_prob`` is a
     probability or ``'entropy'`` (Laing: the mean entropy of the training targets).
     ``keep_best`` (needs ``val``) trains every epoch and ends with the weights of the epoch with
     the lowest validation loss (Laing's protocol). ``early_stopping_patience`` (epochs, on
@@ -76,6 +77,7 @@ class TrainConfig:
     milestones: list = field(default_factory=list)
     gamma: float = 0.1
     warmup_epochs: int = 0
+    schedule_epochs: int | None = None
     augment: str = "crop_flip"
     mix: str = "none"
     mix_alpha: float = 1.0
@@ -113,6 +115,8 @@ class TrainConfig:
             bad("epochs", "a non-negative integer")
         if not self.lr > 0:
             bad("lr", "a positive number")
+        if self.schedule_epochs is not None and int(self.schedule_epochs) < 1:
+            bad("schedule_epochs", "None or a positive integer")
         if not 0 <= self.label_smoothing <= 1:
             bad("label_smoothing", "a value in [0, 1]")
         for name in ("amp", "channels_last", "compile"):
@@ -122,8 +126,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["milestones"] = [int(m) for m in d["milestones"]]
-        if not d["keep_best"]:  # added later: at its default it stays out of the cache key,
-            del d["keep_best"]   # so results computed before it existed keep their keys
+        for name in ("keep_best", "schedule_epochs"):  # added later: at their defaults they
+            if not d[name]:                            # stay out of the cache key, so results
+                del d[name]                            # computed before them keep their keys
         return d
 
     @classmethod
@@ -215,7 +220,8 @@ def lr_at(config: TrainConfig, epoch: float, steps_per_epoch: int = 1) -> float:
 
     Warm-up is linear per step, reaching ``lr`` after ``warmup_epochs`` (its first step uses
     ``lr / (warmup_epochs * steps_per_epoch)``, never 0); then 'constant', 'multistep'
-    (x ``gamma`` at each milestone epoch) or 'cosine' (from ``lr`` to 0 at the last epoch).
+    (x ``gamma`` at each milestone epoch) or 'cosine' (from ``lr`` to 0 at the last epoch, or
+    at ``schedule_epochs`` when the run stops before its recipe's end).
     """
     base = config.lr
     w = config.warmup_epochs
@@ -226,7 +232,7 @@ def lr_at(config: TrainConfig, epoch: float, steps_per_epoch: int = 1) -> float:
     if config.schedule == "multistep":
         k = sum(1 for m in config.milestones if epoch >= m)
         return base * (config.gamma ** k)
-    span = max(1e-12, config.epochs - w)
+    span = max(1e-12, (config.schedule_epochs or config.epochs) - w)
     p = min(1.0, max(0.0, (epoch - w) / span))
     return base * 0.5 * (1 + math.cos(math.pi * p))
 
@@ -613,9 +619,9 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
 class TrainJob:
     """One :func:`train_cached` call, as data (the arguments of the same names).
 
-    ``val_optional``: ``val`` only monitors the run (no early stopping), so stacked training may
-    drop it; the model then has no per-epoch ``val_loss``/``val_acc`` history and no
-    ``best_epoch``. Without it a job with ``val`` is always trained on its own.
+    ``val_optional``: ``val`` only monitors the run (no early stopping). Kept for callers that
+    say so; stacked training (:func:`softlib.multimodel.train_cached_many`) now monitors every
+    stacked model's own ``val`` whenever the configuration has no early stopping or keep_best.
     """
     config: TrainConfig
     data_fingerprint: str

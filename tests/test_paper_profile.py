@@ -8,7 +8,7 @@ import pytest
 from softlib.book import profiles
 from softlib.studies import laing as L
 from softlib.studies import peterson as P
-from softlib.train import TrainConfig, _default_build, fit
+from softlib.train import TrainConfig, _default_build, fit, lr_at
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,14 +56,18 @@ def test_every_architecture_has_both_schedules_and_trains_one_step(profile, arch
     cfg = None
     for lr in gen["lr"]:
         epochs = arch.param(gen, "epochs")
-        cfg = P.scratch_config(arch, lr, epochs, gen["batch_size"], amp=gen["amp"])
-        assert cfg.epochs == epochs > 0 and cfg.optimizer == "adam" and cfg.schedule == "cosine"
+        cfg = P.scratch_config(arch, lr, epochs, gen["batch_size"], amp=gen["amp"],
+                               schedule=gen["schedule"])
+        assert cfg.epochs == epochs > 0 and cfg.optimizer == "adam" and cfg.lr == lr
+        if gen["schedule"] == "cosine":
+            assert cfg.schedule == "cosine" and cfg.schedule_epochs is None
     pre_epochs = arch.param(alt, "pretrain_epochs")
     pre = P.pretrain_config(arch, pre_epochs, alt["batch_size"], amp=alt["amp"])
     assert pre.epochs == (P.REPO_SCHEDULES[arch.name][2] if pre_epochs is None else pre_epochs)
     for lr in alt["lr"]:
         ft = P.scratch_config(arch, lr, arch.param(alt, "finetune_epochs"), alt["batch_size"],
-                              mix="mixup", mix_alpha=alt["mixup_alpha"][0], amp=alt["amp"])
+                              mix="mixup", mix_alpha=alt["mixup_alpha"][0], amp=alt["amp"],
+                              schedule=alt["schedule"])
         assert ft.epochs > 0 and ft.optimizer == "adam"
     assert np.isfinite(_one_step(cfg))
     assert np.isfinite(_one_step(pre))
@@ -126,3 +130,32 @@ def test_paper_laing_trains_all_230_epochs_and_keeps_the_best_checkpoint():
 def test_paper_pgd_sweeps_every_bound_the_paper_explored():
     from softlib.book import profiles
     assert profiles.resolve("paper", "adversarial")["pgd_eps"] == [4, 5, 6, 7, 8]
+
+
+def test_paper_sections_2_and_3_use_the_repository_recipe_for_at_most_150_epochs():
+    for section, epochs in (("generalisation", "epochs"), ("alternatives", "finetune_epochs")):
+        prm = profiles.resolve("paper", section)
+        assert prm["schedule"] == "repo" and prm["heldout_per_epoch"] is True
+        assert prm[epochs] == 150
+    arch = {a.name: a for a in P.parse_archs(profiles.resolve("paper", "generalisation")["archs"])}
+    cfg = {n: P.scratch_config(a, 0.1, 150, 128, schedule="repo") for n, a in arch.items()}
+    assert all(c.optimizer == "adam" and c.lr == 0.1 and c.epochs == 150 for c in cfg.values())
+    # the repository's weight decay, batch size and augmentation per architecture
+    assert {n for n, c in cfg.items() if c.weight_decay == 5e-4} == {"wrn_28_10", "resnext_29_8x64d"}
+    assert {n for n, c in cfg.items() if c.batch_size == 64} == {"densenet_BC_100_12"}
+    assert cfg["shake_shake_26_2x64d_SSI"].augment == "crop_flip_cutout16"
+    assert all(c.augment == "crop_flip" for n, c in cfg.items() if not n.startswith("shake"))
+    # step milestones inside the cap kept; past it, never reached; Shake-Shake keeps its horizon
+    vgg, wrn, rnx = cfg["vgg_15_BN_64"], cfg["wrn_28_10"], cfg["resnext_29_8x64d"]
+    assert (vgg.schedule, vgg.milestones, vgg.gamma) == ("multistep", [80, 120], 0.1)
+    assert (wrn.schedule, wrn.milestones, wrn.gamma) == ("multistep", [60, 120], 0.2)
+    assert rnx.schedule == "constant"
+    ss = cfg["shake_shake_26_2x64d_SSI"]
+    assert (ss.schedule, ss.schedule_epochs) == ("cosine", 1800)
+    assert lr_at(ss, 150) == pytest.approx(0.1 * 0.5 * (1 + np.cos(np.pi * 150 / 1800)))
+    assert lr_at(vgg, 100) == pytest.approx(0.01) and lr_at(wrn, 130) == pytest.approx(0.1 * 0.04)
+    # the small profiles' cosine schedule keeps its cache key (no schedule_epochs in it)
+    small = P.scratch_config(arch["vgg_15_BN_64"], 0.1, 20, 128)
+    assert small.schedule == "cosine" and "schedule_epochs" not in small.to_dict()
+    with pytest.raises(ValueError, match="schedule"):
+        P.scratch_config(arch["vgg_15_BN_64"], 0.1, 20, 128, schedule="linear")

@@ -269,3 +269,46 @@ def test_pipeline_trains_once_and_sections_reuse_the_cache(fixture_root, tmp_pat
     assert ("accuracy", "hard") in t2.columns and ("ce", "soft") in t2.columns
     P.run_adversarial(cache, study, pre, alt, adv, device="cpu", progress=False)
     assert cache.misses == before + 4
+
+
+def test_heldout_epochs_table_reports_the_final_and_the_best_epoch():
+    curves = {("R", "hard", 0.1, 0): [1.0, 0.8, 0.9], ("R", "hard", 0.1, 1): [1.2, 0.7, 0.75],
+              ("R", "soft", 0.1, 0): [0.9, 0.6, 0.5], ("R", "soft", 0.1, 1): [np.nan, np.nan],
+              ("R", "soft", 0.1, 2): [0.8, 0.7, 0.4]}
+    runs = P.FoldRuns(folds=[], logits={}, seconds={}, diverged={("R", "soft", 0.1, 1): 1},
+                      heldout_curves=curves)
+    t = P.heldout_epochs_table(runs).set_index("condition")
+    assert t.loc["hard", "final c10H CE"] == pytest.approx((0.9 + 0.75) / 2)
+    assert t.loc["hard", "best-epoch c10H CE"] == pytest.approx((0.8 + 0.7) / 2)
+    assert t.loc["hard", "best epoch"] == 2 and t.loc["hard", "folds"] == 2
+    # a diverged run is left out; the soft runs are best at their last epoch
+    assert t.loc["soft", "folds"] == 2 and t.loc["soft", "best epoch"] == 3
+    assert t.loc["soft", "final c10H CE"] == t.loc["soft", "best-epoch c10H CE"]
+    frame = P.heldout_curves_frame(runs)
+    assert len(frame) == 3 * 4 and set(frame.columns) >= {"arch", "condition", "epoch", "ce"}
+    empty = P.FoldRuns(folds=[], logits={}, seconds={})
+    assert P.heldout_epochs_table(empty).empty and P.heldout_curves_frame(empty).empty
+
+
+def test_a_monitored_fold_model_records_held_out_ce_vs_humans_every_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    human = rng.dirichlet(np.ones(10), n).astype(np.float32)
+    study = P.StudyData(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+                        human.argmax(1), human, "test")
+    folds = [(np.arange(20), np.arange(20, 40))]
+    arch = P.parse_archs([["ResNet-8", "resnet", {"depth": 8, "width": 4}]])[0]
+    params = {"epochs": 2, "batch_size": 10, "amp": False, "heldout_per_epoch": True}
+    job = P.scratch_job(study, arch, "hard", 0.01, 0, folds, params)
+    assert job.val[0].shape == (20, 32, 32, 3) and np.allclose(job.val[1], human[20:])
+    from softlib.cache import ResultCache
+    entry = P.train_scratch(ResultCache(tmp_path), study, arch, "hard", 0.01, 0, folds, params,
+                            device="cpu", progress=False)
+    curve = P.heldout_curve(entry)
+    assert curve is not None and len(curve) == 2
+    # the last point is the final model's held-out CE against the human labels
+    from softlib import metrics
+    final = metrics.cross_entropy_from_logits(entry.arrays["logits_heldout"], human[20:])
+    assert curve[-1] == pytest.approx(final, rel=1e-4)
+    assert P.scratch_job(study, arch, "hard", 0.01, 0, folds,
+                         dict(params, heldout_per_epoch=False)).val is None

@@ -138,13 +138,14 @@ def test_only_misses_are_trained_and_a_new_eval_set_is_added(tmp_path):
 
 def test_unstackable_jobs_fall_back_to_train_cached(tmp_path):
     x, t = data()
-    # fold 2 trains on fewer images; jobs 3-4 have a training hook; job 5 validates
+    # fold 2 trains on fewer images; jobs 3-4 have a training hook; job 5 stops early
     jobs = fold_jobs(x, t, sizes=(30, 30, 25), seeds=(0, 1, 2))
     jobs += fold_jobs(x, t, sizes=(30, 30), seeds=(3, 4), builder=build_hooked)
     jobs[3].data_fingerprint += "h"
     jobs[4].data_fingerprint += "h"
     val_job = fold_jobs(x, t, sizes=(30,), seeds=(5,))[0]
     val_job.val = (x[40:50], t[40:50])
+    val_job.config = val_job.config.replace(early_stopping_patience=2)
     val_job.data_fingerprint += "v"
     jobs.append(val_job)
     many_cache, seq_cache = ResultCache(tmp_path / "many"), ResultCache(tmp_path / "seq")
@@ -156,19 +157,30 @@ def test_unstackable_jobs_fall_back_to_train_cached(tmp_path):
     assert "val_loss" in many[5].meta["result"]["history"]
 
 
-def test_optional_validation_is_dropped_only_when_stacked(tmp_path):
+def test_stacked_models_monitor_their_own_validation_sets(tmp_path):
     x, t = data()
     jobs = fold_jobs(x, t, sizes=(30, 30), seeds=(0, 1))
-    for j in jobs:
-        j.val, j.val_optional = (x[40:50], t[40:50]), True
+    jobs[0].val = (x[40:50], t[40:50])
+    jobs[1].val = (x[45:52], t[45:52])  # unequal sizes: the stacked monitor pads and drops
     cache = ResultCache(tmp_path)
     out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
-    assert [e.meta["stacked"] for e in out] == [2, 2] and all(e.meta["val_dropped"] for e in out)
-    assert "val_loss" not in out[0].meta["result"]["history"]
-    seq = sequential(ResultCache(tmp_path / "seq"), jobs)  # validated, same weights
-    assert "val_loss" in seq[0].meta["result"]["history"]
+    assert [e.meta["stacked"] for e in out] == [2, 2]
+    assert not any(e.meta.get("val_dropped") for e in out)
+    seq = sequential(ResultCache(tmp_path / "seq"), jobs)  # one at a time through fit
     for a, b in zip(out, seq):
+        ha, hb = a.meta["result"]["history"], b.meta["result"]["history"]
+        np.testing.assert_allclose(ha["val_loss"], hb["val_loss"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ha["val_acc"], hb["val_acc"])
+        assert a.meta["result"]["best_epoch"] == b.meta["result"]["best_epoch"] is not None
         np.testing.assert_allclose(a.arrays["logits_all"], b.arrays["logits_all"], atol=1e-4)
+
+
+def test_stacking_refuses_keep_best():
+    x, t = data()
+    job = fold_jobs(x, t, sizes=(30,), seeds=(0,))[0]
+    with pytest.raises(ValueError, match="keep_best"):
+        multimodel.fit_stacked([build(job.config)], x, t, [np.arange(30)],
+                               job.config.replace(keep_best=True), device="cpu", progress=False)
 
 
 def test_auto_does_not_stack_on_cpu_and_false_never_stacks(tmp_path):
@@ -282,9 +294,9 @@ def test_laing_grid_stacks_seeds_without_early_stopping_only(tmp_path, monkeypat
     cols = ["accuracy", "ece", "brier", "nll", "temperature", "attack_decrease"]
     np.testing.assert_allclose(g.table[cols].to_numpy(float), seq.table[cols].to_numpy(float),
                                atol=1e-3, rtol=1e-3)
-    # stacked runs have no validation history, so no best epoch; the others keep theirs
-    assert g.table.best_epoch.isna().tolist() == [True, False, True, False]
+    # stacked runs monitor their own validation sets too: the same best epochs as one at a time
     assert seq.table.best_epoch.notna().all()
+    np.testing.assert_array_equal(g.table.best_epoch, seq.table.best_epoch)
     # with early stopping nothing is stacked
     es = ResultCache(tmp_path / "es")
     L.run_grid(data, dict(params, early_stopping_patience=1, model_types=["basic"]), es,

@@ -113,3 +113,27 @@ def legend_unique(ax, **kw):
     for h, lab in zip(handles, labels):
         seen.setdefault(lab, h)
     return ax.legend(list(seen.values()), list(seen), **{"fontsize": 8, **kw})
+
+
+def heldout_curves(ax, frame, by: Sequence[str]) -> int:
+    """Mean held-out CE vs humans per epoch (a line per ``by`` group, a band of ±1 s.d. over
+    folds) from :func:`softlib.studies.peterson.heldout_curves_frame`; each line's best epoch is
+    marked with a triangle. Returns the number of lines drawn."""
+    if frame is None or not len(frame):
+        ax.text(0.5, 0.5, "no per-epoch held-out curves recorded\n(profile parameter "
+                "heldout_per_epoch is off, or the runs were cached without it)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        return 0
+    n = 0
+    for i, (group, sub) in enumerate(frame.groupby(list(by), sort=False)):
+        group = group if isinstance(group, tuple) else (group,)
+        g = sub.groupby("epoch").ce
+        mean, sd = g.mean(), g.std(ddof=1).fillna(0)
+        line, = ax.plot(mean.index, mean.values, label=" / ".join(map(str, group)), color=f"C{i}")
+        ax.fill_between(mean.index, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+        best = int(mean.idxmin())
+        ax.plot([best], [mean.loc[best]], marker="v", color=line.get_color(), linestyle="none")
+        n += 1
+    ax.set(xlabel="epoch", ylabel="held-out cross-entropy vs human labels (nats)")
+    return n

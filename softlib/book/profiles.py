@@ -71,6 +71,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "archs": [["ResNet-8 (w4)", "resnet", {"depth": 8, "width": 4}]],
                 "folds": 2, "epochs": 1, "lr": [0.01], "batch_size": 32, "train_subset": 200,
                 "amp": False, "stack_models": True,
+                "schedule": "cosine", "heldout_per_epoch": True,
                 "eval_subset": 64, "corruption_subset": 20, "corruption_severities": [1, 5],
                 "corruptions": ["gaussian_noise", "contrast"],
             },
@@ -79,6 +80,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "folds": 2, "pretrain_epochs": 1, "finetune_epochs": 1, "lr": [0.01],
                 "mixup_alpha": [0.2], "batch_size": 32, "pretrain_subset": 64,
                 "train_subset": 200, "amp": False, "stack_models": True,
+                "schedule": "cosine", "heldout_per_epoch": True,
             },
             "adversarial": {"eps_sweep": [4, 8], "pgd_eps": [4, 8], "pgd_steps": 3,
                             "pgd_step_size": 1.0, "attack_subset": 32, "pgd_subset": 16},
@@ -116,6 +118,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "archs": _CPU_ARCHS_SCRATCH,
                 "folds": 3, "epochs": 8, "lr": [0.002], "batch_size": 128, "train_subset": None,
                 "amp": True, "stack_models": "auto", "eval_subset": 2000, "corruption_subset": 100,
+                "schedule": "cosine", "heldout_per_epoch": False,
                 "corruption_severities": [1, 2, 3, 4, 5],
                 "corruptions": ["gaussian_noise", "defocus_blur", "fog", "contrast",
                                 "jpeg_compression"],
@@ -125,6 +128,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "folds": 3, "pretrain_epochs": 3, "finetune_epochs": 1, "lr": [0.0005],
                 "mixup_alpha": [0.2], "batch_size": 128, "pretrain_subset": 50000,
                 "train_subset": None, "amp": True, "stack_models": "auto",
+                "schedule": "cosine", "heldout_per_epoch": False,
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 8], "pgd_steps": 10,
                             "pgd_step_size": 1.0, "attack_subset": 3000, "pgd_subset": 600},
@@ -163,6 +167,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "archs": _PETERSON_PAPER_ARCHS, "folds": 10, "epochs": 150,
                 "lr": [0.2, 0.1, 0.01, 0.001], "batch_size": 128, "train_subset": None,
                 "amp": "auto", "stack_models": "auto",
+                "schedule": "repo", "heldout_per_epoch": True,  # the repository recipe per architecture, held-out CE every epoch
                 "eval_subset": 50000, "corruption_subset": 10000,
                 "corruption_severities": [1, 2, 3, 4, 5], "corruptions": "all",
             },
@@ -172,6 +177,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "mixup_alpha": [round(0.1 * i, 1) for i in range(1, 11)], "batch_size": 128,
                 "pretrain_subset": 50000, "train_subset": None, "amp": "auto",
                 "stack_models": "auto",
+                "schedule": "repo", "heldout_per_epoch": True,  # the repository recipe per architecture, held-out CE every epoch
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 5, 6, 7, 8], "pgd_steps": 40,
                             "pgd_step_size": 1.0, "attack_subset": 10000, "pgd_subset": 10000},
@@ -233,7 +239,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # paper's sections with these changes (see _variant below)
         "sections": {
             "generalisation": {
-                "archs": _GPU_ARCHS_SCRATCH, "epochs": 20, "lr": [0.002],
+                "archs": _GPU_ARCHS_SCRATCH, "epochs": 20, "lr": [0.002], "schedule": "cosine",
                 # evaluation sets sized for a results bundle that fits in git: each of the 40
                 # models' logits on 5,000 CIFAR-10 train images, 75 x 100 corrupted and 1,000
                 # held-out images (~0.5 MB per model)
@@ -241,6 +247,7 @@ PROFILES: dict[str, dict[str, Any]] = {
             },
             "alternatives": {
                 "archs": _GPU_ARCHS_FINETUNE, "pretrain_epochs": 15, "finetune_epochs": 4,
+                "schedule": "cosine",
                 "lr": [0.001], "mixup_alpha": [0.2],
             },
             "adversarial": {"pgd_subset": 2000},

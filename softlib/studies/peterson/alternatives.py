@@ -14,10 +14,11 @@ from ...cache import Entry, ResultCache, config_key
 from ...multimodel import train_cached_many
 from ...train import TrainConfig, TrainJob, data_fingerprint, diverged_epoch, train_cached
 from .common import (Arch, EvalSets, PAPER_TABLE1, PAPER_TABLE1_ENSEMBLE_C10H, StudyData,
-                     cap_train, load_shift_sets, parse_archs, pretrain_config, scratch_config,
+                     cap_train, heldout_monitor, load_shift_sets, parse_archs, pretrain_config,
+                     scratch_config,
                      select_folds, stratified_subset)
 from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _run_divergence,
-                             probs_of)
+                             heldout_curve, probs_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,8 +159,8 @@ def finetune(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, 
     job, cfg, key = finetune_job(study, pre, arch, method, lr, fold, folds, params, alpha,
                                  eval_sets, seed)
     entry = train_cached(cache, "peterson_finetune", cfg, job.data_fingerprint, job.build_model,
-                         job.train_data, job.eval_sets, target_sampler=job.target_sampler,
-                         device=device, progress=progress)
+                         job.train_data, job.eval_sets, val=job.val,
+                         target_sampler=job.target_sampler, device=device, progress=progress)
     return entry, cfg, key
 
 
@@ -179,7 +180,7 @@ def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr:
     targets = finetune_targets(method, study, tr, teacher)
     cfg = scratch_config(arch, lr, arch.param(params, "finetune_epochs"), params["batch_size"], seed,
                          mix="mixup" if mixing else "none", mix_alpha=alpha if mixing else 1.0,
-                         amp=params.get("amp", "auto"))
+                         amp=params.get("amp", "auto"), schedule=params.get("schedule", "cosine"))
     teacher_tag = "+".join(sorted(pre.ids.values())) if method == "distill" else ""
     tag = (f"peterson-finetune|{method}|from={pre.ids[arch.label]}|teacher={teacher_tag}|"
            f"{study.data_id}|fold{fold}")
@@ -195,7 +196,7 @@ def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr:
     sampler = sampled_target_factory(study.human[tr]) if method == "sampled" else None
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
     job = TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets, build_pretrained,
-                   target_sampler=sampler)
+                   val=heldout_monitor(study, te, params), target_sampler=sampler)
     return job, cfg, config_key("peterson_finetune", {"train": cfg.to_dict(), "data": fp})
 
 
@@ -218,6 +219,7 @@ class FinetuneRuns:
     extra: dict[tuple, dict[str, np.ndarray]] = field(default_factory=dict)  # CIFAR-10.1 logits
     extra_labels: dict[str, np.ndarray] = field(default_factory=dict)
     diverged: dict[tuple, int | None] = field(default_factory=dict)  # key -> epoch (NaN / inf)
+    heldout_curves: dict[tuple, list[float]] = field(default_factory=dict)  # see FoldRuns
 
 
 def load_cifar10_1_sets(root=None) -> EvalSets:
@@ -243,7 +245,7 @@ def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, para
     (``params['stack_models']``), except 'sampled' (its targets are redrawn every epoch)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     extra = extra or EvalSets()
-    logits, seconds, more, diverged = {}, {}, {}, {}
+    logits, seconds, more, diverged, curves = {}, {}, {}, {}, {}
     for group in alternatives_jobs(study, pre, params, seed, methods, extra):
         entries = train_cached_many(cache, "peterson_finetune", [make() for _, make in group],
                                     device, progress, stack=params.get("stack_models", "auto"))
@@ -253,7 +255,9 @@ def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, para
             more[key] = {n: e.arrays[f"logits_{n}"] for n in extra.images}
             if (dv := diverged_epoch(e)) is not None:
                 diverged[key] = dv
-    return FinetuneRuns(folds, logits, seconds, more, dict(extra.labels), diverged)
+            if (curve := heldout_curve(e)) is not None:
+                curves[key] = curve
+    return FinetuneRuns(folds, logits, seconds, more, dict(extra.labels), diverged, curves)
 
 
 def alternatives_jobs(study: StudyData, pre: Pretrained, params: Mapping, seed: int = 0,

@@ -165,14 +165,60 @@ REPO_SCHEDULES = {
 }
 
 
+#: The repository's batch size where it is not 128 (protocols.md).
+REPO_BATCH_SIZES = {"densenet_BC_100_12": 64}
+#: The repository's augmentation where it is not crop + flip: the paper's Shake-Shake is
+#: ``shake_shake_26_2x64d_SSI_cutout16``.
+REPO_AUGMENT = {"shake_shake_26_2x64d_SSI": "crop_flip_cutout16"}
+#: How sections 2 and 3 schedule training: 'cosine' (Adam, cosine decay to 0 over the run,
+#: weight decay 1e-4, the profile's batch size: the small profiles) or 'repo' (the paper: Adam
+#: at the chosen rate with everything else the training repository's recipe for the
+#: architecture, cut at the run's epochs).
+SCHEDULES = ("cosine", "repo")
+
+
 def scratch_config(arch: Arch, lr: float, epochs: int, batch_size: int, seed: int = 0,
-                   mix: str = "none", mix_alpha: float = 1.0, amp: Any = "auto") -> TrainConfig:
-    """Training from scratch or fine-tuning (paper §5/§6): Adam, cosine decay, crop+flip.
-    ``amp``: bf16 autocast for training (True / False / 'auto' = CUDA only)."""
-    return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="adam", lr=float(lr),
-                       weight_decay=SCRATCH_WEIGHT_DECAY, batch_size=int(batch_size),
-                       epochs=int(epochs), schedule="cosine", augment="crop_flip", mix=mix,
-                       mix_alpha=float(mix_alpha), seed=int(seed), amp=amp)
+                   mix: str = "none", mix_alpha: float = 1.0, amp: Any = "auto",
+                   schedule: str = "cosine") -> TrainConfig:
+    """Training from scratch or fine-tuning (paper §5/§6) with Adam at ``lr``.
+
+    ``schedule='cosine'``: cosine decay to 0 over ``epochs``, crop + flip, weight decay 1e-4,
+    ``batch_size``. ``schedule='repo'``: "the default hyperparameters in the repository except
+    for the learning rate", for at most ``epochs`` (the paper's 150): the architecture's weight
+    decay, batch size, augmentation and learning-rate milestones (those past ``epochs`` never
+    come; Shake-Shake's cosine keeps its 1,800-epoch horizon). ``amp``: bf16 autocast for
+    training (True / False / 'auto' = CUDA only)."""
+    common = dict(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="adam", lr=float(lr),
+                  epochs=int(epochs), mix=mix, mix_alpha=float(mix_alpha), seed=int(seed), amp=amp)
+    if schedule == "cosine":
+        return TrainConfig(weight_decay=SCRATCH_WEIGHT_DECAY, batch_size=int(batch_size),
+                           schedule="cosine", augment="crop_flip", **common)
+    if schedule != "repo":
+        raise ValueError(f"schedule: expected one of {SCHEDULES}, got {schedule!r}")
+    if arch.name not in REPO_SCHEDULES:
+        raise ValueError(f"schedule='repo' needs the repository recipe of {arch.name!r}; known: "
+                         f"{', '.join(REPO_SCHEDULES)} (or use schedule='cosine')")
+    _, wd, repo_epochs, milestones, gamma = REPO_SCHEDULES[arch.name]
+    if gamma == "cosine":
+        sched = dict(schedule="cosine", schedule_epochs=int(repo_epochs))
+    else:
+        kept = [int(m) for m in milestones if m < int(epochs)]
+        sched = (dict(schedule="multistep", milestones=kept, gamma=float(gamma)) if kept
+                 else dict(schedule="constant"))
+    return TrainConfig(weight_decay=float(wd),
+                       batch_size=REPO_BATCH_SIZES.get(arch.name, int(batch_size)),
+                       augment=REPO_AUGMENT.get(arch.name, "crop_flip"), **sched, **common)
+
+
+def heldout_monitor(study: "StudyData", heldout: np.ndarray, params: Mapping[str, Any]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The held-out fold with its human labels as a per-epoch monitor (``val``) when
+    ``params['heldout_per_epoch']``: the run then records held-out CE vs humans after every
+    epoch, so tables report both the final epoch and the best one. It only watches: training,
+    and the final weights, are the same with or without it."""
+    if not params.get("heldout_per_epoch"):
+        return None
+    return study.images[heldout], study.human[heldout]
 
 
 def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int = 0,

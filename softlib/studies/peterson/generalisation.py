@@ -15,7 +15,7 @@ from ...cache import Entry, ResultCache
 from ...multimodel import train_cached_many
 from ...train import TrainJob, data_fingerprint, diverged_epoch, train_cached
 from .common import (Arch, EvalSets, PAPER_FIG2, PAPER_FIG2_SBA_GAIN, SHIFT_SETS, StudyData,
-                     cap_train, parse_archs, scratch_config, select_folds)
+                     cap_train, heldout_monitor, parse_archs, scratch_config, select_folds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -37,7 +37,8 @@ def train_scratch(cache: ResultCache, study: StudyData, arch: Arch, condition: s
     (CIFAR-10H distributions). Logits on the held-out fold are ``logits_heldout``."""
     job = scratch_job(study, arch, condition, lr, fold, folds, params, eval_sets, seed)
     return train_cached(cache, "peterson_scratch", job.config, job.data_fingerprint, None,
-                        job.train_data, job.eval_sets, device=device, progress=progress)
+                        job.train_data, job.eval_sets, val=job.val, device=device,
+                        progress=progress)
 
 
 def scratch_job(study: StudyData, arch: Arch, condition: str, lr: float, fold: int,
@@ -50,10 +51,11 @@ def scratch_job(study: StudyData, arch: Arch, condition: str, lr: float, fold: i
     tr = cap_train(tr, params.get("train_subset"), study.labels, seed + fold)
     targets = study.hard if condition == "hard" else study.human
     cfg = scratch_config(arch, lr, arch.param(params, "epochs"), params["batch_size"], seed,
-                         amp=params.get("amp", "auto"))
+                         amp=params.get("amp", "auto"), schedule=params.get("schedule", "cosine"))
     fp = _fold_fingerprint(tr, te, targets, f"peterson-scratch|{condition}|{study.data_id}|fold{fold}")
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
-    return TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets)
+    return TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets,
+                    val=heldout_monitor(study, te, params))
 
 
 @dataclass
@@ -65,6 +67,52 @@ class FoldRuns:
     logits: dict[tuple[str, str, float, int], dict[str, np.ndarray]]
     seconds: dict[tuple[str, str, float, int], float]
     diverged: dict[tuple[str, str, float, int], int | None] = field(default_factory=dict)
+    #: held-out CE vs the human labels after every epoch, where the run monitored it
+    #: (``heldout_per_epoch``); runs cached without it are absent
+    heldout_curves: dict[tuple[str, str, float, int], list[float]] = field(default_factory=dict)
+
+
+def heldout_curve(entry: Entry) -> list[float] | None:
+    """The per-epoch held-out CE vs humans a run recorded (its ``val_loss``), or None."""
+    curve = ((entry.meta.get("result") or {}).get("history") or {}).get("val_loss")
+    return [float(v) for v in curve] if curve else None
+
+
+def heldout_epochs_table(runs) -> pd.DataFrame:
+    """Final epoch vs best epoch on the held-out fold, per configuration (all key fields but the
+    fold): mean held-out CE vs humans at the last epoch and at each run's best epoch, the mean
+    best epoch, and how many folds recorded a curve. The best epoch is chosen on the held-out
+    images themselves, so its CE is an optimistic bound (what early stopping on a separate
+    validation split could at most gain), never a result to compare with the paper's."""
+    names = (["arch", "condition", "lr"] if isinstance(runs, FoldRuns)
+             else ["arch", "method", "alpha", "lr"])
+    rows = []
+    for key, curve in runs.heldout_curves.items():
+        c = np.asarray(curve, dtype=float)
+        if not len(c) or not np.isfinite(c).any() or key in (runs.diverged or {}):
+            continue
+        best = int(np.nanargmin(c))
+        rows.append(dict(zip(names, key[:-1]), fold=key[-1], epochs=len(c), final_ce=c[-1],
+                         best_ce=c[best], best_epoch=best + 1))
+    cols = names + ["epochs", "final c10H CE", "best-epoch c10H CE", "best epoch", "folds"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    g = df.groupby(names, dropna=False, sort=False)
+    out = pd.DataFrame({"epochs": g.epochs.max(), "final c10H CE": g.final_ce.mean(),
+                        "best-epoch c10H CE": g.best_ce.mean(), "best epoch": g.best_epoch.mean(),
+                        "folds": g.fold.nunique()}).reset_index()
+    return out[cols]
+
+
+def heldout_curves_frame(runs) -> pd.DataFrame:
+    """Long table of the recorded curves (one row per run and epoch) for plotting."""
+    names = (["arch", "condition", "lr", "fold"] if isinstance(runs, FoldRuns)
+             else ["arch", "method", "alpha", "lr", "fold"])
+    rows = [dict(zip(names, key), epoch=i + 1, ce=float(v))
+            for key, curve in runs.heldout_curves.items() if key not in (runs.diverged or {})
+            for i, v in enumerate(curve)]
+    return pd.DataFrame(rows, columns=names + ["epoch", "ce"])
 
 
 def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, shift: EvalSets,
@@ -74,7 +122,7 @@ def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, sh
     The fold models of one (arch, condition, lr) train together on a GPU
     (``params['stack_models']``: 'auto', True or False; see :func:`softlib.multimodel.train_cached_many`)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
-    logits, seconds, diverged = {}, {}, {}
+    logits, seconds, diverged, curves = {}, {}, {}, {}
     for group in generalisation_jobs(study, params, shift, seed):
         entries = train_cached_many(cache, "peterson_scratch", [make() for _, make in group],
                                     device, progress, stack=params.get("stack_models", "auto"))
@@ -84,7 +132,9 @@ def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, sh
             seconds[key] = float(e.meta["result"]["seconds"])
             if (dv := diverged_epoch(e)) is not None:
                 diverged[key] = dv
-    return FoldRuns(folds, logits, seconds, diverged)
+            if (curve := heldout_curve(e)) is not None:
+                curves[key] = curve
+    return FoldRuns(folds, logits, seconds, diverged, curves)
 
 
 def generalisation_jobs(study: StudyData, params: Mapping, shift: EvalSets, seed: int = 0
