@@ -95,7 +95,11 @@ pd.DataFrame(status).set_index("evaluation set")
 #
 # ## Training
 # Each architecture is trained on each fold twice, with the same initialisation, augmentation
-# (random crop and flip) and Adam schedule; only the targets differ. Trained models are cached by
+# and Adam schedule; only the targets differ. The schedule is the profile's `schedule` (box
+# above): `repo` (the `paper` profile) is "the default hyperparameters in the repository except
+# for the learning rate": each architecture's weight decay, batch size, augmentation (cutout for
+# Shake-Shake) and learning-rate milestones, cut at the profile's epochs (150); `cosine` (the
+# smaller profiles) decays the rate to zero over their short runs. Trained models are cached by
 # their full configuration, so rebuilding the book does not retrain them. Where the profile
 # has several learning rates, **one rate per architecture serves both conditions**: the one with
 # the best mean held-out accuracy over the soft and the hard runs together (a paired comparison

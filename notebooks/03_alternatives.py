@@ -99,9 +99,49 @@ print(f"pretrained models ready in {time.perf_counter() - t0:.0f} s")
 pd.DataFrame(rows).set_index("arch")
 
 # %% [markdown]
+# ### Humans and the pretrained CNN on the same images (paper Figure 1)
+# The paper opens with CIFAR-10 images on which people and a CNN trained on hard labels agree
+# on the most likely class yet disagree on the rest: the network is over- or under-confident,
+# or its second guess is not the people's. Here the pretrained model of this section (the
+# first architecture) is set against the human distributions on the images where both agree
+# on the top class, humans give the other classes at least 20% of their mass, and the two
+# distributions over the other nine classes differ most (`peterson.figure1_examples`).
+
+# %%
+from softlib.data import CIFAR10_CLASSES
+
+fig1_arch = archs_[0].label
+fig1 = P.figure1_examples(study.human, pre.probs(fig1_arch), n=4)
+model_p = pre.probs(fig1_arch)
+fig, axes = plt.subplots(len(fig1), 2, figsize=(9, 1.9 * max(1, len(fig1))), squeeze=False,
+                         gridspec_kw={"width_ratios": [1, 4]})
+x = np.arange(10)
+for j, (row, (_, r)) in enumerate(zip(axes, fig1.iterrows())):
+    i = int(r["index"])
+    row[0].imshow(study.images[i])
+    row[0].set_axis_off()
+    row[0].set_title(f"image {i}", fontsize=8)
+    row[1].bar(x - 0.2, study.human[i], 0.4, label="humans (CIFAR-10H)", color="C1")
+    row[1].bar(x + 0.2, model_p[i], 0.4, label=f"{fig1_arch}, pretrained (hard labels)",
+               color="C7")
+    row[1].set_xticks(x, CIFAR10_CLASSES if j == len(fig1) - 1 else [""] * 10, fontsize=7)
+    row[1].set_ylabel("probability", fontsize=8)
+if len(fig1):
+    axes[0, 1].legend(fontsize=7)
+    F.question_title(axes[0, 1], "Do people and the CNN agree beyond the top guess?",
+                     "paper Fig. 1")
+fig.tight_layout()
+plt.show()
+fig1.assign(**{c: fig1[c].map(lambda k: CIFAR10_CLASSES[k])
+               for c in ["top class", "human 2nd", "model 2nd"]}).style.format(
+    F.sig).hide(axis="index")
+
+# %% [markdown]
 # ## Fine-tuning with each kind of target
 # Every method starts from the same pretrained weights, uses the same folds, Adam schedule and
-# augmentation; only the targets (and, for mixup, the input mixing) change.
+# augmentation (the profile's `schedule`, as in section 2: the repository's recipe per
+# architecture in `paper`, cut at 150 epochs); only the targets (and, for mixup, the input
+# mixing) change.
 
 # %%
 t0 = time.perf_counter()

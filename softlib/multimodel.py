@@ -34,9 +34,8 @@ Limits: models must not define the engine's training hooks (``training_loss``,
 ``requires_input_grad``, ``after_optimizer_step``, ``on_epoch_start``); every model takes the
 same number of steps per epoch (equal training-set sizes, or ``drop_last=True``, in which case
 all models take ``min_k(n_k // batch_size)`` steps); no early stopping or best-weights restore
-(per-model validation is monitored: each model's loss on its own set after every epoch). Dropout
-draws differ
-from sequential training (``randomness='different'``), as they would with any other seed.
+(validation is monitored: each model's loss on its own set after every epoch). Dropout draws
+differ from sequential training (``randomness='different'``), as they would with any other seed.
 """
 from __future__ import annotations
 
@@ -141,8 +140,8 @@ class StackedModels(nn.Module):
 
 class _StackedMonitor:
     """Each model's loss and accuracy on its own validation set, evaluated by the stacked
-    forward in eval mode (sets of unequal size are padded by repeating their first image; the
-    padding is not scored)."""
+    forward in eval mode (a set shorter than the longest is padded by repeating its last image;
+    the padding is not scored)."""
 
     def __init__(self, vals: Sequence[tuple[Any, Any]], device, batch_size: int):
         self.x = [to_device_images(v[0], device, f"fit_stacked(vals[{k}] images)")

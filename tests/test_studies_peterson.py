@@ -312,3 +312,19 @@ def test_a_monitored_fold_model_records_held_out_ce_vs_humans_every_epoch(tmp_pa
     assert curve[-1] == pytest.approx(final, rel=1e-4)
     assert P.scratch_job(study, arch, "hard", 0.01, 0, folds,
                          dict(params, heldout_per_epoch=False)).val is None
+
+
+def test_figure1_picks_agreeing_top_class_with_the_most_different_other_choices():
+    h = np.array([[0.7, 0.3, 0.0, 0.0],    # agree on 0; humans' 2nd is 1, model's is 2: TV 1
+                  [0.7, 0.3, 0.0, 0.0],    # agree on 0, same other choices: TV 0
+                  [0.2, 0.8, 0.0, 0.0],    # disagree on the top class: out
+                  [0.95, 0.05, 0.0, 0.0],  # humans nearly certain: out
+                  [0.6, 0.2, 0.2, 0.0]])   # agree; other choices half different: TV 0.5
+    m = np.array([[0.9, 0.0, 0.1, 0.0], [0.8, 0.2, 0.0, 0.0], [0.9, 0.1, 0.0, 0.0],
+                  [0.5, 0.0, 0.5, 0.0], [0.9, 0.1, 0.0, 0.0]])
+    out = P.figure1_examples(h, m, n=3)
+    assert out["index"].tolist() == [0, 4, 1]
+    assert out["other-choice TV"].tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert out.loc[0, "human 2nd"] == 1 and out.loc[0, "model 2nd"] == 2
+    with pytest.raises(ValueError, match="same"):
+        P.figure1_examples(h, m[:, :3])

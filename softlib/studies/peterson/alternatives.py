@@ -410,3 +410,34 @@ def paper_vs_run_table1(t1: pd.DataFrame, archs: Sequence[Arch]) -> pd.DataFrame
                      "run c10": r["c10"], "paper v4": ref[2], "run v4": r["v4"],
                      "paper v6": ref[3], "run v6": r["v6"]})
     return pd.DataFrame(rows)
+
+
+def figure1_examples(human: np.ndarray, model: np.ndarray, n: int = 6,
+                     min_human_doubt: float = 0.2) -> pd.DataFrame:
+    """Paper Figure 1: images on which humans and a CNN trained on hard labels agree on the top
+    class but differ over the other choices.
+
+    Among images where both put their highest probability on the same class and humans give
+    the other classes at least ``min_human_doubt`` of their mass, the ``n`` whose distributions
+    over the other nine classes (each renormalised) differ most in total variation. Returns one
+    row per image: index, shared top class, human / model second choice, the two distances."""
+    human, model = np.asarray(human, dtype=np.float64), np.asarray(model, dtype=np.float64)
+    if human.shape != model.shape or human.ndim != 2:
+        raise ValueError(f"figure1_examples: human {human.shape} and model {model.shape} must be "
+                         "the same [N, C] shape")
+    top = human.argmax(1)
+    rows = np.arange(len(human))
+    doubt = 1.0 - human[rows, top]
+    keep = (model.argmax(1) == top) & (doubt >= min_human_doubt)
+    rest_h, rest_m = human.copy(), model.copy()
+    rest_h[rows, top] = rest_m[rows, top] = 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rest_h /= rest_h.sum(1, keepdims=True)
+        rest_m /= rest_m.sum(1, keepdims=True)
+    tv = 0.5 * np.abs(rest_h - rest_m).sum(1)
+    keep &= np.isfinite(tv)
+    idx = rows[keep][np.argsort(-tv[keep], kind="stable")][: int(n)]
+    return pd.DataFrame({"index": idx, "top class": top[idx],
+                         "human 2nd": rest_h[idx].argmax(1), "model 2nd": rest_m[idx].argmax(1),
+                         "human mass off top": doubt[idx], "model mass off top":
+                         1.0 - model[idx, top[idx]], "other-choice TV": tv[idx]})
