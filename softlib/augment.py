@@ -35,6 +35,7 @@ whole batch with a few tensor ops. The same generator state gives the same outpu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -384,25 +385,19 @@ def apply_laing_params(x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Ten
 
 
 def laing_augment(x: torch.Tensor, generator: torch.Generator | None = None,
-                  brightness: float = LAING_PARAMS["brightness"],
-                  contrast: float = LAING_PARAMS["contrast"],
-                  saturation: float = LAING_PARAMS["saturation"],
-                  hue: float = LAING_PARAMS["hue"],
-                  degrees: float = LAING_PARAMS["degrees"],
-                  scale: tuple[float, float] = LAING_PARAMS["scale"],
-                  ratio: tuple[float, float] = LAING_PARAMS["ratio"]) -> torch.Tensor:
+                  **strengths: Any) -> torch.Tensor:
     """ColorJitter -> HorizontalFlip -> Rotation(degrees) -> ResizedCrop(scale, ratio), per image.
 
-    Returns a float batch in [0, 1] (uint8 input is converted). Defaults are the author's
-    (:data:`LAING_PARAMS`); see the module docstring.
+    Returns a float batch in [0, 1] (uint8 input is converted). ``strengths``: any of
+    :func:`draw_laing_params`' keyword arguments (defaults: the author's, :data:`LAING_PARAMS`);
+    see the module docstring.
     """
     _check(x)
     if not x.is_floating_point():
         x = x.float().div_(255)
     if x.shape[0] == 0:
         return x.clone()
-    p = draw_laing_params(x, generator, brightness, contrast, saturation, hue, degrees, scale, ratio)
-    return apply_laing_params(x, p)
+    return apply_laing_params(x, draw_laing_params(x, generator, **strengths))
 
 
 def apply(name: str, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -93,6 +93,14 @@ def blocks_per_stage(depth: int, per_block: int, extra: int, arch: str) -> int:
     return n
 
 
+def stage_blocks(n: int, stages: int = 3):
+    """(stage, stride) of every block of a CIFAR ResNet-style trunk in build order: ``n`` blocks
+    per stage, the first block of each stage after the first halving the resolution."""
+    for stage in range(stages):
+        for i in range(n):
+            yield stage, 2 if (stage > 0 and i == 0) else 1
+
+
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
 

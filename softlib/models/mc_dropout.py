@@ -24,7 +24,8 @@ import math
 import torch
 from torch import nn
 
-from .common import GlobalPool, MCDropout, Normalize, blocks_per_stage, conv3x3, init_weights
+from .common import (GlobalPool, MCDropout, Normalize, blocks_per_stage, conv3x3, init_weights,
+                     stage_blocks)
 from .resnet import ResNetFeatures, _projection
 
 PLACEMENTS = ("relu", "blocks", "head")
@@ -60,11 +61,10 @@ class ReLUDropoutFeatures(nn.Module):
         n = blocks_per_stage(depth, 2, 2, "resnet20_dropout")
         self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(), MCDropout(p))
         layers, cin = [], width
-        for stage in range(3):
+        for stage, stride in stage_blocks(n):
             cout = width * 2**stage
-            for i in range(n):
-                layers.append(ReLUDropoutBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1, p))
-                cin = cout
+            layers.append(ReLUDropoutBlock(cin, cout, stride, p))
+            cin = cout
         self.blocks = nn.Sequential(*layers)
         self.pool = GlobalPool()
         self.num_features = cin

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .common import CifarNet, GlobalPool, blocks_per_stage, conv3x3, init_weights
+from .common import CifarNet, GlobalPool, blocks_per_stage, conv3x3, init_weights, stage_blocks
 
 
 class PyramidBlock(nn.Module):
@@ -36,12 +36,10 @@ class PyramidFeatures(nn.Module):
         step = alpha / (3 * n)
         self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width))
         layers, cin, c = [], width, float(width)
-        for stage in range(3):
-            for i in range(n):
-                c += step
-                stride = 2 if (stage > 0 and i == 0) else 1
-                layers.append(PyramidBlock(cin, int(round(c)), stride))
-                cin = int(round(c))
+        for _, stride in stage_blocks(n):
+            c += step
+            layers.append(PyramidBlock(cin, int(round(c)), stride))
+            cin = int(round(c))
         self.blocks = nn.Sequential(*layers)
         self.post = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
         self.pool = GlobalPool()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights
+from .common import (CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights,
+                     stage_blocks)
 
 
 def _projection(cin: int, cout: int, stride: int) -> nn.Module | None:
@@ -45,13 +46,11 @@ class ResNetFeatures(nn.Module):
         n = blocks_per_stage(depth, 2, 2, "resnet")
         self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU())
         layers, cin = [], width
-        for stage in range(3):
+        for stage, stride in stage_blocks(n):
             cout = width * 2**stage
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                drop = block_dropout() if block_dropout is not None else None
-                layers.append(BasicBlock(cin, cout, stride, drop))
-                cin = cout
+            drop = block_dropout() if block_dropout is not None else None
+            layers.append(BasicBlock(cin, cout, stride, drop))
+            cin = cout
         self.blocks = nn.Sequential(*layers)
         self.pool = GlobalPool()
         self.num_features = cin
@@ -117,11 +116,10 @@ class PreactFeatures(nn.Module):
         super().__init__()
         self.stem = conv3x3(3, stem)
         layers, cin = [], stem
-        for stage, planes in enumerate(stage_planes):
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                layers.append(block(cin, planes, stride, dropout))
-                cin = planes * block.expansion
+        for stage, stride in stage_blocks(n, len(stage_planes)):
+            planes = stage_planes[stage]
+            layers.append(block(cin, planes, stride, dropout))
+            cin = planes * block.expansion
         self.blocks = nn.Sequential(*layers)
         self.post = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
         self.pool = GlobalPool()

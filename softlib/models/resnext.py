@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights
+from .common import (CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights,
+                     stage_blocks)
 
 
 class ResNeXtBlock(nn.Module):
@@ -36,13 +37,11 @@ class ResNeXtFeatures(nn.Module):
         stem = width // 4
         self.stem = nn.Sequential(conv3x3(3, stem), nn.BatchNorm2d(stem), nn.ReLU())
         layers, cin = [], stem
-        for stage in range(3):
+        for stage, stride in stage_blocks(n):
             inner = cardinality * base_width * 2**stage
             cout = width * 2**stage
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                layers.append(ResNeXtBlock(cin, inner, cout, cardinality, stride))
-                cin = cout
+            layers.append(ResNeXtBlock(cin, inner, cout, cardinality, stride))
+            cin = cout
         self.blocks = nn.Sequential(*layers)
         self.pool = GlobalPool()
         self.num_features = cin

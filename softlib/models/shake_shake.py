@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights
+from .common import (CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights,
+                     stage_blocks)
 
 
 def shake(a: torch.Tensor, b: torch.Tensor, training: bool) -> torch.Tensor:
@@ -69,12 +70,10 @@ class ShakeFeatures(nn.Module):
         n = blocks_per_stage(depth, 2, 2, "shake_shake")
         self.stem = nn.Sequential(conv3x3(3, 16), nn.BatchNorm2d(16))
         layers, cin = [], 16
-        for stage in range(3):
+        for stage, stride in stage_blocks(n):
             cout = width * 2**stage
-            for i in range(n):
-                stride = 2 if (stage > 0 and i == 0) else 1
-                layers.append(ShakeBlock(cin, cout, stride))
-                cin = cout
+            layers.append(ShakeBlock(cin, cout, stride))
+            cin = cout
         self.blocks = nn.Sequential(*layers)
         self.pool = GlobalPool()
         self.num_features = cin
