@@ -111,8 +111,8 @@ pd.DataFrame(rows).set_index("arch")
 from softlib.data import CIFAR10_CLASSES
 
 fig1_arch = archs_[0].label
-fig1 = P.figure1_examples(study.human, pre.probs(fig1_arch), n=4)
 model_p = pre.probs(fig1_arch)
+fig1 = P.figure1_examples(study.human, model_p, n=4)
 fig, axes = plt.subplots(len(fig1), 2, figsize=(9, 1.9 * max(1, len(fig1))), squeeze=False,
                          gridspec_kw={"width_ratios": [1, 4]})
 x = np.arange(10)

@@ -155,6 +155,7 @@ class _StackedMonitor:
 
     @torch.no_grad()
     def __call__(self, stacked: "StackedModels", amp: bool) -> tuple[list, list]:
+        was_training = stacked.training
         stacked.eval()
         n_max = max(self.n)
         logits = []
@@ -164,6 +165,7 @@ class _StackedMonitor:
             xb = torch.stack([_to_float(x[r]) for x, r in zip(self.x, rows)])
             with _autocast(xb.device, amp):
                 logits.append(stacked(xb).float())
+        stacked.train(was_training)
         z = torch.cat(logits, 1)
         losses, accs = [], []
         for k, (t, n) in enumerate(zip(self.t, self.n)):
@@ -320,7 +322,6 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             vloss, vacc = monitor(stacked, amp)
             history["val_loss"].append(vloss)
             history["val_acc"].append(vacc)
-            stacked.train()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         history["seconds"].append(time.perf_counter() - t0)

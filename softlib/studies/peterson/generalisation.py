@@ -72,6 +72,13 @@ class FoldRuns:
     heldout_curves: dict[tuple[str, str, float, int], list[float]] = field(default_factory=dict)
 
 
+def run_key_names(runs) -> list[str]:
+    """The fields of a run's key: (arch, condition, lr, fold) for a :class:`FoldRuns`,
+    (arch, method, alpha, lr, fold) for section 3's ``FinetuneRuns``."""
+    return (["arch", "condition", "lr", "fold"] if isinstance(runs, FoldRuns)
+            else ["arch", "method", "alpha", "lr", "fold"])
+
+
 def heldout_curve(entry: Entry) -> list[float] | None:
     """The per-epoch held-out CE vs humans a run recorded (its ``val_loss``), or None."""
     curve = ((entry.meta.get("result") or {}).get("history") or {}).get("val_loss")
@@ -84,8 +91,7 @@ def heldout_epochs_table(runs) -> pd.DataFrame:
     best epoch, and how many folds recorded a curve. The best epoch is chosen on the held-out
     images themselves, so its CE is an optimistic bound (what early stopping on a separate
     validation split could at most gain), never a result to compare with the paper's."""
-    names = (["arch", "condition", "lr"] if isinstance(runs, FoldRuns)
-             else ["arch", "method", "alpha", "lr"])
+    names = run_key_names(runs)[:-1]
     rows = []
     for key, curve in runs.heldout_curves.items():
         c = np.asarray(curve, dtype=float)
@@ -107,8 +113,7 @@ def heldout_epochs_table(runs) -> pd.DataFrame:
 
 def heldout_curves_frame(runs) -> pd.DataFrame:
     """Long table of the recorded curves (one row per run and epoch) for plotting."""
-    names = (["arch", "condition", "lr", "fold"] if isinstance(runs, FoldRuns)
-             else ["arch", "method", "alpha", "lr", "fold"])
+    names = run_key_names(runs)
     rows = [dict(zip(names, key), epoch=i + 1, ce=float(v))
             for key, curve in runs.heldout_curves.items() if key not in (runs.diverged or {})
             for i, v in enumerate(curve)]
@@ -173,8 +178,7 @@ def _run_divergence(runs, key, arrays: Iterable[np.ndarray]) -> tuple[bool, floa
 def diverged_table(runs) -> pd.DataFrame:
     """The diverged runs of a :class:`FoldRuns` or :class:`FinetuneRuns` (one row each, with
     the epoch in which the loss or weights became NaN / inf); empty when none diverged."""
-    names = (["arch", "condition", "lr", "fold"] if isinstance(runs, FoldRuns)
-             else ["arch", "method", "alpha", "lr", "fold"])
+    names = run_key_names(runs)
     rows = []
     for key, lg in runs.logits.items():
         arrays = lg.values() if isinstance(lg, Mapping) else [lg]
