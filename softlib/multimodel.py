@@ -18,8 +18,8 @@ How each part stays exactly per-model:
 * **divergence**: for the same reasons a model whose loss or weights become NaN / infinite
   keeps them in its own slice (the gradient of the summed loss w.r.t. each model's loss is 1,
   whatever the other losses are); it is recorded as diverged in that epoch
-  (``StackedResult.diverged_epochs``), the others train on, and training stops early only when
-  every model has diverged;
+  (``StackedResult.diverged_epochs``), the others train on, and the group stops early only when
+  every model has diverged or stopped;
 * **BatchNorm running statistics**: the stacked buffers are passed to ``vmap`` batched along the
   model dimension; BatchNorm's in-place running-stat update (and ``num_batches_tracked``) then
   writes into each model's own slice of the stacked buffer. Nothing is dropped; the test checks
@@ -33,9 +33,15 @@ How each part stays exactly per-model:
 Limits: models must not define the engine's training hooks (``training_loss``,
 ``requires_input_grad``, ``after_optimizer_step``, ``on_epoch_start``); every model takes the
 same number of steps per epoch (equal training-set sizes, or ``drop_last=True``, in which case
-all models take ``min_k(n_k // batch_size)`` steps); no early stopping or best-weights restore
-(validation is monitored: each model's loss on its own set after every epoch). Dropout draws
-differ from sequential training (``randomness='different'``), as they would with any other seed.
+all models take ``min_k(n_k // batch_size)`` steps). Dropout draws differ from sequential
+training (``randomness='different'``), as they would with any other seed.
+
+Validation, early stopping and ``keep_best`` are per model: each model's loss on its own
+validation set after every epoch decides its own best epoch, its own patience and the weights it
+ends with. A model that has stopped keeps being computed inside the group (its slice is
+independent of the others) until every model has stopped or diverged, but its history ends at
+its stop and it ends with the weights fit would give it (the best epoch's, when restoring), so
+stopping models early costs time, never results.
 """
 from __future__ import annotations
 
@@ -184,10 +190,17 @@ class StackedResult:
     steps_per_epoch: int
     diverged_epochs: list = None  # per model: the epoch (1-based) its loss or weights became
     #                               non-finite, else None (see softlib.train.TrainResult)
+    stopped_epochs: list = None   # per model: the epoch early stopping ended it at, else None
+    best_epochs: list = None      # per model: the epoch of its lowest validation loss (with vals)
 
     def __post_init__(self):
-        if self.diverged_epochs is None:
-            self.diverged_epochs = [None] * len(self.models)
+        for name in ("diverged_epochs", "stopped_epochs", "best_epochs"):
+            if getattr(self, name) is None:
+                setattr(self, name, [None] * len(self.models))
+
+    def epochs_run(self, k: int) -> int:
+        """How many epochs model k's own run lasted (to its divergence or early stop)."""
+        return self.diverged_epochs[k] or self.stopped_epochs[k] or len(self.history["epoch"])
 
 
 def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
@@ -202,15 +215,18 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     optimizer updates and BatchNorm statistics), up to floating-point differences of batched
     kernels. ``seeds`` defaults to ``config.seed + k``. ``vals`` (one ``(images, targets)`` per
     model) adds each model's validation loss and accuracy after every epoch, as ``fit`` records
-    them (monitoring only: no early stopping, no best-weights restore). Returns the trained
-    models (updated in place).
+    them; ``config.early_stopping_patience`` and ``config.keep_best`` (which need ``vals``) then
+    act on each model by its own validation loss, as in ``fit``. Returns the trained models
+    (updated in place).
     """
     k_models = len(models)
     if len(indices) != k_models:
         raise ValueError(f"fit_stacked(indices): {len(indices)} index sets for {k_models} models")
-    if config.early_stopping_patience is not None or config.keep_best:
-        raise ValueError("fit_stacked: early stopping and keep_best are not supported; use "
-                         "softlib.train.fit")
+    patience = config.early_stopping_patience
+    restore_best = patience is not None or bool(config.keep_best)
+    if restore_best and vals is None:
+        raise ValueError("fit_stacked: TrainConfig.early_stopping_patience / keep_best need "
+                         "vals (one validation set per model)")
     if vals is not None and len(vals) != k_models:
         raise ValueError(f"fit_stacked(vals): {len(vals)} validation sets for {k_models} models")
     seeds = list(seeds) if seeds is not None else [config.seed + k for k in range(k_models)]
@@ -262,6 +278,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     show = progress and not _quiet()
     t_start, seen = time.perf_counter(), 0
     diverged: list[int | None] = [None] * k_models
+    tracker = _BestTracker(k_models, patience, restore_best)
     for epoch in range(int(config.epochs)):
         t0 = time.perf_counter()
         perms = [torch.randperm(sizes[k], generator=gens[k][0]).to(device)
@@ -312,7 +329,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             if tns.is_floating_point():
                 finite &= torch.isfinite(tns).reshape(k_models, -1).all(1)
         for k, ok in enumerate(finite.tolist()):
-            if not ok and diverged[k] is None:
+            if not ok and diverged[k] is None and tracker.stopped[k] is None:
                 diverged[k] = epoch + 1
                 warnings.warn(f"softlib.multimodel: stacked model {k} ({config.arch}, lr "
                               f"{config.lr}, seed {seeds[k]}) diverged in epoch {epoch + 1}: "
@@ -320,18 +337,74 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                               "train on")
         if monitor is not None:
             vloss, vacc = monitor(stacked, amp)
+            for k in range(k_models):
+                if diverged[k] == epoch + 1:  # as fit records a diverged epoch
+                    vloss[k] = vacc[k] = float("nan")
             history["val_loss"].append(vloss)
             history["val_acc"].append(vacc)
+            tracker.update(epoch + 1, vloss, diverged, stacked)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         history["seconds"].append(time.perf_counter() - t0)
-        if all(d is not None for d in diverged):
+        if all(d is not None or s is not None for d, s in zip(diverged, tracker.stopped)):
             break
     seconds = time.perf_counter() - t_start
+    tracker.restore(stacked, diverged)
     trained = stacked.unstack()
     return StackedResult(models=trained, history=history, seconds=seconds,
                          images_per_second=seen / max(seconds, 1e-9), steps_per_epoch=steps,
-                         diverged_epochs=diverged)
+                         diverged_epochs=diverged, stopped_epochs=list(tracker.stopped),
+                         best_epochs=list(tracker.best_epoch))
+
+
+class _BestTracker:
+    """Per model, what ``fit`` tracks on validation loss: the best epoch (strictly lower loss),
+    the epochs without improvement, the early stop, and (when restoring) a copy of the best
+    epoch's weights in a stacked snapshot, of which only that model's slice is written."""
+
+    def __init__(self, k_models: int, patience: int | None, restore: bool):
+        self.patience = None if patience is None else int(patience)
+        self.restore_best = restore
+        self.best_loss = [math.inf] * k_models
+        self.best_epoch: list[int | None] = [None] * k_models
+        self.bad = [0] * k_models
+        self.stopped: list[int | None] = [None] * k_models
+        self.snapshot: dict[str, torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def update(self, epoch: int, vloss: Sequence[float], diverged: Sequence[int | None],
+               stacked: StackedModels) -> None:
+        for k, v in enumerate(vloss):
+            if diverged[k] is not None or self.stopped[k] is not None:
+                continue  # that model's run has ended
+            if v < self.best_loss[k]:
+                self.best_loss[k], self.best_epoch[k], self.bad[k] = v, epoch, 0
+                if self.restore_best:
+                    self._save(k, stacked)
+            else:
+                self.bad[k] += 1
+            if self.patience is not None and self.bad[k] >= self.patience:
+                self.stopped[k] = epoch
+
+    def _save(self, k: int, stacked: StackedModels) -> None:
+        p, b = stacked._stacked()
+        state = {**p, **b}
+        if self.snapshot is None:
+            self.snapshot = {n: t.detach().clone() for n, t in state.items()}
+        else:
+            for n, t in state.items():
+                self.snapshot[n][k].copy_(t[k])
+
+    @torch.no_grad()
+    def restore(self, stacked: StackedModels, diverged: Sequence[int | None]) -> None:
+        """Write each non-diverged model's best weights back into its slice (as ``fit`` does)."""
+        if not self.restore_best or self.snapshot is None:
+            return
+        p, b = stacked._stacked()
+        for n, t in {**p, **b}.items():
+            for k in range(len(self.bad)):
+                if self.best_epoch[k] is not None and diverged[k] is None:
+                    t[k].copy_(self.snapshot[n][k])
 
 
 # ------------------------------------------------------------------------------------------
@@ -350,9 +423,9 @@ def stacking_enabled(stack: Any, device: str | torch.device | None = None) -> bo
 def _stack_signature(job: TrainJob) -> tuple | None:
     """What must be equal for jobs to train together (None: the job cannot be stacked)."""
     c = job.config
-    if (job.target_sampler is not None or c.early_stopping_patience is not None
-            or c.keep_best):
-        return None
+    needs_val = c.early_stopping_patience is not None or c.keep_best
+    if job.target_sampler is not None or (needs_val and job.val is None):
+        return None  # train_cached says what is wrong with a missing validation set
     d = c.to_dict()
     d.pop("seed")
     return (json.dumps(d, sort_keys=True, default=str), len(job.train_data[0]))
@@ -404,24 +477,20 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     for k, (job, model) in enumerate(zip(jobs, res.models)):
         h = res.history
         div = res.diverged_epochs[k]
-        last = len(h["epoch"]) if div is None else div  # a diverged model's history ends there
+        last = res.epochs_run(k)  # a diverged or stopped model's history ends there
         history = {"epoch": list(h["epoch"][:last]),
                    "train_loss": [float(row[k]) for row in h["train_loss"][:last]],
                    "lr": list(h["lr"][:last]),
                    "seconds": [s / k_models for s in h["seconds"][:last]]}
-        best_epoch = None
         if "val_loss" in h:
             history["val_loss"] = [float(row[k]) for row in h["val_loss"][:last]]
             history["val_acc"] = [float(row[k]) for row in h["val_acc"][:last]]
-            finite = [(v, e) for v, e in zip(history["val_loss"], history["epoch"])
-                      if math.isfinite(v)]
-            best_epoch = min(finite)[1] if finite else None
         # the group's time shared equally; images per second of one model in its share
-        result = TrainResult(history=history, epochs_run=len(history["epoch"]),
-                             best_epoch=best_epoch,
+        result = TrainResult(history=history, epochs_run=last, best_epoch=res.best_epochs[k],
                              seconds=res.seconds / k_models,
                              images_per_second=res.images_per_second, device=str(dev),
-                             stopped_early=False, diverged=div is not None, diverged_epoch=div)
+                             stopped_early=res.stopped_epochs[k] is not None,
+                             diverged=div is not None, diverged_epoch=div)
         sets = dict(job.eval_sets or {})
         fps = {name: _images_fingerprint(imgs) for name, imgs in sets.items()}
         extra = {"stacked": k_models}
@@ -477,9 +546,9 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     Misses are grouped by their :class:`TrainConfig` apart from ``seed`` and their training-set
     size; a group trains together when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
-    and no training hooks, and none has a target sampler, early stopping or ``keep_best``
-    (validation data only monitors: each stacked model records its own per-epoch validation
-    loss, as :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
+    and no training hooks, and none has a target sampler (each stacked model records its own
+    per-epoch validation loss and follows its own early stopping / ``keep_best``, as
+    :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
     stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
     group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
     A group whose models have more than ``max_group_params`` parameters in all is split into

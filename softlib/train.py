@@ -620,8 +620,8 @@ class TrainJob:
     """One :func:`train_cached` call, as data (the arguments of the same names).
 
     ``val_optional``: ``val`` only monitors the run (no early stopping). Kept for callers that
-    say so; stacked training (:func:`softlib.multimodel.train_cached_many`) now monitors every
-    stacked model's own ``val`` whenever the configuration has no early stopping or keep_best.
+    say so; stacked training (:func:`softlib.multimodel.train_cached_many`) monitors every
+    stacked model's own ``val`` and applies early stopping / keep_best per model.
     """
     config: TrainConfig
     data_fingerprint: str

@@ -143,3 +143,40 @@ def test_stacked_bf16_close_to_sequential_bf16():
         for name in a:  # bf16 kernels: agreement to bf16 precision, not bit for bit
             torch.testing.assert_close(a[name].float(), b[name].float(), atol=3e-2, rtol=3e-2,
                                        msg=f"model {k} {name}")
+
+
+@pytest.mark.parametrize("kw", [dict(early_stopping_patience=2), dict(keep_best=True)])
+def test_early_stopping_and_keep_best_act_per_model(kw):
+    """Each stacked model stops, and ends with its best epoch's weights, as fit would alone."""
+    x, t = data(n=60)
+    idx = [np.arange(0, 30), np.arange(10, 40), np.arange(20, 50)]
+    vals = [(x[40:60], t[40:60]), (x[0:10], t[0:10]), (x[5:25], t[5:25])]
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=8, optimizer="adam", lr=0.01,
+                      weight_decay=0.0, augment="none", **kw)
+    seeds = [3, 4, 5]
+    ms = models(3)
+    seq = [copy.deepcopy(m) for m in ms]
+    alone = [train.fit(m, x[idx[k]], t[idx[k]], cfg.replace(seed=seeds[k]), val=vals[k],
+                       progress=False) for k, m in enumerate(seq)]
+    res = fit_stacked(ms, x, t, idx, cfg, seeds=seeds, progress=False, vals=vals)
+    for k in range(3):
+        assert res.best_epochs[k] == alone[k].best_epoch
+        assert res.epochs_run(k) == alone[k].epochs_run
+        assert (res.stopped_epochs[k] is not None) == alone[k].stopped_early
+        got = [row[k] for row in res.history["val_loss"][:res.epochs_run(k)]]
+        np.testing.assert_allclose(got, alone[k].history["val_loss"], rtol=1e-4, atol=1e-5)
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=1e-4, msg=f"model {k} {name}")
+    # the runs differ from each other, so per-model bookkeeping is what the test checks
+    assert len({(r.best_epoch, r.epochs_run) for r in alone}) > 1
+    assert any(r.best_epoch < r.epochs_run for r in alone)  # a restore that changes weights
+
+
+def test_early_stopping_and_keep_best_need_validation_sets():
+    x, t = data()
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=1)
+    for kw in (dict(keep_best=True), dict(early_stopping_patience=1)):
+        with pytest.raises(ValueError, match="need vals"):
+            fit_stacked(models(2), x, t, [np.arange(30), np.arange(30)], cfg.replace(**kw),
+                        progress=False)

@@ -79,12 +79,14 @@ def test_job_cost_uses_the_recorded_throughput():
     seconds, measured = PL.job_seconds(other, tp)
     assert not measured and seconds == pytest.approx(1000 / tp.train[tp.default_arch])
     # in a stacked group: its share of the group's recorded aggregate speed; never stacked when
-    # the group is a single job or stacking is off
-    together = tp.stacked_rate("resnet_basic_110")
-    assert together > rate
+    # the group is a single job or stacking is off, nor when the group is smaller than the one
+    # measured (10 models)
+    together = tp.stacked_rate("resnet_basic_110", 10)
+    assert together > rate and tp.stacked_rate("resnet_basic_110", 9) is None
     grouped = PL.Job("s", "train", "k", {}, "x", arch="resnet_basic_110",
                      train_images=together * 7, group="g", stack="auto")
     assert PL.job_seconds(grouped, tp, group_size=10)[0] == pytest.approx(7)
+    assert PL.job_seconds(grouped, tp, group_size=5)[0] == pytest.approx(together * 7 / rate)
     assert PL.job_seconds(grouped, tp, group_size=1)[0] == pytest.approx(together * 7 / rate)
     grouped.stack = False
     assert PL.job_seconds(grouped, tp, group_size=10)[0] == pytest.approx(together * 7 / rate)

@@ -138,7 +138,8 @@ def test_only_misses_are_trained_and_a_new_eval_set_is_added(tmp_path):
 
 def test_unstackable_jobs_fall_back_to_train_cached(tmp_path):
     x, t = data()
-    # fold 2 trains on fewer images; jobs 3-4 have a training hook; job 5 stops early
+    # fold 2 trains on fewer images; jobs 3-4 have a training hook; job 5 (early stopping) is
+    # alone in its configuration
     jobs = fold_jobs(x, t, sizes=(30, 30, 25), seeds=(0, 1, 2))
     jobs += fold_jobs(x, t, sizes=(30, 30), seeds=(3, 4), builder=build_hooked)
     jobs[3].data_fingerprint += "h"
@@ -175,12 +176,35 @@ def test_stacked_models_monitor_their_own_validation_sets(tmp_path):
         np.testing.assert_allclose(a.arrays["logits_all"], b.arrays["logits_all"], atol=1e-4)
 
 
-def test_stacking_refuses_keep_best():
+@pytest.mark.parametrize("kw", [dict(early_stopping_patience=1), dict(keep_best=True)])
+def test_early_stopping_and_keep_best_jobs_stack_with_their_own_results(tmp_path, kw):
     x, t = data()
-    job = fold_jobs(x, t, sizes=(30,), seeds=(0,))[0]
-    with pytest.raises(ValueError, match="keep_best"):
-        multimodel.fit_stacked([build(job.config)], x, t, [np.arange(30)],
-                               job.config.replace(keep_best=True), device="cpu", progress=False)
+    jobs = fold_jobs(x, t, sizes=(30, 30, 30), seeds=(0, 1, 2))
+    for k, job in enumerate(jobs):
+        job.config = job.config.replace(epochs=8, optimizer="adam", lr=0.01, schedule="constant",
+                                        warmup_epochs=0, milestones=[], **kw)
+        job.val = (x[40 + 5 * k:55], t[40 + 5 * k:55])
+    cache = ResultCache(tmp_path / "many")
+    many = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=True)
+    seq = sequential(ResultCache(tmp_path / "seq"), jobs)
+    assert [e.meta["stacked"] for e in many] == [3, 3, 3]
+    assert_same_entries(many, seq)
+    for a, b in zip(many, seq):
+        ra, rb = a.meta["result"], b.meta["result"]
+        for field in ("best_epoch", "stopped_early", "epochs_run", "diverged"):
+            assert ra[field] == rb[field], field
+        np.testing.assert_allclose(ra["history"]["val_loss"], rb["history"]["val_loss"],
+                                   rtol=1e-4, atol=1e-5)
+    # the three runs end differently, and one ends on weights older than its last epoch
+    runs = [(e.meta["result"]["best_epoch"], e.meta["result"]["epochs_run"]) for e in seq]
+    assert len(set(runs)) > 1 and any(best < last for best, last in runs)
+    # a job that needs a validation set and has none is left to train_cached, which says so
+    bare = fold_jobs(x, t, sizes=(30, 30), seeds=(7, 8))
+    for job in bare:
+        job.config = job.config.replace(**kw)
+    with pytest.raises(ValueError, match="needs fit"):
+        multimodel.train_cached_many(ResultCache(tmp_path / "bare"), "t", bare, device="cpu",
+                                     progress=False, stack=True)
 
 
 def test_auto_does_not_stack_on_cpu_and_false_never_stacks(tmp_path):
@@ -271,7 +295,7 @@ def _keys(cache, kind):
                   for p in (cache.root / kind).iterdir() if (p / "meta.json").exists())
 
 
-def test_laing_grid_stacks_seeds_without_early_stopping_only(tmp_path, monkeypatch):
+def test_laing_grid_stacks_seeds_of_models_without_hooks(tmp_path, monkeypatch):
     from softlib.studies import laing as L
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
     rng = np.random.default_rng(0)
@@ -297,13 +321,20 @@ def test_laing_grid_stacks_seeds_without_early_stopping_only(tmp_path, monkeypat
     # stacked runs monitor their own validation sets too: the same best epochs as one at a time
     assert seq.table.best_epoch.notna().all()
     np.testing.assert_array_equal(g.table.best_epoch, seq.table.best_epoch)
-    # with early stopping nothing is stacked
-    es = ResultCache(tmp_path / "es")
-    L.run_grid(data, dict(params, early_stopping_patience=1, model_types=["basic"]), es,
-               device="cpu", progress=False)
-    for s in (0, 1):
-        job = L._train_job(data, "basic", "soft", s, dict(params, early_stopping_patience=1))[0]
-        assert "stacked" not in es.load("laing_train", job.key()).meta
+    # with early stopping (or keep_best) the seeds still train together, each stopping on its own
+    for kw in (dict(early_stopping_patience=1, epochs=4), dict(keep_best_checkpoint=True)):
+        p = dict(params, model_types=["basic"], **kw)
+        es = ResultCache(tmp_path / f"es{len(kw)}")
+        g = L.run_grid(data, p, es, device="cpu", progress=False)
+        for s in (0, 1):
+            job = L._train_job(data, "basic", "soft", s, p)[0]
+            assert es.load("laing_train", job.key()).meta["stacked"] == 2
+        seq = L.run_grid(data, dict(p, stack_models=False), ResultCache(tmp_path / f"seq{len(kw)}"),
+                         device="cpu", progress=False)
+        for col in ("best_epoch", "epochs_run"):
+            np.testing.assert_array_equal(g.table[col], seq.table[col])
+        np.testing.assert_allclose(g.table[cols].to_numpy(float), seq.table[cols].to_numpy(float),
+                                   atol=1e-3, rtol=1e-3)
 
 
 def test_large_groups_are_split_under_the_parameter_limit(tmp_path):

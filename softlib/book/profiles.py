@@ -213,8 +213,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # ResNet-110 3,330 | 10,300; pretraining (SGD, 50k images) VGG 21,800, ResNet-110 3,370;
         # prediction VGG 92,000, ResNet-110 58,000; FGSM VGG 36,000, ResNet-110 7,600.
         # Laing at width 16, batch 64, validation every epoch (early stopping): basic 5,400,
-        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s (the hooks of SNGP / DUQ and early
-        # stopping rule out stacking there).
+        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s, one model at a time (the hooks
+        # of SNGP / DUQ rule out stacking; the 3 seeds of basic and MC dropout now train
+        # together, early stopping per model, at a speed not measured yet: the estimate below
+        # is one at a time, an upper bound).
         #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
         #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
         #     condition); predicting 13,500 images per model (5k CIFAR-10 train + 75 x 100

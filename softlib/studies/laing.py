@@ -461,6 +461,14 @@ def train_job(data: LaingData, model_type: str, condition: str, seed: int,
 UNSTACKABLE = ("sngp", "duq")
 
 
+def seeds_train_together(params: Mapping[str, Any], model_type: str) -> bool:
+    """Whether the seeds of one (``model_type``, condition) form one stacked group where
+    stacking is on (``params['stack_models']`` not False): several seeds and a model type
+    without training hooks. Early stopping and keep_best act per model inside the group."""
+    return (params.get("stack_models", "auto") is not False and len(params["seeds"]) > 1
+            and model_type not in UNSTACKABLE)
+
+
 def _run_info(entry, mix_prob: float, smoothing_eps: float, n_train: int) -> dict[str, Any]:
     res = entry.meta.get("result", {})
     return {"epochs_run": res.get("epochs_run"), "best_epoch": res.get("best_epoch"),
@@ -574,9 +582,10 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
 
     With stacking on (``params['stack_models']``: 'auto' = on CUDA, True, False) the seeds of one
     (model type, condition) that are not cached yet train together first
-    (:func:`softlib.multimodel.train_cached_many`), when the run has no early stopping and the model
-    type no training hooks (never SNGP or DUQ); such a model records no per-epoch validation
-    history and no ``best_epoch``. :func:`run_one` then loads them from the cache."""
+    (:func:`softlib.multimodel.train_cached_many`) when the model type has no training hooks
+    (never SNGP or DUQ, :func:`seeds_train_together`); each stacked model keeps its own
+    validation history, early stopping and best epoch. :func:`run_one` then loads them from
+    the cache."""
     from ..cache import ResultCache
     from ..multimodel import stacking_enabled, train_cached_many
     cache = cache if cache is not None else ResultCache()
@@ -585,10 +594,9 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     for _, m, c in jobs:  # fail before any training on a typo
         _model_type(m), _condition(c)
     stack = params.get("stack_models", "auto")
-    if (stacking_enabled(stack, device) and len(params["seeds"]) > 1
-            and params.get("early_stopping_patience") is None):
+    if stacking_enabled(stack, device):
         for m in params["model_types"]:
-            if m in UNSTACKABLE:
+            if not seeds_train_together(params, m):
                 continue
             for c in conds:
                 todo = [j for j in (_train_job(data, m, c, s, params)[0] for s in params["seeds"])
