@@ -149,6 +149,29 @@ def test_a_diverging_stacked_model_leaves_the_others_as_they_would_be_without_it
     assert np.isnan(losses[:, 1]).all() and np.isfinite(losses[:, [0, 2]]).all()
 
 
+def test_a_diverging_stacked_model_under_keep_best_is_not_restored_and_others_are():
+    x, t = data(60)
+    idx = [np.arange(0, 30), np.arange(30, 60), np.arange(15, 45)]
+    vals = [(x[k * 10:k * 10 + 20], t[k * 10:k * 10 + 20]) for k in range(3)]
+    cfg = CFG.replace(optimizer="adam", lr=0.02, epochs=5, keep_best=True)
+    good = []
+    for s in (1, 2):
+        torch.manual_seed(s)
+        good.append(TinyBN())
+    with pytest.warns(UserWarning, match="stacked model 1 .* diverged in epoch 1"):
+        res = fit_stacked([copy.deepcopy(good[0]), _poisoned(9), copy.deepcopy(good[1])], x, t,
+                          idx, cfg, seeds=[1, 9, 2], progress=False, vals=vals)
+    ref = fit_stacked([copy.deepcopy(m) for m in good], x, t, [idx[0], idx[2]], cfg, seeds=[1, 2],
+                      progress=False, vals=[vals[0], vals[2]])
+    assert res.diverged_epochs == [None, 1, None] and res.best_epochs[1] is None
+    assert [res.best_epochs[0], res.best_epochs[2]] == ref.best_epochs
+    assert np.isnan(res.history["val_loss"][0][1])  # the diverged epoch is recorded as NaN
+    assert not torch.isfinite(res.models[1].fc.weight).all()  # kept as it diverged
+    for a, b in zip([res.models[0], res.models[2]], ref.models):
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+            torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-5)
+
+
 def test_train_cached_many_records_the_diverged_member_of_a_group(tmp_path):
     x, t = data(60)
     cfg = CFG.replace(epochs=2)
