@@ -67,7 +67,7 @@ from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _aut
                     _trained_entry, lr_at, resolve_device, to_device_images, train_cached)
 
 __all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
-           "stacking_enabled"]
+           "stacking_enabled", "stacks_on"]
 
 _HOOKS = ("training_loss", "requires_input_grad", "after_optimizer_step", "on_epoch_start")
 
@@ -411,13 +411,22 @@ class _BestTracker:
 # several cached runs at once: same-configuration models trained together (fit_stacked)
 # ------------------------------------------------------------------------------------------
 
-def stacking_enabled(stack: Any, device: str | torch.device | None = None) -> bool:
-    """``stack`` ('auto' or None: only when ``device`` resolves to CUDA; True; False) -> bool."""
+def stacks_on(stack: Any, cuda: bool) -> bool:
+    """Whether a ``stack`` setting ('auto' or None: on CUDA only; True; False) stacks on a
+    machine that has (``cuda``) or lacks a CUDA device: the one reading of the setting that
+    training, the Ray stages and the cost plan share."""
     if stack is None or stack == "auto":
-        return resolve_device(device).type == "cuda"
+        return bool(cuda)
     if stack is True or stack is False:
         return stack
     raise ValueError(f"stack: expected 'auto', True or False, got {stack!r}")
+
+
+def stacking_enabled(stack: Any, device: str | torch.device | None = None) -> bool:
+    """``stack`` ('auto' or None: only when ``device`` resolves to CUDA; True; False) -> bool."""
+    if stack is True or stack is False:
+        return stack
+    return stacks_on(stack, resolve_device(device).type == "cuda")
 
 
 def _stack_signature(job: TrainJob) -> tuple | None:

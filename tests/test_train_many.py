@@ -214,6 +214,11 @@ def test_auto_does_not_stack_on_cpu_and_false_never_stacks(tmp_path):
     assert multimodel.stacking_enabled(True, "cpu") and not multimodel.stacking_enabled(False, "cuda")
     with pytest.raises(ValueError, match="stack"):
         multimodel.stacking_enabled("yes", "cpu")
+    # the reading the Ray stages and the cost plan share
+    assert [multimodel.stacks_on(s, cuda) for s in ("auto", None, True, False)
+            for cuda in (True, False)] == [True, False, True, False, True, True, False, False]
+    with pytest.raises(ValueError, match="stack"):
+        multimodel.stacks_on("yes", True)
     for stack in ("auto", False):
         cache = ResultCache(tmp_path / str(stack))
         out = multimodel.train_cached_many(cache, "t", jobs, device="cpu", progress=False, stack=stack)

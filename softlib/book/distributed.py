@@ -71,10 +71,11 @@ def _units(todo: Sequence[Job], gpus: float) -> list[list[Job]]:
     """The tasks of a stage: a group of jobs the notebooks train together (stacked) is one task
     where it will be stacked (``stack`` True, or 'auto' on a cluster with GPUs), so it trains
     the same way and fills a GPU; every other job is a task of its own."""
+    from ..multimodel import stacks_on
     units: list[list[Job]] = []
     groups: dict[tuple[str, str], list[Job]] = {}
     for job in todo:
-        stacked = job.group is not None and (job.stack is True or (job.stack == "auto" and gpus > 0))
+        stacked = job.group is not None and stacks_on(job.stack, cuda=gpus > 0)
         if not stacked:
             units.append([job])
             continue

@@ -424,8 +424,9 @@ def job_seconds(job: Job, tp: Throughput, group_size: int = 1) -> tuple[float, b
     aggregate speed, where one is recorded for its architecture and a group that large
     (:meth:`Throughput.stacked_rate`); else one model at a time."""
     train, ev, measured = tp.lookup(job.arch)
+    from ..multimodel import stacks_on
     together = (tp.stacked_rate(job.arch, group_size)
-                if group_size > 1 and job.stack is not False else None)
+                if group_size > 1 and stacks_on(job.stack, cuda=True) else None)
     if together is not None and measured:
         train = max(train, together)  # aggregate img/s of the group: this job's share
     return (job.train_images + job.attack_passes) / train + job.eval_images / ev, measured
