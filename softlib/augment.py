@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 __all__ = ["random_crop_flip", "cutout", "color_jitter", "jitter_with", "jitter_ordered",
            "adjust_hue", "draw_laing_params", "apply_laing_params", "laing_augment", "apply",
-           "AUGMENTATIONS", "LAING_PARAMS"]
+           "apply_grouped", "AUGMENTATIONS", "LAING_PARAMS"]
 
 AUGMENTATIONS = ("none", "crop_flip", "crop_flip_cutout16", "laing")
 
@@ -95,9 +95,21 @@ def random_crop_flip(x: torch.Tensor, pad: int = 4, generator: torch.Generator |
                          f"image size ({h}x{w})")
     if n == 0:
         return x.clone()
+    return _crop_flip_with(x, pad, *_draw_crop_flip(n, pad, x, generator, flip), padding_mode)
+
+
+def _draw_crop_flip(n: int, pad: int, x: torch.Tensor, generator, flip: bool = True):
+    """The random part of :func:`random_crop_flip`: offsets and flips of ``n`` images."""
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
     fl = (_rand(n, x, generator) < 0.5) if flip else None
+    return oy, ox, fl
+
+
+def _crop_flip_with(x: torch.Tensor, pad: int, oy: torch.Tensor, ox: torch.Tensor,
+                    fl: torch.Tensor | None, padding_mode: str = "zeros") -> torch.Tensor:
+    """The deterministic part of :func:`random_crop_flip`, for drawn offsets and flips."""
+    n, c, h, w = x.shape
     rows, rvalid = _source_index(n, h, pad, oy, None, padding_mode)
     cols, cvalid = _source_index(n, w, pad, ox, fl, padding_mode)
     # gather rows then columns: out[i, :, r, q] = x[i, :, rows[i, r], cols[i, q]]
@@ -115,8 +127,18 @@ def cutout(x: torch.Tensor, size: int = 16, generator: torch.Generator | None = 
     n, _, h, w = x.shape
     if size <= 0 or n == 0:
         return x.clone()
+    return _cutout_with(x, size, *_draw_cutout(n, h, w, x, generator))
+
+
+def _draw_cutout(n: int, h: int, w: int, x: torch.Tensor, generator):
+    """The random part of :func:`cutout`: the squares' centres."""
     cy = torch.randint(0, h, (n,), generator=generator, device=x.device)
     cx = torch.randint(0, w, (n,), generator=generator, device=x.device)
+    return cy, cx
+
+
+def _cutout_with(x: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor) -> torch.Tensor:
+    n, _, h, w = x.shape
     y0, x0 = (cy - size // 2).view(n, 1, 1), (cx - size // 2).view(n, 1, 1)
     yy = torch.arange(h, device=x.device).view(1, h, 1)
     xx = torch.arange(w, device=x.device).view(1, 1, w)
@@ -412,3 +434,31 @@ def apply(name: str, x: torch.Tensor, generator: torch.Generator | None = None) 
         return laing_augment(x, generator)
     raise ValueError(f"softlib.augment: unknown augmentation {name!r}; expected one of "
                      f"{', '.join(AUGMENTATIONS)}")
+
+
+def apply_grouped(name: str, x: torch.Tensor, generators) -> torch.Tensor:
+    """:func:`apply` to each of ``len(generators)`` equal consecutive groups of ``x`` with its own
+    generator (group k: ``apply(name, x[k*B:(k+1)*B], generators[k])``, the same output), with
+    the transform batched over all groups: only the random draws are made group by group. Many
+    models trained at once prepare their batches this way with one set of kernels instead of
+    one per model."""
+    _check(x)
+    k = len(generators)
+    if k == 0 or x.shape[0] % k:
+        raise ValueError(f"softlib.augment.apply_grouped: {x.shape[0]} images do not split into "
+                         f"{k} equal groups")
+    b = x.shape[0] // k
+    if name == "none" or b == 0:
+        return x
+    if name in ("crop_flip", "crop_flip_cutout16"):
+        draws = [[_draw_crop_flip(b, 4, x, g)] for g in generators]
+        if name == "crop_flip_cutout16":
+            _, _, h, w = x.shape
+            for d, g in zip(draws, generators):  # after the crop's draws, as cutout follows it
+                d.append(_draw_cutout(b, h, w, x, g))
+        cat = [torch.cat(parts) for parts in zip(*(d[0] for d in draws))]
+        out = _crop_flip_with(x, 4, *cat)
+        if name == "crop_flip_cutout16":
+            out = _cutout_with(out, 16, *[torch.cat(parts) for parts in zip(*(d[1] for d in draws))])
+        return out
+    return torch.cat([apply(name, x[i * b:(i + 1) * b], g) for i, g in enumerate(generators)])

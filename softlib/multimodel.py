@@ -247,6 +247,11 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
         t_k.append(_as_targets(tk[ix], len(ix), f"fit_stacked(targets) for model {k}", device))
         idx_dev.append(ix.to(device))
     sizes = [len(ix) for ix in idx_dev]
+    # model k's training indices and targets as rows of [K, max size] / [K, max size, C] (padding
+    # never selected: model k draws positions below its own size), so one gather serves all K
+    idx_mat = torch.stack([torch.cat([ix, ix.new_zeros(max(sizes) - len(ix))]) for ix in idx_dev])
+    t_mat = torch.stack([torch.cat([tk, tk.new_zeros(max(sizes) - len(tk), tk.shape[1])])
+                         for tk in t_k])
     bs = int(config.batch_size)
     if config.drop_last:
         steps = min(s // bs for s in sizes)
@@ -294,18 +299,20 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             lr = lr_at(config, epoch + step / steps, steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            xs, ts = [], []
-            for k in range(k_models):
-                pos = perms[k][step * bs:(step + 1) * bs]
-                xb = _augment.apply(config.augment, _to_float(x_all[idx_dev[k][pos]]), gens[k][1])
-                tb = t_k[k][pos]
-                if config.label_smoothing:
-                    tb = smooth_labels(tb, config.label_smoothing)
-                if config.mix != "none":
-                    xb, tb = maybe_mix(xb, tb, config.mix, config.mix_alpha, mix_probs[k], gens[k][0])
-                xs.append(xb)
-                ts.append(tb)
-            xb, tb = torch.stack(xs), torch.stack(ts)
+            # every model's batch in one gather and one augmentation (random draws per model,
+            # from its own generator, as fit makes them); mixing draws per model too
+            pos = torch.stack([perms[k][step * bs:(step + 1) * bs] for k in range(k_models)])
+            xb = _augment.apply_grouped(config.augment, _to_float(x_all[idx_mat.gather(1, pos).view(-1)]),
+                                        [g[1] for g in gens])
+            xb = xb.view(k_models, -1, *xb.shape[1:])
+            tb = t_mat[torch.arange(k_models, device=device).unsqueeze(1), pos]
+            if config.label_smoothing:
+                tb = smooth_labels(tb, config.label_smoothing)
+            if config.mix != "none":
+                mixed = [maybe_mix(xb[k], tb[k], config.mix, config.mix_alpha, mix_probs[k],
+                                   gens[k][0]) for k in range(k_models)]
+                xb = torch.stack([m[0] for m in mixed])
+                tb = torch.stack([m[1] for m in mixed])
             with _autocast(device, amp):
                 out = stacked(xb)
             kk, b = out.shape[:2]

@@ -244,3 +244,16 @@ def test_crop_fallback_is_torchvisions_central_crop():
     assert ch.tolist() == [21, 21] and cw.tolist() == [32, 32] and top.tolist() == [5, 5]
     with pytest.raises(ValueError, match="scale"):
         augment._crop_boxes(2, 32, 32, (0.0, 1.0), (0.8, 1.2), x, None)
+
+
+@pytest.mark.parametrize("name", augment.AUGMENTATIONS)
+def test_grouped_apply_equals_each_group_with_its_own_generator(name):
+    """Several models' batches augmented at once: the same images as one model at a time."""
+    x = _batch(3 * 12, dtype=torch.float32)
+    seeds = (5, 6, 7)
+    grouped = augment.apply_grouped(name, x, [torch.Generator().manual_seed(s) for s in seeds])
+    alone = torch.cat([augment.apply(name, x[i * 12:(i + 1) * 12], torch.Generator().manual_seed(s))
+                       for i, s in enumerate(seeds)])
+    assert torch.equal(grouped, alone)
+    with pytest.raises(ValueError, match="equal groups"):
+        augment.apply_grouped(name, x[:35], [torch.Generator() for _ in range(3)])
