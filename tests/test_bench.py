@@ -46,3 +46,22 @@ def test_cli_rejects_cuda_without_gpu(capsys):
     except SystemExit as e:
         assert e.code == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_stacked_profile_splits_the_fold_grid_time(tmp_path, monkeypatch):
+    """benchmarks/stacked_profile.py (run on a lent GPU) runs end to end on a CPU at tiny size."""
+    import importlib.util
+    from pathlib import Path
+    monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path / "nodata"))
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stacked_profile.py"
+    spec = importlib.util.spec_from_file_location("stacked_profile", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "p.json"
+    assert mod.main(["--device", "cpu", "--k", "2", "--batch", "8", "--n", "16", "--repeats", "1",
+                     "--arch", "resnet_20", "--top", "5", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    names = [r["measurement"] for r in res["rows"]]
+    assert names[0] == "2 models at once: fit_stacked (engine)" and len(names) == 6
+    assert all(r["value"] > 0 and math.isfinite(r["value"]) for r in res["rows"])
+    assert len(res["top_ops"]) == 5 and 0 < sum(o["share"] for o in res["top_ops"]) <= 1 + 1e-9
