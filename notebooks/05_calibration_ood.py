@@ -92,10 +92,10 @@ pd.Series(facts, name="value").to_frame()
 # %% [markdown]
 # ## What this profile shrinks
 # The `paper` profile is Laing's protocol: full-width ResNet-20 (16 channels in the first
-# stage), up to 230 epochs with early stopping on validation loss, 5 seeds. Smaller profiles
-# keep the design (every model type and label condition, the same split and metrics) and
-# shrink the budget; the learning-rate schedule (warm-up, then x0.5 at Laing's milestones) is
-# scaled to the number of epochs.
+# stage), 230 epochs ending with the weights of the epoch of lowest validation loss, 5 seeds.
+# Smaller profiles keep the design (every model type and label condition, the same split and
+# metrics) and shrink the budget, some with early stopping instead; the learning-rate schedule
+# (warm-up, then x0.5 at Laing's milestones) is scaled to the number of epochs.
 
 # %%
 paper = profiles.resolve("paper", "calibration_ood")
@@ -106,7 +106,9 @@ pd.DataFrame([{"parameter": k, "this run": repr(P[k]), "paper profile": repr(pap
 # %% [markdown]
 # ## Training the grid
 # Every run is cached under the configuration that produced it: rerunning the section only
-# trains what is missing.
+# trains what is missing. On a GPU the seeds of one model type and label condition train at
+# once (`stack_models`), each with its own validation loss, early stopping and best epoch;
+# SNGP and DUQ, whose training has hooks of its own, train one at a time.
 
 # %%
 import time
