@@ -13,7 +13,10 @@ an H200, short of issue #13's 100,000. This script splits the gap, in one run on
 
 then profiles one ``fit_stacked`` epoch (``torch.profiler``) and lists the operators that take
 the most device time (CPU time on a CPU), so that the next change targets what dominates.
-Writes everything as JSON with ``--json``.
+``--compile`` adds 1 with ``TrainConfig(compile=True)`` (``torch.compile`` of the stacked
+forward, what the engine can do today) and 2 compiled with ``mode='reduce-overhead'`` (CUDA
+graphs), each with its compile time: whether graphs pay for the stacked path. Writes
+everything as JSON with ``--json``.
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ def _dense_epoch(model, x: torch.Tensor, y: torch.Tensor, batch: int, opt, amp: 
 
 
 def run(device: str | None, k: int, batch: int, n: int, repeats: int, arch: str,
-        top: int) -> dict:
+        top: int, compile_too: bool = False) -> dict:
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -96,9 +99,9 @@ def run(device: str | None, k: int, batch: int, n: int, repeats: int, arch: str,
         res["rows"].append({"measurement": name, "value": float(value), "unit": unit, "note": note})
         print(f"  {name}: {value:,.4g} {unit} {note}", file=sys.stderr, flush=True)
 
-    def engine():
+    def engine(config=cfg):
         return fit_stacked([copy.deepcopy(model0) for _ in range(k)], x, t, [np.arange(n)] * k,
-                           cfg, device=dev, progress=False)
+                           config, device=dev, progress=False)
 
     steps = n // batch
     xf = torch.from_numpy(x[:steps * batch]).to(dev).permute(0, 3, 1, 2).float().div(255)
@@ -123,8 +126,19 @@ def run(device: str | None, k: int, batch: int, n: int, repeats: int, arch: str,
         f"one model at batch {batch}": (
             lambda: _dense_epoch(single, xf, yl, batch, one_opt, amp), steps * batch),
     }
-    for fn, _ in parts.values():  # warm-up: allocator, cuDNN's kernel choice
+    if compile_too:
+        c_stacked = StackedModels([copy.deepcopy(model0) for _ in range(k)]).to(dev).train()
+        c_opt = _make_optimizer(c_stacked, cfg)
+        graphed = torch.compile(c_stacked, mode="reduce-overhead")
+        parts[f"{k} models at once: fit_stacked, torch.compile"] = (
+            lambda: engine(cfg.replace(compile=True)), k * n)
+        parts[f"{k} models at once: vmapped step, compiled reduce-overhead (CUDA graphs)"] = (
+            lambda: _bare_stacked_epoch(graphed, xs, ys, c_opt, amp), k * steps * batch)
+    for name, (fn, _) in parts.items():  # warm-up: allocator, cuDNN's kernel choice, compiling
+        t0 = time.perf_counter()
         fn()
+        if "compile" in name:
+            row(f"first epoch (compiling): {name}", time.perf_counter() - t0, "s")
     times = {name: [] for name in parts}
     for _ in range(repeats):  # interleaved, so a change in load hits all alike
         for name, (fn, _) in parts.items():
@@ -169,13 +183,15 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--arch", default="resnet_20")
     p.add_argument("--top", type=int, default=15)
+    p.add_argument("--compile", action="store_true",
+                   help="also measure the compiled stacked paths (a minute or more of compiling)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
     dev = resolve_device(a.device)
     n = a.n or (5000 if dev.type == "cuda" else 256)
-    res = run(a.device, a.k, a.batch, n, a.repeats, a.arch, a.top)
+    res = run(a.device, a.k, a.batch, n, a.repeats, a.arch, a.top, compile_too=a.compile)
     if a.json:
         from softlib._io import save_json
         save_json(a.json, res)

@@ -29,6 +29,8 @@ How each part stays exactly per-model:
   BatchNorm take a bf16 input with float32 running statistics, but the vmapped BatchNorm's CUDA
   backward requires them to share a dtype ("Expected running_mean to have type BFloat16 but got
   Float"); casting the statistics down would lose them, so the input goes up instead.
+* **compilation**: ``config.compile`` compiles the stacked training forward as ``fit`` compiles
+  one model's (``torch.compile``, eager on any failure); validation runs eagerly.
 
 Limits: models must not define the engine's training hooks (``training_loss``,
 ``requires_input_grad``, ``after_optimizer_step``, ``on_epoch_start``); every model takes the
@@ -63,8 +65,9 @@ from . import augment as _augment
 from .cache import Entry, ResultCache, check_budget
 from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft_cross_entropy
 from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _autocast,
-                    _default_build, _images_fingerprint, _make_optimizer, _quiet, _to_float,
-                    _trained_entry, lr_at, resolve_device, to_device_images, train_cached)
+                    _default_build, _Forward, _images_fingerprint, _make_optimizer, _quiet,
+                    _to_float, _trained_entry, lr_at, resolve_device, to_device_images,
+                    train_cached)
 
 __all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
            "stacking_enabled", "stacks_on"]
@@ -272,6 +275,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     stacked = StackedModels(models).to(device)
     stacked.train()
     opt = _make_optimizer(stacked, config)
+    fwd = _Forward(stacked, _auto(config.compile, device))  # training steps; eager monitoring
     gens = [(torch.Generator().manual_seed(s), torch.Generator(device=device).manual_seed(s + 1))
             for s in seeds]
     mix_probs = [mix_probability_from_entropy(tk) if config.mix_prob == "entropy"
@@ -314,7 +318,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                 xb = torch.stack([m[0] for m in mixed])
                 tb = torch.stack([m[1] for m in mixed])
             with _autocast(device, amp):
-                out = stacked(xb)
+                out = fwd(xb)
             kk, b = out.shape[:2]
             per = soft_cross_entropy(out.float().reshape(kk * b, -1), tb.reshape(kk * b, -1),
                                      reduction="none").view(kk, b).mean(1)
