@@ -3,8 +3,9 @@
 # root, with the offline data mirror copied into .device_data/ (git-ignored, carried):
 #   bash benchmarks/device_run.sh BUDGET_SECONDS
 # 1. GPU-only correctness checks of the multi-model path, 2. the benchmark, 3. where the fold
-# grid's time goes, eager and compiled (stacked_profile.py, ~2-3 min), 4. one resumable slice of the `gpu` profile
-# (stops between jobs when the budget is spent), 5. its results bundle. Everything lands in $OUT.
+# grid's time goes, eager and compiled (stacked_profile.py, ~2-3 min, cut at 4), 4. one
+# resumable slice of the `gpu` profile (stops between jobs when the budget is spent), 5. its
+# results bundle. Everything lands in $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 SOFTLIB_DATA=/tmp/softlib-data SOFTLIB_CACHE=/tmp/softlib-cache
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks/*.py import softlib from here
@@ -16,7 +17,7 @@ python3 .device_data/materialize.py --out "$SOFTLIB_DATA" >/dev/null \
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee "$out/log.txt"
 python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
-python3 benchmarks/stacked_profile.py --device cuda --compile --json "$out/stacked_profile.json" 2>&1 \
+timeout 240 python3 benchmarks/stacked_profile.py --device cuda --compile --json "$out/stacked_profile.json" 2>&1 \
   | grep -v '^USDT\|^ERROR:.*gpuGetDeviceCount' | tee -a "$out/log.txt"
 if [ "$budget" -gt 0 ]; then
   # a job started before the deadline may run past it: a hard stop keeps time for the export
