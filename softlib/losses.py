@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .metrics import check_probability_rows
+
 __all__ = [
     "soft_cross_entropy",
     "validate_targets",
@@ -80,25 +82,7 @@ def validate_targets(t: Any, atol: float = 1e-6, name: str = "targets", num_clas
         raise ValueError(f"{name}: expected {num_classes} classes (columns), got shape {arr.shape}")
     if arr.shape[1] == 0:
         raise ValueError(f"{name}: expected at least one class column, got shape {arr.shape}")
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}: row {i} contains NaN or inf ({int(bad.sum())} such rows): {arr[i].tolist()}")
-    neg = (arr < 0).any(axis=1)
-    if neg.any():
-        i = int(np.flatnonzero(neg)[0])
-        raise ValueError(
-            f"{name}: row {i} has a negative entry (min {arr[i].min():.6g}); "
-            f"{int(neg.sum())} rows have negative entries"
-        )
-    sums = arr.sum(axis=1)
-    off = np.abs(sums - 1.0) > atol
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        raise ValueError(
-            f"{name}: row {i} sums to {sums[i]:.9g}, expected 1 within atol={atol:g} "
-            f"({int(off.sum())} of {len(sums)} rows are off)"
-        )
+    check_probability_rows(arr, name, atol)
     return t
 
 

@@ -15,6 +15,7 @@ from scipy.stats import rankdata
 
 __all__ = [
     "accuracy",
+    "check_probability_rows",
     "cross_entropy",
     "cross_entropy_from_logits",
     "nll",
@@ -40,26 +41,36 @@ def _to_numpy(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def check_probability_rows(p: np.ndarray, name: str, atol: float, hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``name`` and the first offending row of a 2-D float array
+    that is not rows of probabilities: NaN/inf, a negative entry, a sum off 1 by more than
+    ``atol``. One check for predicted probabilities (here) and training targets
+    (:func:`softlib.losses.validate_targets`)."""
+    bad = ~np.isfinite(p).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: row {i} contains NaN or inf ({int(bad.sum())} such rows): "
+                         f"{p[i].tolist()[:12]}")
+    neg = (p < 0).any(axis=1)
+    if neg.any():
+        i = int(np.flatnonzero(neg)[0])
+        raise ValueError(f"{name}: row {i} has a negative entry (min {p[i].min():.6g}); "
+                         f"{int(neg.sum())} rows have negative entries")
+    sums = p.sum(axis=1)
+    off = np.abs(sums - 1.0) > atol
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise ValueError(f"{name}: row {i} sums to {sums[i]:.9g}, expected 1 within "
+                         f"atol={atol:g} ({hint}{int(off.sum())} of {len(sums)} rows are off)")
+
+
 def _probs(probs: Any, name: str = "probs", atol: float = _SUM_ATOL) -> np.ndarray:
     p = _to_numpy(probs).astype(np.float64, copy=False)
     if p.ndim != 2 or p.shape[1] < 2:
         raise ValueError(f"{name}: expected probabilities of shape [N, C] with C >= 2, got shape {p.shape}")
     if p.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one row, got shape {p.shape}")
-    if not np.isfinite(p).all():
-        i = int(np.flatnonzero(~np.isfinite(p).all(axis=1))[0])
-        raise ValueError(f"{name}: row {i} contains NaN or inf")
-    if (p < 0).any():
-        i = int(np.flatnonzero((p < 0).any(axis=1))[0])
-        raise ValueError(f"{name}: row {i} has a negative probability (min {p[i].min():.6g})")
-    sums = p.sum(axis=1)
-    off = np.abs(sums - 1.0) > atol
-    if off.any():
-        i = int(np.flatnonzero(off)[0])
-        raise ValueError(
-            f"{name}: row {i} sums to {sums[i]:.6g}, expected 1 within {atol:g} "
-            f"(pass probabilities, not logits; {int(off.sum())} rows are off)"
-        )
+    check_probability_rows(p, name, atol, hint="pass probabilities, not logits; ")
     return p
 
 
