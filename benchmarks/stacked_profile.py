@@ -32,7 +32,7 @@ import torch
 from softlib.bench import machine_info
 from softlib.models import build
 from softlib.multimodel import StackedModels, fit_stacked
-from softlib.train import TrainConfig, _autocast, _make_optimizer, fit, resolve_device
+from softlib.train import TrainConfig, _autocast, _make_optimizer, resolve_device
 
 
 def _images(n: int):

@@ -130,3 +130,20 @@ class GlobalPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=(2, 3))
+
+
+class Trunk(nn.Module):
+    """The feature extractor of the CIFAR ResNet family: stem -> blocks -> post -> global pool
+    to ``[B, num_features]``. Subclasses build their stem and blocks (in that order: the order
+    decides the seeded initial weights) and hand them over."""
+
+    def __init__(self, stem: nn.Module, blocks, num_features: int, post: nn.Module | None = None):
+        super().__init__()
+        self.stem = stem
+        self.blocks = nn.Sequential(*blocks)
+        self.post = post if post is not None else nn.Identity()
+        self.pool = GlobalPool()
+        self.num_features = int(num_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.post(self.blocks(self.stem(x))))

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .common import (GlobalPool, MCDropout, Normalize, blocks_per_stage, conv3x3, init_weights,
+from .common import (Trunk, MCDropout, Normalize, blocks_per_stage, conv3x3, init_weights,
                      stage_blocks)
 from .resnet import ResNetFeatures, _projection
 
@@ -53,24 +53,18 @@ class ReLUDropoutBlock(nn.Module):
         return self.drop2(self.act2(out + self.shortcut(x)))
 
 
-class ReLUDropoutFeatures(nn.Module):
+class ReLUDropoutFeatures(Trunk):
     """ResNet trunk (as :class:`ResNetFeatures`) with MC dropout after every ReLU."""
 
     def __init__(self, depth: int = 20, width: int = 16, p: float = 0.1):
-        super().__init__()
         n = blocks_per_stage(depth, 2, 2, "resnet20_dropout")
-        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(), MCDropout(p))
+        stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(), MCDropout(p))
         layers, cin = [], width
         for stage, stride in stage_blocks(n):
             cout = width * 2**stage
             layers.append(ReLUDropoutBlock(cin, cout, stride, p))
             cin = cout
-        self.blocks = nn.Sequential(*layers)
-        self.pool = GlobalPool()
-        self.num_features = cin
-
-    def forward(self, x):
-        return self.pool(self.blocks(self.stem(x)))
+        super().__init__(stem, layers, cin)
 
 
 class MCDropoutResNet(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from .common import CifarNet, GlobalPool, blocks_per_stage, conv3x3, init_weights, stage_blocks
+from .common import CifarNet, Trunk, blocks_per_stage, conv3x3, init_weights, stage_blocks
 
 
 class PyramidBlock(nn.Module):
@@ -29,24 +29,17 @@ class PyramidBlock(nn.Module):
         return self.body(x) + skip
 
 
-class PyramidFeatures(nn.Module):
+class PyramidFeatures(Trunk):
     def __init__(self, depth: int, alpha: float, width: int):
-        super().__init__()
         n = blocks_per_stage(depth, 2, 2, "pyramidnet")
         step = alpha / (3 * n)
-        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width))
+        stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width))
         layers, cin, c = [], width, float(width)
         for _, stride in stage_blocks(n):
             c += step
             layers.append(PyramidBlock(cin, int(round(c)), stride))
             cin = int(round(c))
-        self.blocks = nn.Sequential(*layers)
-        self.post = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
-        self.pool = GlobalPool()
-        self.num_features = cin
-
-    def forward(self, x):
-        return self.pool(self.post(self.blocks(self.stem(x))))
+        super().__init__(stem, layers, cin, post=nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()))
 
 
 def pyramidnet(num_classes: int = 10, depth: int = 110, alpha: float = 270, width: int = 16) -> CifarNet:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import (CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights,
+from .common import (CifarNet, Trunk, blocks_per_stage, conv1x1, conv3x3, init_weights,
                      stage_blocks)
 
 
@@ -35,28 +35,22 @@ class BasicBlock(nn.Module):
         return (out + self.shortcut(x)).relu()
 
 
-class ResNetFeatures(nn.Module):
+class ResNetFeatures(Trunk):
     """Stem conv (width) then three stages of n basic blocks (width, 2w, 4w), global pool.
 
     ``block_dropout`` (a module factory or None) puts dropout inside every block.
     """
 
     def __init__(self, depth: int = 20, width: int = 16, block_dropout=None):
-        super().__init__()
         n = blocks_per_stage(depth, 2, 2, "resnet")
-        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU())
+        stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU())
         layers, cin = [], width
         for stage, stride in stage_blocks(n):
             cout = width * 2**stage
             drop = block_dropout() if block_dropout is not None else None
             layers.append(BasicBlock(cin, cout, stride, drop))
             cin = cout
-        self.blocks = nn.Sequential(*layers)
-        self.pool = GlobalPool()
-        self.num_features = cin
-
-    def forward(self, x):
-        return self.pool(self.blocks(self.stem(x)))
+        super().__init__(stem, layers, cin)
 
 
 def resnet(num_classes: int = 10, depth: int = 20, width: int = 16) -> CifarNet:
@@ -109,24 +103,17 @@ class PreactBottleneck(nn.Module):
         return out + skip
 
 
-class PreactFeatures(nn.Module):
+class PreactFeatures(Trunk):
     """Stem conv (16), three stages of pre-activation blocks, final BN-ReLU and global pool."""
 
     def __init__(self, block, n: int, stage_planes, stem: int = 16, dropout: float = 0.0):
-        super().__init__()
-        self.stem = conv3x3(3, stem)
+        first = conv3x3(3, stem)
         layers, cin = [], stem
         for stage, stride in stage_blocks(n, len(stage_planes)):
             planes = stage_planes[stage]
             layers.append(block(cin, planes, stride, dropout))
             cin = planes * block.expansion
-        self.blocks = nn.Sequential(*layers)
-        self.post = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU())
-        self.pool = GlobalPool()
-        self.num_features = cin
-
-    def forward(self, x):
-        return self.pool(self.post(self.blocks(self.stem(x))))
+        super().__init__(first, layers, cin, post=nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()))
 
 
 def preact_resnet(num_classes: int = 10, depth: int = 164, width: int = 16,

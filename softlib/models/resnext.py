@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .common import (CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights,
+from .common import (CifarNet, Trunk, blocks_per_stage, conv1x1, conv3x3, init_weights,
                      stage_blocks)
 
 
@@ -30,24 +30,18 @@ class ResNeXtBlock(nn.Module):
         return (self.body(x) + self.shortcut(x)).relu()
 
 
-class ResNeXtFeatures(nn.Module):
+class ResNeXtFeatures(Trunk):
     def __init__(self, depth: int, cardinality: int, base_width: int, width: int):
-        super().__init__()
         n = blocks_per_stage(depth, 3, 2, "resnext")
-        stem = width // 4
-        self.stem = nn.Sequential(conv3x3(3, stem), nn.BatchNorm2d(stem), nn.ReLU())
-        layers, cin = [], stem
+        c0 = width // 4
+        stem = nn.Sequential(conv3x3(3, c0), nn.BatchNorm2d(c0), nn.ReLU())
+        layers, cin = [], c0
         for stage, stride in stage_blocks(n):
             inner = cardinality * base_width * 2**stage
             cout = width * 2**stage
             layers.append(ResNeXtBlock(cin, inner, cout, cardinality, stride))
             cin = cout
-        self.blocks = nn.Sequential(*layers)
-        self.pool = GlobalPool()
-        self.num_features = cin
-
-    def forward(self, x):
-        return self.pool(self.blocks(self.stem(x)))
+        super().__init__(stem, layers, cin)
 
 
 def resnext(num_classes: int = 10, depth: int = 29, cardinality: int = 8, base_width: int = 64,

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import (CifarNet, GlobalPool, blocks_per_stage, conv1x1, conv3x3, init_weights,
+from .common import (CifarNet, Trunk, blocks_per_stage, conv1x1, conv3x3, init_weights,
                      stage_blocks)
 
 
@@ -64,22 +64,16 @@ class ShakeBlock(nn.Module):
         return shake(self.branch1(x), self.branch2(x), self.training) + self.shortcut(x)
 
 
-class ShakeFeatures(nn.Module):
+class ShakeFeatures(Trunk):
     def __init__(self, depth: int, width: int):
-        super().__init__()
         n = blocks_per_stage(depth, 2, 2, "shake_shake")
-        self.stem = nn.Sequential(conv3x3(3, 16), nn.BatchNorm2d(16))
+        stem = nn.Sequential(conv3x3(3, 16), nn.BatchNorm2d(16))
         layers, cin = [], 16
         for stage, stride in stage_blocks(n):
             cout = width * 2**stage
             layers.append(ShakeBlock(cin, cout, stride))
             cin = cout
-        self.blocks = nn.Sequential(*layers)
-        self.pool = GlobalPool()
-        self.num_features = cin
-
-    def forward(self, x):
-        return self.pool(self.blocks(self.stem(x)).relu())
+        super().__init__(stem, layers, cin, post=nn.ReLU())
 
 
 def shake_shake(num_classes: int = 10, depth: int = 26, width: int = 64) -> CifarNet:
