@@ -148,12 +148,18 @@ def _chromium():
     return None
 
 
-def test_pages_render_in_headless_chromium(smoke_book, tmp_path):
+def _chromium_or_skip() -> str:
+    """The chromium executable; skips the test without one, unless SOFTLIB_REQUIRE_CHROMIUM."""
     exe = _chromium()
     if exe is None:
         if os.environ.get("SOFTLIB_REQUIRE_CHROMIUM"):
             pytest.fail("chromium is required (SOFTLIB_REQUIRE_CHROMIUM) but not installed")
         pytest.skip("chromium not installed")
+    return exe
+
+
+def test_pages_render_in_headless_chromium(smoke_book, tmp_path):
+    exe = _chromium_or_skip()
     html = smoke_book["html"]
     shots = REPO / "_build" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -220,11 +226,7 @@ def test_claims_ledger_has_one_row_and_verdict_per_claim(smoke_book):
 
 
 def test_claims_ledger_in_headless_chromium(smoke_book, tmp_path):
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("SOFTLIB_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is required (SOFTLIB_REQUIRE_CHROMIUM) but not installed")
-        pytest.skip("chromium not installed")
+    exe = _chromium_or_skip()
     page = smoke_book["html"] / "book" / "sections" / (Path(book.SECTIONS["claims"]).stem + ".html")
     dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           "--disable-background-networking", f"--user-data-dir={tmp_path / 'p'}",

@@ -414,15 +414,19 @@ def test_human_study_tables_and_plots(release):
     assert "people lose" in text
 
 
+def _zoo_results():
+    """Three models' top-1 on ImageNet, ReaL and ImageNetV2, as the timm results tables."""
+    rows = {"a": (80.0, 86.0, 69.0), "b": (70.0, 77.0, 58.0), "c": (60.0, 68.0, 47.0)}
+    return {key: pd.DataFrame({"model": list(rows), "img_size": 224,
+                               "top1": [v[col] for v in rows.values()], "top5": 95.0,
+                               "param_count": 1013.01})
+            for key, col in (("imagenet", 0), ("imagenet-real", 1),
+                             ("imagenetv2-matched-frequency", 2))}
+
+
 def _zoo():
     from softlib.studies import shankar
-    rows = {"a": (80.0, 86.0, 69.0), "b": (70.0, 77.0, 58.0), "c": (60.0, 68.0, 47.0)}
-    res = {key: pd.DataFrame({"model": list(rows), "img_size": 224,
-                              "top1": [v[col] for v in rows.values()], "top5": 95.0,
-                              "param_count": 1013.01})
-           for key, col in (("imagenet", 0), ("imagenet-real", 1),
-                            ("imagenetv2-matched-frequency", 2))}
-    return shankar.zoo_study({"real": [], "results": res})
+    return shankar.zoo_study({"real": [], "results": _zoo_results()})
 
 
 def test_zoo_plot_has_no_human_points_unless_asked_and_then_says_not_comparable():
@@ -460,12 +464,7 @@ def test_takeaways_follow_what_was_computed():
 def test_zoo_study_from_tables():
     from softlib.studies import shankar
 
-    rows = {"a": (80.0, 86.0, 69.0), "b": (70.0, 77.0, 58.0), "c": (60.0, 68.0, 47.0)}
-    res = {key: pd.DataFrame({"model": list(rows), "img_size": 224,
-                              "top1": [v[col] for v in rows.values()], "top5": 95.0,
-                              "param_count": 1013.01})
-           for key, col in (("imagenet", 0), ("imagenet-real", 1),
-                            ("imagenetv2-matched-frequency", 2))}
+    res = _zoo_results()
     t, s = shankar.zoo_study({"real": [], "results": res})
     assert list(t["model"]) == ["a", "b", "c"]
     assert t["param_count"].tolist() == [1013.01] * 3
