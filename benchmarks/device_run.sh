@@ -1,28 +1,44 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (torch, no jupyter-book/papermill), from the repository
-# root, with the offline data mirror copied into .device_data/ (git-ignored, carried):
-#   bash benchmarks/device_run.sh BUDGET_SECONDS
-# 1. GPU-only correctness checks of the multi-model path, 2. the benchmark, 3. where the fold
-# grid's time goes, eager and compiled (stacked_profile.py, ~2-3 min, cut at 4), 4. one
-# resumable slice of the `gpu` profile (stops between jobs when the budget is spent), 5. its
-# results bundle. Everything lands in $OUT.
+# Prepared runs on a lent GPU machine (torch, no jupyter-book/papermill), from the repository
+# root, with the offline data mirror copied into .device_data/ (git-ignored, carried). A lent
+# machine allows 600 s per command and about 15 minutes in all, start-up included, so the work
+# comes in two calls that each fit one command:
+#
+#   bash benchmarks/device_run.sh slice BUDGET_SECONDS   # ~BUDGET + 60 s
+#       one resumable slice of the `gpu` profile (`compute --budget-seconds`: no job starts
+#       after the budget; a hard stop at BUDGET + 150 s keeps time for the export) and its
+#       results bundle $OUT/gpu-slice.tar.gz, to be committed under results/gpu/
+#   bash benchmarks/device_run.sh measure                # ~5-7 min
+#       GPU-only correctness checks of the multi-model path (cuda_checks.py), the benchmark
+#       (python -m softlib.bench) and where the fold grid's time goes, eager and compiled
+#       (stacked_profile.py, cut at 4 min); JSON files to record under benchmarks/
+#
+# Everything lands in $OUT (log.txt appends). The data mirror is materialised once per machine.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 SOFTLIB_DATA=/tmp/softlib-data SOFTLIB_CACHE=/tmp/softlib-cache
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks/*.py import softlib from here
-budget="${1:-240}"
+mode="${1:-}"
 out="${OUT:-/tmp/out}"
 mkdir -p "$out"
-python3 .device_data/materialize.py --out "$SOFTLIB_DATA" >/dev/null \
-  && python3 -m softlib.data --root "$SOFTLIB_DATA" repack cifar10 >/dev/null || exit 1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee "$out/log.txt"
-python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
-timeout 240 python3 benchmarks/stacked_profile.py --device cuda --compile --json "$out/stacked_profile.json" 2>&1 \
-  | grep -v '^USDT\|^ERROR:.*gpuGetDeviceCount' | tee -a "$out/log.txt"
-if [ "$budget" -gt 0 ]; then
-  # a job started before the deadline may run past it: a hard stop keeps time for the export
+case "$mode" in
+  slice|measure) ;;
+  *) echo "usage: bash benchmarks/device_run.sh slice BUDGET_SECONDS | measure" >&2; exit 2 ;;
+esac
+if [ ! -f "$SOFTLIB_DATA/.materialized" ]; then
+  python3 .device_data/materialize.py --out "$SOFTLIB_DATA" >/dev/null \
+    && python3 -m softlib.data --root "$SOFTLIB_DATA" repack cifar10 >/dev/null \
+    && touch "$SOFTLIB_DATA/.materialized" || exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$out/log.txt"
+if [ "$mode" = slice ]; then
+  budget="${2:?slice needs BUDGET_SECONDS}"
   timeout "$((budget + 150))" python3 -m softlib.book compute --profile gpu --budget-seconds "$budget" 2>&1 \
     | tr '\r' '\n' | grep -v '^ *[0-9]*%|' | tee -a "$out/log.txt"
   python3 -m softlib.book export --profile gpu "$out/gpu-slice.tar.gz" 2>&1 | tee -a "$out/log.txt"
+else
+  python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee -a "$out/log.txt"
+  python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
+  timeout 240 python3 benchmarks/stacked_profile.py --device cuda --compile \
+    --json "$out/stacked_profile.json" 2>&1 | tee -a "$out/log.txt"
 fi
 ls -la "$out"

@@ -521,7 +521,10 @@ def load_model(entry: Entry, config: TrainConfig,
                build_model: Callable[[TrainConfig], torch.nn.Module] | None = None) -> torch.nn.Module:
     """Rebuild the model of a cached entry and load its weights (CPU)."""
     if entry.state_dict is None:
-        raise ValueError("load_model: the cache entry has no state dict")
+        raise ValueError(f"load_model: the cached {config.arch} model (seed {config.seed}) has no "
+                         "weights: results bundles leave them out unless exported with "
+                         "--with-weights. Compute what needs this model on the machine that "
+                         "trained it, or import a bundle exported with its weights")
     model = (build_model or _default_build)(config)
     model.load_state_dict(entry.state_dict)
     return model

@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import numpy as np
 import torch
 
@@ -53,3 +54,20 @@ def test_interrupted_compute_leaves_no_entry(tmp_path):
     assert entry.meta == {"ok": True} and cache.load("train", {"lr": 0.1}).meta == {"ok": True}
     leftovers = [p for p in os.listdir(d.parent) if p.startswith(".")]
     assert leftovers == []
+
+
+def test_budget_exempt_work_runs_past_the_deadline(tmp_path):
+    from softlib.cache import BudgetExhausted, budget_exempt, set_deadline
+    cache = ResultCache(tmp_path)
+    set_deadline(0)
+    try:
+        with pytest.raises(BudgetExhausted):
+            cache.get_or_compute("k", {"a": 1}, lambda: Entry(meta={"v": 1}))
+        with budget_exempt():
+            with budget_exempt():  # nested: still exempt after the inner one ends
+                pass
+            assert cache.get_or_compute("k", {"a": 2}, lambda: Entry(meta={"v": 2})).meta["v"] == 2
+        with pytest.raises(BudgetExhausted):  # the exemption ends with its block
+            cache.get_or_compute("k", {"a": 3}, lambda: Entry(meta={"v": 3}))
+    finally:
+        set_deadline(None)

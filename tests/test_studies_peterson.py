@@ -253,6 +253,14 @@ def test_pipeline_trains_once_and_sections_reuse_the_cache(fixture_root, tmp_pat
     # distinct methods really trained distinct models
     assert not np.allclose(runs3.logits[("tiny", "hard", None, 0.01, 0)],
                            runs3.logits[("tiny", "soft", None, 0.01, 0)])
+    # pretrained entries imported from a bundle carry no weights: a fine-tuned model that is
+    # not cached cannot start from them, and says so
+    from softlib.cache import Entry
+    bare = P.Pretrained({k: Entry(e.arrays, e.meta, None) for k, e in pre.entries.items()},
+                        pre.configs, pre.ids)
+    with pytest.raises(ValueError, match="needs the pretrained model's weights"):
+        P.run_alternatives(cache, study, bare, alt, device="cpu", progress=False,
+                           methods=[("class_level", None), ("mixup_hard", 0.2)], extra=c101)
 
     adv = {"eps_sweep": [4, 8], "pgd_eps": [4, 8], "pgd_steps": 2, "pgd_step_size": 1.0,
            "attack_subset": 16, "pgd_subset": 8}

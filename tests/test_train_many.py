@@ -375,3 +375,35 @@ def test_a_group_out_of_device_memory_is_halved(tmp_path, monkeypatch):
     assert [e.meta.get("stacked") for e in out] == [2, 2, None, 2, 2] and cache.misses == 5
     seq = sequential(ResultCache(tmp_path / "seq"), jobs)
     assert_same_entries(out, seq)
+
+
+@pytest.mark.parametrize("stack", [True, False])
+def test_a_budget_never_stops_laing_between_a_model_and_its_evaluation(tmp_path, monkeypatch, stack):
+    """Bundles carry no weights: a run trained before the deadline is evaluated on this machine."""
+    from softlib.cache import BudgetExhausted, set_deadline
+    from softlib.studies import laing as L
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 6)
+    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
+    data = L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
+                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
+    params = {"epochs": 1, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
+              "early_stopping_patience": None, "fgsm_eps": 0.005, "train_subset": None,
+              "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["basic"],
+              "label_conditions": ["soft", "hard"], "extra_conditions": [], "stack_models": stack}
+
+    def spend_budget_on_first_training(action, kind, key):
+        if action == "save" and kind == "laing_train":
+            set_deadline(0)
+
+    cache = ResultCache(tmp_path, on_access=spend_budget_on_first_training)
+    try:
+        with pytest.raises(BudgetExhausted):
+            L.run_grid(data, params, cache, device="cpu", progress=False)
+    finally:
+        set_deadline(None)
+    trained = [p.name for p in (tmp_path / "laing_train").iterdir() if (p / "meta.json").exists()]
+    evaluated = [p for p in (tmp_path / "laing_eval").iterdir() if (p / "meta.json").exists()]
+    # stacked: both seeds of the first condition train together; else the first run alone
+    assert len(trained) == (2 if stack else 1) and len(evaluated) == len(trained)

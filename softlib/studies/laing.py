@@ -562,7 +562,13 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
         return RunResult(model_type, condition, int(seed), dict.fromkeys(names, float("nan")),
                          np.full((len(y_test), n_classes), np.nan, np.float32), y_test,
                          dict(info, diverged=True, diverged_epoch=int(dv)))
-    with _quiet(not progress):
+    from contextlib import nullcontext
+
+    from ..cache import budget_exempt
+    # a model whose weights are here is evaluated even past a compute budget: a results
+    # bundle carries no weights, so the next machine could not evaluate it
+    with _quiet(not progress), (budget_exempt() if entry.state_dict is not None
+                                else nullcontext()):
         ev = cache.get_or_compute(ev_job.kind, ev_job.config, lambda: ev_job.run(entry))
     return RunResult(model_type, condition, int(seed), dict(ev.meta["metrics"]),
                      ev.arrays["test_probs"], y_test,
@@ -594,23 +600,31 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     for _, m, c in jobs:  # fail before any training on a typo
         _model_type(m), _condition(c)
     stack = params.get("stack_models", "auto")
-    if stacking_enabled(stack, device):
-        for m in params["model_types"]:
-            if not seeds_train_together(params, m):
-                continue
-            for c in conds:
+    stacking = stacking_enabled(stack, device)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(jobs), desc="Laing grid (model type x labels x seed)")
+    done: dict[tuple, RunResult] = {}
+    # one (model type, condition) at a time: its seeds trained (together where they stack),
+    # then evaluated at once, so a compute budget never stops between a model and its
+    # evaluation (run_one evaluates past the budget while the weights are here)
+    for m in params["model_types"]:
+        for c in conds:
+            if stacking and seeds_train_together(params, m):
                 todo = [j for j in (_train_job(data, m, c, s, params)[0] for s in params["seeds"])
                         if not cache.has("laing_train", j.key())]
                 if len(todo) > 1:
                     train_cached_many(cache, "laing_train", todo, device, progress=False,
                                       stack=stack)
-    it: Iterable = jobs
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(jobs, desc="Laing grid (model type x labels x seed)")
-    runs = []
-    for seed, m, c in it:  # one bar for the grid; the per-epoch and attack bars stay silent
-        runs.append(run_one(data, m, c, seed, params, cache, device, progress=False))
+            for seed in params["seeds"]:  # the per-epoch and attack bars stay silent
+                done[(seed, m, c)] = run_one(data, m, c, seed, params, cache, device,
+                                             progress=False)
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    runs = [done[j] for j in jobs]  # the table's order: seed, model type, condition
     rows = [{"model_type": r.model_type, "condition": r.condition, "seed": r.seed, **r.metrics,
              **{k: v for k, v in r.info.items()}} for r in runs]
     return GridResult(pd.DataFrame(rows), runs)

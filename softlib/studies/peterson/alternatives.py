@@ -189,6 +189,13 @@ def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr:
 
     def build_pretrained(config: TrainConfig):
         from ...models import build
+        if state is None:  # only asked for when a fine-tuned model is not cached
+            raise ValueError(
+                f"alternatives: fine-tuning {arch.label} ({method}, fold {fold}) needs the "
+                "pretrained model's weights, and its cache entry has none (imported from a "
+                "results bundle, which leaves weights out unless exported with --with-weights "
+                "alternatives). Run the section's pretraining and fine-tuning on one machine, "
+                "or import a bundle with the pretrained weights")
         model = build(config.arch, **config.arch_kwargs)
         model.load_state_dict(state)
         return model
