@@ -330,3 +330,20 @@ def test_section4_attacks_the_models_section3_ran_with(tmp_path):
     with pytest.raises(ValueError, match="seed"):
         sections.adversarial_alt_params("smoke", cache, seed=1)
     assert sections.adversarial_alt_params("cpu", cache) == profiles.resolve("cpu", "alternatives")
+
+
+def test_a_bundle_of_some_sections_holds_only_theirs(exported, computed, tmp_path):
+    """What one slice computed travels on its own, next to the other sections' bundles."""
+    root = computed["cache"]
+    man = bundle.load_manifest("smoke", root)
+    out = tmp_path / "cal.tar.gz"
+    b = bundle.export_bundle("smoke", out, root=root, sections=["calibration_ood"])
+    assert list(b["complete"]) == ["calibration_ood"]
+    assert b["entries"] == len(bundle.manifest_entries(man, ["calibration_ood"])) > 0
+    r = bundle.import_bundle(out, root=tmp_path / "fresh")
+    assert r["imported"] == b["entries"]
+    kinds = {p.parent.parent.name for p in (tmp_path / "fresh").glob("*/*/meta.json")}
+    assert kinds == {"laing_train", "laing_eval"}
+    assert list(bundle.load_manifest("smoke", tmp_path / "fresh")["sections"]) == ["calibration_ood"]
+    with pytest.raises(bundle.BundleError, match="not in the manifest"):
+        bundle.export_bundle("smoke", tmp_path / "x.tar.gz", root=root, sections=["nope"])

@@ -117,11 +117,14 @@ def manifest_entries(man: dict[str, Any], sections: Iterable[str] | None = None
 # --------------------------------------------------------------------------------------------
 
 def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iterable[str] | None = None,
-                  root: str | os.PathLike | None = None) -> dict[str, Any]:
+                  root: str | os.PathLike | None = None,
+                  sections: Iterable[str] | None = None) -> dict[str, Any]:
     """Write the profile's manifest entries as a ``.tar.gz`` bundle at ``out``.
 
     ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
     their weights (e.g. ``['adversarial']``: its notebook rebuilds the attacked models).
+    ``sections``: only these sections' records and entries (None: all the manifest has), e.g.
+    what one slice computed, next to the bundles of the other sections.
     Returns the bundle manifest.
     """
     croot = cache_root(root)
@@ -129,6 +132,13 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     if man is None:
         raise BundleError(f"no manifest for profile {profile!r} under {croot / 'manifests'}; run "
                           f"`python -m softlib.book compute --profile {profile}` first")
+    if sections is not None:
+        sections = list(sections)
+        absent = [s for s in sections if s not in man.get("sections", {})]
+        if absent:
+            raise BundleError(f"sections {', '.join(absent)} are not in the manifest of profile "
+                              f"{profile!r} (it has {', '.join(man.get('sections', {})) or 'none'})")
+        man = dict(man, sections={s: r for s, r in man["sections"].items() if s in sections})
     entries = manifest_entries(man)
     if with_weights is None or with_weights == "none":
         weighted: set[tuple[str, str]] = set()

@@ -1073,6 +1073,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-weights", nargs="?", const="all", default=None, metavar="SECTIONS",
                    help="include model weights (model.pt): of every entry, or of the entries of "
                         "the given comma-separated sections (e.g. adversarial)")
+    p.add_argument("--sections", default="",
+                   help="comma-separated: only these sections' results (default: every section "
+                        "the profile's manifest records)")
     p = sub.add_parser("import", help="add a results bundle to this machine's cache")
     p.add_argument("file")
     sub.add_parser("build", help="build the HTML book from executed sections")
@@ -1105,7 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
             w = args.with_weights
             if w not in (None, "all", "none"):
                 w = [s for s in w.split(",") if s]
-            b = export_bundle(args.profile, args.out, with_weights=w)
+            b = export_bundle(args.profile, args.out, with_weights=w,
+                              sections=[s for s in args.sections.split(",") if s] or None)
             size = Path(args.out).stat().st_size
             incomplete = [s for s, c in b["complete"].items() if not c]
             print(f"bundle {args.out}: profile {args.profile}, {b['entries']} cache entries, "
