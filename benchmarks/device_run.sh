@@ -2,27 +2,35 @@
 # Prepared runs on a lent GPU machine (torch, no jupyter-book/papermill), from the repository
 # root, with the offline data mirror copied into .device_data/ (git-ignored, carried). A lent
 # machine allows 600 s per command and about 15 minutes in all, start-up included, so the work
-# comes in two calls that each fit one command:
+# comes in calls that each fit one command:
 #
-#   bash benchmarks/device_run.sh slice BUDGET_SECONDS   # ~BUDGET + 60 s
-#       one resumable slice of the `gpu` profile (`compute --budget-seconds`: no job starts
-#       after the budget; a hard stop at BUDGET + 150 s keeps time for the export) and its
-#       results bundle $OUT/gpu-slice.tar.gz, to be committed under results/gpu/
-#   bash benchmarks/device_run.sh measure                # ~5-7 min
+#   bash benchmarks/device_run.sh slice BUDGET_SECONDS SECTIONS   # ~BUDGET + 60 s
+#       one resumable slice of the `gpu` profile's SECTIONS (comma-separated): the committed
+#       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
+#       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s
+#       keeps time for the export) and the bundle of those sections, $OUT/gpu-<SECTIONS>.tar.gz,
+#       to commit under results/gpu/ (replacing an older bundle of the same sections)
+#   bash benchmarks/device_run.sh measure                          # ~5-7 min
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the benchmark
 #       (python -m softlib.bench) and where the fold grid's time goes, eager and compiled
 #       (stacked_profile.py, cut at 4 min); JSON files to record under benchmarks/
 #
-# Everything lands in $OUT (log.txt appends). The data mirror is materialised once per machine.
+# Bundles carry no weights, so work that needs a model's weights must run on the machine that
+# trained it: Laing's evaluations always follow their training (even past the budget), but
+# section 3's fine-tuning needs its pretrained weights and section 4 attacks section 3's models,
+# so `alternatives,adversarial` must complete within one call (see benchmarks/README.md).
+# The cache and the data live in .cache/device/ (git-ignored: kept between calls on a warm
+# machine). Everything lands in $OUT (log.txt appends).
 set -uo pipefail
-export PYTHONUNBUFFERED=1 SOFTLIB_DATA=/tmp/softlib-data SOFTLIB_CACHE=/tmp/softlib-cache
+export PYTHONUNBUFFERED=1 SOFTLIB_DATA="$PWD/.cache/device/data" SOFTLIB_CACHE="$PWD/.cache/device/results"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks/*.py import softlib from here
 mode="${1:-}"
+profile="${SOFTLIB_PROFILE:-gpu}"  # another profile only to try the script out (smoke, on a CPU)
 out="${OUT:-/tmp/out}"
 mkdir -p "$out"
 case "$mode" in
   slice|measure) ;;
-  *) echo "usage: bash benchmarks/device_run.sh slice BUDGET_SECONDS | measure" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/device_run.sh slice BUDGET_SECONDS SECTIONS | measure" >&2; exit 2 ;;
 esac
 if [ ! -f "$SOFTLIB_DATA/.materialized" ]; then
   python3 .device_data/materialize.py --out "$SOFTLIB_DATA" >/dev/null \
@@ -32,9 +40,14 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$out/log.txt"
 if [ "$mode" = slice ]; then
   budget="${2:?slice needs BUDGET_SECONDS}"
-  timeout "$((budget + 150))" python3 -m softlib.book compute --profile gpu --budget-seconds "$budget" 2>&1 \
-    | tr '\r' '\n' | grep -v '^ *[0-9]*%|' | tee -a "$out/log.txt"
-  python3 -m softlib.book export --profile gpu "$out/gpu-slice.tar.gz" 2>&1 | tee -a "$out/log.txt"
+  sections="${3:?slice needs SECTIONS, e.g. generalisation or calibration_ood}"
+  for b in results/"$profile"/*.tar.gz; do
+    [ -f "$b" ] && python3 -m softlib.book import "$b" 2>&1 | tee -a "$out/log.txt"
+  done
+  timeout "$((budget + 150))" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
+    --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | grep -v '^ *[0-9]*%|' | tee -a "$out/log.txt"
+  python3 -m softlib.book export --profile "$profile" --sections "$sections" \
+    "$out/$profile-${sections//,/-}.tar.gz" 2>&1 | tee -a "$out/log.txt"
 else
   python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee -a "$out/log.txt"
   python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
