@@ -306,7 +306,8 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             # every model's batch in one gather and one augmentation (random draws per model,
             # from its own generator, as fit makes them); mixing draws per model too
             pos = torch.stack([perms[k][step * bs:(step + 1) * bs] for k in range(k_models)])
-            xb = _augment.apply_grouped(config.augment, _to_float(x_all[idx_mat.gather(1, pos).view(-1)]),
+            rows = idx_mat.gather(1, pos).view(-1)
+            xb = _augment.apply_grouped(config.augment, _to_float(x_all[rows]),
                                         [g[1] for g in gens])
             xb = xb.view(k_models, -1, *xb.shape[1:])
             tb = t_mat[torch.arange(k_models, device=device).unsqueeze(1), pos]

@@ -609,21 +609,24 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     # one (model type, condition) at a time: its seeds trained (together where they stack),
     # then evaluated at once, so a compute budget never stops between a model and its
     # evaluation (run_one evaluates past the budget while the weights are here)
-    for m in params["model_types"]:
-        for c in conds:
-            if stacking and seeds_train_together(params, m):
-                todo = [j for j in (_train_job(data, m, c, s, params)[0] for s in params["seeds"])
-                        if not cache.has("laing_train", j.key())]
-                if len(todo) > 1:
-                    train_cached_many(cache, "laing_train", todo, device, progress=False,
-                                      stack=stack)
-            for seed in params["seeds"]:  # the per-epoch and attack bars stay silent
-                done[(seed, m, c)] = run_one(data, m, c, seed, params, cache, device,
-                                             progress=False)
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
+    try:
+        for m in params["model_types"]:
+            for c in conds:
+                if stacking and seeds_train_together(params, m):
+                    todo = [j for j in (_train_job(data, m, c, s, params)[0]
+                                        for s in params["seeds"])
+                            if not cache.has("laing_train", j.key())]
+                    if len(todo) > 1:
+                        train_cached_many(cache, "laing_train", todo, device, progress=False,
+                                          stack=stack)
+                for seed in params["seeds"]:  # the per-epoch and attack bars stay silent
+                    done[(seed, m, c)] = run_one(data, m, c, seed, params, cache, device,
+                                                 progress=False)
+                    if bar is not None:
+                        bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     runs = [done[j] for j in jobs]  # the table's order: seed, model type, condition
     rows = [{"model_type": r.model_type, "condition": r.condition, "seed": r.seed, **r.metrics,
              **{k: v for k, v in r.info.items()}} for r in runs]
