@@ -407,3 +407,30 @@ def test_a_budget_never_stops_laing_between_a_model_and_its_evaluation(tmp_path,
     evaluated = [p for p in (tmp_path / "laing_eval").iterdir() if (p / "meta.json").exists()]
     # stacked: both seeds of the first condition train together; else the first run alone
     assert len(trained) == (2 if stack else 1) and len(evaluated) == len(trained)
+
+
+def test_laing_mc_dropout_seeds_stack_and_evaluate(tmp_path, monkeypatch):
+    """MC dropout (dropout after every ReLU, sampled at evaluation) trains stacked with early
+    stopping and evaluates; its dropout draws differ from one at a time, as another seed's would,
+    so only its bookkeeping and finite metrics are checked here."""
+    from softlib.studies import laing as L
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    rng = np.random.default_rng(1)
+    labels = np.tile(np.arange(10), 6)
+    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
+    data = L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
+                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
+    params = {"epochs": 3, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
+              "early_stopping_patience": 1, "fgsm_eps": 0.005, "train_subset": None,
+              "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["dropout_aug"],
+              "label_conditions": ["soft_cutmix"], "extra_conditions": [], "stack_models": True,
+              "dropout_p": 0.05, "mc_average": "logits", "mc_samples": 3}
+    cache = ResultCache(tmp_path)
+    g = L.run_grid(data, params, cache, device="cpu", progress=False)
+    for s in (0, 1):
+        entry = cache.load("laing_train", L._train_job(data, "dropout_aug", "soft_cutmix", s,
+                                                       params)[0].key())
+        r = entry.meta["result"]
+        assert entry.meta["stacked"] == 2
+        assert len(r["history"]["val_loss"]) == r["epochs_run"] and 1 <= r["best_epoch"] <= 3
+    assert np.isfinite(g.table[["accuracy", "ece", "nll", "attack_decrease"]].to_numpy(float)).all()
