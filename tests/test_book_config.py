@@ -33,3 +33,18 @@ def test_effective_config_sets_or_drops_the_buttons():
     assert not bare["html"]["use_repository_button"]
     text = (book.REPO / "_config.yml").read_text()
     assert "github.com/softlib/softlib" not in text  # no placeholder ships
+
+
+def test_how_to_compute_keeps_section_4_with_the_models_it_attacks():
+    """Section 4 needs section 3's weights, which bundles do not carry: the commands a page of a
+    missing section gives compute and export both together."""
+    from softlib.book import runner as R
+    assert R.with_weight_sources(["adversarial"]) == ["alternatives", "adversarial"]
+    assert R.with_weight_sources(["calibration_ood", "generalisation"]) == [
+        "generalisation", "calibration_ood"]
+    text = R._how_to_compute("gpu", ["adversarial"])
+    assert "--sections alternatives,adversarial --budget-seconds" in text
+    assert ("export --profile gpu --sections alternatives,adversarial "
+            "results/gpu/alternatives-adversarial.tar.gz") in text
+    assert "do not carry" in text
+    assert "do not carry" not in R._how_to_compute("gpu", ["calibration_ood"])

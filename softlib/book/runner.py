@@ -363,22 +363,49 @@ def _section_title(section: str) -> str:
     return f"# {section}"
 
 
+#: section -> the section whose models' weights it needs (results bundles carry no weights, so
+#: both must be computed with one cache): section 4 attacks section 3's fine-tuned models
+NEEDS_WEIGHTS_OF = {"adversarial": "alternatives"}
+
+
+def with_weight_sources(sections: list[str]) -> list[str]:
+    """``sections`` plus the sections whose weights they need (:data:`NEEDS_WEIGHTS_OF`), in
+    book order: what one compute run, on one cache, must cover."""
+    need = set(sections) | {NEEDS_WEIGHTS_OF[s] for s in sections if s in NEEDS_WEIGHTS_OF}
+    return [s for s in SECTIONS if s in need]
+
+
 def compute_command(profile: str, sections: list[str], budget: int = _BUDGET_HINT) -> str:
     return (f"python -m softlib.book compute --profile {profile} --sections "
-            f"{','.join(sections)} --budget-seconds {budget}")
+            f"{','.join(with_weight_sources(sections))} --budget-seconds {budget}")
+
+
+def export_command(profile: str, sections: list[str]) -> tuple[str, str]:
+    """The export command of ``sections``' results and the bundle it writes."""
+    sections = with_weight_sources(sections)
+    name = sections[0] if len(sections) == 1 else "-".join(sections)
+    out = f"results/{profile}/{name}.tar.gz"
+    return (f"python -m softlib.book export --profile {profile} --sections {','.join(sections)} "
+            f"{out}"), out
+
+
+def _weights_note(sections: list[str]) -> str:
+    pairs = [(s, NEEDS_WEIGHTS_OF[s]) for s in sections if s in NEEDS_WEIGHTS_OF]
+    return "".join(f"{s} needs the weights of the models of {src}, which results bundles "
+                   f"do not carry: compute both in one run on one cache. " for s, src in pairs)
 
 
 def _how_to_compute(profile: str, sections: list[str]) -> str:
     """The commands that add ``sections`` to the results bundles a build without a GPU renders."""
-    name = sections[0] if len(sections) == 1 else "results"
     gpu = bool(profiles.get_profile(profile).get("requires_gpu"))
+    export, out = export_command(profile, sections)
     return "\n".join([
         f"  to compute them, on {'a machine with a GPU' if gpu else 'a machine that can train them'}:",
         f"    {compute_command(profile, sections)}",
-        f"    python -m softlib.book export --profile {profile} results/{profile}/{name}.tar.gz",
-        f"  then commit results/{profile}/{name}.tar.gz and build again (make book "
-        f"PROFILE={profile}); --budget-seconds: no new job starts after that many seconds, and "
-        "the same command continues from its cache"])
+        f"    {export}",
+        f"  then commit {out} and build again (make book PROFILE={profile}); "
+        f"{_weights_note(sections)}--budget-seconds: no new job starts after that many seconds, "
+        "and the same command continues from its cache"])
 
 
 def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool):
@@ -388,7 +415,7 @@ def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: 
     why = (f"profile `{profile}` is sized for a GPU and this machine has none"
            if gpu_profile else "this build renders only results already in the cache "
            "(`--from-bundles`)")
-    name = section
+    export, out = export_command(profile, [section])
     md = f"""{_section_title(section)}
 
 **Not computed yet.** This section of the `{profile}` book is rendered from results computed
@@ -399,13 +426,13 @@ To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that ca
 
 ```bash
 {compute_command(profile, [section])}
-python -m softlib.book export --profile {profile} results/{profile}/{name}.tar.gz
+{export}
 ```
 
-then commit `results/{profile}/{name}.tar.gz` and build the book again
+then commit `{out}` and build the book again
 (`make book PROFILE={profile}`): the runner imports every bundle of `results/{profile}/` into
-the cache before it renders. `--budget-seconds` stops starting new jobs after that many seconds;
-the same command continues from its cache.
+the cache before it renders. {_weights_note([section])}`--budget-seconds` stops starting new
+jobs after that many seconds; the same command continues from its cache.
 """
     nb = nbformat.v4.new_notebook()
     nb.cells.append(nbformat.v4.new_markdown_cell(md))
