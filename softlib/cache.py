@@ -34,26 +34,28 @@ class BudgetExhausted(RuntimeError):
 
 
 _deadline: float | None = None
+_strict = False
+_exempt = 0
 
 
-def set_deadline(seconds_from_now: float | None) -> None:
+def set_deadline(seconds_from_now: float | None, strict: bool = False) -> None:
     """Allow new computations for this many more seconds (``None``: no limit; 0: none at all).
 
     Cache hits are always served; a miss after the deadline raises :class:`BudgetExhausted`
     *before* its computation starts, so a budgeted run stops between jobs and the next run
-    resumes from the cache.
+    resumes from the cache. ``strict``: :func:`budget_exempt` work stops too (a check that must
+    compute nothing at all).
     """
-    global _deadline
+    global _deadline, _strict
     _deadline = None if seconds_from_now is None else time.monotonic() + float(seconds_from_now)
-
-
-_exempt = 0
+    _strict = bool(strict) and _deadline is not None
 
 
 def check_budget(what: str = "a result") -> None:
     """Raise :class:`BudgetExhausted` if the deadline set by :func:`set_deadline` has passed
-    (never inside :func:`budget_exempt`)."""
-    if _deadline is not None and not _exempt and time.monotonic() >= _deadline:
+    (inside :func:`budget_exempt` only under a strict deadline)."""
+    if (_deadline is not None and (_strict or not _exempt)
+            and time.monotonic() >= _deadline):
         raise BudgetExhausted(f"compute budget spent before {what} could be computed; "
                               "rerun to continue from the cache")
 

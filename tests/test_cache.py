@@ -69,5 +69,8 @@ def test_budget_exempt_work_runs_past_the_deadline(tmp_path):
             assert cache.get_or_compute("k", {"a": 2}, lambda: Entry(meta={"v": 2})).meta["v"] == 2
         with pytest.raises(BudgetExhausted):  # the exemption ends with its block
             cache.get_or_compute("k", {"a": 3}, lambda: Entry(meta={"v": 3}))
+        set_deadline(0, strict=True)  # a check that computes nothing: no exemption
+        with budget_exempt(), pytest.raises(BudgetExhausted):
+            cache.get_or_compute("k", {"a": 4}, lambda: Entry(meta={"v": 4}))
     finally:
         set_deadline(None)

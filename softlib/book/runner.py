@@ -288,7 +288,7 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
     tb = ""
     t0 = time.perf_counter()
     if check_only:
-        set_deadline(0)
+        set_deadline(0, strict=True)  # nothing at all is computed, not even evaluations
     try:
         with contextlib.ExitStack() as stack:
             touched = stack.enter_context(record_access())
