@@ -41,6 +41,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$out/lo
 if [ "$mode" = slice ]; then
   budget="${2:?slice needs BUDGET_SECONDS}"
   sections="${3:?slice needs SECTIONS, e.g. generalisation or calibration_ood}"
+  case ",$sections," in
+    *,alternatives,*|*,adversarial,*)
+      echo "note: alternatives and adversarial need weights that bundles do not carry: if this" \
+           "slice stops inside them, another machine cannot continue it" | tee -a "$out/log.txt" ;;
+  esac
   for b in results/"$profile"/*.tar.gz; do
     [ -f "$b" ] && python3 -m softlib.book import "$b" 2>&1 | tee -a "$out/log.txt"
   done
