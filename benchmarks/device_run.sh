@@ -10,10 +10,11 @@
 #       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s
 #       keeps time for the export) and the bundle of those sections, $OUT/gpu-<SECTIONS>.tar.gz,
 #       to commit under results/gpu/ (replacing an older bundle of the same sections)
-#   bash benchmarks/device_run.sh measure                          # ~5-7 min
+#   bash benchmarks/device_run.sh measure                          # ~6-8 min
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the benchmark
-#       (python -m softlib.bench) and where the fold grid's time goes, eager and compiled
-#       (stacked_profile.py, cut at 4 min); JSON files to record under benchmarks/
+#       (python -m softlib.bench), where the fold grid's time goes, eager and compiled
+#       (stacked_profile.py, cut at 4 min), and Laing's 5-seed groups (cut at 2 min); JSON
+#       files to record under benchmarks/
 #
 # Bundles carry no weights, so work that needs a model's weights must run on the machine that
 # trained it: Laing's evaluations always follow their training (even past the budget), but
@@ -58,5 +59,8 @@ else
   python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
   timeout 240 python3 benchmarks/stacked_profile.py --device cuda --compile \
     --json "$out/stacked_profile.json" 2>&1 | tee -a "$out/log.txt"
+  # Laing's groups: 5 seeds (paper) of ResNet-20 at batch 64 on 8,000 images, for plan's costing
+  timeout 120 python3 benchmarks/stacked_profile.py --device cuda --k 5 --batch 64 --n 8000 \
+    --top 5 --json "$out/stacked_profile_laing.json" 2>&1 | tee -a "$out/log.txt"
 fi
 ls -la "$out"
