@@ -52,8 +52,16 @@ if [ "$mode" = slice ]; then
   done
   timeout "$((budget + 150))" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
     --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | grep -v '^ *[0-9]*%|' | tee -a "$out/log.txt"
-  python3 -m softlib.book export --profile "$profile" --sections "$sections" \
-    "$out/$profile-${sections//,/-}.tar.gz" 2>&1 | tee -a "$out/log.txt"
+  bundle="$out/$profile-${sections//,/-}.tar.gz"
+  python3 -m softlib.book export --profile "$profile" --sections "$sections" "$bundle" 2>&1 \
+    | tee -a "$out/log.txt"
+  # a lent machine returns files of at most 16 MiB: a larger bundle comes back in parts,
+  # joined here with `cat NAME.part-* > NAME` (the bundle's checksums verify the join on import)
+  if [ -f "$bundle" ] && [ "$(stat -c %s "$bundle")" -gt $((15 * 1024 * 1024)) ]; then
+    split -b 15M -d "$bundle" "$bundle.part-" && rm "$bundle" \
+      && echo "bundle split into $(ls "$bundle".part-* | wc -l) parts: cat $(basename "$bundle").part-* > $(basename "$bundle")" \
+      | tee -a "$out/log.txt"
+  fi
 else
   python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee -a "$out/log.txt"
   python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
