@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from softlib import cache as cache_mod
 from softlib import multimodel, train
@@ -46,6 +45,16 @@ def data(n=60, seed=0):
 CFG = TrainConfig(arch="tiny", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
                   weight_decay=5e-4, batch_size=8, epochs=2, augment="crop_flip",
                   schedule="multistep", milestones=[1], warmup_epochs=1)
+
+
+def laing_data(seed: int):
+    """60 synthetic 32x32 images with CIFAR-10H-like soft labels, no OOD sets (Laing's grid)."""
+    from softlib.studies import laing as L
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.arange(10), 6)
+    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
+    return L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
+                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
 
 
 def fold_jobs(x, t, sizes=(30, 30, 30), seeds=(0, 0, 1), builder=build):
@@ -303,11 +312,7 @@ def _keys(cache, kind):
 def test_laing_grid_stacks_seeds_of_models_without_hooks(tmp_path, monkeypatch):
     from softlib.studies import laing as L
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
-    rng = np.random.default_rng(0)
-    labels = np.tile(np.arange(10), 6)
-    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
-    data = L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
-                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
+    data = laing_data(0)
     params = {"epochs": 1, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
               "early_stopping_patience": None, "fgsm_eps": 0.005, "train_subset": None,
               "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["basic", "sngp"],
@@ -383,11 +388,7 @@ def test_a_budget_never_stops_laing_between_a_model_and_its_evaluation(tmp_path,
     from softlib.cache import BudgetExhausted, set_deadline
     from softlib.studies import laing as L
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
-    rng = np.random.default_rng(0)
-    labels = np.tile(np.arange(10), 6)
-    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
-    data = L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
-                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
+    data = laing_data(0)
     params = {"epochs": 1, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
               "early_stopping_patience": None, "fgsm_eps": 0.005, "train_subset": None,
               "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["basic"],
@@ -415,11 +416,7 @@ def test_laing_mc_dropout_seeds_stack_and_evaluate(tmp_path, monkeypatch):
     so only its bookkeeping and finite metrics are checked here."""
     from softlib.studies import laing as L
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
-    rng = np.random.default_rng(1)
-    labels = np.tile(np.arange(10), 6)
-    probs = 0.6 * np.eye(10)[labels] + 0.4 * rng.dirichlet(np.ones(10) * 0.2, size=60)
-    data = L.LaingData(rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), labels, probs,
-                       {"svhn": None, "fashion_mnist": None}, provenance="synthetic")
+    data = laing_data(1)
     params = {"epochs": 3, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
               "early_stopping_patience": 1, "fgsm_eps": 0.005, "train_subset": None,
               "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["dropout_aug"],
