@@ -15,6 +15,10 @@
 #       (python -m softlib.bench), where the fold grid's time goes, eager and compiled
 #       (stacked_profile.py, cut at 4 min), and Laing's 5-seed groups (cut at 2 min); JSON
 #       files to record under benchmarks/
+#   bash benchmarks/device_run.sh session BUDGET_SECONDS SECTIONS  # ~570 s: one lent session
+#       a slice (as above), then as many of the measurements as fit the rest of one 600 s
+#       command, cheapest first: cuda_checks, the eager profiles (fold grid, Laing's groups),
+#       the compiled profile; the benchmark is left out (recorded already)
 #
 # Bundles carry no weights, so work that needs a model's weights must run on the machine that
 # trained it: Laing's evaluations always follow their training (even past the budget), but
@@ -30,16 +34,25 @@ profile="${SOFTLIB_PROFILE:-gpu}"  # another profile only to try the script out 
 out="${OUT:-/tmp/out}"
 mkdir -p "$out"
 case "$mode" in
-  slice|measure) ;;
-  *) echo "usage: bash benchmarks/device_run.sh slice BUDGET_SECONDS SECTIONS | measure" >&2; exit 2 ;;
+  slice|measure|session) ;;
+  *) echo "usage: bash benchmarks/device_run.sh slice|session BUDGET_SECONDS SECTIONS | measure" >&2
+     exit 2 ;;
 esac
+start=$SECONDS
+command_seconds="${DEVICE_COMMAND_SECONDS:-570}"  # a lent machine's 600 s per command, less a margin
+capped() {  # capped MAX_SECONDS CMD...: run CMD for at most MAX_SECONDS or what the command has left
+  local left=$((command_seconds - (SECONDS - start) - 10)) cap="$1"; shift
+  [ "$left" -lt "$cap" ] && cap=$left
+  if [ "$cap" -lt 20 ]; then echo "skipped (no time left in this command): $*" | tee -a "$out/log.txt"; return 0; fi
+  timeout "$cap" "$@" 2>&1 | tee -a "$out/log.txt"
+}
 if [ ! -f "$SOFTLIB_DATA/.materialized" ]; then
   python3 .device_data/materialize.py --out "$SOFTLIB_DATA" >/dev/null \
     && python3 -m softlib.data --root "$SOFTLIB_DATA" repack cifar10 >/dev/null \
     && touch "$SOFTLIB_DATA/.materialized" || exit 1
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$out/log.txt"
-if [ "$mode" = slice ]; then
+if [ "$mode" = slice ] || [ "$mode" = session ]; then
   budget="${2:?slice needs BUDGET_SECONDS}"
   sections="${3:?slice needs SECTIONS, e.g. generalisation or calibration_ood}"
   case ",$sections," in
@@ -62,7 +75,15 @@ if [ "$mode" = slice ]; then
       && echo "bundle split into $(ls "$bundle".part-* | wc -l) parts: cat $(basename "$bundle").part-* > $(basename "$bundle")" \
       | tee -a "$out/log.txt"
   fi
-else
+fi
+if [ "$mode" = session ]; then
+  capped 100 python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json"
+  capped 90 python3 benchmarks/stacked_profile.py --device cuda --json "$out/stacked_profile.json"
+  capped 60 python3 benchmarks/stacked_profile.py --device cuda --k 5 --batch 64 --n 8000 \
+    --top 5 --json "$out/stacked_profile_laing.json"
+  capped 600 python3 benchmarks/stacked_profile.py --device cuda --compile --top 5 \
+    --json "$out/stacked_profile_compiled.json"
+elif [ "$mode" = measure ]; then
   python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee -a "$out/log.txt"
   python3 -m softlib.bench --device cuda --json "$out/bench.json" 2>&1 | tee -a "$out/log.txt"
   timeout 240 python3 benchmarks/stacked_profile.py --device cuda --compile \
