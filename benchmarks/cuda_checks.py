@@ -6,7 +6,10 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
    BatchNorm statistics agree to 1e-9, compared in float64: see ``exact_in_float64``);
 2. under bf16 autocast (the path that crashed on CUDA with "Expected running_mean to have type
    BFloat16 but got Float") stacked models train, their loss falls, and they reach the held-out
-   accuracy of the same models trained alone (within 5 points).
+   accuracy of the same models trained alone (within 5 points);
+3. ``compile='reduce-overhead'`` (CUDA graphs) trains as eager does, stacked and alone (float64,
+   past the graphs' capture; BatchNorm statistics updated);
+4. check 2 with the stacked models CUDA-graphed.
 
 Prints one line per check and writes the numbers as JSON. Exit status 1 if a check fails.
 """
@@ -89,8 +92,53 @@ def exact_in_float64(device: str, k: int = 3, n: int = 512, epochs: int = 2) -> 
             "ok": bool(worst < 1e-9)}
 
 
-def bf16_trains_like_alone(device: str, k: int = 3, n: int = 8000, epochs: int = 4) -> dict:
-    """Under bf16 autocast (the path that crashed), stacked models train as well as alone."""
+def graphs_equal_eager_in_float64(device: str, k: int = 3, n: int = 512, epochs: int = 3) -> dict:
+    """``compile='reduce-overhead'`` (CUDA graphs) trains as eager does, stacked and alone.
+
+    In float64 the compiled kernels differ from eager ones only by summation order, so weights
+    and BatchNorm statistics (which a graph that dropped their in-place update would leave
+    behind) must agree closely after 12 steps, past the graphs' warm-up and capture."""
+    x, t, source = _data(n)
+    cfg = TrainConfig(arch="resnet_20", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128,
+                      epochs=epochs, augment="crop_flip", amp=False, channels_last=False)
+    inits = []
+    for i in range(k):
+        torch.manual_seed(i)
+        inits.append(build("resnet_20").double())
+    graphs = cfg.replace(compile="reduce-overhead")
+    _use_float64(True)
+    try:
+        runs = {c: fit_stacked([copy.deepcopy(m) for m in inits], x, t, [np.arange(n)] * k, cfg_,
+                               seeds=list(range(k)), device=device, progress=False).models
+                for c, cfg_ in (("eager", cfg), ("graphs", graphs))}
+        one = {}
+        for c, cfg_ in (("eager", cfg), ("graphs", graphs)):
+            m = copy.deepcopy(inits[0])
+            fit(m, x, t, cfg_, device=device, progress=False)
+            one[c] = m
+    finally:
+        _use_float64(False)
+
+    def diff(a, b):
+        sa, sb = a.state_dict(), b.state_dict()
+        return max(float((sa[q].double().cpu() - sb[q].double().cpu()).abs().max()) for q in sa)
+
+    stacked = max(diff(a, b) for a, b in zip(runs["graphs"], runs["eager"]))
+    single = diff(one["graphs"], one["eager"])
+    init = inits[0].state_dict()
+    moved = min(float((m.state_dict()[q].double().cpu() - init[q].double()).abs().max())
+                for m in (runs["graphs"][0], one["graphs"]) for q in m.state_dict()
+                if q.endswith("running_var"))
+    return {"k": k, "n": n, "epochs": epochs, "images": source,
+            "max_abs_diff_stacked": stacked, "max_abs_diff_fit": single,
+            "min_running_var_change": moved,
+            "ok": bool(stacked < 1e-7 and single < 1e-7 and moved > 1e-4)}
+
+
+def bf16_trains_like_alone(device: str, k: int = 3, n: int = 8000, epochs: int = 4,
+                           compile=False) -> dict:
+    """Under bf16 autocast (the path that crashed), stacked models (compiled as ``compile``
+    says) train as well as models trained alone, eagerly."""
     x, t, source = _data(n + 2000)
     labels = t.argmax(1)
     cfg = TrainConfig(arch="resnet_20", optimizer="adam", lr=0.002, weight_decay=0.0,
@@ -100,8 +148,9 @@ def bf16_trains_like_alone(device: str, k: int = 3, n: int = 8000, epochs: int =
         torch.manual_seed(i)
         inits.append(build("resnet_20"))
     t0 = time.perf_counter()
-    res = fit_stacked([copy.deepcopy(m) for m in inits], x[:n], t[:n], [np.arange(n)] * k, cfg,
-                      seeds=list(range(k)), device=device, progress=False)
+    res = fit_stacked([copy.deepcopy(m) for m in inits], x[:n], t[:n], [np.arange(n)] * k,
+                      cfg.replace(compile=compile), seeds=list(range(k)), device=device,
+                      progress=False)
     stacked_s = time.perf_counter() - t0
     alone = [copy.deepcopy(m) for m in inits]
     t0 = time.perf_counter()
@@ -133,8 +182,12 @@ def main(argv=None) -> int:
     results = {"torch": torch.__version__,
                "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None, "checks": {}}
     failed = False
-    for name, check in (("fit_stacked_exact_float64", exact_in_float64),
-                        ("fit_stacked_bf16_trains_like_fit", bf16_trains_like_alone)):
+    checks = (("fit_stacked_exact_float64", exact_in_float64),
+              ("fit_stacked_bf16_trains_like_fit", bf16_trains_like_alone),
+              ("cuda_graphs_equal_eager_float64", graphs_equal_eager_in_float64),
+              ("fit_stacked_cuda_graphs_bf16_trains_like_fit",
+               lambda dev, **kw: bf16_trains_like_alone(dev, compile="reduce-overhead", **kw)))
+    for name, check in checks:
         try:
             r = check(a.device) if a.n is None else check(a.device, n=a.n)
         except Exception as e:  # a crash is a failed check, recorded with its message

@@ -16,9 +16,10 @@
 #       (stacked_profile.py, cut at 4 min), and Laing's 5-seed groups (cut at 2 min); JSON
 #       files to record under benchmarks/
 #   bash benchmarks/device_run.sh session BUDGET_SECONDS SECTIONS  # ~570 s: one lent session
-#       a slice (as above), then as many of the measurements as fit the rest of one 600 s
-#       command, cheapest first: cuda_checks, the eager profiles (fold grid, Laing's groups),
-#       the compiled profile; the benchmark is left out (recorded already)
+#       the GPU checks (cuda_checks.py, ~3 min: no slice unless they pass), a slice (as above,
+#       cut to fit), then as many of the measurements as fit the rest of one 600 s command,
+#       cheapest first: the eager profiles (fold grid, Laing's groups), the compiled profile;
+#       the benchmark is left out (recorded already)
 #
 # Bundles carry no weights, so work that needs a model's weights must run on the machine that
 # trained it: Laing's evaluations always follow their training (even past the budget), but
@@ -52,7 +53,16 @@ if [ ! -f "$SOFTLIB_DATA/.materialized" ]; then
     && touch "$SOFTLIB_DATA/.materialized" || exit 1
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$out/log.txt"
-if [ "$mode" = slice ] || [ "$mode" = session ]; then
+do_slice=0
+[ "$mode" = slice ] && do_slice=1
+if [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks
+  if capped 240 python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json"; then
+    do_slice=1
+  else
+    echo "the GPU checks failed or ran out of time (see above): no slice computed" | tee -a "$out/log.txt"
+  fi
+fi
+if [ "$do_slice" = 1 ]; then
   budget="${2:?slice needs BUDGET_SECONDS}"
   sections="${3:?slice needs SECTIONS, e.g. generalisation or calibration_ood}"
   case ",$sections," in
@@ -63,8 +73,13 @@ if [ "$mode" = slice ] || [ "$mode" = session ]; then
   for b in results/"$profile"/*.tar.gz; do
     [ -f "$b" ] && python3 -m softlib.book import "$b" 2>&1 | tee -a "$out/log.txt"
   done
-  timeout "$((budget + 150))" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
-    --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | grep -v '^ *[0-9]*%|' | tee -a "$out/log.txt"
+  hard=$((budget + 150))  # a job started just before the budget ends may run on; then a hard stop
+  left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
+  [ "$mode" = session ] && [ "$left" -lt "$hard" ] && hard=$left
+  # the log keeps the jobs' progress, not every epoch's bar
+  timeout "$hard" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
+    --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
+    | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
   bundle="$out/$profile-${sections//,/-}.tar.gz"
   python3 -m softlib.book export --profile "$profile" --sections "$sections" "$bundle" 2>&1 \
     | tee -a "$out/log.txt"
@@ -77,7 +92,6 @@ if [ "$mode" = slice ] || [ "$mode" = session ]; then
   fi
 fi
 if [ "$mode" = session ]; then
-  capped 100 python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json"
   capped 90 python3 benchmarks/stacked_profile.py --device cuda --json "$out/stacked_profile.json"
   capped 60 python3 benchmarks/stacked_profile.py --device cuda --k 5 --batch 64 --n 8000 \
     --top 5 --json "$out/stacked_profile_laing.json"

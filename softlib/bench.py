@@ -221,10 +221,10 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
     n_k = n_train if dev.type == "cuda" else max(batch_size, n_train // k_models)
     scfg = cfg.replace(augment="crop_flip")
 
-    def stacked(k: int, amp: Any = "auto"):
+    def stacked(k: int, amp: Any = "auto", compile: Any = False):
         ms = [copy.deepcopy(model0) for _ in range(k)]
-        return fit_stacked(ms, x_tr, targets, [np.arange(n_k)] * k, scfg.replace(amp=amp),
-                           device=dev, progress=False)
+        return fit_stacked(ms, x_tr, targets, [np.arange(n_k)] * k,
+                           scfg.replace(amp=amp, compile=compile), device=dev, progress=False)
 
     def sequential():
         for k in range(k_models):
@@ -253,6 +253,13 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
             stacked(2 * k_models)
             t2 = _median_time(lambda: stacked(2 * k_models), repeats, dev)
             row(f"{2 * k_models} models at once (vmap)", 2 * k_models * n_k / t2, "img/s")
+            t0 = time.perf_counter()  # the first call compiles and captures the graphs
+            stacked(k_models, compile="reduce-overhead")
+            row(f"{k_models} models at once, CUDA graphs: first epoch (compiling)",
+                time.perf_counter() - t0, "s")
+            tg = _median_time(lambda: stacked(k_models, compile="reduce-overhead"), repeats, dev)
+            row(f"{k_models} models at once, CUDA graphs", k_models * n_k / tg, "img/s",
+                "(compile='reduce-overhead', fold grid, target >= 100,000)")
     except ValueError as e:  # models with training hooks cannot be stacked
         row("vmap", float("nan"), "", f"(skipped: {e})")
 

@@ -62,7 +62,8 @@ class TrainConfig:
     the lowest validation loss (Laing's protocol). ``early_stopping_patience`` (epochs, on
     validation loss) needs ``val`` and restores the best
     weights. ``amp``/``channels_last``: 'auto' turns them on for CUDA only; ``compile``: False,
-    True, or 'auto' (CUDA only, falls back to eager on any compile error).
+    True, 'auto' (CUDA only) or 'reduce-overhead' (``torch.compile``'s CUDA-graph mode on CUDA;
+    like True elsewhere); a compiled model falls back to eager on any compile error.
     """
     arch: str = "resnet_20"
     arch_kwargs: dict = field(default_factory=dict)
@@ -119,9 +120,11 @@ class TrainConfig:
             bad("schedule_epochs", "None or a positive integer")
         if not 0 <= self.label_smoothing <= 1:
             bad("label_smoothing", "a value in [0, 1]")
-        for name in ("amp", "channels_last", "compile"):
+        for name in ("amp", "channels_last"):
             if getattr(self, name) not in (True, False, "auto"):
                 bad(name, "True, False or 'auto'")
+        if self.compile not in (True, False, "auto", "reduce-overhead"):
+            bad("compile", "True, False, 'auto' or 'reduce-overhead'")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -178,6 +181,13 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def _auto(flag: Any, device: torch.device) -> bool:
     return device.type == "cuda" if flag == "auto" else bool(flag)
+
+
+def compile_mode(flag: Any, device: torch.device) -> str | None:
+    """The ``torch.compile`` mode ``TrainConfig.compile`` asks for on ``device`` (None: eager)."""
+    if flag == "reduce-overhead":
+        return "reduce-overhead"
+    return "default" if _auto(flag, device) else None
 
 
 def to_device_images(images: Any, device: torch.device, name: str = "images") -> torch.Tensor:
@@ -247,27 +257,61 @@ def _make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
 
 
 class _Forward:
-    """Calls the (optionally compiled) model; on a compile failure falls back to eager once."""
+    """Calls the model, compiled in ``mode`` (None: eager; 'default'; 'reduce-overhead', which
+    on CUDA replays the forward and backward as CUDA graphs).
 
-    def __init__(self, model: torch.nn.Module, want_compile: bool):
+    A compiled model's first few steps at each input shape run under a guard (:meth:`step`): a
+    failure in their forward or backward (compiling, capturing a graph, a double backward the
+    compiler does not support) restores the model's buffers, warns, and redoes that step
+    eagerly, as the rest of training then runs. Results are never silently half-compiled: the
+    step that failed leaves no trace.
+    """
+
+    GUARDED_STEPS = 3  # per input shape: a CUDA graph is recorded after warm-up calls
+
+    def __init__(self, model: torch.nn.Module, mode: str | None):
         self.model = model
         self.fn = model
-        if want_compile:
+        self.graphs = False
+        self._ok: dict[tuple, int] = {}
+        if mode is not None:
             try:
-                self.fn = torch.compile(model)
+                self.fn = torch.compile(model, mode=None if mode == "default" else mode)
+                self.graphs = mode == "reduce-overhead"
             except Exception as e:  # pragma: no cover - depends on the platform
                 warnings.warn(f"softlib.train: torch.compile unavailable ({e}); running eagerly")
 
+    @property
+    def compiled(self) -> bool:
+        return self.fn is not self.model
+
     def __call__(self, x):
-        if self.fn is self.model:
+        if not self.compiled:
             return self.model(x)
+        mark = getattr(torch.compiler, "cudagraph_mark_step_begin", None)  # torch >= 2.2
+        if self.graphs and mark is not None:  # a new training step: the graph may reuse the
+            mark()                            # memory of the previous step's outputs
+        return self.fn(x)
+
+    def step(self, shape: Sequence[int], forward_backward: Callable[[], Any]) -> Any:
+        """``forward_backward()`` (a step's forward, loss and backward, no optimizer step),
+        guarded while the compiled model is new to inputs of ``shape``; returns its result."""
+        key = tuple(shape)
+        if not self.compiled or self._ok.get(key, 0) >= self.GUARDED_STEPS:
+            return forward_backward()
+        saved = [b.detach().clone() for b in self.model.buffers()]
         try:
-            return self.fn(x)
-        except Exception as e:  # pragma: no cover - depends on the platform
-            warnings.warn(f"softlib.train: compiled model failed ({type(e).__name__}: {e}); "
-                          "falling back to eager")
-            self.fn = self.model
-            return self.model(x)
+            out = forward_backward()
+        except Exception as e:
+            with torch.no_grad():
+                for b, s in zip(self.model.buffers(), saved):
+                    b.copy_(s)
+            warnings.warn(f"softlib.train: the compiled model failed ({type(e).__name__}: "
+                          f"{str(e)[:300]}); this step and the rest of training run eagerly")
+            self.fn, self.graphs = self.model, False
+            return forward_backward()
+        self._ok[key] = self._ok.get(key, 0) + 1
+        return out
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -359,7 +403,7 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
                 else float(config.mix_prob))
 
     opt = _make_optimizer(model, config)
-    fwd = _Forward(model, _auto(config.compile, device))
+    fwd = _Forward(model, compile_mode(config.compile, device))
     has_loss_hook = callable(getattr(model, "training_loss", None))
     needs_input_grad = bool(getattr(model, "requires_input_grad", False))
     after_step = getattr(model, "after_optimizer_step", None)
@@ -405,12 +449,16 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
                 xb = xb.contiguous(memory_format=torch.channels_last)
             if needs_input_grad:
                 xb.requires_grad_(True)
-            with _autocast(device, amp):
-                out = fwd(xb)
-                loss = (model.training_loss(xb, out, tb) if has_loss_hook
-                        else soft_cross_entropy(out.float(), tb))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            def forward_backward():
+                with _autocast(device, amp):
+                    out = fwd(xb)
+                    loss = (model.training_loss(xb, out, tb) if has_loss_hook
+                            else soft_cross_entropy(out.float(), tb))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                return loss
+
+            loss = fwd.step(xb.shape, forward_backward)
             opt.step()
             if callable(after_step):
                 after_step(xb.detach(), tb)

@@ -295,7 +295,9 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
                  mix_prob: float, smoothing_eps: float):
     """The :class:`softlib.train.TrainConfig` of one run (SGD Nesterov, lr, wd 5e-4, warm-up then
     x0.5 multistep, early stopping on validation loss, the model type's augmentation).
-    ``params['amp']``: bf16 autocast for training (True / False / 'auto' = CUDA only)."""
+    ``params['amp']``: bf16 autocast for training (True / False / 'auto' = CUDA only);
+    ``params['compile']``: ``TrainConfig.compile`` of the model types without training hooks
+    (SNGP and DUQ train eagerly: DUQ's gradient penalty is a double backward)."""
     from ..train import TrainConfig
     mt, cond = _model_type(model_type), _condition(condition)
     epochs = int(params["epochs"])
@@ -311,7 +313,9 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
         label_smoothing=round(float(smoothing_eps), 6) if cond.targets == "smoothed" else 0.0,
         early_stopping_patience=None if patience is None else int(patience), seed=int(seed),
         keep_best=bool(params.get("keep_best_checkpoint", False)),
-        amp=params.get("amp", "auto"))
+        amp=params.get("amp", "auto"),
+        # compiled (CUDA graphs: 'reduce-overhead') only where the model has no training hooks
+        compile=params.get("compile", False) if model_type not in UNSTACKABLE else False)
     if mt.arch == "resnet20_dropout":  # dropout after every ReLU at this rate (author: 0.05);
         # MC predictions average the sampled logits, as the author's code does
         cfg.arch_kwargs.update(p=float(params.get("dropout_p", 0.05)),
