@@ -8,8 +8,9 @@
 #       one resumable slice of the `gpu` profile's SECTIONS (comma-separated): the committed
 #       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
 #       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s
-#       keeps time for the export) and the bundle of those sections, $OUT/gpu-<SECTIONS>.tar.gz,
-#       to commit under results/gpu/ (replacing an older bundle of the same sections)
+#       keeps time for the export) and a bundle of what the slice added to those sections
+#       (`export --builds-on results/gpu`), $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside
+#       the others under results/gpu/
 #   bash benchmarks/device_run.sh measure                          # ~6-8 min
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the benchmark
 #       (python -m softlib.bench), where the fold grid's time goes, eager and compiled
@@ -70,9 +71,8 @@ if [ "$do_slice" = 1 ]; then
       echo "note: alternatives and adversarial need weights that bundles do not carry: if this" \
            "slice stops inside them, another machine cannot continue it" | tee -a "$out/log.txt" ;;
   esac
-  for b in results/"$profile"/*.tar.gz; do
-    [ -f "$b" ] && python3 -m softlib.book import "$b" 2>&1 | tee -a "$out/log.txt"
-  done
+  # every committed bundle, each after the bundles it builds on
+  [ -d "results/$profile" ] && python3 -m softlib.book import "results/$profile" 2>&1 | tee -a "$out/log.txt"
   hard=$((budget + 150))  # a job started just before the budget ends may run on; then a hard stop
   left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
   [ "$mode" = session ] && [ "$left" -lt "$hard" ] && hard=$left
@@ -80,9 +80,10 @@ if [ "$do_slice" = 1 ]; then
   timeout "$hard" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
     --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
     | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
-  bundle="$out/$profile-${sections//,/-}.tar.gz"
-  python3 -m softlib.book export --profile "$profile" --sections "$sections" "$bundle" 2>&1 \
-    | tee -a "$out/log.txt"
+  # only what this slice added: the bundle builds on the committed ones, named by its UTC time
+  bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
+  python3 -m softlib.book export --profile "$profile" --sections "$sections" \
+    --builds-on "results/$profile" "$bundle" 2>&1 | tee -a "$out/log.txt"
   # a lent machine returns files of at most 16 MiB: a larger bundle comes back in parts,
   # joined here with `cat NAME.part-* > NAME` (the bundle's checksums verify the join on import)
   if [ -f "$bundle" ] && [ "$(stat -c %s "$bundle")" -gt $((15 * 1024 * 1024)) ]; then

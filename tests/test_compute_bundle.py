@@ -347,3 +347,83 @@ def test_a_bundle_of_some_sections_holds_only_theirs(exported, computed, tmp_pat
     assert list(bundle.load_manifest("smoke", tmp_path / "fresh")["sections"]) == ["calibration_ood"]
     with pytest.raises(bundle.BundleError, match="not in the manifest"):
         bundle.export_bundle("smoke", tmp_path / "x.tar.gz", root=root, sections=["nope"])
+
+
+def _first_slice(root: Path, dest: Path, section: str) -> tuple[Path, list]:
+    """A copy of ``root`` whose manifest records ``section`` as a slice stopped half-way."""
+    import shutil
+    shutil.copytree(root, dest)
+    man = bundle.load_manifest("smoke", dest)
+    rec = man["sections"][section]
+    half = rec["entries"][: len(rec["entries"]) // 2]
+    man["sections"] = {section: dict(rec, entries=half, complete=False)}
+    (dest / "manifests" / "smoke.json").write_text(json.dumps(man))
+    return dest, [tuple(e) for e in half]
+
+
+def test_a_slice_bundle_holds_only_what_is_new_since_the_bundles_it_builds_on(computed, tmp_path,
+                                                                               capsys):
+    root = computed["cache"]
+    section = "calibration_ood"
+    first, half = _first_slice(root, tmp_path / "first", section)
+    d = tmp_path / "results"
+    d.mkdir()
+    base = d / "b-1.tar.gz"
+    bundle.export_bundle("smoke", base, root=first, sections=[section], builds_on=[d])
+    later = d / "a-2.tar.gz"  # sorts before its base: the import must order them itself
+    b = bundle.export_bundle("smoke", later, root=root, sections=[section], builds_on=[d])
+    everything = bundle.manifest_entries(bundle.load_manifest("smoke", root), [section])
+    assert sorted(tuple(r.split("/")) for r in b["requires"]) == sorted(half)
+    assert {r["bundle"] for r in b["requires"].values()} == {"b-1.tar.gz"}
+    carried = {tuple(f.split("/")[1:3]) for f in b["files"] if f.startswith("entries/")}
+    assert carried == set(everything) - set(half) and carried
+    # alone it cannot be imported, and says which bundle it needs
+    with pytest.raises(bundle.MissingBaseError, match="import b-1.tar.gz first"):
+        bundle.import_bundle(later, root=tmp_path / "alone")
+    assert not list((tmp_path / "alone").glob("*/*/meta.json"))
+    # the directory imports both, base first, into the complete section
+    os.environ["SOFTLIB_CACHE"] = str(tmp_path / "fresh")
+    try:
+        done = book.import_results("smoke", d)
+    finally:
+        del os.environ["SOFTLIB_CACHE"]
+    assert [Path(r["file"]).name for r in done] == ["b-1.tar.gz", "a-2.tar.gz"]
+    assert not any("error" in r for r in done)
+    fresh = bundle.load_manifest("smoke", tmp_path / "fresh")["sections"][section]
+    assert fresh["complete"] and sorted(map(tuple, fresh["entries"])) == sorted(everything)
+    fresh_files = _entries(tmp_path / "fresh")
+    want = {f"{k}/{key}/{n}" for k, key in everything for n in ("meta.json", "arrays.npz")
+            if (root / k / key / n).exists()}
+    assert set(fresh_files) == want
+    assert all(fresh_files[f] == (root / f).read_bytes() for f in want if f.endswith(".json"))
+
+
+def test_a_changed_entry_is_carried_and_a_base_nobody_has_is_reported(computed, tmp_path):
+    root = computed["cache"]
+    section = "calibration_ood"
+    first, half = _first_slice(root, tmp_path / "first", section)
+    base = tmp_path / "base.tar.gz"
+    bundle.export_bundle("smoke", base, root=first, sections=[section])
+    kind, key = half[0]
+    meta = first / kind / key / "meta.json"  # the same configuration, a different result
+    m = json.loads(meta.read_text())
+    m["meta"]["note"] = "recomputed"
+    meta.write_text(json.dumps(m))
+    man = bundle.load_manifest("smoke", root)  # the finished section, from this cache
+    (first / "manifests" / "smoke.json").write_text(json.dumps(man))
+    b = bundle.export_bundle("smoke", tmp_path / "next.tar.gz", root=first, sections=[section],
+                             builds_on=[base])
+    assert f"{kind}/{key}" not in b["requires"] and len(b["requires"]) == len(half) - 1
+    assert f"entries/{kind}/{key}/meta.json" in b["files"]
+    # a directory without the base: reported, not imported, the rest still works
+    d = tmp_path / "only-next"
+    d.mkdir()
+    (tmp_path / "next.tar.gz").rename(d / "next.tar.gz")
+    os.environ["SOFTLIB_CACHE"] = str(tmp_path / "fresh")
+    try:
+        done = book.import_results("smoke", d)
+        assert book.main(["import", str(d)]) == 2
+    finally:
+        del os.environ["SOFTLIB_CACHE"]
+    assert len(done) == 1 and "import base.tar.gz first" in done[0]["error"]
+    assert book.main(["import", str(tmp_path / "missing.tar.gz")]) == 2

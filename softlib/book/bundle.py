@@ -11,10 +11,16 @@ other file), ``softlib-bundle/manifest.json`` (the profile's manifest) and
 ``softlib-bundle/entries/<kind>/<key>/{meta.json, arrays.npz[, model.pt]}``. Weights
 (``model.pt``) are left out unless asked for.
 
+A bundle may *build on* earlier bundles (``export --builds-on results/gpu``): entries that
+those already carry, unchanged, are left out and named in ``BUNDLE.json``'s ``requires``
+(entry -> the SHA-256 of its ``meta.json`` and the bundle that carries it). So each slice of a
+long computation commits only what it added, while its manifest still records the whole
+section; importing it needs the entries it builds on in the cache first.
+
 Import is strict: every member must be a plain file at one of those paths (no absolute paths,
 no ``..``, no links or devices), every checksum and size must match, every entry's
 ``meta.json`` must hash to the key it is stored under, and the manifest must list exactly the
-bundle's entries. An existing entry under the same key is left alone when it is identical (or
+bundle's entries and those it requires, which must already be in the cache, unchanged. An existing entry under the same key is left alone when it is identical (or
 only lacks the bundle's weights, which are then added); a *different* existing entry stops the
 import before anything is written. Entries are written beside their final place and renamed
 into it, as :class:`softlib.cache.ResultCache` does. Nothing is ever unpickled.
@@ -38,7 +44,8 @@ from .._io import atomic_path, save_json, sha256_file
 from ..cache import config_key
 from ..paths import cache_root
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: BUNDLE.json may name entries the bundle builds on ('requires')
+READABLE_FORMATS = (1, 2)
 MANIFEST_FORMAT = 1
 TOP = "softlib-bundle"
 ENTRY_FILES = ("meta.json", "arrays.npz", "model.pt")
@@ -48,6 +55,10 @@ _KEY = re.compile(r"^[0-9a-f]{20}$")
 
 class BundleError(RuntimeError):
     """A bundle that cannot be made or must not be imported (corrupt, mismatched, conflicting)."""
+
+
+class MissingBaseError(BundleError):
+    """A bundle that builds on entries the cache does not hold yet (import their bundle first)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,15 +127,55 @@ def manifest_entries(man: dict[str, Any], sections: Iterable[str] | None = None
 # Export
 # --------------------------------------------------------------------------------------------
 
+def bundle_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The bundles named by ``paths``: files, and every ``*.tar.gz`` of a directory (none
+    where a directory does not exist yet, as before the first bundle)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(p.glob("*.tar.gz")))
+        elif p.is_file():
+            out.append(p)
+        elif p.name.endswith(".tar.gz"):
+            raise BundleError(f"no bundle at {p}")
+    return out
+
+
+def read_bundle_listing(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``BUNDLE.json`` of a bundle (read without extracting anything else)."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                if member.name == f"{TOP}/BUNDLE.json" and member.isfile():
+                    return json.loads(tar.extractfile(member).read())
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib_error()) as exc:
+        raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    raise BundleError(f"{path} is not a softlib results bundle (no {TOP}/BUNDLE.json)")
+
+
+def carried_entries(paths: Iterable[str | os.PathLike]) -> dict[tuple[str, str], dict[str, str]]:
+    """``(kind, key)`` -> checksums of the entry files the bundles carry, and which bundle."""
+    got: dict[tuple[str, str], dict[str, str]] = {}
+    for path in bundle_paths(paths):
+        for rel, info in read_bundle_listing(path).get("files", {}).items():
+            p = rel.split("/")
+            if len(p) == 4 and p[0] == "entries":
+                got.setdefault((p[1], p[2]), {"bundle": path.name})[p[3]] = info.get("sha256")
+    return got
+
+
 def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iterable[str] | None = None,
                   root: str | os.PathLike | None = None,
-                  sections: Iterable[str] | None = None) -> dict[str, Any]:
+                  sections: Iterable[str] | None = None,
+                  builds_on: Iterable[str | os.PathLike] | None = None) -> dict[str, Any]:
     """Write the profile's manifest entries as a ``.tar.gz`` bundle at ``out``.
 
     ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
     their weights (e.g. ``['adversarial']``: its notebook rebuilds the attacked models).
     ``sections``: only these sections' records and entries (None: all the manifest has), e.g.
     what one slice computed, next to the bundles of the other sections.
+    ``builds_on``: bundles (files or directories of them) whose entries, where unchanged here,
+    this bundle leaves out and requires instead (an entry that keeps its weights is carried).
     Returns the bundle manifest.
     """
     croot = cache_root(root)
@@ -151,7 +202,9 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
             raise BundleError(f"--with-weights: section(s) {', '.join(unknown)} are not in the "
                               f"manifest; it has {', '.join(man['sections'])}")
         weighted = set(manifest_entries(man, names))
+    base = carried_entries(builds_on) if builds_on is not None else {}
     files: dict[str, Path] = {}
+    requires: dict[str, dict[str, str]] = {}
     missing = []
     for kind, key in entries:
         if not (_KIND.match(kind) and _KEY.match(key)):
@@ -159,6 +212,14 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
         d = croot / kind / key
         if not (d / "meta.json").exists():
             missing.append(f"{kind}/{key}")
+            continue
+        there = base.get((kind, key))
+        if there is not None and (kind, key) not in weighted and all(
+                there.get(name) == sha256_file(d / name)
+                for name in ("meta.json", "arrays.npz") if (d / name).exists()) and (
+                ("arrays.npz" in there) == (d / "arrays.npz").exists()):
+            requires[f"{kind}/{key}"] = {"meta.json": there["meta.json"],
+                                         "bundle": there["bundle"]}
             continue
         for name in ENTRY_FILES:
             if name == "model.pt" and (kind, key) not in weighted:
@@ -182,7 +243,7 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
         weights_of = sorted(set(with_weights))
     bundle = {"format": BUNDLE_FORMAT, "profile": profile, "created": provenance(None)["date"],
               "with_weights": weights_of,
-              "entries": len(entries),
+              "entries": len(entries), "requires": requires,
               "complete": {s: bool(r.get("complete")) for s, r in man["sections"].items()},
               "files": listing}
     bundle_bytes = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
@@ -304,9 +365,12 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
         profile = str(bundle["profile"])
     except (ValueError, KeyError, TypeError) as exc:
         raise BundleError(f"refusing bundle {path}: unreadable BUNDLE.json ({exc})") from None
-    if bundle.get("format") != BUNDLE_FORMAT:
+    if bundle.get("format") not in READABLE_FORMATS:
         raise BundleError(f"refusing bundle {path}: format {bundle.get('format')!r}, this softlib "
-                          f"reads format {BUNDLE_FORMAT}")
+                          f"reads formats {', '.join(map(str, READABLE_FORMATS))}")
+    requires = bundle.get("requires") or {}
+    if not isinstance(requires, dict):
+        raise BundleError(f"refusing bundle {path}: unreadable 'requires' in BUNDLE.json")
     have = set(got) - {"BUNDLE.json"}
     if have != set(listing):
         extra, lost = sorted(have - set(listing)), sorted(set(listing) - have)
@@ -326,10 +390,22 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
         raise BundleError(f"refusing bundle {path}: BUNDLE.json is for profile {profile!r} but its "
                           f"manifest for {man.get('profile')!r}")
     entries = sorted({tuple(rel.split("/")[1:3]) for rel in have if rel.startswith("entries/")})
+    required = sorted(tuple(r.split("/", 1)) for r in requires)
     listed = sorted(set(manifest_entries(man)))
-    if entries != listed:
+    if set(entries) & set(required) or sorted(entries + required) != listed:
         raise BundleError(f"refusing bundle {path}: the manifest lists {len(listed)} entries but "
-                          f"the bundle holds {len(entries)}")
+                          f"the bundle holds {len(entries)} and builds on {len(required)} others")
+    absent = []
+    for kind, key in required:
+        meta = croot / kind / key / "meta.json"
+        want = requires[f"{kind}/{key}"]
+        if not (meta.exists() and sha256_file(meta) == want.get("meta.json")):
+            absent.append((f"{kind}/{key}", str(want.get("bundle"))))
+    if absent:
+        names = sorted({b for _, b in absent})
+        raise MissingBaseError(f"refusing bundle {path} for now: it builds on {len(absent)} "
+                               f"entries it does not carry and this cache lacks (e.g. "
+                               f"{absent[0][0]}); import {', '.join(names)} first")
     for kind, key in entries:  # each entry must be stored under the key of its configuration
         meta_path = staging / "entries" / kind / key / "meta.json"
         try:
@@ -383,7 +459,8 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
         with atomic_path(croot / kind / key / "model.pt", suffix=".pt") as tmp:
             os.replace(staging / "entries" / kind / key / "model.pt", tmp)
     _merge_manifest(man, croot)
-    return {"profile": profile, "entries": len(entries), "imported": len(new),
+    return {"profile": profile, "entries": len(entries), "required": len(required),
+            "imported": len(new),
             "identical": len(same), "weights_added": len(add_weights),
             "complete": {s: bool(r.get("complete")) for s, r in man.get("sections", {}).items()},
             "with_weights": bundle.get("with_weights", [])}

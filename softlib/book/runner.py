@@ -10,7 +10,8 @@
                                    [--seed 0] [-p name=value]
                                    [--backend local|ray [--address auto|ray://HOST:10001]]
     python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
-    python -m softlib.book import FILE.tar.gz
+                                  [--sections a,b] [--builds-on results/P]
+    python -m softlib.book import FILE.tar.gz|DIR ...
 
 Sections are paired jupytext notebooks in ``notebooks/``. ``run`` / ``all`` go plan -> compute
 -> execute (-> build): *compute* runs each section's training and evaluation work
@@ -166,32 +167,59 @@ def _gpu_here(device: str, cuda_available: bool | None = None) -> bool:
 def import_results(profile: str, directory: str | os.PathLike | None = None) -> list[dict]:
     """Import every bundle of ``results/<profile>/`` (or ``directory``) into the results cache.
 
-    Idempotent: entries already present and identical are skipped. A bundle that cannot be
-    imported (corrupt, or conflicting with a different existing result) is reported and left
-    out; the others are still imported. Returns one summary per bundle."""
-    from .bundle import BundleError, import_bundle
+    Idempotent: entries already present and identical are skipped. A bundle that builds on
+    others is imported after them, whatever the order of their names. A bundle that cannot be
+    imported (corrupt, conflicting with a different existing result, or building on entries
+    no bundle here carries) is reported and left out; the others are still imported. Returns
+    one summary per bundle."""
     d = Path(directory) if directory is not None else results_dir(profile)
     files = sorted(d.glob("*.tar.gz")) if d.is_dir() else []
     if not files:
         print(f"results: no bundle in {_rel(d)}/ (expected {_rel(d)}/*.tar.gz)", flush=True)
+    return import_bundles(files, profile)
+
+
+def import_bundles(files: list[Path], profile: str | None = None) -> list[dict]:
+    """Import ``files`` (see :func:`import_results`), each after the bundles it builds on;
+    one summary per bundle, with an ``error`` where it was not imported."""
+    from .bundle import BundleError, MissingBaseError, import_bundle
     out = []
-    for f in files:
-        t0 = time.perf_counter()
-        try:
-            r = import_bundle(f)
-        except BundleError as exc:
-            print(f"results: {_rel(f)} NOT imported: {exc}", flush=True)
-            out.append({"file": str(f), "error": str(exc)})
-            continue
-        done = [s for s in sorted(r["complete"], key=_book_order) if r["complete"][s]]
-        print(f"results: {_rel(f)} (profile {r['profile']}): {r['imported']} new entries, "
-              f"{r['identical']} already here; complete in it: {', '.join(done) or 'none'} "
-              f"[{time.perf_counter() - t0:.1f} s]", flush=True)
-        if r["profile"] != profile:
-            print(f"results: note: {_rel(f)} holds results of profile {r['profile']!r}, not "
-                  f"{profile!r}", flush=True)
-        out.append({"file": str(f), **r})
+    pending, waiting = files, {}
+    while pending:
+        later = []
+        for f in pending:
+            t0 = time.perf_counter()
+            try:
+                r = import_bundle(f)
+            except MissingBaseError as exc:  # another bundle here may carry its base
+                later.append(f)
+                waiting[f] = exc
+                continue
+            except BundleError as exc:
+                print(f"results: {_rel(f)} NOT imported: {exc}", flush=True)
+                out.append({"file": str(f), "error": str(exc)})
+                continue
+            waiting.pop(f, None)
+            out.append(_report_import(profile, f, r, t0))
+        if len(later) == len(pending):  # no progress: nothing here carries their base
+            for f in later:
+                print(f"results: {_rel(f)} NOT imported: {waiting[f]}", flush=True)
+                out.append({"file": str(f), "error": str(waiting[f])})
+            break
+        pending = later
     return out
+
+
+def _report_import(profile: str, f: Path, r: dict, t0: float) -> dict:
+    """Print one imported bundle's summary line; return the summary with its file."""
+    done = [s for s in sorted(r["complete"], key=_book_order) if r["complete"][s]]
+    print(f"results: {_rel(f)} (profile {r['profile']}): {r['imported']} new entries, "
+          f"{r['identical']} already here; complete in it: {', '.join(done) or 'none'} "
+          f"[{time.perf_counter() - t0:.1f} s]", flush=True)
+    if profile is not None and r["profile"] != profile:
+        print(f"results: note: {_rel(f)} holds results of profile {r['profile']!r}, not "
+              f"{profile!r}", flush=True)
+    return {"file": str(f), **r}
 
 
 class _JobProgress:
@@ -381,12 +409,14 @@ def compute_command(profile: str, sections: list[str], budget: int = _BUDGET_HIN
 
 
 def export_command(profile: str, sections: list[str]) -> tuple[str, str]:
-    """The export command of ``sections``' results and the bundle it writes."""
+    """The export command of ``sections``' results and the bundles it adds (a glob): each
+    export holds what is new since the committed bundles it builds on, named by its UTC time."""
     sections = with_weight_sources(sections)
     name = sections[0] if len(sections) == 1 else "-".join(sections)
-    out = f"results/{profile}/{name}.tar.gz"
+    where = f"results/{profile}"
     return (f"python -m softlib.book export --profile {profile} --sections {','.join(sections)} "
-            f"{out}"), out
+            f"--builds-on {where} {where}/{name}-$(date -u +%Y%m%dT%H%M).tar.gz",
+            f"{where}/{name}-*.tar.gz")
 
 
 def _weights_note(sections: list[str]) -> str:
@@ -403,7 +433,7 @@ def _how_to_compute(profile: str, sections: list[str]) -> str:
         f"  to compute them, on {'a machine with a GPU' if gpu else 'a machine that can train them'}:",
         f"    {compute_command(profile, sections)}",
         f"    {export}",
-        f"  then commit {out} and build again (make book PROFILE={profile}); "
+        f"  then commit the new {out} and build again (make book PROFILE={profile}); "
         f"{_weights_note(sections)}--budget-seconds: no new job starts after that many seconds, "
         "and the same command continues from its cache"])
 
@@ -429,7 +459,7 @@ To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that ca
 {export}
 ```
 
-then commit `{out}` and build the book again
+then commit the new `{out}` and build the book again
 (`make book PROFILE={profile}`): the runner imports every bundle of `results/{profile}/` into
 the cache before it renders. {_weights_note([section])}`--budget-seconds` stops starting new
 jobs after that many seconds; the same command continues from its cache.
@@ -1103,8 +1133,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default="",
                    help="comma-separated: only these sections' results (default: every section "
                         "the profile's manifest records)")
-    p = sub.add_parser("import", help="add a results bundle to this machine's cache")
-    p.add_argument("file")
+    p.add_argument("--builds-on", action="append", default=None, metavar="BUNDLE_OR_DIR",
+                   help="leave out the entries these bundles (or every bundle of a directory, "
+                        "e.g. results/gpu) already carry unchanged: the bundle then holds what "
+                        "is new since them and needs them imported first (repeatable)")
+    p = sub.add_parser("import", help="add results bundles to this machine's cache")
+    p.add_argument("file", nargs="+", help="bundles, or directories of them (e.g. results/gpu): "
+                                           "each is imported after the bundles it builds on")
     sub.add_parser("build", help="build the HTML book from executed sections")
     sub.add_parser("list", help="list sections and profiles")
     args = ap.parse_args(argv)
@@ -1136,10 +1171,14 @@ def main(argv: list[str] | None = None) -> int:
             if w not in (None, "all", "none"):
                 w = [s for s in w.split(",") if s]
             b = export_bundle(args.profile, args.out, with_weights=w,
-                              sections=[s for s in args.sections.split(",") if s] or None)
+                              sections=[s for s in args.sections.split(",") if s] or None,
+                              builds_on=args.builds_on)
             size = Path(args.out).stat().st_size
             incomplete = [s for s, c in b["complete"].items() if not c]
-            print(f"bundle {args.out}: profile {args.profile}, {b['entries']} cache entries, "
+            based = (f" ({len(b['requires'])} more in the bundles it builds on)"
+                     if b["requires"] else "")
+            print(f"bundle {args.out}: profile {args.profile}, "
+                  f"{b['entries'] - len(b['requires'])} cache entries{based}, "
                   f"{len(b['files'])} files, {size / 2**20:.1f} MiB; weights: "
                   f"{', '.join(b['with_weights']) or 'none'}")
             if incomplete:
@@ -1151,9 +1190,12 @@ def main(argv: list[str] | None = None) -> int:
                       "--with-weights adversarial")
             return 0
         if args.cmd == "import":
-            from .bundle import import_bundle
-            r = import_bundle(args.file)
-            print(f"imported {args.file} (profile {r['profile']}): {r['imported']} new entries, "
+            from .bundle import bundle_paths, import_bundle
+            if len(args.file) > 1 or Path(args.file[0]).is_dir():
+                done = import_bundles(bundle_paths(args.file))
+                return 2 if any("error" in r for r in done) else 0
+            r = import_bundle(args.file[0])
+            print(f"imported {args.file[0]} (profile {r['profile']}): {r['imported']} new entries, "
                   f"{r['identical']} already present and identical, {r['weights_added']} "
                   f"weights added; sections complete: "
                   + ", ".join(f"{s} {'yes' if r['complete'][s] else 'NO'}"
