@@ -47,3 +47,54 @@ def test_generate_subset(tmp_path):
     one = corruptions.corrupt_image(train.images[idx[5]], "fog", 3, idx[5])
     assert np.array_equal(s.images[5], one)
     assert "approximations" in data.provenance("cifar10_c", root)
+
+
+_BYTES_UNDER_BLAS_KERNEL = """
+import hashlib, sys
+import numpy as np
+from softlib.data import corruptions
+rng = np.random.default_rng(7)  # flat 4x4 blocks, as photos have: interpolating inside them
+blocks = rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)  # lands on exact pixel values
+imgs = blocks.repeat(4, axis=1).repeat(4, axis=2)
+h = hashlib.sha256()
+for name in corruptions.CORRUPTIONS:
+    for s in (1, 3, 5):
+        for i, img in enumerate(imgs):
+            h.update(corruptions.corrupt_image(img, name, s, i).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_corrupted_images_do_not_depend_on_the_cpus_blas_kernels():
+    """The same bytes whichever OpenBLAS kernels the CPU selects (a GPU machine and a laptop
+    must agree, or results computed on one do not match the evaluation sets of the other).
+    On a CPU whose default kernels are not the forced ones this compares two kernel sets."""
+    import os
+    import subprocess
+    import sys
+    out = {}
+    for core in ("", "Haswell", "Prescott"):
+        env = {**os.environ, "OPENBLAS_CORETYPE": core} if core else dict(os.environ)
+        r = subprocess.run([sys.executable, "-c", _BYTES_UNDER_BLAS_KERNEL], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        out[core or "default"] = r.stdout.strip()
+    assert len(set(out.values())) == 1, out
+
+
+def test_a_file_of_an_older_generator_is_generated_again(tmp_path):
+    from softlib.studies.peterson.common import load_corruption_sets
+    root = fixtures.write_fixture_root(tmp_path, n_train=40, n_test=50, n_small=10,
+                                       cifar10_c=False)
+    first = load_corruption_sets(10, ["elastic_transform"], [2], root=root)
+    path = root / "cifar10_c" / "elastic_transform_2.npz"
+    assert corruptions.is_current(path)
+    with np.load(path) as z:  # as the previous generator wrote it: no version, other bytes
+        old = {k: z[k] for k in z.files if k != "version"}
+    old["images"] = 255 - old["images"]
+    np.savez(path, **old)
+    assert not corruptions.is_current(path)
+    again = load_corruption_sets(10, ["elastic_transform"], [2], root=root)
+    assert corruptions.is_current(path)
+    key = "c10c_elastic_transform_2"
+    assert np.array_equal(again.images[key], first.images[key])

@@ -33,6 +33,10 @@ from scipy import ndimage as ndi
 from ..paths import data_root
 from .registry import CORRUPTIONS, SEVERITIES
 
+#: bumped when the generated images change: a file of another version is generated again
+#: (2: the elastic transform's affine map without BLAS, so every CPU makes the same bytes)
+GENERATOR_VERSION = 2
+
 APPROXIMATED = {
     "motion_blur": "ImageMagick motion blur approximated by a one-sided Gaussian line kernel",
     "snow": "snow streaks use the same motion-blur approximation",
@@ -114,7 +118,8 @@ def _motion_kernel_blur(x: np.ndarray, radius: int, sigma: float, angle: float) 
 
 
 def _rgb2gray(x: np.ndarray) -> np.ndarray:
-    return x @ np.array([0.299, 0.587, 0.114])
+    # elementwise rather than a BLAS product, whose CPU-specific kernels may round differently
+    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
 
 
 # ---------------------------------------------------------------- the 15 corruptions
@@ -229,6 +234,32 @@ def contrast(x, s, rng):
     return np.clip((x - m) * c + m, 0, 1)
 
 
+def _inverse_affine_yx(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map sending the three points ``src`` to ``dst`` ((x, y) rows), inverted and
+    written in scipy's (row, col) order: ``(matrix, offset)`` for ``ndi.affine_transform``.
+
+    Plain scalar arithmetic, no BLAS/LAPACK: OpenBLAS picks CPU-specific kernels, whose
+    last-bit differences the truncation to uint8 turns into different images on another
+    machine (measured: the elastic corruptions of one GPU machine did not match a CPU's, and
+    matched it under ``OPENBLAS_CORETYPE=Haswell``), and results computed there would no longer
+    match the evaluation sets here."""
+    (x1, y1), (x2, y2), (x3, y3) = (tuple(map(float, p)) for p in src)
+    det = x1 * (y2 - y3) - x2 * (y1 - y3) + x3 * (y1 - y2)
+    # src^-1 by cofactors: rows of the inverse of [[x1, y1, 1], [x2, y2, 1], [x3, y3, 1]]
+    inv = [[(y2 - y3) / det, (y3 - y1) / det, (y1 - y2) / det],
+           [(x3 - x2) / det, (x1 - x3) / det, (x2 - x1) / det],
+           [(x2 * y3 - x3 * y2) / det, (x3 * y1 - x1 * y3) / det, (x1 * y2 - x2 * y1) / det]]
+    d = [tuple(map(float, p)) for p in dst]
+    # forward map dst = [[a, b, c], [e, f, g]] @ [x, y, 1]
+    a, b, c = (inv[r][0] * d[0][0] + inv[r][1] * d[1][0] + inv[r][2] * d[2][0] for r in range(3))
+    e, f, g = (inv[r][0] * d[0][1] + inv[r][1] * d[1][1] + inv[r][2] * d[2][1] for r in range(3))
+    dl = a * f - b * e  # invert the linear part, then the translation
+    ia, ib, ie, i_f = f / dl, -b / dl, -e / dl, a / dl
+    tx, ty = -(ia * c + ib * g), -(ie * c + i_f * g)
+    # scipy indexes (row, col) = (y, x): swap both axes
+    return np.array([[i_f, ie], [ib, ia]]), np.array([ty, tx])
+
+
 def elastic_transform(x, s, rng):
     n = x.shape[0]
     alpha, sigma, aff = [(n * 0, n * 0, n * 0.08), (n * 0.05, n * 0.2, n * 0.07),
@@ -238,12 +269,8 @@ def elastic_transform(x, s, rng):
     cs, sq = np.float64(n // 2), n // 3
     p1 = np.array([[cs + sq, cs + sq], [cs + sq, cs - sq], [cs - sq, cs - sq]])
     p2 = p1 + rng.uniform(-aff, aff, size=p1.shape)
-    A = np.hstack([p1, np.ones((3, 1))])
-    M = np.linalg.solve(A, p2).T                    # 2x3, dst = M @ [x, y, 1]
-    Minv = np.linalg.inv(np.vstack([M, [0, 0, 1]]))[:2]
-    # scipy works in (row, col) = (y, x): swap axes of the inverse map
-    P = np.array([[0, 1], [1, 0]])
-    lin, off = P @ Minv[:, :2] @ P, P @ Minv[:, 2]
+    lin, off = _inverse_affine_yx(p1, p2)
+
     x = np.stack([ndi.affine_transform(x[..., d], lin, offset=off, order=1, mode="mirror")
                   for d in range(3)], -1)
     dx = (_gauss(rng.uniform(-1, 1, size=(n, n)), sigma, "reflect", 3) * alpha) if sigma > 0 \
@@ -288,6 +315,15 @@ def corrupt_image(img: np.ndarray, corruption: str, severity: int, index: int, s
     return np.uint8(np.clip(out, 0, 1) * 255)  # truncation, as np.uint8 in the original script
 
 
+def is_current(path: str | os.PathLike) -> bool:
+    """Whether a generated ``cifar10_c`` file was written by this :data:`GENERATOR_VERSION`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "version" in z.files and int(z["version"]) == GENERATOR_VERSION
+    except (OSError, ValueError):
+        return False
+
+
 def first_per_class(labels: np.ndarray, n: int) -> np.ndarray:
     """Indices of the first ``n`` images of each class (sorted)."""
     labels = np.asarray(labels)
@@ -314,7 +350,7 @@ def generate(indices: np.ndarray | None = None, corruptions: Iterable[str] = COR
     jobs = [(c, s) for c in corruptions for s in severities]
     for c, s in _tqdm(jobs, desc="cifar10_c"):
         path = out / f"{c}_{s}.npz"
-        if path.exists() and not overwrite:
+        if path.exists() and not overwrite and is_current(path):
             with np.load(path, allow_pickle=False) as z:
                 if "indices" in z.files and np.array_equal(z["indices"], indices) \
                         and "seed" in z.files and int(z["seed"]) == seed:
@@ -322,7 +358,8 @@ def generate(indices: np.ndarray | None = None, corruptions: Iterable[str] = COR
                     continue
         imgs = np.stack([corrupt_image(train.images[i], c, s, i, seed) for i in indices])
         written.append(write_split(out, f"{c}_{s}", imgs, train.labels[indices],
-                                   indices=indices, seed=np.int64(seed)))
+                                   indices=indices, seed=np.int64(seed),
+                                   version=np.int64(GENERATOR_VERSION)))
     update_provenance(out, dataset="cifar10_c",
                       source="generated locally from cifar10/train.npz by softlib.data.corruptions",
                       how="Hendrycks & Dietterich (2019) CIFAR-10-C corruptions and parameters, "

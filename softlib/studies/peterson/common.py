@@ -360,6 +360,7 @@ def load_corruption_sets(subset: int, corruptions: Sequence[str] | str, severiti
     """
     from ... import data
     from ...data import corruptions as corr
+    from ...paths import data_root
     names = list(data.CORRUPTIONS) if corruptions == "all" else list(corruptions)
     unknown = [c for c in names if c not in data.CORRUPTIONS]
     if unknown:
@@ -370,7 +371,8 @@ def load_corruption_sets(subset: int, corruptions: Sequence[str] | str, severiti
     for c in names:
         for s in severities:
             split = f"{c}_{s}"
-            ok = data.available("cifar10_c", split, root)
+            ok = (data.available("cifar10_c", split, root)
+                  and corr.is_current(data_root(root) / "cifar10_c" / f"{split}.npz"))
             if ok:
                 lab = data.load("cifar10_c", split, root).labels
                 ok = np.bincount(lab, minlength=10).min() >= per_class
