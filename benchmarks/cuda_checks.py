@@ -61,12 +61,9 @@ def _use_float64(on: bool) -> None:
     T.soft_cross_entropy = MM.soft_cross_entropy = ce64
 
 
-def exact_in_float64(device: str, k: int = 3, n: int = 512, epochs: int = 2) -> dict:
-    """Stacked training is model-by-model the same computation as ``fit``.
-
-    In float32 the two differ by kernel rounding, which a freshly initialised ResNet amplifies
-    step by step (measured on CPU: 1e-5 after 2 steps, 2e-2 after 8 at lr 0.05), so the check
-    runs in float64, where both agree to ~1e-15 on CPU."""
+def _float64_case(n: int, k: int, epochs: int):
+    """Images, one-hot targets, their source, an SGD ResNet-20 config (no autocast) and k
+    seeded float64 initialisations: the setting of the float64 checks."""
     x, t, source = _data(n)
     cfg = TrainConfig(arch="resnet_20", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128,
                       epochs=epochs, augment="crop_flip", amp=False, channels_last=False)
@@ -74,6 +71,22 @@ def exact_in_float64(device: str, k: int = 3, n: int = 512, epochs: int = 2) -> 
     for i in range(k):
         torch.manual_seed(i)
         inits.append(build("resnet_20").double())
+    return x, t, source, cfg, inits
+
+
+def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """The largest absolute difference between two models' weights and buffers."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return max(float((sa[q].double().cpu() - sb[q].double().cpu()).abs().max()) for q in sa)
+
+
+def exact_in_float64(device: str, k: int = 3, n: int = 512, epochs: int = 2) -> dict:
+    """Stacked training is model-by-model the same computation as ``fit``.
+
+    In float32 the two differ by kernel rounding, which a freshly initialised ResNet amplifies
+    step by step (measured on CPU: 1e-5 after 2 steps, 2e-2 after 8 at lr 0.05), so the check
+    runs in float64, where both agree to ~1e-15 on CPU."""
+    x, t, source, cfg, inits = _float64_case(n, k, epochs)
     _use_float64(True)
     try:
         alone = [copy.deepcopy(m) for m in inits]
@@ -83,11 +96,7 @@ def exact_in_float64(device: str, k: int = 3, n: int = 512, epochs: int = 2) -> 
                           seeds=list(range(k)), device=device, progress=False)
     finally:
         _use_float64(False)
-    worst = 0.0
-    for i in range(k):
-        a, b = res.models[i].state_dict(), alone[i].state_dict()
-        worst = max([worst] + [float((a[q].double().cpu() - b[q].double().cpu()).abs().max())
-                               for q in a])
+    worst = max(_max_abs_diff(res.models[i], alone[i]) for i in range(k))
     return {"k": k, "n": n, "epochs": epochs, "images": source, "max_abs_diff": worst,
             "ok": bool(worst < 1e-9)}
 
@@ -98,13 +107,7 @@ def graphs_equal_eager_in_float64(device: str, k: int = 3, n: int = 512, epochs:
     In float64 the compiled kernels differ from eager ones only by summation order, so weights
     and BatchNorm statistics (which a graph that dropped their in-place update would leave
     behind) must agree closely after 12 steps, past the graphs' warm-up and capture."""
-    x, t, source = _data(n)
-    cfg = TrainConfig(arch="resnet_20", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128,
-                      epochs=epochs, augment="crop_flip", amp=False, channels_last=False)
-    inits = []
-    for i in range(k):
-        torch.manual_seed(i)
-        inits.append(build("resnet_20").double())
+    x, t, source, cfg, inits = _float64_case(n, k, epochs)
     graphs = cfg.replace(compile="reduce-overhead")
     _use_float64(True)
     try:
@@ -119,12 +122,8 @@ def graphs_equal_eager_in_float64(device: str, k: int = 3, n: int = 512, epochs:
     finally:
         _use_float64(False)
 
-    def diff(a, b):
-        sa, sb = a.state_dict(), b.state_dict()
-        return max(float((sa[q].double().cpu() - sb[q].double().cpu()).abs().max()) for q in sa)
-
-    stacked = max(diff(a, b) for a, b in zip(runs["graphs"], runs["eager"]))
-    single = diff(one["graphs"], one["eager"])
+    stacked = max(_max_abs_diff(a, b) for a, b in zip(runs["graphs"], runs["eager"]))
+    single = _max_abs_diff(one["graphs"], one["eager"])
     init = inits[0].state_dict()
     moved = min(float((m.state_dict()[q].double().cpu() - init[q].double()).abs().max())
                 for m in (runs["graphs"][0], one["graphs"]) for q in m.state_dict()

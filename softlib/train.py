@@ -63,7 +63,8 @@ class TrainConfig:
     validation loss) needs ``val`` and restores the best
     weights. ``amp``/``channels_last``: 'auto' turns them on for CUDA only; ``compile``: False,
     True, 'auto' (CUDA only) or 'reduce-overhead' (``torch.compile``'s CUDA-graph mode on CUDA;
-    like True elsewhere); a compiled model falls back to eager on any compile error.
+    like True elsewhere); a compiled model that fails in its first steps at an input shape
+    falls back to eager (``_Forward.step``).
     """
     arch: str = "resnet_20"
     arch_kwargs: dict = field(default_factory=dict)
