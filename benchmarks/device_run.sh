@@ -34,6 +34,7 @@ export PYTHONUNBUFFERED=1 SOFTLIB_DATA="$PWD/.cache/device/data" SOFTLIB_CACHE="
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # benchmarks/*.py import softlib from here
 mode="${1:-}"
 profile="${SOFTLIB_PROFILE:-gpu}"  # another profile only to try the script out (smoke, on a CPU)
+device="${DEVICE:-cuda}"  # DEVICE=cpu CHECK_N=256: the checks and profiles too, to try it out
 out="${OUT:-/tmp/out}"
 mkdir -p "$out"
 case "$mode" in
@@ -62,7 +63,8 @@ if [ "$mode" = session ] && [ "${SKIP_CHECKS:-0}" = 1 ]; then
   echo "GPU checks skipped (SKIP_CHECKS=1)" | tee -a "$out/log.txt"
   do_slice=1
 elif [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks
-  if capped 300 python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json"; then
+  if capped 300 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
+      --json "$out/cuda_checks.json"; then
     do_slice=1
   else
     echo "the GPU checks failed or ran out of time (see above): no slice computed" | tee -a "$out/log.txt"
@@ -81,27 +83,32 @@ if [ "$do_slice" = 1 ]; then
   hard=$((budget + 150))  # a job started just before the budget ends may run on; then a hard stop
   left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
   [ "$mode" = session ] && [ "$left" -lt "$hard" ] && hard=$left
-  # the log keeps the jobs' progress, not every epoch's bar
-  timeout "$hard" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
-    --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
-    | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
-  # only what this slice added: the bundle builds on the committed ones, named by its UTC time
-  bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
-  python3 -m softlib.book export --profile "$profile" --sections "$sections" \
-    --builds-on "results/$profile" "$bundle" 2>&1 | tee -a "$out/log.txt"
-  # a lent machine returns files of at most 16 MiB: a larger bundle comes back in parts,
-  # joined here with `cat NAME.part-* > NAME` (the bundle's checksums verify the join on import)
-  if [ -f "$bundle" ] && [ "$(stat -c %s "$bundle")" -gt $((15 * 1024 * 1024)) ]; then
-    split -b 15M -d "$bundle" "$bundle.part-" && rm "$bundle" \
-      && echo "bundle split into $(ls "$bundle".part-* | wc -l) parts: cat $(basename "$bundle").part-* > $(basename "$bundle")" \
-      | tee -a "$out/log.txt"
+  if [ "$hard" -lt 60 ]; then
+    echo "no time left in this command for a slice (${hard}s)" | tee -a "$out/log.txt"
+  else
+    # the log keeps the jobs' progress, not every epoch's bar
+    timeout "$hard" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
+      --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
+      | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
+    # only what this slice added: the bundle builds on the committed ones, named by its UTC time
+    bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
+    python3 -m softlib.book export --profile "$profile" --sections "$sections" \
+      --builds-on "results/$profile" "$bundle" 2>&1 | tee -a "$out/log.txt"
+    # a lent machine returns files of at most 16 MiB: a larger bundle comes back in parts,
+    # joined here with `cat NAME.part-* > NAME` (the bundle's checksums verify the join on import)
+    if [ -f "$bundle" ] && [ "$(stat -c %s "$bundle")" -gt $((15 * 1024 * 1024)) ]; then
+      split -b 15M -d "$bundle" "$bundle.part-" && rm "$bundle" \
+        && echo "bundle split into $(ls "$bundle".part-* | wc -l) parts: cat $(basename "$bundle").part-* > $(basename "$bundle")" \
+        | tee -a "$out/log.txt"
+    fi
   fi
 fi
 if [ "$mode" = session ]; then
-  capped 90 python3 benchmarks/stacked_profile.py --device cuda --json "$out/stacked_profile.json"
-  capped 100 python3 benchmarks/stacked_profile.py --device cuda --k 5 --batch 64 --n 8000 \
-    --top 5 --json "$out/stacked_profile_laing.json"
-  capped 600 python3 benchmarks/stacked_profile.py --device cuda --compile --top 5 \
+  capped 90 python3 benchmarks/stacked_profile.py --device "$device" \
+    --json "$out/stacked_profile.json"
+  capped 100 python3 benchmarks/stacked_profile.py --device "$device" --k 5 --batch 64 \
+    --n "${CHECK_N:-8000}" --top 5 --json "$out/stacked_profile_laing.json"
+  capped 600 python3 benchmarks/stacked_profile.py --device "$device" --compile --top 5 \
     --json "$out/stacked_profile_compiled.json"
 elif [ "$mode" = measure ]; then
   python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee -a "$out/log.txt"
