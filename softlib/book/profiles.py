@@ -235,8 +235,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     = 1,380 s of training, plus ~5.5 s per run for start-up and evaluation (FGSM, MC
         #     dropout, temperature; through `compute` a basic run of 6 epochs took 13-17 s in
         #     all) x 105 runs = 580 s                                              -> ~33 min
+        #   (the basic and MC-dropout seeds now train stacked and CUDA-graphed, `compile` below:
+        #   on an H100 the graphed step of 5 ResNet-20s at batch 64 ran 78,800 img/s against
+        #   12,600 eager, for ~20-50 s of compiling per architecture and process; the section's
+        #   time with them is not measured yet, so the estimate stays the eager one)
         # Sum ~60 min plus start-up of the Peterson groups (~2 min): about one GPU-hour; Laing's
         # grid is the largest part, and its per-run overheads do not shrink with fewer epochs.
+        # On a lent H100 VGG-15-BN-64's 10 folds of one condition took 113-153 s through
+        # `compute` (benchmarks/nvidia-h100-2026-11-26-stacked.json).
         # Without stacking (stack_models False) the ResNet-110 and VGG parts take ~20 min longer.
         # Signal: on the H200, ResNet-20 on fold 0 for 30 epochs (Adam, lr 0.002) reached held-out
         # CE vs the human labels of 0.977 (hard) vs 0.907 (soft), a gap of 0.07 nats; 10 folds
