@@ -245,6 +245,16 @@ def test_unsafe_members_are_refused(exported, tmp_path):
     _repack(exported["plain"], tmp_path / "abs.tar.gz", absolute)
     _assert_refused(tmp_path / "abs.tar.gz", tmp_path / "c3", "unsafe")
 
+    def traverse(m, data):  # an entry it builds on must be named as kind/key, nothing else
+        if m.name.endswith("BUNDLE.json"):
+            doc = json.loads(data)
+            doc["requires"] = {"../../etc": {"meta.json": "0" * 64, "bundle": "x.tar.gz"}}
+            data = json.dumps(doc).encode()
+            m.size = len(data)
+        yield m, data
+    _repack(exported["plain"], tmp_path / "requires.tar.gz", traverse)
+    _assert_refused(tmp_path / "requires.tar.gz", tmp_path / "c9", "malformed 'requires'")
+
 
 def test_a_mismatched_entry_is_refused(exported, tmp_path):
     """An entry stored under a key its configuration does not hash to (with matching checksums)."""

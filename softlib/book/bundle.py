@@ -20,9 +20,10 @@ section; importing it needs the entries it builds on in the cache first.
 Import is strict: every member must be a plain file at one of those paths (no absolute paths,
 no ``..``, no links or devices), every checksum and size must match, every entry's
 ``meta.json`` must hash to the key it is stored under, and the manifest must list exactly the
-bundle's entries and those it requires, which must already be in the cache, unchanged. An existing entry under the same key is left alone when it is identical (or
-only lacks the bundle's weights, which are then added); a *different* existing entry stops the
-import before anything is written. Entries are written beside their final place and renamed
+bundle's entries and those it requires, which must already be in the cache, unchanged. An
+existing entry under the same key is left alone when it is identical (or only lacks the
+bundle's weights, which are then added); a *different* existing entry stops the import before
+anything is written. Entries are written beside their final place and renamed
 into it, as :class:`softlib.cache.ResultCache` does. Nothing is ever unpickled.
 """
 from __future__ import annotations
@@ -164,6 +165,13 @@ def carried_entries(paths: Iterable[str | os.PathLike]) -> dict[tuple[str, str],
     return got
 
 
+def _carried_unchanged(there: dict[str, str], entry_dir: Path) -> bool:
+    """Whether a bundle's copy of an entry (its files' checksums) is the cache's entry."""
+    return all((name in there) == (entry_dir / name).exists()
+               and (name not in there or there[name] == sha256_file(entry_dir / name))
+               for name in ("meta.json", "arrays.npz"))
+
+
 def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iterable[str] | None = None,
                   root: str | os.PathLike | None = None,
                   sections: Iterable[str] | None = None,
@@ -214,10 +222,7 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
             missing.append(f"{kind}/{key}")
             continue
         there = base.get((kind, key))
-        if there is not None and (kind, key) not in weighted and all(
-                there.get(name) == sha256_file(d / name)
-                for name in ("meta.json", "arrays.npz") if (d / name).exists()) and (
-                ("arrays.npz" in there) == (d / "arrays.npz").exists()):
+        if there is not None and (kind, key) not in weighted and _carried_unchanged(there, d):
             requires[f"{kind}/{key}"] = {"meta.json": there["meta.json"],
                                          "bundle": there["bundle"]}
             continue
@@ -369,8 +374,10 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
         raise BundleError(f"refusing bundle {path}: format {bundle.get('format')!r}, this softlib "
                           f"reads formats {', '.join(map(str, READABLE_FORMATS))}")
     requires = bundle.get("requires") or {}
-    if not isinstance(requires, dict):
-        raise BundleError(f"refusing bundle {path}: unreadable 'requires' in BUNDLE.json")
+    if not (isinstance(requires, dict) and all(
+            isinstance(r, str) and r.count("/") == 1 and _KIND.match(r.split("/")[0])
+            and _KEY.match(r.split("/")[1]) and isinstance(v, dict) for r, v in requires.items())):
+        raise BundleError(f"refusing bundle {path}: malformed 'requires' in BUNDLE.json")
     have = set(got) - {"BUNDLE.json"}
     if have != set(listing):
         extra, lost = sorted(have - set(listing)), sorted(set(listing) - have)
@@ -404,8 +411,9 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
     if absent:
         names = sorted({b for _, b in absent})
         raise MissingBaseError(f"refusing bundle {path} for now: it builds on {len(absent)} "
-                               f"entries it does not carry and this cache lacks (e.g. "
-                               f"{absent[0][0]}); import {', '.join(names)} first")
+                               f"entries it does not carry, which this cache lacks or holds in "
+                               f"another version (e.g. {absent[0][0]}); import "
+                               f"{', '.join(names)} first")
     for kind, key in entries:  # each entry must be stored under the key of its configuration
         meta_path = staging / "entries" / kind / key / "meta.json"
         try:
