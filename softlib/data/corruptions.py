@@ -270,7 +270,6 @@ def elastic_transform(x, s, rng):
     p1 = np.array([[cs + sq, cs + sq], [cs + sq, cs - sq], [cs - sq, cs - sq]])
     p2 = p1 + rng.uniform(-aff, aff, size=p1.shape)
     lin, off = _inverse_affine_yx(p1, p2)
-
     x = np.stack([ndi.affine_transform(x[..., d], lin, offset=off, order=1, mode="mirror")
                   for d in range(3)], -1)
     dx = (_gauss(rng.uniform(-1, 1, size=(n, n)), sigma, "reflect", 3) * alpha) if sigma > 0 \
