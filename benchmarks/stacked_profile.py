@@ -83,7 +83,9 @@ def _dense_epoch(model, x: torch.Tensor, y: torch.Tensor, batch: int, opt, amp: 
 
 
 def run(device: str | None, k: int, batch: int, n: int, repeats: int, arch: str,
-        top: int, compile_too: bool = False) -> dict:
+        top: int, compile_too: bool = False, save=None) -> dict:
+    """The measurements as a dict; ``save(result)`` is also called once the timings are in,
+    before the (slow) profiler run, so a run cut short by a time limit keeps them."""
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -152,6 +154,8 @@ def run(device: str | None, k: int, batch: int, n: int, repeats: int, arch: str,
         "(the engine's data preparation and bookkeeping)")
     row("vmapped step / dense ceiling", rate[names[1]] / rate[names[2]], "ratio",
         "(what vmap's batched kernels cost against one plain batch)")
+    if save is not None:
+        save(res)
 
     from torch.profiler import ProfilerActivity, profile
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
@@ -192,10 +196,13 @@ def main(argv=None) -> int:
         p.error("--device cuda: CUDA is not available on this machine")
     dev = resolve_device(a.device)
     n = a.n or (5000 if dev.type == "cuda" else 256)
-    res = run(a.device, a.k, a.batch, n, a.repeats, a.arch, a.top, compile_too=a.compile)
-    if a.json:
-        from softlib._io import save_json
-        save_json(a.json, res)
+    from softlib._io import save_json
+
+    def save(res):
+        if a.json:
+            save_json(a.json, res)
+    save(run(a.device, a.k, a.batch, n, a.repeats, a.arch, a.top, compile_too=a.compile,
+             save=save))
     return 0
 
 

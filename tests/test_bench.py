@@ -41,8 +41,8 @@ def test_cli_rejects_cuda_without_gpu(capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_stacked_profile_splits_the_fold_grid_time(tmp_path, monkeypatch):
-    """benchmarks/stacked_profile.py (run on a lent GPU) runs end to end on a CPU at tiny size."""
+def _stacked_profile(tmp_path, monkeypatch):
+    """benchmarks/stacked_profile.py as a module, reading no data (random images)."""
     import importlib.util
     from pathlib import Path
     monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path / "nodata"))
@@ -50,6 +50,12 @@ def test_stacked_profile_splits_the_fold_grid_time(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("stacked_profile", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_stacked_profile_splits_the_fold_grid_time(tmp_path, monkeypatch):
+    """benchmarks/stacked_profile.py (run on a lent GPU) runs end to end on a CPU at tiny size."""
+    mod = _stacked_profile(tmp_path, monkeypatch)
     out = tmp_path / "p.json"
     assert mod.main(["--device", "cpu", "--k", "2", "--batch", "8", "--n", "16", "--repeats", "1",
                      "--arch", "resnet_20", "--top", "5", "--json", str(out)]) == 0
@@ -58,3 +64,21 @@ def test_stacked_profile_splits_the_fold_grid_time(tmp_path, monkeypatch):
     assert names[0] == "2 models at once: fit_stacked (engine)" and len(names) == 6
     assert all(r["value"] > 0 and math.isfinite(r["value"]) for r in res["rows"])
     assert len(res["top_ops"]) == 5 and 0 < sum(o["share"] for o in res["top_ops"]) <= 1 + 1e-9
+
+
+def test_stacked_profile_keeps_its_timings_when_cut_during_the_profiler(tmp_path, monkeypatch):
+    """A lent machine's time limit often falls in the slow profiler run: the timings are saved
+    before it."""
+    import pytest
+    import torch.profiler
+    mod = _stacked_profile(tmp_path, monkeypatch)
+
+    def cut(*a, **k):
+        raise TimeoutError("the command's time ran out")
+    monkeypatch.setattr(torch.profiler, "profile", cut)
+    out = tmp_path / "p.json"
+    with pytest.raises(TimeoutError):
+        mod.main(["--device", "cpu", "--k", "2", "--batch", "8", "--n", "16", "--repeats", "1",
+                  "--json", str(out)])
+    res = json.loads(out.read_text())
+    assert len(res["rows"]) == 6 and res["top_ops"] == []
