@@ -412,7 +412,7 @@ def export_command(profile: str, sections: list[str]) -> tuple[str, str]:
     """The export command of ``sections``' results and the bundles it adds (a glob): each
     export holds what is new since the committed bundles it builds on, named by its UTC time."""
     sections = with_weight_sources(sections)
-    name = sections[0] if len(sections) == 1 else "-".join(sections)
+    name = "-".join(sections)
     where = f"results/{profile}"
     return (f"python -m softlib.book export --profile {profile} --sections {','.join(sections)} "
             f"--builds-on {where} {where}/{name}-$(date -u +%Y%m%dT%H%M).tar.gz",
