@@ -5,8 +5,9 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
 1. ``fit_stacked`` performs model by model the computation ``fit`` performs (weights and
    BatchNorm statistics agree to 1e-9, compared in float64: see ``exact_in_float64``);
 2. under bf16 autocast (the path that crashed on CUDA with "Expected running_mean to have type
-   BFloat16 but got Float") stacked models train, their loss falls, and they reach the held-out
-   accuracy of the same models trained alone (within 5 points);
+   BFloat16 but got Float") stacked models train, their loss falls, and they reach the last-epoch
+   train loss (within 0.05) and the held-out accuracy (within 5 points) of the same models
+   trained alone;
 3. ``compile='reduce-overhead'`` (CUDA graphs) trains as eager does, stacked and alone (float64,
    past the graphs' capture; BatchNorm statistics updated);
 4. check 2 with the stacked models CUDA-graphed.
@@ -139,8 +140,12 @@ def _bf16_case(n: int, k: int, epochs: int):
     """Images (n to train on, 2,000 held out), their source, an Adam ResNet-20 config under
     bf16 autocast and k seeded initialisations: the setting of the bf16 checks."""
     x, t, source = _data(n + 2000)
+    # cosine to zero: the held-out accuracy of the last weights, not of one noisy Adam step at
+    # full rate (on an H100 a constant rate put one of three eager stacked models at 35% where
+    # its train loss matched the others', failing the check by chance)
     cfg = TrainConfig(arch="resnet_20", optimizer="adam", lr=0.002, weight_decay=0.0,
-                      batch_size=128, epochs=epochs, augment="crop_flip", amp=True)
+                      batch_size=128, epochs=epochs, augment="crop_flip", amp=True,
+                      schedule="cosine")
     inits = []
     for i in range(k):
         torch.manual_seed(i)
@@ -155,14 +160,16 @@ def _heldout_accuracy(models, x, t, n: int, device: str) -> list[float]:
 
 
 @functools.lru_cache(maxsize=None)
-def _alone_bf16(device: str, k: int, n: int, epochs: int) -> tuple[list[float], float]:
-    """Held-out accuracies and seconds of the k models trained alone (eager): the reference
-    of both bf16 checks, trained once per run."""
+def _alone_bf16(device: str, k: int, n: int, epochs: int) -> tuple[list[float], list[float], float]:
+    """Held-out accuracies, last-epoch train losses and seconds of the k models trained alone
+    (eager): the reference of both bf16 checks, trained once per run."""
     x, t, _, cfg, inits = _bf16_case(n, k, epochs)
     t0 = time.perf_counter()
+    last_loss = []
     for i, m in enumerate(inits):
-        fit(m, x[:n], t[:n], cfg.replace(seed=i), device=device, progress=False)
-    return _heldout_accuracy(inits, x, t, n, device), time.perf_counter() - t0
+        r = fit(m, x[:n], t[:n], cfg.replace(seed=i), device=device, progress=False)
+        last_loss.append(float(r.history["train_loss"][-1]))
+    return _heldout_accuracy(inits, x, t, n, device), last_loss, time.perf_counter() - t0
 
 
 def bf16_trains_like_alone(device: str, k: int = 3, n: int = 8000, epochs: int = 4,
@@ -175,14 +182,18 @@ def bf16_trains_like_alone(device: str, k: int = 3, n: int = 8000, epochs: int =
                       cfg.replace(compile=compile), seeds=list(range(k)), device=device,
                       progress=False)
     stacked_s = time.perf_counter() - t0
-    acc_a, alone_s = _alone_bf16(device, k, n, epochs)
+    acc_a, loss_a, alone_s = _alone_bf16(device, k, n, epochs)
     acc_s = _heldout_accuracy(res.models, x, t, n, device)
     losses_ = np.asarray(res.history["train_loss"])  # [epochs, k]
+    # the last epoch's train loss, a mean over n images, is the steady signal (three models'
+    # agreed to 0.01 on the H100); held-out accuracy of 3 models at 4 epochs is noisier
     return {"k": k, "n": n, "epochs": epochs, "images": source,
             "stacked_seconds": stacked_s, "alone_seconds": alone_s,
             "train_loss_first_last": [losses_[0].tolist(), losses_[-1].tolist()],
+            "train_loss_last_alone": loss_a,
             "heldout_accuracy_stacked": acc_s, "heldout_accuracy_alone": acc_a,
             "ok": bool(np.isfinite(losses_).all() and (losses_[-1] < losses_[0]).all()
+                       and abs(np.mean(losses_[-1]) - np.mean(loss_a)) < 0.05
                        and abs(np.mean(acc_s) - np.mean(acc_a)) < 0.05)}
 
 
