@@ -189,7 +189,9 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="resnet_20")
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--compile", action="store_true",
-                   help="also measure the compiled stacked paths (a minute or more of compiling)")
+                   help="also measure the compiled stacked paths (a minute or more of compiling; "
+                        "on an H100 this run did not finish in 240 s: graph_reuse.py times the "
+                        "engine with graphs call by call)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():

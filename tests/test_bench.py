@@ -41,13 +41,13 @@ def test_cli_rejects_cuda_without_gpu(capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def _stacked_profile(tmp_path, monkeypatch):
-    """benchmarks/stacked_profile.py as a module, reading no data (random images)."""
+def _stacked_profile(tmp_path, monkeypatch, name="stacked_profile"):
+    """benchmarks/<name>.py as a module, reading no data (random images)."""
     import importlib.util
     from pathlib import Path
     monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path / "nodata"))
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "stacked_profile.py"
-    spec = importlib.util.spec_from_file_location("stacked_profile", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -82,3 +82,27 @@ def test_stacked_profile_keeps_its_timings_when_cut_during_the_profiler(tmp_path
                   "--json", str(out)])
     res = json.loads(out.read_text())
     assert len(res["rows"]) == 6 and res["top_ops"] == []
+
+
+def test_graph_reuse_times_each_call_and_saves_as_it_goes(tmp_path, monkeypatch):
+    """benchmarks/graph_reuse.py (run on a lent GPU) times every fit_stacked call, eager and
+    compiled, and rewrites its JSON after each, so a run cut by a time limit keeps the calls
+    done. The compiler is replaced by the identity here (compiling takes a minute on a CPU)."""
+    import torch
+    mod = _stacked_profile(tmp_path, monkeypatch, "graph_reuse")
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(kw) or fn)
+    saved = []
+    real_dump = json.dump
+    monkeypatch.setattr(json, "dump", lambda obj, f, **kw: (saved.append(len(obj["rows"])),
+                                                            real_dump(obj, f, **kw)))
+    out = tmp_path / "g.json"
+    assert mod.main(["--device", "cpu", "--k", "2", "--batch", "8", "--n", "20", "--calls", "2",
+                     "--epochs", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [(r["compile"], r["call"]) for r in res["rows"]] == [
+        (False, 0), (False, 1), ("reduce-overhead", 0), ("reduce-overhead", 1)]
+    assert saved == [1, 2, 3, 4]
+    assert all(r["seconds"] > 0 and math.isclose(r["img_per_s"], 2 * 20 * 2 / r["seconds"])
+               for r in res["rows"])
+    assert compiled and all(kw.get("mode") == "reduce-overhead" for kw in compiled)
