@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from softlib.bench import machine_info
 from softlib.models import build
 from softlib.multimodel import fit_stacked
 from softlib.train import TrainConfig, resolve_device
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
                   f"{json.dumps(_counters().get('stats', {}))}", file=sys.stderr, flush=True)
             if a.json:
                 with open(a.json, "w") as f:
-                    json.dump({"k": a.k, "batch": a.batch, "n": a.n, "epochs": a.epochs, "rows": rows}, f, indent=1)
+                    json.dump({"machine": machine_info(dev), "k": a.k, "batch": a.batch, "n": a.n, "epochs": a.epochs, "rows": rows}, f, indent=1)
     return 0
 
 
