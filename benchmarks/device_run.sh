@@ -108,9 +108,9 @@ if [ "$mode" = session ]; then
   # the engine with CUDA graphs, call after call with new models as the studies call it
   # (stacked_profile.py --compile did not finish within 240 s on the H100: its compiled parts
   # alternate), first the fold grid, then Laing's groups as gpu trains them (3 seeds, batch 64)
-  capped 200 python3 benchmarks/graph_reuse.py --device "$device" --epochs 2 \
+  capped 200 python3 benchmarks/graph_reuse.py --device "$device" \
     ${CHECK_N:+--n "$CHECK_N"} --json "$out/graph_reuse.json"
-  capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 3 --batch 64 --epochs 2 \
+  capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 3 --batch 64 \
     --n "${CHECK_N:-8000}" --json "$out/graph_reuse_laing.json"
 elif [ "$mode" = measure ]; then
   python3 benchmarks/cuda_checks.py --json "$out/cuda_checks.json" 2>&1 | tee -a "$out/log.txt"

@@ -97,12 +97,29 @@ def test_graph_reuse_times_each_call_and_saves_as_it_goes(tmp_path, monkeypatch)
     monkeypatch.setattr(json, "dump", lambda obj, f, **kw: (saved.append(len(obj["rows"])),
                                                             real_dump(obj, f, **kw)))
     out = tmp_path / "g.json"
-    assert mod.main(["--device", "cpu", "--k", "2", "--batch", "8", "--n", "20", "--calls", "2",
-                     "--epochs", "2", "--json", str(out)]) == 0
+    assert mod.main(["--device", "cpu", "--k", "2", "--batch", "8", "--n", "20", "--calls", "1",
+                     "--epochs", "1", "2", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert [(r["compile"], r["call"]) for r in res["rows"]] == [
-        (False, 0), (False, 1), ("reduce-overhead", 0), ("reduce-overhead", 1)]
-    assert saved == [1, 2, 3, 4]
-    assert all(r["seconds"] > 0 and math.isclose(r["img_per_s"], 2 * 20 * 2 / r["seconds"])
+    assert [(r["compile"], r["epochs"], r["warmup"]) for r in res["rows"]] == [
+        (False, 1, True), (False, 1, False), (False, 2, False),
+        ("reduce-overhead", 1, True), ("reduce-overhead", 1, False), ("reduce-overhead", 2, False)]
+    assert saved == [1, 2, 3, 4, 5, 6]
+    assert all(r["seconds"] > 0 and math.isclose(r["img_per_s"], 2 * 20 * r["epochs"] / r["seconds"])
                for r in res["rows"])
     assert compiled and all(kw.get("mode") == "reduce-overhead" for kw in compiled)
+    assert set(res["steady_state"]) == {"False", "reduce-overhead"}
+
+
+def test_graph_reuse_splits_setup_from_the_steps_rate(tmp_path, monkeypatch):
+    """Calls of 1 and 3 epochs that take 1.5 s and 2.5 s: 0.5 s per epoch, 1 s of setup."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "graph_reuse")
+    rows = [{"compile": False, "warmup": True, "epochs": 1, "seconds": 30.0},
+            {"compile": False, "warmup": False, "epochs": 1, "seconds": 1.4},
+            {"compile": False, "warmup": False, "epochs": 1, "seconds": 1.5},
+            {"compile": False, "warmup": False, "epochs": 1, "seconds": 1.6},
+            {"compile": False, "warmup": False, "epochs": 3, "seconds": 2.5},
+            {"compile": "reduce-overhead", "warmup": False, "epochs": 1, "seconds": 9.0}]
+    ss = mod.steady_state(rows, k=10, n=5000)
+    assert set(ss) == {"False"}  # one epoch count only: no split
+    assert math.isclose(ss["False"]["img_per_s"], 10 * 5000 / 0.5)
+    assert math.isclose(ss["False"]["setup_seconds"], 1.0)
