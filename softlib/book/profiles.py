@@ -237,8 +237,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     all) x 105 runs = 580 s                                              -> ~33 min
         #   (the basic and MC-dropout seeds now train stacked and CUDA-graphed, `compile` below:
         #   on an H100 the graphed step of 5 ResNet-20s at batch 64 ran 78,800 img/s against
-        #   12,600 eager, for ~20-50 s of compiling per architecture and process; the section's
-        #   time with them is not measured yet, so the estimate stays the eager one)
+        #   12,600 eager; compiling costs ~25-60 s per architecture, input shape (the last
+        #   partial batch is a second one) and process: 83 s for the fold grid's two shapes, after
+        #   which new groups of models reuse the graphs (67,600-69,000 img/s for one-epoch calls of
+        #   10 ResNet-20s, benchmarks/nvidia-h100-2026-11-26-graphs.json); the section's time
+        #   with them is not measured yet, so the estimate stays the eager one)
         # Sum ~60 min plus start-up of the Peterson groups (~2 min): about one GPU-hour; Laing's
         # grid is the largest part, and its per-run overheads do not shrink with fewer epochs.
         # On a lent H100 VGG-15-BN-64's 10 folds of one condition took 113-153 s through
