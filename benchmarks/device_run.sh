@@ -7,8 +7,8 @@
 #   bash benchmarks/device_run.sh slice BUDGET_SECONDS SECTIONS   # ~BUDGET + 60 s
 #       one resumable slice of the `gpu` profile's SECTIONS (comma-separated): the committed
 #       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
-#       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s
-#       keeps time for the export) and a bundle of what the slice added to those sections
+#       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s,
+#       or earlier where the command's 570 s end first, keeps time for the export) and a bundle of what the slice added to those sections
 #       (`export --builds-on results/gpu`), $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside
 #       the others under results/gpu/
 #   bash benchmarks/device_run.sh measure                          # ~6-8 min
@@ -17,9 +17,11 @@
 #       (stacked_profile.py, cut at 4 min), and Laing's 5-seed groups (cut at 2 min); JSON
 #       files to record under benchmarks/
 #   bash benchmarks/device_run.sh session BUDGET_SECONDS SECTIONS  # ~570 s: one lent session
-#       the GPU checks (cuda_checks.py, ~3-4 min: no slice unless they pass; SKIP_CHECKS=1 once
-#       a session passed them with the same engine code), a slice (as above,
-#       cut to fit), then as many of the measurements as fit the rest of one 600 s command:
+#       the GPU checks (cuda_checks.py, ~2.5 min on an H100: no slice unless they pass;
+#       SKIP_CHECKS=1 once a session passed them with the same engine code), a slice (as above,
+#       but a job started before the budget may run until the command's end less the export:
+#       pick a budget that leaves room for the last group), then as many of the measurements as
+#       fit the rest of one 600 s command:
 #       the engine eager and with CUDA graphs over successive groups of new models
 #       (graph_reuse.py) for the fold grid and Laing's 3-seed groups; the benchmark and
 #       stacked_profile.py are left out (recorded already)
@@ -83,7 +85,10 @@ if [ "$do_slice" = 1 ]; then
   [ -d "results/$profile" ] && python3 -m softlib.book import "results/$profile" 2>&1 | tee -a "$out/log.txt"
   hard=$((budget + 150))  # a job started just before the budget ends may run on; then a hard stop
   left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
-  [ "$mode" = session ] && [ "$left" -lt "$hard" ] && hard=$left
+  # in a session the slice comes before the profiles: a group started just before the budget
+  # (ResNet-110's 10 folds: ~3 min) may use the command's time rather than be killed and lost
+  [ "$mode" = session ] && hard=$left
+  [ "$left" -lt "$hard" ] && hard=$left
   if [ "$hard" -lt 60 ]; then
     echo "no time left in this command for a slice (${hard}s)" | tee -a "$out/log.txt"
   else
