@@ -221,9 +221,9 @@ def main(argv=None) -> int:
         results["checks"][name] = r
         failed |= not r["ok"]
         print(f"{name}: {'ok' if r['ok'] else 'FAILED'} {json.dumps(r)}", flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(results, f, indent=1)
+        if a.json:  # after every check: a run cut by a time limit keeps the checks done
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1)
     return 1 if failed else 0
 
 

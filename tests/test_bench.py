@@ -123,3 +123,23 @@ def test_graph_reuse_splits_setup_from_the_steps_rate(tmp_path, monkeypatch):
     assert set(ss) == {"False"}  # one epoch count only: no split
     assert math.isclose(ss["False"]["img_per_s"], 10 * 5000 / 0.5)
     assert math.isclose(ss["False"]["setup_seconds"], 1.0)
+
+
+def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
+    """benchmarks/cuda_checks.py rewrites its JSON after each check (a lent machine's time
+    limit cut a run during its last check and lost the three before), and a failed check
+    makes the exit status 1. The checks are replaced by instant fakes here."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    for name, ok in (("exact_in_float64", True), ("bf16_trains_like_alone", False),
+                     ("graphs_equal_eager_in_float64", True)):
+        monkeypatch.setattr(mod, name, lambda dev, ok=ok, **kw: {"ok": ok, **kw})
+    saved = []
+    real_dump = json.dump
+    monkeypatch.setattr(json, "dump", lambda obj, f, **kw: (saved.append(list(obj["checks"])),
+                                                            real_dump(obj, f, **kw)))
+    out = tmp_path / "c.json"
+    assert mod.main(["--device", "cpu", "--json", str(out)]) == 1
+    assert [len(s) for s in saved] == [1, 2, 3, 4]
+    checks = json.loads(out.read_text())["checks"]
+    assert [c["ok"] for c in checks.values()] == [True, False, True, False]
+    assert checks["fit_stacked_cuda_graphs_bf16_trains_like_fit"]["compile"] == "reduce-overhead"
