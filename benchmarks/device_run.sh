@@ -8,8 +8,8 @@
 #       one resumable slice of the `gpu` profile's SECTIONS (comma-separated): the committed
 #       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
 #       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s,
-#       or earlier where the command's 570 s end first, keeps time for the export) and a bundle of what the slice added to those sections
-#       (`export --builds-on results/gpu`), $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside
+#       or at the command's 570 s if that comes first, keeps time for the export) and a bundle
+#       of what the slice added to those sections (`export --builds-on results/gpu`), $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside
 #       the others under results/gpu/
 #   bash benchmarks/device_run.sh measure                          # ~570 s
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the engine with
