@@ -9,8 +9,8 @@
 #       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
 #       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s,
 #       or at the command's 570 s if that comes first, keeps time for the export) and a bundle
-#       of what the slice added to those sections (`export --builds-on results/gpu`), $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside
-#       the others under results/gpu/
+#       of what the slice added to those sections (`export --builds-on results/gpu`),
+#       $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside the others under results/gpu/
 #   bash benchmarks/device_run.sh measure                          # ~570 s
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the engine with
 #       CUDA graphs over successive groups of new models (graph_reuse.py), then the benchmark
