@@ -17,7 +17,7 @@
 #       (python -m softlib.bench) as far as the command's time allows; JSON files to record
 #       under benchmarks/ (stacked_profile.py, where the fold grid's time goes, runs alone)
 #   bash benchmarks/device_run.sh session BUDGET_SECONDS SECTIONS  # ~570 s: one lent session
-#       the GPU checks (cuda_checks.py, ~2.5 min on an H100: no slice unless they pass;
+#       the GPU checks (cuda_checks.py, ~4 min on an H100: no slice unless they pass;
 #       SKIP_CHECKS=1 once a session passed them with the same engine code), a slice (as above,
 #       but a job started before the budget may run until the command's end less the export:
 #       pick a budget that leaves room for the last group), then as many of the measurements as
