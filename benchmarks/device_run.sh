@@ -66,7 +66,7 @@ if [ "$mode" = session ] && [ "${SKIP_CHECKS:-0}" = 1 ]; then
   echo "GPU checks skipped (SKIP_CHECKS=1)" | tee -a "$out/log.txt"
   do_slice=1
 elif [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks
-  if capped 300 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
+  if capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
       --json "$out/cuda_checks.json"; then
     do_slice=1
   else
@@ -118,7 +118,7 @@ if [ "$mode" = session ]; then
   capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 3 --batch 64 \
     --n "${CHECK_N:-8000}" --json "$out/graph_reuse_laing.json"
 elif [ "$mode" = measure ]; then  # each part cut to what the 600 s command has left
-  capped 300 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
+  capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
     --json "$out/cuda_checks.json"
   capped 200 python3 benchmarks/graph_reuse.py --device "$device" \
     ${CHECK_N:+--n "$CHECK_N"} --json "$out/graph_reuse.json"
