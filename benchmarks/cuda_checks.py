@@ -23,6 +23,9 @@ import json
 import sys
 import time
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -197,23 +200,72 @@ def bf16_trains_like_alone(device: str, k: int = 3, n: int = 8000, epochs: int =
                        and abs(np.mean(acc_s) - np.mean(acc_a)) < 0.05)}
 
 
+#: the checks in the order they run (name -> function of the device and, optionally, n)
+CHECKS = {
+    "fit_stacked_exact_float64": lambda dev, **kw: exact_in_float64(dev, **kw),
+    "fit_stacked_bf16_trains_like_fit": lambda dev, **kw: bf16_trains_like_alone(dev, **kw),
+    "cuda_graphs_equal_eager_float64": lambda dev, **kw: graphs_equal_eager_in_float64(dev, **kw),
+    "fit_stacked_cuda_graphs_bf16_trains_like_fit":
+        lambda dev, **kw: bf16_trains_like_alone(dev, compile="reduce-overhead", **kw),
+}
+
+ROOT = Path(__file__).resolve().parents[1]
+#: what the checks vouch for: the training engine, the models, and the checks themselves
+ENGINE_FILES = ("softlib/train.py", "softlib/multimodel.py", "softlib/augment.py",
+                "softlib/losses.py", "softlib/models/*.py", "benchmarks/cuda_checks.py")
+
+
+def engine_fingerprint(root: Path = ROOT) -> str:
+    """A hash of the files the checks vouch for: a recorded pass holds while it is unchanged."""
+    h = hashlib.sha256()
+    for pattern in ENGINE_FILES:
+        for path in sorted(root.glob(pattern)):
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def passed_before(records: Path, fingerprint: str, torch_version: str) -> Path | None:
+    """The first JSON file under ``records`` (a whole record, or one with a ``cuda_checks``
+    part) in which every check passed on a GPU, at the default sizes, with this engine and
+    this torch; None if there is none."""
+    for path in sorted(Path(records).glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for rec in (doc, doc.get("cuda_checks")) if isinstance(doc, dict) else ():
+            if (isinstance(rec, dict) and rec.get("engine") == fingerprint
+                    and rec.get("torch") == torch_version and rec.get("gpu")
+                    and rec.get("n") is None and isinstance(rec.get("checks"), dict)
+                    and set(CHECKS) <= set(rec["checks"])
+                    and all(rec["checks"][c].get("ok") is True for c in CHECKS)):
+                return path
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json")
     p.add_argument("--device", default="cuda")
     p.add_argument("--n", type=int, default=None, help="images per check (default: the check's)")
+    p.add_argument("--passed-before", metavar="DIR", default=None,
+                   help="run nothing: exit 0 if a record under DIR shows every check passing on "
+                        "a GPU with this engine (softlib's training code, unchanged) and this "
+                        "torch, else 1")
     a = p.parse_args(argv)
+    if a.passed_before is not None:
+        fp = engine_fingerprint()
+        found = passed_before(Path(a.passed_before), fp, torch.__version__)
+        print(f"GPU checks: {'passed before, in ' + str(found) if found else 'no passing record'}"
+              f" for engine {fp} and torch {torch.__version__}")
+        return 0 if found else 1
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("CUDA is not available here")
     results = {"torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None, "checks": {}}
+               "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None,
+               "engine": engine_fingerprint(), "n": a.n, "checks": {}}
     failed = False
-    checks = (("fit_stacked_exact_float64", exact_in_float64),
-              ("fit_stacked_bf16_trains_like_fit", bf16_trains_like_alone),
-              ("cuda_graphs_equal_eager_float64", graphs_equal_eager_in_float64),
-              ("fit_stacked_cuda_graphs_bf16_trains_like_fit",
-               lambda dev, **kw: bf16_trains_like_alone(dev, compile="reduce-overhead", **kw)))
-    for name, check in checks:
+    for name, check in CHECKS.items():
         try:
             r = check(a.device) if a.n is None else check(a.device, n=a.n)
         except Exception as e:  # a crash is a failed check, recorded with its message

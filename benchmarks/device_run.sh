@@ -17,8 +17,10 @@
 #       (python -m softlib.bench) as far as the command's time allows; JSON files to record
 #       under benchmarks/ (stacked_profile.py, where the fold grid's time goes, runs alone)
 #   bash benchmarks/device_run.sh session BUDGET_SECONDS SECTIONS  # ~570 s: one lent session
-#       the GPU checks (cuda_checks.py, ~4 min on an H100: no slice unless they pass;
-#       SKIP_CHECKS=1 once a session passed them with the same engine code), a slice (as above,
+#       the GPU checks (cuda_checks.py, ~4 min on an H100: no slice unless they pass; skipped
+#       where a record under benchmarks/ shows them all passing on a GPU with the same engine
+#       fingerprint and torch: commit each session's cuda_checks.json there; SKIP_CHECKS=1
+#       skips them anyway, SKIP_CHECKS=0 runs them anyway), a slice (as above,
 #       but a job started before the budget may run until the command's end less the export:
 #       pick a budget that leaves room for the last group), then as many of the measurements as
 #       fit the rest of one 600 s command:
@@ -61,9 +63,15 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$out/log.txt"
 do_slice=0
 [ "$mode" = slice ] && do_slice=1
-if [ "$mode" = session ] && [ "${SKIP_CHECKS:-0}" = 1 ]; then
-  # only where a session already passed the checks with this engine (the same softlib/*.py)
-  echo "GPU checks skipped (SKIP_CHECKS=1)" | tee -a "$out/log.txt"
+skip_checks="${SKIP_CHECKS:-auto}"  # auto: skip where a committed record shows them passing
+if [ "$mode" = session ] && [ "$skip_checks" = auto ]; then
+  # with this engine (a hash of softlib's training code and the checks) and this torch
+  if python3 benchmarks/cuda_checks.py --passed-before benchmarks 2>&1 | tee -a "$out/log.txt"; then
+    skip_checks=1
+  fi
+fi
+if [ "$mode" = session ] && [ "$skip_checks" = 1 ]; then
+  echo "GPU checks skipped (SKIP_CHECKS=${SKIP_CHECKS:-auto})" | tee -a "$out/log.txt"
   do_slice=1
 elif [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks
   if capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \

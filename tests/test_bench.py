@@ -140,6 +140,58 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
     out = tmp_path / "c.json"
     assert mod.main(["--device", "cpu", "--json", str(out)]) == 1
     assert [len(s) for s in saved] == [1, 2, 3, 4]
-    checks = json.loads(out.read_text())["checks"]
+    rec = json.loads(out.read_text())
+    assert rec["engine"] == mod.engine_fingerprint() and rec["n"] is None
+    checks = rec["checks"]
     assert [c["ok"] for c in checks.values()] == [True, False, True, False]
     assert checks["fit_stacked_cuda_graphs_bf16_trains_like_fit"]["compile"] == "reduce-overhead"
+
+
+def test_engine_fingerprint_follows_the_engine_files(tmp_path, monkeypatch):
+    """The fingerprint a recorded pass is matched by changes with the training code and the
+    checks, and not with the rest of the repository."""
+    import shutil
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    root = tmp_path / "repo"
+    for pattern in mod.ENGINE_FILES + ("softlib/book/runner.py",):
+        for path in mod.ROOT.glob(pattern):
+            dest = root / path.relative_to(mod.ROOT)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+    assert mod.engine_fingerprint(root) == mod.engine_fingerprint(mod.ROOT)
+    (root / "softlib/book/runner.py").write_text("# not the engine\n")
+    first = mod.engine_fingerprint(root)
+    assert first == mod.engine_fingerprint(mod.ROOT)
+    for rel in ("softlib/multimodel.py", "softlib/models/resnet.py", "benchmarks/cuda_checks.py"):
+        path = root / rel
+        old = path.read_bytes()
+        path.write_bytes(old + b"\n# changed\n")
+        assert mod.engine_fingerprint(root) != first, rel
+        path.write_bytes(old)
+    assert mod.engine_fingerprint(root) == first
+
+
+def test_passed_before_needs_every_check_passing_on_a_gpu_with_this_engine(tmp_path, monkeypatch):
+    """device_run.sh skips the GPU checks only where a record shows all of them passing on a
+    GPU, at the default sizes, with the same engine fingerprint and torch."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    good = {"torch": "2.11.0", "gpu": "NVIDIA H100", "engine": "abc", "n": None,
+            "checks": {name: {"ok": True} for name in mod.CHECKS}}
+    rec = tmp_path / "records"
+    rec.mkdir()
+    (rec / "broken.json").write_text("{not json")
+    assert mod.passed_before(rec, "abc", "2.11.0") is None
+    variants = {"engine": dict(good, engine="other"), "torch": dict(good, torch="2.12.0"),
+                "cpu": dict(good, gpu=None), "small": dict(good, n=256),
+                "failed": dict(good, checks={**good["checks"], "cuda_graphs_equal_eager_float64":
+                                             {"ok": False}}),
+                "missing": dict(good, checks={k: v for k, v in list(good["checks"].items())[:3]})}
+    for name, doc in variants.items():
+        (rec / f"{name}.json").write_text(json.dumps(doc))
+    assert mod.passed_before(rec, "abc", "2.11.0") is None
+    (rec / "z-nested.json").write_text(json.dumps({"rows": [], "cuda_checks": good}))
+    assert mod.passed_before(rec, "abc", "2.11.0").name == "z-nested.json"
+    monkeypatch.setattr(mod, "engine_fingerprint", lambda root=None: "abc")
+    monkeypatch.setattr(mod.torch, "__version__", "2.11.0")
+    assert mod.main(["--passed-before", str(rec)]) == 0
+    assert mod.main(["--passed-before", str(tmp_path / "nothing")]) == 1
