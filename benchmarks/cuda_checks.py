@@ -12,7 +12,10 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
    past the graphs' capture; BatchNorm statistics updated);
 4. check 2 with the stacked models CUDA-graphed.
 
-Prints one line per check and writes the numbers as JSON. Exit status 1 if a check fails.
+Prints one line per check and writes the numbers as JSON (after every check), with the engine
+fingerprint the checks vouch for. Exit status 1 if a check fails. ``--passed-before DIR`` runs
+nothing and says whether a record under DIR already shows them all passing on a GPU for this
+engine and torch (``device_run.sh session`` then skips them).
 """
 from __future__ import annotations
 
