@@ -235,13 +235,17 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     = 1,380 s of training, plus ~5.5 s per run for start-up and evaluation (FGSM, MC
         #     dropout, temperature; through `compute` a basic run of 6 epochs took 13-17 s in
         #     all) x 105 runs = 580 s                                              -> ~33 min
-        #   (the basic and MC-dropout seeds now train stacked and CUDA-graphed, `compile` below:
-        #   on an H100 the graphed step of 5 ResNet-20s at batch 64 ran 78,800 img/s against
-        #   12,600 eager; compiling costs ~25-60 s per architecture, input shape (the last
-        #   partial batch is a second one) and process: 83 s for the fold grid's two shapes, after
-        #   which new groups of models reuse the graphs (67,600-69,000 img/s for one-epoch calls of
-        #   10 ResNet-20s, benchmarks/nvidia-h100-2026-11-26-graphs.json); the section's time
-        #   with them is not measured yet, so the estimate stays the eager one)
+        #   (the basic and MC-dropout seeds train stacked, eagerly. CUDA graphs do not pay in
+        #   this profile's slices: on an H100 the graphed step of 5 ResNet-20s at batch 64 ran
+        #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture
+        #   and process from a cold cache, plus ~20-30 s per further input shape (the last
+        #   partial batch): 83 s for the fold grid's two shapes, after which new groups reuse
+        #   the graphs (benchmarks/nvidia-h100-2026-11-26-graphs.json). The 21 stacked groups
+        #   (basic and the two MC-dropout variants x 7 conditions) hold 21 x 3 x 5 x 8,000 =
+        #   2.5 M images, ~4-5 min of eager stacked training (the engine ran 9,000-11,500 img/s
+        #   for 5 seeds) that graphs would cut to ~1 min, against ~2-3 min of compiling in every
+        #   slice, and with their evaluations these groups span at least two slices.
+        #   `-p compile=reduce-overhead` turns them on for a run that goes through on one machine)
         # Sum ~60 min plus start-up of the Peterson groups (~2 min): about one GPU-hour; Laing's
         # grid is the largest part, and its per-run overheads do not shrink with fewer epochs.
         # On a lent H100 VGG-15-BN-64's 10 folds of one condition took 113-153 s through
@@ -268,10 +272,6 @@ PROFILES: dict[str, dict[str, Any]] = {
             "calibration_ood": {
                 "seeds": [0, 1, 2], "epochs": 5, "early_stopping_patience": 3,
                 "keep_best_checkpoint": False,
-                # CUDA graphs for the stacked seeds: on an H100, 5 ResNet-20s at batch 64 ran
-                # 78,800 img/s graphed against 12,600 eager (vmapped step; the engine eager:
-                # 9,000-11,500); benchmarks/nvidia-h100-2026-11-26-stacked.json
-                "compile": "reduce-overhead",
             },
         },
     },
