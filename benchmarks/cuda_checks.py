@@ -22,16 +22,16 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import hashlib
 import json
 import sys
 import time
-
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from softlib._io import save_json
 from softlib.models import build
 from softlib.multimodel import fit_stacked
 from softlib.train import TrainConfig, fit, predict
@@ -276,9 +276,8 @@ def main(argv=None) -> int:
         results["checks"][name] = r
         failed |= not r["ok"]
         print(f"{name}: {'ok' if r['ok'] else 'FAILED'} {json.dumps(r)}", flush=True)
-        if a.json:  # after every check: a run cut by a time limit keeps the checks done
-            with open(a.json, "w") as f:
-                json.dump(results, f, indent=1)
+        if a.json:  # after every check, atomically: a run cut by a time limit keeps those done
+            save_json(a.json, results)
     return 1 if failed else 0
 
 

@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from softlib._io import save_json
 from softlib.bench import machine_info
 from softlib.models import build
 from softlib.multimodel import fit_stacked
@@ -88,16 +89,16 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize(dev)
             s = time.perf_counter() - t0
             rate = a.k * a.n * epochs / s
+            counters = _counters()
             res["rows"].append({"compile": mode, "call": call, "epochs": epochs,
                                 "warmup": warmup, "seconds": s, "img_per_s": rate,
-                                "counters": _counters()})
+                                "counters": counters})
             print(f"compile={mode!s:16} call {call} ({epochs} epoch{'s' * (epochs > 1)}"
                   f"{', warm-up' if warmup else ''}): {s:7.2f} s  {rate:9,.0f} img/s  "
-                  f"{json.dumps(_counters().get('stats', {}))}", file=sys.stderr, flush=True)
+                  f"{json.dumps(counters.get('stats', {}))}", file=sys.stderr, flush=True)
             res["steady_state"] = steady_state(res["rows"], a.k, a.n)
-            if a.json:
-                with open(a.json, "w") as f:
-                    json.dump(res, f, indent=1)
+            if a.json:  # atomically: a run cut by a time limit keeps the calls done, intact
+                save_json(a.json, res)
     for mode, ss in res["steady_state"].items():
         print(f"compile={mode}: steady state {ss['img_per_s']:,.0f} img/s, "
               f"{ss['setup_seconds']:.2f} s setup per call", file=sys.stderr)
