@@ -52,8 +52,17 @@ command_seconds="${DEVICE_COMMAND_SECONDS:-570}"  # a lent machine's 600 s per c
 capped() {  # capped MAX_SECONDS CMD...: run CMD for at most MAX_SECONDS or what the command has left
   local left=$((command_seconds - (SECONDS - start) - 10)) cap="$1"; shift
   [ "$left" -lt "$cap" ] && cap=$left
-  if [ "$cap" -lt 20 ]; then echo "skipped (no time left in this command): $*" | tee -a "$out/log.txt"; return 0; fi
+  # skipped, it fails as a time-out would: the GPU checks gate the slice on their status
+  if [ "$cap" -lt 20 ]; then echo "skipped (no time left in this command): $*" | tee -a "$out/log.txt"; return 124; fi
   timeout "$cap" "$@" 2>&1 | tee -a "$out/log.txt"
+}
+gpu_checks() {  # the GPU-only correctness checks, cut at 330 s (~260 s on an H100)
+  capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
+    --json "$out/cuda_checks.json"
+}
+fold_grid_graphs() {  # the engine eager and with CUDA graphs, call after call with new models
+  capped 200 python3 benchmarks/graph_reuse.py --device "$device" \
+    ${CHECK_N:+--n "$CHECK_N"} --json "$out/graph_reuse.json"
 }
 if [ ! -f "$SOFTLIB_DATA/.materialized" ]; then
   python3 .device_data/materialize.py --out "$SOFTLIB_DATA" >/dev/null \
@@ -74,8 +83,7 @@ if [ "$mode" = session ] && [ "$skip_checks" = 1 ]; then
   echo "GPU checks skipped (SKIP_CHECKS=${SKIP_CHECKS:-auto})" | tee -a "$out/log.txt"
   do_slice=1
 elif [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks
-  if capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
-      --json "$out/cuda_checks.json"; then
+  if gpu_checks; then
     do_slice=1
   else
     echo "the GPU checks failed or ran out of time (see above): no slice computed" | tee -a "$out/log.txt"
@@ -95,8 +103,7 @@ if [ "$do_slice" = 1 ]; then
   left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
   # in a session the slice comes before the profiles: a group started just before the budget
   # (ResNet-110's 10 folds: ~3 min) may use the command's time rather than be killed and lost
-  [ "$mode" = session ] && hard=$left
-  [ "$left" -lt "$hard" ] && hard=$left
+  if [ "$mode" = session ] || [ "$left" -lt "$hard" ]; then hard=$left; fi
   if [ "$hard" -lt 60 ]; then
     echo "no time left in this command for a slice (${hard}s)" | tee -a "$out/log.txt"
   else
@@ -121,15 +128,12 @@ if [ "$mode" = session ]; then
   # the engine with CUDA graphs, call after call with new models as the studies call it
   # (stacked_profile.py --compile did not finish within 240 s on the H100), first the fold
   # grid, then Laing's groups as gpu trains them (3 seeds, batch 64)
-  capped 200 python3 benchmarks/graph_reuse.py --device "$device" \
-    ${CHECK_N:+--n "$CHECK_N"} --json "$out/graph_reuse.json"
+  fold_grid_graphs
   capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 3 --batch 64 \
     --n "${CHECK_N:-8000}" --json "$out/graph_reuse_laing.json"
 elif [ "$mode" = measure ]; then  # each part cut to what the 600 s command has left
-  capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
-    --json "$out/cuda_checks.json"
-  capped 200 python3 benchmarks/graph_reuse.py --device "$device" \
-    ${CHECK_N:+--n "$CHECK_N"} --json "$out/graph_reuse.json"
+  gpu_checks
+  fold_grid_graphs
   capped 240 python3 -m softlib.bench --device "$device" --json "$out/bench.json"
 fi
 ls -la "$out"
