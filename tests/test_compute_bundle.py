@@ -372,7 +372,7 @@ def _first_slice(root: Path, dest: Path, section: str) -> tuple[Path, list]:
 
 
 def test_a_slice_bundle_holds_only_what_is_new_since_the_bundles_it_builds_on(computed, tmp_path,
-                                                                               capsys):
+                                                                               monkeypatch):
     root = computed["cache"]
     section = "calibration_ood"
     first, half = _first_slice(root, tmp_path / "first", section)
@@ -392,11 +392,9 @@ def test_a_slice_bundle_holds_only_what_is_new_since_the_bundles_it_builds_on(co
         bundle.import_bundle(later, root=tmp_path / "alone")
     assert not list((tmp_path / "alone").glob("*/*/meta.json"))
     # the directory imports both, base first, into the complete section
-    os.environ["SOFTLIB_CACHE"] = str(tmp_path / "fresh")
-    try:
-        done = book.import_results("smoke", d)
-    finally:
-        del os.environ["SOFTLIB_CACHE"]
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "fresh"))
+    done = book.import_results("smoke", d)
+    monkeypatch.undo()
     assert [Path(r["file"]).name for r in done] == ["b-1.tar.gz", "a-2.tar.gz"]
     assert not any("error" in r for r in done)
     fresh = bundle.load_manifest("smoke", tmp_path / "fresh")["sections"][section]
@@ -408,7 +406,8 @@ def test_a_slice_bundle_holds_only_what_is_new_since_the_bundles_it_builds_on(co
     assert all(fresh_files[f] == (root / f).read_bytes() for f in want if f.endswith(".json"))
 
 
-def test_a_changed_entry_is_carried_and_a_base_nobody_has_is_reported(computed, tmp_path):
+def test_a_changed_entry_is_carried_and_a_base_nobody_has_is_reported(computed, tmp_path,
+                                                                        monkeypatch):
     root = computed["cache"]
     section = "calibration_ood"
     first, half = _first_slice(root, tmp_path / "first", section)
@@ -429,11 +428,9 @@ def test_a_changed_entry_is_carried_and_a_base_nobody_has_is_reported(computed, 
     d = tmp_path / "only-next"
     d.mkdir()
     (tmp_path / "next.tar.gz").rename(d / "next.tar.gz")
-    os.environ["SOFTLIB_CACHE"] = str(tmp_path / "fresh")
-    try:
-        done = book.import_results("smoke", d)
-        assert book.main(["import", str(d)]) == 2
-    finally:
-        del os.environ["SOFTLIB_CACHE"]
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "fresh"))
+    done = book.import_results("smoke", d)
+    assert book.main(["import", str(d)]) == 2
+    monkeypatch.undo()
     assert len(done) == 1 and "import base.tar.gz first" in done[0]["error"]
     assert book.main(["import", str(tmp_path / "missing.tar.gz")]) == 2
