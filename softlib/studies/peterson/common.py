@@ -360,7 +360,6 @@ def load_corruption_sets(subset: int, corruptions: Sequence[str] | str, severiti
     """
     from ... import data
     from ...data import corruptions as corr
-    from ...paths import data_root
     names = list(data.CORRUPTIONS) if corruptions == "all" else list(corruptions)
     unknown = [c for c in names if c not in data.CORRUPTIONS]
     if unknown:
@@ -372,7 +371,7 @@ def load_corruption_sets(subset: int, corruptions: Sequence[str] | str, severiti
         for s in severities:
             split = f"{c}_{s}"
             ok = (data.available("cifar10_c", split, root)
-                  and corr.is_current(data_root(root) / "cifar10_c" / f"{split}.npz"))
+                  and corr.is_current(data.dataset_dir("cifar10_c", root) / f"{split}.npz"))
             if ok:
                 lab = data.load("cifar10_c", split, root).labels
                 ok = np.bincount(lab, minlength=10).min() >= per_class
