@@ -10,7 +10,9 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
    trained alone;
 3. ``compile='reduce-overhead'`` (CUDA graphs) trains as eager does, stacked and alone (float64,
    past the graphs' capture; BatchNorm statistics updated);
-4. check 2 with the stacked models CUDA-graphed.
+4. check 2 with the stacked models CUDA-graphed;
+5. Laing's SNGP and DUQ, whose training hooks run inside the stack, train stacked as alone
+   (float64, to float32's tolerance where the models compute in float32).
 
 Prints one line per check and writes the numbers as JSON (after every check), with the engine
 fingerprint the checks vouch for. Exit status 1 if a check fails. ``--passed-before DIR`` runs
@@ -142,6 +144,44 @@ def graphs_equal_eager_in_float64(device: str, k: int = 3, n: int = 512, epochs:
             "ok": bool(stacked < 1e-7 and single < 1e-7 and moved > 1e-4)}
 
 
+def hook_models_exact_in_float64(device: str, k: int = 3, n: int = 256, epochs: int = 2) -> dict:
+    """Laing's SNGP and DUQ, whose training hooks run per model inside the stack (SNGP's
+    precision reset, power iteration and mean-field validation; DUQ's gradient penalty, a double
+    backward through the vmapped forward, and its centroid update), train stacked as alone.
+
+    In float64, except where the models themselves compute in float32 (SNGP's covariance, DUQ's
+    kernel distances): the tolerance is float32's, not float64's."""
+    x, t, source = _data(n + 128)
+    cfg = TrainConfig(arch="laing", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64,
+                      epochs=epochs, augment="crop_flip", amp=False, channels_last=False)
+    out = {"k": k, "n": n, "epochs": epochs, "images": source}
+    ok = True
+    _use_float64(True)
+    try:
+        for arch in ("resnet20_sngp", "resnet20_duq"):
+            inits = []
+            for i in range(k):
+                torch.manual_seed(i)
+                inits.append(build(arch).double())
+            val = (x[n:], t[n:])
+            alone = [copy.deepcopy(m) for m in inits]
+            val_alone = [fit(m, x[:n], t[:n], cfg.replace(arch=arch, seed=i), val=val,
+                             device=device, progress=False).history["val_loss"]
+                         for i, m in enumerate(alone)]
+            res = fit_stacked([copy.deepcopy(m) for m in inits], x[:n], t[:n],
+                              [np.arange(n)] * k, cfg.replace(arch=arch), seeds=list(range(k)),
+                              device=device, progress=False, vals=[val] * k)
+            weights = max(_max_abs_diff(res.models[i], alone[i]) for i in range(k))
+            vloss = float(np.abs(np.asarray(res.history["val_loss"]).T
+                                 - np.asarray(val_alone)).max())
+            out[arch] = {"max_abs_diff": weights, "val_loss_max_abs_diff": vloss}
+            ok &= bool(weights < 1e-4 and vloss < 1e-4)
+    finally:
+        _use_float64(False)
+    out["ok"] = ok
+    return out
+
+
 def _bf16_case(n: int, k: int, epochs: int):
     """Images (n to train on, 2,000 held out), their source, an Adam ResNet-20 config under
     bf16 autocast and k seeded initialisations: the setting of the bf16 checks."""
@@ -210,6 +250,7 @@ CHECKS = {
     "cuda_graphs_equal_eager_float64": lambda dev, **kw: graphs_equal_eager_in_float64(dev, **kw),
     "fit_stacked_cuda_graphs_bf16_trains_like_fit":
         lambda dev, **kw: bf16_trains_like_alone(dev, compile="reduce-overhead", **kw),
+    "hook_models_stacked_exact_float64": lambda dev, **kw: hook_models_exact_in_float64(dev, **kw),
 }
 
 ROOT = Path(__file__).resolve().parents[1]

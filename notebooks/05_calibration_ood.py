@@ -108,7 +108,8 @@ pd.DataFrame([{"parameter": k, "this run": repr(P[k]), "paper profile": repr(pap
 # Every run is cached under the configuration that produced it: rerunning the section only
 # trains what is missing. On a GPU the seeds of one model type and label condition train at
 # once (`stack_models`), each with its own validation loss, early stopping and best epoch;
-# SNGP and DUQ, whose training has hooks of its own, train one at a time.
+# SNGP's and DUQ's training hooks (precision reset, gradient penalty, centroid update) then run
+# for each model inside the group, as they would alone.
 
 # %%
 import time

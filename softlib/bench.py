@@ -260,7 +260,7 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
             tg = _median_time(lambda: stacked(k_models, compile="reduce-overhead"), repeats, dev)
             row(f"{k_models} models at once, CUDA graphs", k_models * n_k / tg, "img/s",
                 "(compile='reduce-overhead', fold grid, target >= 100,000)")
-    except ValueError as e:  # models with training hooks cannot be stacked
+    except ValueError as e:  # a model whose loss hook does not stack (unstackable_hook)
         row("vmap", float("nan"), "", f"(skipped: {e})")
 
     # 4. evaluation and attacks --------------------------------------------------------------

@@ -35,9 +35,17 @@ How each part stays exactly per-model:
   of 10 ResNet-20s ran 126,000 img/s graphed against 39,000 eager
   (``benchmarks/nvidia-h100-2026-11-26-stacked.json``). Validation runs eagerly.
 
-Limits: models must not define the engine's training hooks (``training_loss``,
-``requires_input_grad``, ``after_optimizer_step``, ``on_epoch_start``); every model takes the
-same number of steps per epoch (equal training-set sizes, or ``drop_last=True``, in which case
+* **validation** scores what ``fit`` scores: the model's ``inference`` where it defines one
+  (MC dropout's averaged passes, SNGP's mean-field logits, DUQ's log kernel), else its forward.
+* **training hooks** run per model: ``on_epoch_start`` on each model itself (its state copied out
+  of the stack and back), ``after_optimizer_step`` (DUQ's centroid update) under ``vmap`` like
+  the forward, ``requires_input_grad`` on the stacked batch, and ``training_loss`` when the
+  model declares ``training_loss_stacks`` (DUQ: its gradient penalty is a double backward
+  through the vmapped forward, each model's input gradient in its own slice). Tests check SNGP
+  and DUQ against ``fit``.
+
+Limits: a ``training_loss`` hook that does not declare ``training_loss_stacks`` rules stacking
+out (:func:`unstackable_hook`); every model takes the same number of steps per epoch (equal training-set sizes, or ``drop_last=True``, in which case
 all models take ``min_k(n_k // batch_size)`` steps). Dropout draws differ from sequential
 training (``randomness='different'``), as they would with any other seed.
 
@@ -78,6 +86,31 @@ __all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
 _HOOKS = ("training_loss", "requires_input_grad", "after_optimizer_step", "on_epoch_start")
 
 
+def unstackable_hook(model: nn.Module) -> str | None:
+    """The training hook of ``model`` that stacked training cannot run, or None.
+
+    ``on_epoch_start`` runs on each model (:meth:`StackedModels.epoch_start`),
+    ``after_optimizer_step`` per model under ``vmap`` and ``requires_input_grad`` on the stacked
+    batch. ``training_loss`` stacks only when the model sets ``training_loss_stacks = True``: it
+    then also takes stacked ``[K, B, ...]`` inputs, outputs and targets and returns the K models'
+    losses, reading only attributes every model shares (constants, not weights or buffers)."""
+    if callable(getattr(model, "training_loss", None)) and not getattr(
+            model, "training_loss_stacks", False):
+        return "training_loss"
+    return None
+
+
+class _Dispatch(nn.Module):
+    """Calls one method of the wrapped model (``functional_call`` only ever calls forward)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, method: str):
+        return getattr(self.model, method)(*args)
+
+
 def _float32_batchnorm_forward(self, x: torch.Tensor) -> torch.Tensor:
     """A BatchNorm forward that runs in float32 under autocast (see the module docstring)."""
     if x.dtype == torch.float32 or not torch.is_autocast_enabled(x.device.type):
@@ -100,11 +133,11 @@ class StackedModels(nn.Module):
         super().__init__()
         if len(models) < 1:
             raise ValueError("StackedModels: need at least one model")
-        for name in _HOOKS:
-            if getattr(models[0], name, None):
-                raise ValueError(f"StackedModels: the model defines the training hook {name!r}, "
-                                 "which stacked training does not support; train it with "
-                                 "softlib.train.fit instead")
+        hook = unstackable_hook(models[0])
+        if hook is not None:
+            raise ValueError(f"StackedModels: the model defines the training hook {hook!r}, "
+                             "which stacked training does not support; train it with "
+                             "softlib.train.fit instead")
         self.models = list(models)
         self.k = len(models)
         params, buffers = stack_module_state(self.models)
@@ -116,6 +149,7 @@ class StackedModels(nn.Module):
             self.register_buffer("b__" + name.replace(".", "__"), b)
         # list: not a submodule; its BatchNorms run in float32 under autocast
         self.base = [_batchnorm_in_float32(copy.deepcopy(self.models[0]).to("meta"))]
+        self._dispatch = [_Dispatch(self.base[0])]  # the base's other methods (see call)
 
     def _stacked(self):
         p = {n: self.params[n.replace(".", "__")] for n in self._pnames}
@@ -136,6 +170,43 @@ class StackedModels(nn.Module):
 
         p, b = self._stacked()
         return vmap(one, randomness="different")(p, b, x)
+
+    def call(self, method: str, *args: torch.Tensor) -> torch.Tensor:
+        """Model k's ``method(*[a[k] for a in args])`` for every k, as one vmapped call (each
+        model's buffers updated in its own slice, as in :meth:`forward`). A method that returns
+        nothing gives an empty tensor per model."""
+        dispatch = self._dispatch[0]
+
+        def one(p, b, *a):
+            out = functional_call(dispatch, (p, b), a, {"method": method})
+            return out if isinstance(out, torch.Tensor) else a[0].new_zeros(0)
+
+        p, b = self._stacked()
+        p = {"model." + n: t for n, t in p.items()}
+        b = {"model." + n: t for n, t in b.items()}
+        return vmap(one, randomness="different")(p, b, *args)
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What :func:`softlib.train.fit`'s validation scores per model: ``inference`` where the
+        model defines it (MC dropout's averaged passes, SNGP's mean-field logits), else the
+        forward."""
+        if callable(getattr(self.base[0], "inference", None)):
+            return self.call("inference", x)
+        return self(x)
+
+    @torch.no_grad()
+    def epoch_start(self, epoch: int) -> None:
+        """Each model's ``on_epoch_start(epoch)`` hook, run on the model itself (its state is
+        copied out of the stack and back), so any state-only hook behaves as in ``fit``."""
+        models = self.unstack()
+        for m in models:
+            m.on_epoch_start(epoch)
+        p, b = self._stacked()
+        for k, m in enumerate(models):
+            for name, t in m.named_parameters():
+                p[name][k].copy_(t)
+            for name, t in m.named_buffers():
+                b[name][k].copy_(t)
 
     @torch.no_grad()
     def unstack(self) -> list[nn.Module]:
@@ -165,18 +236,19 @@ class _StackedMonitor:
             raise ValueError("fit_stacked(vals): a validation set is empty")
         self.bs = max(1, int(batch_size))
 
-    @torch.no_grad()
     def __call__(self, stacked: "StackedModels", amp: bool) -> tuple[list, list]:
         was_training = stacked.training
         stacked.eval()
         n_max = max(self.n)
         logits = []
-        for start in range(0, n_max, self.bs):
-            rows = [torch.arange(start, min(start + self.bs, n_max), device=x.device).clamp(
-                max=n - 1) for x, n in zip(self.x, self.n)]
-            xb = torch.stack([_to_float(x[r]) for x, r in zip(self.x, rows)])
-            with _autocast(xb.device, amp):
-                logits.append(stacked(xb).float())
+        needs_grad = bool(getattr(stacked.base[0], "inference_requires_grad", False))
+        with torch.enable_grad() if needs_grad else torch.no_grad():
+            for start in range(0, n_max, self.bs):
+                rows = [torch.arange(start, min(start + self.bs, n_max), device=x.device).clamp(
+                    max=n - 1) for x, n in zip(self.x, self.n)]
+                xb = torch.stack([_to_float(x[r]) for x, r in zip(self.x, rows)])
+                with _autocast(xb.device, amp):
+                    logits.append(stacked.outputs(xb).detach().float())
         stacked.train(was_training)
         z = torch.cat(logits, 1)
         losses, accs = [], []
@@ -291,8 +363,15 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     t_start, seen = time.perf_counter(), 0
     diverged: list[int | None] = [None] * k_models
     tracker = _BestTracker(k_models, patience, restore_best)
+    hooks = models[0]
+    loss_hook = callable(getattr(hooks, "training_loss", None))
+    needs_input_grad = bool(getattr(hooks, "requires_input_grad", False))
+    after_step = callable(getattr(hooks, "after_optimizer_step", None))
+    epoch_hook = callable(getattr(hooks, "on_epoch_start", None))
     for epoch in range(int(config.epochs)):
         t0 = time.perf_counter()
+        if epoch_hook:
+            stacked.epoch_start(epoch)
         perms = [torch.randperm(sizes[k], generator=gens[k][0]).to(device)
                  for k in range(k_models)]  # positions within model k's training set
         loss_sum = torch.zeros(k_models, device=device)
@@ -321,12 +400,19 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                                    gens[k][0]) for k in range(k_models)]
                 xb = torch.stack([m[0] for m in mixed])
                 tb = torch.stack([m[1] for m in mixed])
+            if needs_input_grad:
+                xb.requires_grad_(True)
+
             def forward_backward():
                 with _autocast(device, amp):
                     out = fwd(xb)
-                kk, b = out.shape[:2]
-                per = soft_cross_entropy(out.float().reshape(kk * b, -1), tb.reshape(kk * b, -1),
-                                         reduction="none").view(kk, b).mean(1)
+                    if loss_hook:  # the model's own loss, one per model (training_loss_stacks)
+                        per = hooks.training_loss(xb, out, tb)
+                if not loss_hook:
+                    kk, b = out.shape[:2]
+                    per = soft_cross_entropy(out.float().reshape(kk * b, -1),
+                                             tb.reshape(kk * b, -1),
+                                             reduction="none").view(kk, b).mean(1)
                 opt.zero_grad(set_to_none=True)
                 per.sum().backward()
                 return per
@@ -334,6 +420,9 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             per = fwd.step(xb.shape, forward_backward)
             b = xb.shape[1]
             opt.step()
+            if after_step:
+                with torch.no_grad():
+                    stacked.call("after_optimizer_step", xb.detach(), tb)
             loss_sum += per.detach() * b
             count += b
             if bar is not None:
@@ -461,8 +550,9 @@ def _stack_signature(job: TrainJob) -> tuple | None:
 
 
 def _model_signature(model: torch.nn.Module) -> tuple | None:
-    """Architecture identity of a built model (None when it has a training hook)."""
-    if any(getattr(model, h, None) for h in _HOOKS):
+    """Architecture identity of a built model (None when it has a training hook that stacked
+    training cannot run)."""
+    if unstackable_hook(model) is not None:
         return None
     return (type(model),
             tuple((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in model.named_parameters()),
@@ -575,9 +665,9 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     Misses are grouped by their :class:`TrainConfig` apart from ``seed`` and their training-set
     size; a group trains together when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
-    and no training hooks, and none has a target sampler (each stacked model records its own
-    per-epoch validation loss and follows its own early stopping / ``keep_best``, as
-    :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
+    and no training hook stacking cannot run (:func:`unstackable_hook`), and none has a target
+    sampler (each stacked model records its own per-epoch validation loss and follows its own
+    early stopping / ``keep_best``, as :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
     stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
     group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
     A group whose models have more than ``max_group_params`` parameters in all is split into

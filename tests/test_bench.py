@@ -2,6 +2,7 @@
 import json
 import math
 
+import numpy as np
 import torch
 
 from softlib import bench
@@ -131,7 +132,8 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
     makes the exit status 1. The checks are replaced by instant fakes here."""
     mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
     for name, ok in (("exact_in_float64", True), ("bf16_trains_like_alone", False),
-                     ("graphs_equal_eager_in_float64", True)):
+                     ("graphs_equal_eager_in_float64", True),
+                     ("hook_models_exact_in_float64", True)):
         monkeypatch.setattr(mod, name, lambda dev, ok=ok, **kw: {"ok": ok, **kw})
     saved = []
     real_save = mod.save_json
@@ -139,12 +141,33 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
                                                              real_save(path, obj)))
     out = tmp_path / "c.json"
     assert mod.main(["--device", "cpu", "--json", str(out)]) == 1
-    assert [len(s) for s in saved] == [1, 2, 3, 4]
+    assert [len(s) for s in saved] == [1, 2, 3, 4, 5]
     rec = json.loads(out.read_text())
     assert rec["engine"] == mod.engine_fingerprint() and rec["n"] is None
     checks = rec["checks"]  # the JSON's keys are sorted; the run order is mod.CHECKS'
-    assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False]
+    assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False, True]
     assert checks["fit_stacked_cuda_graphs_bf16_trains_like_fit"]["compile"] == "reduce-overhead"
+
+
+def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
+    """The SNGP / DUQ check (small models here) passes on the CPU, and fails when the stacked
+    models train differently from those alone (here: SNGP's per-epoch reset lost)."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64 + 128, 32, 32, 3), dtype=np.uint8)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
+    monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
+    real_build = mod.build
+    small = {"resnet20_sngp": dict(depth=8, width=4, num_random_features=32),
+             "resnet20_duq": dict(depth=8, width=4, centroid_size=8)}
+    monkeypatch.setattr(mod, "build", lambda arch: real_build(arch, **small[arch]))
+    r = mod.hook_models_exact_in_float64("cpu", k=2, n=64, epochs=2)
+    assert r["ok"], r
+    assert r["resnet20_duq"]["max_abs_diff"] < 1e-6 and r["resnet20_sngp"]["max_abs_diff"] < 1e-9
+    import softlib.multimodel as MM
+    monkeypatch.setattr(MM.StackedModels, "epoch_start", lambda self, epoch: None)
+    bad = mod.hook_models_exact_in_float64("cpu", k=2, n=64, epochs=2)
+    assert not bad["ok"] and bad["resnet20_sngp"]["max_abs_diff"] > 1e-3
 
 
 def test_engine_fingerprint_follows_the_engine_files(tmp_path, monkeypatch):

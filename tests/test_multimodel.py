@@ -80,12 +80,12 @@ def test_errors():
                       progress=False)
     assert res.steps_per_epoch == 3
 
-    class Hooked(TinyBN):
-        def on_epoch_start(self, epoch):
-            pass
+    class OwnLoss(TinyBN):  # a loss hook that has not declared it takes stacked inputs
+        def training_loss(self, x, out, t):
+            return out.sum()
 
-    with pytest.raises(ValueError, match="on_epoch_start"):
-        StackedModels([Hooked(), Hooked()])
+    with pytest.raises(ValueError, match="training_loss"):
+        StackedModels([OwnLoss(), OwnLoss()])
 
 
 def test_batchnorm_runs_in_float32_under_autocast(monkeypatch):
@@ -180,3 +180,77 @@ def test_early_stopping_and_keep_best_need_validation_sets():
         with pytest.raises(ValueError, match="need vals"):
             fit_stacked(models(2), x, t, [np.arange(30), np.arange(30)], cfg.replace(**kw),
                         progress=False)
+
+
+class ScaledInference(TinyBN):
+    """``inference`` (what fit validates with) differs from the training forward."""
+
+    def inference(self, x):
+        return 3.0 * self(x)
+
+
+def test_validation_scores_inference_as_fit_does():
+    """fit validates a model through its ``inference`` (MC dropout: averaged passes; SNGP:
+    mean-field logits); each stacked model's validation loss must be the same quantity."""
+    x, t = data(n=60)
+    idx = [np.arange(0, 30), np.arange(10, 40)]
+    vals = [(x[40:60], t[40:60]), (x[0:10], t[0:10])]
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=2, optimizer="adam", lr=0.01,
+                      weight_decay=0.0, augment="none")
+    ms = []
+    for i in range(2):
+        torch.manual_seed(100 + i)
+        ms.append(ScaledInference())
+    seq = [copy.deepcopy(m) for m in ms]
+    alone = [train.fit(m, x[idx[k]], t[idx[k]], cfg.replace(seed=k), val=vals[k], progress=False)
+             for k, m in enumerate(seq)]
+    res = fit_stacked(ms, x, t, idx, cfg, seeds=[0, 1], progress=False, vals=vals)
+    for k in range(2):
+        np.testing.assert_allclose([row[k] for row in res.history["val_loss"]],
+                                   alone[k].history["val_loss"], rtol=1e-5, atol=1e-6)
+
+
+def _laing_hook_model(name, i):
+    from softlib.models import build
+    torch.manual_seed(100 + i)
+    kw = (dict(num_random_features=32) if name == "resnet20_sngp" else dict(centroid_size=8))
+    return build(name, depth=8, width=4, **kw)
+
+
+@pytest.mark.parametrize("name", ["resnet20_sngp", "resnet20_duq"])
+def test_models_with_training_hooks_stack_as_they_train_alone(name):
+    """SNGP (per-epoch precision reset, spectral-norm power iteration, mean-field validation)
+    and DUQ (per-model gradient-penalty loss, centroid update after every step, kernel
+    validation) train stacked exactly as each would alone, early stopping included."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (48, 8, 8, 3)).astype(np.uint8)
+    t = rng.dirichlet(np.ones(10), 48).astype(np.float32)
+    t /= t.sum(1, keepdims=True)
+    idx = [np.arange(0, 32), np.arange(8, 40), np.arange(16, 48)]
+    vals = [(x[:16], t[:16]), (x[16:32], t[16:32]), (x[32:], t[32:])]
+    cfg = TrainConfig(arch=name, batch_size=8, epochs=3, optimizer="sgd", lr=0.05, momentum=0.9,
+                      weight_decay=5e-4, augment="crop_flip", amp=False,
+                      early_stopping_patience=2)
+    ms = [_laing_hook_model(name, i) for i in range(3)]
+    seq = [copy.deepcopy(m) for m in ms]
+    alone = [train.fit(m, x[idx[k]], t[idx[k]], cfg.replace(seed=k), val=vals[k], progress=False)
+             for k, m in enumerate(seq)]
+    res = fit_stacked(ms, x, t, idx, cfg, seeds=[0, 1, 2], progress=False, vals=vals)
+    for k in range(3):
+        assert res.epochs_run(k) == alone[k].epochs_run
+        assert res.best_epochs[k] == alone[k].best_epoch
+        np.testing.assert_allclose([row[k] for row in res.history["train_loss"]],
+                                   alone[k].history["train_loss"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose([row[k] for row in res.history["val_loss"]],
+                                   alone[k].history["val_loss"], rtol=1e-5, atol=1e-6)
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for n in a:
+            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+    a = res.models[0].state_dict()
+    if name == "resnet20_sngp":  # reset at the last epoch's start: the ridge plus one epoch's
+        # 32 images of features, each adding ||phi||^2 <= 2 to the trace (three epochs' ~96
+        # images, had the reset been lost)
+        gp = res.models[0].gp
+        assert gp.num_features < float(gp.precision.trace()) <= gp.num_features + 2 * 32 + 1e-3
+    else:  # the centroids moved with each step's update
+        assert not torch.equal(a["n"], torch.full((10,), 13.0))

@@ -216,10 +216,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # ResNet-110 3,330 | 10,300; pretraining (SGD, 50k images) VGG 21,800, ResNet-110 3,370;
         # prediction VGG 92,000, ResNet-110 58,000; FGSM VGG 36,000, ResNet-110 7,600.
         # Laing at width 16, batch 64, validation every epoch (early stopping): basic 5,400,
-        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s, one model at a time (the hooks
-        # of SNGP / DUQ rule out stacking; the 3 seeds of basic and MC dropout now train
-        # together, early stopping per model, at a speed not measured yet: the estimate below
-        # is one at a time, an upper bound).
+        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s, one model at a time. The 3 seeds
+        # of every model type now train together, early stopping per model (SNGP's and DUQ's
+        # hooks run per model inside the group since 2026-11-26), at a speed not measured yet:
+        # the estimate below is one at a time, an upper bound.
         #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
         #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
         #     condition); predicting 13,500 images per model (5k CIFAR-10 train + 75 x 100
@@ -235,7 +235,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     = 1,380 s of training, plus ~5.5 s per run for start-up and evaluation (FGSM, MC
         #     dropout, temperature; through `compute` a basic run of 6 epochs took 13-17 s in
         #     all) x 105 runs = 580 s                                              -> ~33 min
-        #   (the basic and MC-dropout seeds train stacked, eagerly. CUDA graphs do not pay in
+        #   (the seeds train stacked, eagerly. CUDA graphs do not pay in
         #   this profile's slices: on an H100 the graphed step of 5 ResNet-20s at batch 64 ran
         #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture
         #   and process from a cold cache, plus ~20-30 s per further input shape (the last

@@ -84,8 +84,15 @@ class DUQResNet(nn.Module):
         """Log kernel values [B, C] (their max is the certainty score)."""
         return self.log_kernel(self.embed(x))
 
+    #: training_loss also takes K stacked models' [K, B, ...] tensors and returns their K losses
+    #: (it reads only the shared constants gradient_penalty and normalize.std), so DUQ's seeds
+    #: can train together (softlib.multimodel)
+    training_loss_stacks = True
+
     def training_loss(self, x: torch.Tensor, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """BCE(kernel, targets) + gradient_penalty * two-sided gradient penalty."""
+        """BCE(kernel, targets) + gradient_penalty * two-sided gradient penalty; ``x`` [B, 3, H,
+        W] gives a scalar, stacked ``x`` [K, B, 3, H, W] (model k's outputs depending only on
+        x[k]) one loss per model, [K]."""
         if not x.requires_grad:
             raise ValueError(
                 "resnet20_duq.training_loss: x must require grad before the forward pass "
@@ -94,11 +101,17 @@ class DUQResNet(nn.Module):
         if output.shape != targets.shape:
             raise ValueError(f"resnet20_duq.training_loss: output {tuple(output.shape)} vs "
                              f"targets {tuple(targets.shape)}")
+        if x.dim() not in (4, 5) or x.shape[:-3] != output.shape[:-1]:
+            raise ValueError(f"resnet20_duq.training_loss: x {tuple(x.shape)} does not match "
+                             f"output {tuple(output.shape)}")
         with torch.autocast(device_type=output.device.type, enabled=False):
-            bce = F.binary_cross_entropy(output.float(), targets.float())
+            bce = F.binary_cross_entropy(output.float(), targets.float(), reduction="none")
+            bce = bce.flatten(-2).mean(-1)  # per model: the mean over its batch and classes
+        # each image's gradient: the outputs of other images (and other models) are constants
+        # for it, except through BatchNorm's batch statistics, as in the original
         (grad,) = torch.autograd.grad(output.sum(), x, create_graph=True)
-        grad = grad * self.normalize.std.to(grad.dtype)  # d/d(normalised input)
-        penalty = (grad.flatten(1).norm(2, dim=1) - 1.0).pow(2).mean()
+        grad = grad * self.normalize.std.to(grad.dtype).view(3, 1, 1)  # d/d(normalised input)
+        penalty = (grad.flatten(-3).norm(2, dim=-1) - 1.0).pow(2).mean(-1)
         return bce + self.gradient_penalty * penalty
 
     @torch.no_grad()

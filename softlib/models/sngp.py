@@ -68,12 +68,17 @@ class RandomFeatureGP(nn.Module):
 
     def covariance(self) -> torch.Tensor:
         """ridge * P^-1, cached until the precision buffer changes."""
-        key = (self.precision._version, self.precision.device, self.precision.data_ptr())
-        if self._cov_cache is None or self._cov_cache[0] != key:
+        try:
+            key = (self.precision._version, self.precision.device, self.precision.data_ptr())
+        except RuntimeError:  # a tensor without storage: the stacked models' slice under vmap
+            key = None
+        if key is None or self._cov_cache is None or self._cov_cache[0] != key:
             with torch.no_grad():
                 p = self.precision.double()
                 chol = torch.linalg.cholesky(p)
                 cov = torch.cholesky_inverse(chol) * self.ridge_penalty
+            if key is None:
+                return cov.float()
             self._cov_cache = (key, cov.float())
         return self._cov_cache[1]
 

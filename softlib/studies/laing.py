@@ -297,7 +297,7 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
     x0.5 multistep, early stopping on validation loss, the model type's augmentation).
     ``params['amp']``: bf16 autocast for training (True / False / 'auto' = CUDA only);
     ``params['compile']``: ``TrainConfig.compile`` of the model types without training hooks
-    (SNGP and DUQ train eagerly: DUQ's gradient penalty is a double backward)."""
+    (SNGP and DUQ train eagerly, :data:`EAGER_ONLY`)."""
     from ..train import TrainConfig
     mt, cond = _model_type(model_type), _condition(condition)
     epochs = int(params["epochs"])
@@ -315,7 +315,7 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
         keep_best=bool(params.get("keep_best_checkpoint", False)),
         amp=params.get("amp", "auto"),
         # compiled (CUDA graphs: 'reduce-overhead') only where the model has no training hooks
-        compile=params.get("compile", False) if model_type not in UNSTACKABLE else False)
+        compile=params.get("compile", False) if model_type not in EAGER_ONLY else False)
     if mt.arch == "resnet20_dropout":  # dropout after every ReLU at this rate (author: 0.05);
         # MC predictions average the sampled logits, as the author's code does
         cfg.arch_kwargs.update(p=float(params.get("dropout_p", 0.05)),
@@ -460,17 +460,19 @@ def train_job(data: LaingData, model_type: str, condition: str, seed: int,
     return _train_job(data, model_type, condition, seed, params)[0]
 
 
-#: Model types whose training hooks (SNGP's covariance, DUQ's gradient penalty and centroid
-#: update) rule out stacked training.
-UNSTACKABLE = ("sngp", "duq")
+#: Model types with training hooks (SNGP's per-epoch precision reset and spectral-norm power
+#: iteration, DUQ's gradient penalty and centroid update): they train stacked, but never
+#: compiled (``params['compile']`` applies to the others).
+EAGER_ONLY = ("sngp", "duq")
 
 
 def seeds_train_together(params: Mapping[str, Any], model_type: str) -> bool:
     """Whether the seeds of one (``model_type``, condition) form one stacked group where
-    stacking is on (``params['stack_models']`` not False): several seeds and a model type
-    without training hooks. Early stopping and keep_best act per model inside the group."""
-    return (params.get("stack_models", "auto") is not False and len(params["seeds"]) > 1
-            and model_type not in UNSTACKABLE)
+    stacking is on (``params['stack_models']`` not False): several seeds, of any model type
+    (SNGP's and DUQ's hooks run per model inside the group, :mod:`softlib.multimodel`). Early
+    stopping and keep_best act per model inside the group."""
+    _model_type(model_type)
+    return params.get("stack_models", "auto") is not False and len(params["seeds"]) > 1
 
 
 def _run_info(entry, mix_prob: float, smoothing_eps: float, n_train: int) -> dict[str, Any]:
@@ -592,10 +594,9 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
 
     With stacking on (``params['stack_models']``: 'auto' = on CUDA, True, False) the seeds of one
     (model type, condition) that are not cached yet train together first
-    (:func:`softlib.multimodel.train_cached_many`) when the model type has no training hooks
-    (never SNGP or DUQ, :func:`seeds_train_together`); each stacked model keeps its own
-    validation history, early stopping and best epoch. :func:`run_one` then loads them from
-    the cache."""
+    (:func:`softlib.multimodel.train_cached_many`, :func:`seeds_train_together`); each
+    stacked model keeps its own validation history, early stopping and best epoch.
+    :func:`run_one` then loads them from the cache."""
     from ..cache import ResultCache
     from ..multimodel import stacking_enabled, train_cached_many
     cache = cache if cache is not None else ResultCache()
