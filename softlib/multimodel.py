@@ -284,8 +284,8 @@ class StackedResult:
 def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                 indices: Sequence[np.ndarray], config: TrainConfig,
                 seeds: Sequence[int] | None = None, device: str | torch.device | None = None,
-                progress: bool = True, vals: Sequence[tuple[Any, Any]] | None = None
-                ) -> StackedResult:
+                progress: bool = True, vals: Sequence[tuple[Any, Any]] | None = None,
+                target_samplers: Sequence[Any] | None = None) -> StackedResult:
     """Train ``models[k]`` on ``images[indices[k]]`` with ``targets`` (shared [N, C] or [K, N, C]).
 
     Model k follows what ``fit(models[k], images[indices[k]], targets[indices[k]],
@@ -294,8 +294,10 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     kernels. ``seeds`` defaults to ``config.seed + k``. ``vals`` (one ``(images, targets)`` per
     model) adds each model's validation loss and accuracy after every epoch, as ``fit`` records
     them; ``config.early_stopping_patience`` and ``config.keep_best`` (which need ``vals``) then
-    act on each model by its own validation loss, as in ``fit``. Returns the trained models
-    (updated in place).
+    act on each model by its own validation loss, as in ``fit``. ``target_samplers`` (one per
+    model, or None) redraw model k's targets at the start of every epoch as ``fit``'s
+    ``target_sampler`` does (Peterson's sampled hard labels), from the same generator. Returns
+    the trained models (updated in place).
     """
     k_models = len(models)
     if len(indices) != k_models:
@@ -310,6 +312,10 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     seeds = list(seeds) if seeds is not None else [config.seed + k for k in range(k_models)]
     if len(seeds) != k_models:
         raise ValueError(f"fit_stacked(seeds): {len(seeds)} seeds for {k_models} models")
+    samplers = list(target_samplers) if target_samplers is not None else [None] * k_models
+    if len(samplers) != k_models:
+        raise ValueError(f"fit_stacked(target_samplers): {len(samplers)} samplers for "
+                         f"{k_models} models")
     device = resolve_device(device)
     amp = _auto(config.amp, device)
     x_all = to_device_images(images, device, "fit_stacked(images)")
@@ -353,6 +359,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     fwd = _Forward(stacked, compile_mode(config.compile, device))  # training; eager monitoring
     gens = [(torch.Generator().manual_seed(s), torch.Generator(device=device).manual_seed(s + 1))
             for s in seeds]
+    gens_targets = [torch.Generator().manual_seed(s + 2) for s in seeds]  # as fit seeds them
     mix_probs = [mix_probability_from_entropy(tk) if config.mix_prob == "entropy"
                  else float(config.mix_prob) for tk in t_k]
     history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "seconds": []}
@@ -372,6 +379,10 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
         t0 = time.perf_counter()
         if epoch_hook:
             stacked.epoch_start(epoch)
+        for k, sampler in enumerate(samplers):  # this epoch's targets of model k, as fit draws
+            if sampler is not None:
+                t_mat[k, :sizes[k]] = _as_targets(sampler(epoch, gens_targets[k]), sizes[k],
+                                                  f"target_samplers[{k}] output", device)
         perms = [torch.randperm(sizes[k], generator=gens[k][0]).to(device)
                  for k in range(k_models)]  # positions within model k's training set
         loss_sum = torch.zeros(k_models, device=device)
@@ -542,11 +553,12 @@ def _stack_signature(job: TrainJob) -> tuple | None:
     """What must be equal for jobs to train together (None: the job cannot be stacked)."""
     c = job.config
     needs_val = c.early_stopping_patience is not None or c.keep_best
-    if job.target_sampler is not None or (needs_val and job.val is None):
+    if needs_val and job.val is None:
         return None  # train_cached says what is wrong with a missing validation set
     d = c.to_dict()
     d.pop("seed")
-    return (json.dumps(d, sort_keys=True, default=str), len(job.train_data[0]))
+    return (json.dumps(d, sort_keys=True, default=str), len(job.train_data[0]),
+            job.target_sampler is not None)
 
 
 def _model_signature(model: torch.nn.Module) -> tuple | None:
@@ -584,9 +596,10 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     res, oom = None, ""
     try:
         vals = [j.val for j in jobs] if all(j.val is not None for j in jobs) else None
+        samplers = [j.target_sampler for j in jobs]
         res = fit_stacked(list(models), images, targets, indices, config,
                           seeds=[j.config.seed for j in jobs], device=dev, progress=progress,
-                          vals=vals)
+                          vals=vals, target_samplers=samplers if any(samplers) else None)
     except torch.cuda.OutOfMemoryError as e:
         oom = str(e)  # raised below, once this exception (and the frames it holds) is gone
     del images, targets
@@ -665,9 +678,10 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     Misses are grouped by their :class:`TrainConfig` apart from ``seed`` and their training-set
     size; a group trains together when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
-    and no training hook stacking cannot run (:func:`unstackable_hook`), and none has a target
-    sampler (each stacked model records its own per-epoch validation loss and follows its own
-    early stopping / ``keep_best``, as :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
+    and no training hook stacking cannot run (:func:`unstackable_hook`); jobs with a target
+    sampler group only with each other, each redrawing its own targets (each stacked model
+    records its own per-epoch validation loss and follows its own early stopping /
+    ``keep_best``, as :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
     stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
     group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
     A group whose models have more than ``max_group_params`` parameters in all is split into

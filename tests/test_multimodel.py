@@ -254,3 +254,38 @@ def test_models_with_training_hooks_stack_as_they_train_alone(name):
         assert gp.num_features < float(gp.precision.trace()) <= gp.num_features + 2 * 32 + 1e-3
     else:  # the centroids moved with each step's update
         assert not torch.equal(a["n"], torch.full((10,), 13.0))
+
+
+def test_target_samplers_redraw_each_models_targets_as_fit_does():
+    """Peterson's sampled hard labels: model k's targets are redrawn every epoch from the
+    generator fit would use for its seed, so stacked = alone."""
+    x, t = data()
+    idx = [np.arange(0, 30), np.arange(10, 40)]
+
+    def sampler_for(rows):
+        def sampler(epoch, gen):
+            u = torch.rand(len(rows), 1, generator=gen).numpy()
+            labels = (u > np.cumsum(t[rows], 1)).sum(1).clip(max=2)
+            return np.eye(3, dtype=np.float32)[labels]
+        return sampler
+
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=3, optimizer="adam", lr=0.01,
+                      weight_decay=0.0, augment="none")
+    ms = models(2)
+    seq = [copy.deepcopy(m) for m in ms]
+    alone = [train.fit(m, x[idx[k]], t[idx[k]], cfg.replace(seed=k),
+                       target_sampler=sampler_for(idx[k]), progress=False)
+             for k, m in enumerate(seq)]
+    res = fit_stacked(ms, x, t, idx, cfg, seeds=[0, 1], progress=False,
+                      target_samplers=[sampler_for(i) for i in idx])
+    plain = fit_stacked(models(2), x, t, idx, cfg, seeds=[0, 1], progress=False)
+    for k in range(2):
+        np.testing.assert_allclose([row[k] for row in res.history["train_loss"]],
+                                   alone[k].history["train_loss"], rtol=1e-5, atol=1e-6)
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for n in a:
+            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+    # the redrawn one-hot targets are not the soft ones
+    assert not np.allclose(plain.history["train_loss"], res.history["train_loss"], atol=1e-3)
+    with pytest.raises(ValueError, match="1 samplers for 2 models"):
+        fit_stacked(models(2), x, t, idx, cfg, progress=False, target_samplers=[None])

@@ -293,7 +293,13 @@ def test_peterson_smoke_profile_trains_fold_models_together(fixture_root, tmp_pa
         e = cache.load("peterson_finetune", json.loads(k))
         stacked.setdefault(e.meta.get("stacked"), 0)
         stacked[e.meta.get("stacked")] += 1
-    assert stacked == {2: 2, None: 2}  # 'sampled' redraws its targets: one at a time
+    assert stacked == {2: 4}  # 'sampled' too: each fold model redraws its own targets
+    # ... and the sampled fold models are those trained one at a time
+    seq_ft = P.run_alternatives(ResultCache(tmp_path / "seq"), study, pre,
+                                dict(alt, stack_models=False), device="cpu", progress=False,
+                                methods=[("sampled", None)])
+    for key, lg in seq_ft.logits.items():
+        np.testing.assert_allclose(ft.logits[key], lg, atol=5e-3, rtol=1e-3)
     # section 4 reloads the stacked fine-tuned models through finetune()
     folds = P.select_folds(study.labels, alt["folds"], 10, 0)
     e, _, _ = P.finetune(cache, study, pre, P.parse_archs(alt["archs"])[0], "soft",

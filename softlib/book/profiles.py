@@ -226,7 +226,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     corrupted + 1k held out) ~10 s; generating the corruptions on the CPU ~15 s
         #                                                                           -> ~11 min
         #   alternatives: pretraining 50,000 x 30 ep / 21,800 = 69 s (VGG) and 50,000 x 15 ep
-        #     / 3,370 = 223 s (ResNet-110); fine-tuning 7 methods x 10 folds, 'sampled' unstacked:
+        #     / 3,370 = 223 s (ResNet-110); fine-tuning 7 methods x 10 folds ('sampled' costed
+        #     unstacked, as it trained until 2026-11-26; it now stacks too):
         #     VGG 60 x 9,000 x 10 / 25,100 + 10 x 9,000 x 10 / 20,700 = 258 s, ResNet-110
         #     60 x 9,000 x 4 / 10,300 + 10 x 9,000 x 4 / 3,330 = 318 s           -> ~14.5 min
         #   adversarial: 40 fold models x (clean + 5 FGSM on 1,000 images + 40 PGD steps at

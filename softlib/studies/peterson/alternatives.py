@@ -249,7 +249,8 @@ def run_alternatives(cache: ResultCache, study: StudyData, pre: Pretrained, para
     (CIFAR-10.1) is predicted by every fold model.
 
     The fold models of one (arch, method, alpha, lr) train together on a GPU
-    (``params['stack_models']``), except 'sampled' (its targets are redrawn every epoch)."""
+    (``params['stack_models']``); 'sampled' fold models each redraw their own targets every
+    epoch, as they would alone."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     extra = extra or EvalSets()
     logits, seconds, more, diverged, curves = {}, {}, {}, {}, {}
