@@ -419,6 +419,11 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                     out = fwd(xb)
                     if loss_hook:  # the model's own loss, one per model (training_loss_stacks)
                         per = hooks.training_loss(xb, out, tb)
+                        if per.shape != (k_models,):
+                            raise ValueError(
+                                f"fit_stacked: {type(hooks).__name__}.training_loss returned "
+                                f"shape {tuple(per.shape)} for {k_models} stacked models; with "
+                                "training_loss_stacks it must return one loss per model")
                 if not loss_hook:
                     kk, b = out.shape[:2]
                     per = soft_cross_entropy(out.float().reshape(kk * b, -1),

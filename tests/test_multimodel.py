@@ -289,3 +289,20 @@ def test_target_samplers_redraw_each_models_targets_as_fit_does():
     assert not np.allclose(plain.history["train_loss"], res.history["train_loss"], atol=1e-3)
     with pytest.raises(ValueError, match="1 samplers for 2 models"):
         fit_stacked(models(2), x, t, idx, cfg, progress=False, target_samplers=[None])
+
+
+def test_a_stacking_loss_hook_must_return_one_loss_per_model():
+    class ScalarLoss(TinyBN):  # declares it stacks, but sums the models' losses
+        training_loss_stacks = True
+
+        def training_loss(self, x, out, t):
+            return -(t * out.log_softmax(-1)).sum(-1).mean()
+
+    x, t = data()
+    ms = []
+    for i in range(2):
+        torch.manual_seed(i)
+        ms.append(ScalarLoss())
+    with pytest.raises(ValueError, match="one loss per model"):
+        fit_stacked(ms, x, t, [np.arange(30)] * 2, TrainConfig(arch="tiny", batch_size=8, epochs=1),
+                    progress=False)
