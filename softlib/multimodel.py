@@ -45,8 +45,9 @@ How each part stays exactly per-model:
   and DUQ against ``fit``.
 
 Limits: a ``training_loss`` hook that does not declare ``training_loss_stacks`` rules stacking
-out (:func:`unstackable_hook`); every model takes the same number of steps per epoch (equal training-set sizes, or ``drop_last=True``, in which case
-all models take ``min_k(n_k // batch_size)`` steps). Dropout draws differ from sequential
+out (:func:`unstackable_hook`); every model takes the same number of steps per epoch (equal
+training-set sizes, or ``drop_last=True``, in which case all models take
+``min_k(n_k // batch_size)`` steps). Dropout draws differ from sequential
 training (``randomness='different'``), as they would with any other seed.
 
 Validation, early stopping and ``keep_best`` are per model: each model's loss on its own
@@ -82,9 +83,6 @@ from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _aut
 
 __all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
            "stacking_enabled", "stacks_on"]
-
-_HOOKS = ("training_loss", "requires_input_grad", "after_optimizer_step", "on_epoch_start")
-
 
 def unstackable_hook(model: nn.Module) -> str | None:
     """The training hook of ``model`` that stacked training cannot run, or None.
