@@ -84,3 +84,17 @@ def test_the_science_library_does_not_import_the_book():
     bad = [(m, t) for m, ts in _graph().items() for t in ts
            if not m.startswith("softlib.book") and t.startswith("softlib.book")]
     assert bad == []
+
+
+def test_progress_bars_go_through_softlib_progress():
+    """One policy for bars (text on stderr, SOFTLIB_QUIET hides them): no module but
+    softlib.progress imports tqdm itself (tqdm.auto would give notebooks widget bars that
+    papermill cannot store)."""
+    bad = []
+    for m, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "tqdm" or n.startswith("tqdm.") for n in names) and m != "softlib.progress":
+                bad.append(m)
+    assert bad == []

@@ -608,7 +608,7 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     stacking = stacking_enabled(stack, device)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as tqdm  # text bar on stderr; SOFTLIB_QUIET hides it
         bar = tqdm(total=len(jobs), desc="Laing grid (model type x labels x seed)")
     done: dict[tuple, RunResult] = {}
     # one (model type, condition) at a time: its seeds trained (together where they stack),
