@@ -84,6 +84,19 @@ from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _aut
 __all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
            "stacking_enabled", "stacks_on"]
 
+#: TrainConfig fields that may differ between stacked models (each model applies its own): the
+#: seed, and Laing's mixing probability and smoothing epsilon, which follow each seed's split
+PER_MODEL_FIELDS = ("seed", "mix_prob", "label_smoothing")
+
+
+def _shared_config(config: TrainConfig) -> dict[str, Any]:
+    """What stacked models' configurations must share: all but :data:`PER_MODEL_FIELDS`."""
+    d = config.to_dict()
+    for name in PER_MODEL_FIELDS:
+        d.pop(name)
+    return d
+
+
 def unstackable_hook(model: nn.Module) -> str | None:
     """The training hook of ``model`` that stacked training cannot run, or None.
 
@@ -283,7 +296,8 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                 indices: Sequence[np.ndarray], config: TrainConfig,
                 seeds: Sequence[int] | None = None, device: str | torch.device | None = None,
                 progress: bool = True, vals: Sequence[tuple[Any, Any]] | None = None,
-                target_samplers: Sequence[Any] | None = None) -> StackedResult:
+                target_samplers: Sequence[Any] | None = None,
+                configs: Sequence[TrainConfig] | None = None) -> StackedResult:
     """Train ``models[k]`` on ``images[indices[k]]`` with ``targets`` (shared [N, C] or [K, N, C]).
 
     Model k follows what ``fit(models[k], images[indices[k]], targets[indices[k]],
@@ -294,8 +308,10 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     them; ``config.early_stopping_patience`` and ``config.keep_best`` (which need ``vals``) then
     act on each model by its own validation loss, as in ``fit``. ``target_samplers`` (one per
     model, or None) redraw model k's targets at the start of every epoch as ``fit``'s
-    ``target_sampler`` does (Peterson's sampled hard labels), from the same generator. Returns
-    the trained models (updated in place).
+    ``target_sampler`` does (Peterson's sampled hard labels), from the same generator.
+    ``configs`` (one per model) may differ from ``config`` in :data:`PER_MODEL_FIELDS` only:
+    model k then follows ``configs[k]`` (its seed, mixing probability and label smoothing) as
+    ``fit`` would. Returns the trained models (updated in place).
     """
     k_models = len(models)
     if len(indices) != k_models:
@@ -307,9 +323,25 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                          "vals (one validation set per model)")
     if vals is not None and len(vals) != k_models:
         raise ValueError(f"fit_stacked(vals): {len(vals)} validation sets for {k_models} models")
+    if configs is not None:
+        configs = list(configs)
+        if len(configs) != k_models:
+            raise ValueError(f"fit_stacked(configs): {len(configs)} configurations for "
+                             f"{k_models} models")
+        shared = _shared_config(config)
+        for k, c in enumerate(configs):
+            if _shared_config(c) != shared:
+                diff = sorted(n for n, v in _shared_config(c).items() if shared.get(n) != v)
+                raise ValueError(f"fit_stacked(configs): configs[{k}] differs from config in "
+                                 f"{', '.join(diff)}; stacked models may differ only in "
+                                 f"{', '.join(PER_MODEL_FIELDS)}")
+        if seeds is None:
+            seeds = [c.seed for c in configs]
     seeds = list(seeds) if seeds is not None else [config.seed + k for k in range(k_models)]
     if len(seeds) != k_models:
         raise ValueError(f"fit_stacked(seeds): {len(seeds)} seeds for {k_models} models")
+    if configs is None:
+        configs = [config.replace(seed=s) for s in seeds]
     samplers = list(target_samplers) if target_samplers is not None else [None] * k_models
     if len(samplers) != k_models:
         raise ValueError(f"fit_stacked(target_samplers): {len(samplers)} samplers for "
@@ -358,8 +390,9 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     gens = [(torch.Generator().manual_seed(s), torch.Generator(device=device).manual_seed(s + 1))
             for s in seeds]
     gens_targets = [torch.Generator().manual_seed(s + 2) for s in seeds]  # as fit seeds them
-    mix_probs = [mix_probability_from_entropy(tk) if config.mix_prob == "entropy"
-                 else float(config.mix_prob) for tk in t_k]
+    mix_probs = [mix_probability_from_entropy(tk) if c.mix_prob == "entropy"
+                 else float(c.mix_prob) for tk, c in zip(t_k, configs)]
+    smoothing = [float(c.label_smoothing) for c in configs]
     history: dict[str, list] = {"epoch": [], "train_loss": [], "lr": [], "seconds": []}
     monitor = None if vals is None else _StackedMonitor(vals, device, config.eval_batch_size)
     if monitor is not None:
@@ -402,8 +435,11 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                                         [g[1] for g in gens])
             xb = xb.view(k_models, -1, *xb.shape[1:])
             tb = t_mat[torch.arange(k_models, device=device).unsqueeze(1), pos]
-            if config.label_smoothing:
-                tb = smooth_labels(tb, config.label_smoothing)
+            if len(set(smoothing)) == 1 and smoothing[0]:
+                tb = smooth_labels(tb, smoothing[0])
+            elif any(smoothing):  # each model its own epsilon (0: its targets as they are)
+                tb = torch.stack([smooth_labels(tb[k], e) if e else tb[k]
+                                  for k, e in enumerate(smoothing)])
             if config.mix != "none":
                 mixed = [maybe_mix(xb[k], tb[k], config.mix, config.mix_alpha, mix_probs[k],
                                    gens[k][0]) for k in range(k_models)]
@@ -558,9 +594,7 @@ def _stack_signature(job: TrainJob) -> tuple | None:
     needs_val = c.early_stopping_patience is not None or c.keep_best
     if needs_val and job.val is None:
         return None  # train_cached says what is wrong with a missing validation set
-    d = c.to_dict()
-    d.pop("seed")
-    return (json.dumps(d, sort_keys=True, default=str), len(job.train_data[0]),
+    return (json.dumps(_shared_config(c), sort_keys=True, default=str), len(job.train_data[0]),
             job.target_sampler is not None)
 
 
@@ -601,8 +635,9 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
         vals = [j.val for j in jobs] if all(j.val is not None for j in jobs) else None
         samplers = [j.target_sampler for j in jobs]
         res = fit_stacked(list(models), images, targets, indices, config,
-                          seeds=[j.config.seed for j in jobs], device=dev, progress=progress,
-                          vals=vals, target_samplers=samplers if any(samplers) else None)
+                          device=dev, progress=progress, vals=vals,
+                          target_samplers=samplers if any(samplers) else None,
+                          configs=[j.config for j in jobs])
     except torch.cuda.OutOfMemoryError as e:
         oom = str(e)  # raised below, once this exception (and the frames it holds) is gone
     del images, targets
@@ -678,8 +713,8 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     """:func:`train_cached` for each job (same keys, same entries), training the cache misses
     that share a configuration together with :func:`softlib.multimodel.fit_stacked`.
 
-    Misses are grouped by their :class:`TrainConfig` apart from ``seed`` and their training-set
-    size; a group trains together when it has two or more jobs whose models (each built after
+    Misses are grouped by their :class:`TrainConfig` apart from :data:`PER_MODEL_FIELDS` (seed,
+    mixing probability, label smoothing) and their training-set size; a group trains together when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
     and no training hook stacking cannot run (:func:`unstackable_hook`); jobs with a target
     sampler group only with each other, each redrawing its own targets (each stacked model

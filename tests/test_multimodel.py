@@ -306,3 +306,33 @@ def test_a_stacking_loss_hook_must_return_one_loss_per_model():
     with pytest.raises(ValueError, match="one loss per model"):
         fit_stacked(ms, x, t, [np.arange(30)] * 2, TrainConfig(arch="tiny", batch_size=8, epochs=1),
                     progress=False)
+
+
+def test_per_model_mixing_probability_and_label_smoothing():
+    """Laing's mixing probability and smoothing epsilon follow each seed's split, so the seeds'
+    configurations differ in them: each stacked model applies its own, as fit would."""
+    x, t = data()
+    idx = [np.arange(0, 30), np.arange(10, 40), np.arange(5, 35)]
+    base = TrainConfig(arch="tiny", batch_size=8, epochs=2, optimizer="adam", lr=0.01,
+                       weight_decay=0.0, augment="crop_flip", mix="mixup", mix_alpha=0.3)
+    configs = [base.replace(seed=3, mix_prob=0.2, label_smoothing=0.05),
+               base.replace(seed=4, mix_prob=0.9, label_smoothing=0.0),
+               base.replace(seed=5, mix_prob=0.5, label_smoothing=0.2)]
+    ms = models(3)
+    seq = [copy.deepcopy(m) for m in ms]
+    alone = [train.fit(m, x[idx[k]], t[idx[k]], configs[k], progress=False)
+             for k, m in enumerate(seq)]
+    res = fit_stacked(ms, x, t, idx, base, progress=False, configs=configs)
+    for k in range(3):
+        np.testing.assert_allclose([row[k] for row in res.history["train_loss"]],
+                                   alone[k].history["train_loss"], rtol=1e-5, atol=1e-6)
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for n in a:
+            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+    # the same three models under model 0's settings train differently: the fields are used
+    same = fit_stacked(models(3), x, t, idx, configs[0], seeds=[3, 4, 5], progress=False)
+    assert not np.allclose(np.asarray(same.history["train_loss"])[:, 1:],
+                           np.asarray(res.history["train_loss"])[:, 1:], atol=1e-4)
+    with pytest.raises(ValueError, match="differs from config in lr"):
+        fit_stacked(models(3), x, t, idx, base, progress=False,
+                    configs=configs[:2] + [configs[2].replace(lr=0.02)])

@@ -341,6 +341,28 @@ def test_laing_grid_stacks_the_seeds_of_every_model_type(tmp_path, monkeypatch):
     # stacked runs monitor their own validation sets too: the same best epochs as one at a time
     assert seq.table.best_epoch.notna().all()
     np.testing.assert_array_equal(g.table.best_epoch, seq.table.best_epoch)
+    # mixing and label smoothing: their probability / epsilon follow each seed's split, so the
+    # seeds' configurations differ in them; the seeds still train together. (Labels sharper
+    # than laing_data's, whose mean entropy clips the mixing probability to 1 for every seed.)
+    rng = np.random.default_rng(1)
+    sharp = L.LaingData(data.images, data.labels,
+                        0.9 * np.eye(10)[data.labels] + 0.1 * rng.dirichlet(np.ones(10), 60),
+                        data.ood, provenance="synthetic, sharper labels")
+    p = dict(params, model_types=["basic"], label_conditions=["hard_cutmix"],
+             extra_conditions=["label_smoothing"])
+    mixed = ResultCache(tmp_path / "mixed")
+    g = L.run_grid(sharp, p, mixed, device="cpu", progress=False)
+    for c in ("hard_cutmix", "label_smoothing"):
+        cfgs = [L._train_job(sharp, "basic", c, s, p)[0].config for s in (0, 1)]
+        assert (cfgs[0].mix_prob, cfgs[0].label_smoothing) != (cfgs[1].mix_prob,
+                                                                cfgs[1].label_smoothing)
+        for s in (0, 1):
+            job = L._train_job(sharp, "basic", c, s, p)[0]
+            assert mixed.load("laing_train", job.key()).meta["stacked"] == 2
+    seq = L.run_grid(sharp, dict(p, stack_models=False), ResultCache(tmp_path / "mixed_seq"),
+                     device="cpu", progress=False)
+    np.testing.assert_allclose(g.table[cols].to_numpy(float), seq.table[cols].to_numpy(float),
+                               atol=1e-3, rtol=1e-3)
     # with early stopping (or keep_best) the seeds still train together, each stopping on its own
     for kw in (dict(early_stopping_patience=1, epochs=4), dict(keep_best_checkpoint=True)):
         p = dict(params, model_types=["basic"], **kw)

@@ -216,10 +216,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         # ResNet-110 3,330 | 10,300; pretraining (SGD, 50k images) VGG 21,800, ResNet-110 3,370;
         # prediction VGG 92,000, ResNet-110 58,000; FGSM VGG 36,000, ResNet-110 7,600.
         # Laing at width 16, batch 64, validation every epoch (early stopping): basic 5,400,
-        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s, one model at a time. The 3 seeds
-        # of every model type now train together, early stopping per model (SNGP's and DUQ's
-        # hooks run per model inside the group since 2026-11-26), at a speed not measured yet:
-        # the estimate below is one at a time, an upper bound.
+        # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s, one model at a time. Since
+        # 2026-11-26 the 3 seeds of every (model type, condition) train together, early stopping
+        # per model: SNGP's and DUQ's hooks run per model inside the group, and so do the mixing
+        # probability and smoothing epsilon that follow each seed's split (before, only the
+        # hard and soft conditions of basic and MC dropout stacked: 6 of 35 groups). Their
+        # speed is not measured yet: the estimate below is one at a time, an upper bound.
         #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
         #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
         #     condition); predicting 13,500 images per model (5k CIFAR-10 train + 75 x 100
@@ -241,10 +243,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture
         #   and process from a cold cache, plus ~20-30 s per further input shape (the last
         #   partial batch): 83 s for the fold grid's two shapes, after which new groups reuse
-        #   the graphs (benchmarks/nvidia-h100-2026-11-26-graphs.json). The 21 stacked groups
-        #   (basic and the two MC-dropout variants x 7 conditions) hold 21 x 3 x 5 x 8,000 =
-        #   2.5 M images, ~4-5 min of eager stacked training (the engine ran 9,000-11,500 img/s
-        #   for 5 seeds) that graphs would cut to ~1 min, against ~2-3 min of compiling in every
+        #   the graphs (benchmarks/nvidia-h100-2026-11-26-graphs.json). The 21 groups of basic
+        #   and the two MC-dropout variants x 7 conditions hold 21 x 3 x 5 x 8,000 = 2.5 M
+        #   images, ~4-5 min of eager stacked training (the engine ran 9,000-11,500 img/s for 5
+        #   seeds) that graphs would cut to ~1 min, against ~2-3 min of compiling in every
         #   slice, and with their evaluations these groups span at least two slices.
         #   `-p compile=reduce-overhead` turns them on for a run that goes through on one machine)
         # Sum ~60 min plus start-up of the Peterson groups (~2 min): about one GPU-hour; Laing's
