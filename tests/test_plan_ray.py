@@ -153,3 +153,30 @@ def test_ray_stage_refuses_jobs_whose_upstream_is_missing(ray_cluster, tmp_path)
     distributed.connect(None, num_cpus=2)
     with pytest.raises(RuntimeError, match="cannot run"):
         distributed.run_stage([job], ResultCache(tmp_path))
+
+
+@pytest.mark.parametrize("fields", [None, ("seed",)])
+def test_every_group_the_plan_declares_trains_as_one_stack(tmp_path, monkeypatch, fields):
+    """A group of jobs the plan (and the study) means to train together must share one stacking
+    signature, or train_cached_many splits it and trains one at a time unnoticed: Laing's seeds
+    differ in their mixing probability and smoothing epsilon (each follows its seed's split),
+    which only per-model fields keep together (``fields=('seed',)``: the engine without them,
+    which this check catches)."""
+    from softlib import multimodel as MM
+    if fields is not None:
+        monkeypatch.setattr(MM, "PER_MODEL_FIELDS", fields)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path))
+    monkeypatch.delenv("SOFTLIB_DATA", raising=False)
+    p = PL.build_plan("smoke", ["generalisation", "calibration_ood"], ResultCache(tmp_path),
+                      overrides={"seeds": [0, 1, 2]})
+    groups: dict[str, list] = {}
+    for j in p.jobs:
+        if j.group is not None and j.make is not None and not j.provisional:
+            groups.setdefault(j.group, []).append(MM._stack_signature(j.make()))
+    assert {g.split("/")[0] for g in groups} == {"generalisation", "laing"}
+    assert min(len(s) for s in groups.values()) >= 2
+    split = sorted(g for g, s in groups.items() if len(set(s)) > 1)
+    if fields is None:
+        assert split == []
+    else:
+        assert any("mixup" in g or "cutmix" in g or "smoothing" in g for g in split), split
