@@ -337,6 +337,9 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                                  f"{', '.join(PER_MODEL_FIELDS)}")
         if seeds is None:
             seeds = [c.seed for c in configs]
+        elif list(seeds) != [c.seed for c in configs]:
+            raise ValueError(f"fit_stacked: seeds {list(seeds)} differ from the configs' seeds "
+                             f"{[c.seed for c in configs]}; give one or the other")
     seeds = list(seeds) if seeds is not None else [config.seed + k for k in range(k_models)]
     if len(seeds) != k_models:
         raise ValueError(f"fit_stacked(seeds): {len(seeds)} seeds for {k_models} models")
@@ -714,7 +717,8 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     that share a configuration together with :func:`softlib.multimodel.fit_stacked`.
 
     Misses are grouped by their :class:`TrainConfig` apart from :data:`PER_MODEL_FIELDS` (seed,
-    mixing probability, label smoothing) and their training-set size; a group trains together when it has two or more jobs whose models (each built after
+    mixing probability, label smoothing) and their training-set size; a group trains together
+    when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
     and no training hook stacking cannot run (:func:`unstackable_hook`); jobs with a target
     sampler group only with each other, each redrawing its own targets (each stacked model

@@ -336,3 +336,5 @@ def test_per_model_mixing_probability_and_label_smoothing():
     with pytest.raises(ValueError, match="differs from config in lr"):
         fit_stacked(models(3), x, t, idx, base, progress=False,
                     configs=configs[:2] + [configs[2].replace(lr=0.02)])
+    with pytest.raises(ValueError, match="differ from the configs' seeds"):
+        fit_stacked(models(3), x, t, idx, base, seeds=[0, 1, 2], progress=False, configs=configs)
