@@ -723,8 +723,8 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     and no training hook stacking cannot run (:func:`unstackable_hook`); jobs with a target
     sampler group only with each other, each redrawing its own targets (each stacked model
     records its own per-epoch validation loss and follows its own early stopping /
-    ``keep_best``, as :func:`train_cached` would). Everything else goes through :func:`train_cached`. A
-    stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
+    ``keep_best``, as :func:`train_cached` would). Everything else goes through
+    :func:`train_cached`. A stacked model's entry has ``meta['stacked'] = K`` and its ``result['seconds']`` is the
     group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
     A group whose models have more than ``max_group_params`` parameters in all is split into
     near-equal groups under it (None: no limit); a group that runs out of device memory is

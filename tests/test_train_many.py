@@ -146,8 +146,8 @@ def test_only_misses_are_trained_and_a_new_eval_set_is_added(tmp_path):
 
 def test_unstackable_jobs_fall_back_to_train_cached(tmp_path):
     x, t = data()
-    # fold 2 trains on fewer images; jobs 3-4 have a training hook stacking cannot run; job 5 (early stopping) is
-    # alone in its configuration
+    # fold 2 trains on fewer images; jobs 3-4 have a training hook stacking cannot run; job 5
+    # (early stopping) is alone in its configuration
     jobs = fold_jobs(x, t, sizes=(30, 30, 25), seeds=(0, 1, 2))
     jobs += fold_jobs(x, t, sizes=(30, 30), seeds=(3, 4), builder=build_hooked)
     jobs[3].data_fingerprint += "h"

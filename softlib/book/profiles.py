@@ -195,7 +195,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "mc_samples": None,
                 # MC dropout after every ReLU at the author's rate; MC samples' logits averaged
                 "dropout_p": 0.05, "mc_average": "logits", "stack_models": "auto",
-                # TrainConfig.compile of the models whose seeds stack (SNGP / DUQ: eager)
+                # TrainConfig.compile of the model types without training hooks (SNGP / DUQ: eager)
                 "compile": False,
             },
             "imagenet_humans": {"bootstrap_trials": 1000},
