@@ -182,6 +182,18 @@ def test_early_stopping_and_keep_best_need_validation_sets():
                         progress=False)
 
 
+def assert_same_as_alone(res, alone, seq):
+    """Each stacked model's per-epoch train losses and final state are those of ``fit`` alone
+    (``alone``: the fit results, ``seq``: the models fit trained)."""
+    for k in range(len(seq)):
+        run = res.history["train_loss"][:res.epochs_run(k)]  # a stopped model's rows end there
+        np.testing.assert_allclose([row[k] for row in run], alone[k].history["train_loss"],
+                                   rtol=1e-5, atol=1e-6)
+        a, b = res.models[k].state_dict(), seq[k].state_dict()
+        for n in a:
+            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+
+
 class ScaledInference(TinyBN):
     """``inference`` (what fit validates with) differs from the training forward."""
 
@@ -239,13 +251,10 @@ def test_models_with_training_hooks_stack_as_they_train_alone(name):
     for k in range(3):
         assert res.epochs_run(k) == alone[k].epochs_run
         assert res.best_epochs[k] == alone[k].best_epoch
-        np.testing.assert_allclose([row[k] for row in res.history["train_loss"]],
-                                   alone[k].history["train_loss"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose([row[k] for row in res.history["val_loss"]],
-                                   alone[k].history["val_loss"], rtol=1e-5, atol=1e-6)
-        a, b = res.models[k].state_dict(), seq[k].state_dict()
-        for n in a:
-            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+        run = res.history["val_loss"][:res.epochs_run(k)]
+        np.testing.assert_allclose([row[k] for row in run], alone[k].history["val_loss"],
+                                   rtol=1e-5, atol=1e-6)
+    assert_same_as_alone(res, alone, seq)
     a = res.models[0].state_dict()
     if name == "resnet20_sngp":  # reset at the last epoch's start: the ridge plus one epoch's
         # 32 images of features, each adding ||phi||^2 <= 2 to the trace (three epochs' ~96
@@ -279,12 +288,7 @@ def test_target_samplers_redraw_each_models_targets_as_fit_does():
     res = fit_stacked(ms, x, t, idx, cfg, seeds=[0, 1], progress=False,
                       target_samplers=[sampler_for(i) for i in idx])
     plain = fit_stacked(models(2), x, t, idx, cfg, seeds=[0, 1], progress=False)
-    for k in range(2):
-        np.testing.assert_allclose([row[k] for row in res.history["train_loss"]],
-                                   alone[k].history["train_loss"], rtol=1e-5, atol=1e-6)
-        a, b = res.models[k].state_dict(), seq[k].state_dict()
-        for n in a:
-            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+    assert_same_as_alone(res, alone, seq)
     # the redrawn one-hot targets are not the soft ones
     assert not np.allclose(plain.history["train_loss"], res.history["train_loss"], atol=1e-3)
     with pytest.raises(ValueError, match="1 samplers for 2 models"):
@@ -323,12 +327,7 @@ def test_per_model_mixing_probability_and_label_smoothing():
     alone = [train.fit(m, x[idx[k]], t[idx[k]], configs[k], progress=False)
              for k, m in enumerate(seq)]
     res = fit_stacked(ms, x, t, idx, base, progress=False, configs=configs)
-    for k in range(3):
-        np.testing.assert_allclose([row[k] for row in res.history["train_loss"]],
-                                   alone[k].history["train_loss"], rtol=1e-5, atol=1e-6)
-        a, b = res.models[k].state_dict(), seq[k].state_dict()
-        for n in a:
-            torch.testing.assert_close(a[n], b[n], atol=2e-5, rtol=1e-4, msg=f"model {k} {n}")
+    assert_same_as_alone(res, alone, seq)
     # the same three models under model 0's settings train differently: the fields are used
     same = fit_stacked(models(3), x, t, idx, configs[0], seeds=[3, 4, 5], progress=False)
     assert not np.allclose(np.asarray(same.history["train_loss"])[:, 1:],
