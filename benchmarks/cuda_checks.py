@@ -17,7 +17,8 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
 Prints one line per check and writes the numbers as JSON (after every check), with the engine
 fingerprint the checks vouch for. Exit status 1 if a check fails. ``--passed-before DIR`` runs
 nothing and says whether a record under DIR already shows them all passing on a GPU for this
-engine and torch (``device_run.sh session`` then skips them).
+engine and torch (``device_run.sh session`` then skips them). ``--checks eager`` runs (or looks
+for) checks 1, 2 and 5 only: what the ``gpu`` profile's slices run, which never compile.
 """
 from __future__ import annotations
 
@@ -252,6 +253,14 @@ CHECKS = {
         lambda dev, **kw: bf16_trains_like_alone(dev, compile="reduce-overhead", **kw),
     "hook_models_stacked_exact_float64": lambda dev, **kw: hook_models_exact_in_float64(dev, **kw),
 }
+#: named sets of checks (``--checks``): ``eager`` vouches for what the ``gpu`` profile's slices
+#: run (stacked and alone, eagerly), without the CUDA-graph checks, whose compiling takes most
+#: of the checks' ~4 min; ``all`` for anything compiled (``-p compile=reduce-overhead``)
+CHECK_SETS = {
+    "all": tuple(CHECKS),
+    "eager": ("fit_stacked_exact_float64", "fit_stacked_bf16_trains_like_fit",
+              "hook_models_stacked_exact_float64"),
+}
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what the checks vouch for: the training engine, the models, and the checks themselves
@@ -268,10 +277,11 @@ def engine_fingerprint(root: Path = ROOT) -> str:
     return h.hexdigest()[:16]
 
 
-def passed_before(records: Path, fingerprint: str, torch_version: str) -> Path | None:
+def passed_before(records: Path, fingerprint: str, torch_version: str,
+                  names: tuple[str, ...] = tuple(CHECKS)) -> Path | None:
     """The first JSON file under ``records`` (a whole record, or one with a ``cuda_checks``
-    part) in which every check passed on a GPU, at the default sizes, with this engine and
-    this torch; None if there is none."""
+    part) in which every check of ``names`` passed on a GPU, at the default sizes, with this
+    engine and this torch; None if there is none."""
     for path in sorted(Path(records).glob("*.json")):
         try:
             doc = json.loads(path.read_text())
@@ -281,8 +291,8 @@ def passed_before(records: Path, fingerprint: str, torch_version: str) -> Path |
             if (isinstance(rec, dict) and rec.get("engine") == fingerprint
                     and rec.get("torch") == torch_version and rec.get("gpu")
                     and rec.get("n") is None and isinstance(rec.get("checks"), dict)
-                    and set(CHECKS) <= set(rec["checks"])
-                    and all(rec["checks"][c].get("ok") is True for c in CHECKS)):
+                    and set(names) <= set(rec["checks"])
+                    and all(rec["checks"][c].get("ok") is True for c in names)):
                 return path
     return None
 
@@ -292,24 +302,29 @@ def main(argv=None) -> int:
     p.add_argument("--json")
     p.add_argument("--device", default="cuda")
     p.add_argument("--n", type=int, default=None, help="images per check (default: the check's)")
+    p.add_argument("--checks", choices=sorted(CHECK_SETS), default="all",
+                   help="which checks: all, or eager (what the gpu profile's slices run: no "
+                        "CUDA-graph checks)")
     p.add_argument("--passed-before", metavar="DIR", default=None,
-                   help="run nothing: exit 0 if a record under DIR shows every check passing on "
-                        "a GPU with this engine (softlib's training code, unchanged) and this "
-                        "torch, else 1")
+                   help="run nothing: exit 0 if a record under DIR shows every check of "
+                        "--checks passing on a GPU with this engine (softlib's training code, "
+                        "unchanged) and this torch, else 1")
     a = p.parse_args(argv)
     if a.passed_before is not None:
         fp = engine_fingerprint()
-        found = passed_before(Path(a.passed_before), fp, torch.__version__)
-        print(f"GPU checks: {'passed before, in ' + str(found) if found else 'no passing record'}"
+        found = passed_before(Path(a.passed_before), fp, torch.__version__, CHECK_SETS[a.checks])
+        print(f"GPU checks ({a.checks}): "
+              f"{'passed before, in ' + str(found) if found else 'no passing record'}"
               f" for engine {fp} and torch {torch.__version__}")
         return 0 if found else 1
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("CUDA is not available here")
     results = {"torch": torch.__version__,
                "gpu": torch.cuda.get_device_name() if a.device == "cuda" else None,
-               "engine": engine_fingerprint(), "n": a.n, "checks": {}}
+               "engine": engine_fingerprint(), "n": a.n, "check_set": a.checks, "checks": {}}
     failed = False
-    for name, check in CHECKS.items():
+    for name in CHECK_SETS[a.checks]:
+        check = CHECKS[name]
         try:
             r = check(a.device) if a.n is None else check(a.device, n=a.n)
         except Exception as e:  # a crash is a failed check, recorded with its message

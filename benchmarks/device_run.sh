@@ -17,10 +17,12 @@
 #       (python -m softlib.bench) as far as the command's time allows; JSON files to record
 #       under benchmarks/ (stacked_profile.py, where the fold grid's time goes, runs alone)
 #   bash benchmarks/device_run.sh session BUDGET_SECONDS SECTIONS  # ~570 s: one lent session
-#       the GPU checks (cuda_checks.py, ~4 min on an H100: no slice unless they pass; skipped
-#       where a record under benchmarks/ shows them all passing on a GPU with the same engine
-#       fingerprint and torch: commit each session's cuda_checks.json there; SKIP_CHECKS=1
-#       skips them anyway, SKIP_CHECKS=0 runs them anyway), a slice (as above,
+#       the GPU checks of the eager path the slices run (cuda_checks.py --checks eager: no
+#       CUDA-graph checks, whose compiling took most of the ~4 min of all of them on an H100;
+#       no slice unless they pass; skipped where a record under benchmarks/ shows them passing
+#       on a GPU with the same engine fingerprint and torch: commit each session's
+#       cuda_checks.json there; SKIP_CHECKS=1 skips them anyway, SKIP_CHECKS=0 runs them
+#       anyway), a slice (as above,
 #       but a job started before the budget may run until the command's end less the export:
 #       pick a budget that leaves room for the last group), then as many of the measurements as
 #       fit the rest of one 600 s command:
@@ -56,9 +58,10 @@ capped() {  # capped MAX_SECONDS CMD...: run CMD for at most MAX_SECONDS or what
   if [ "$cap" -lt 20 ]; then echo "skipped (no time left in this command): $*" | tee -a "$out/log.txt"; return 124; fi
   timeout "$cap" "$@" 2>&1 | tee -a "$out/log.txt"
 }
-gpu_checks() {  # the GPU-only correctness checks, cut at 330 s (~260 s on an H100)
+gpu_checks() {  # gpu_checks SET: the GPU-only correctness checks (cuda_checks.py --checks SET),
+  # cut at 330 s (all: ~260 s on an H100, most of it compiling the CUDA graphs; eager: without them)
   capped 330 python3 benchmarks/cuda_checks.py --device "$device" ${CHECK_N:+--n "$CHECK_N"} \
-    --json "$out/cuda_checks.json"
+    --checks "$1" --json "$out/cuda_checks.json"
 }
 fold_grid_graphs() {  # the engine eager and with CUDA graphs, call after call with new models
   capped 200 python3 benchmarks/graph_reuse.py --device "$device" \
@@ -75,15 +78,17 @@ do_slice=0
 skip_checks="${SKIP_CHECKS:-auto}"  # auto: skip where a committed record shows them passing
 if [ "$mode" = session ] && [ "$skip_checks" = auto ]; then
   # with this engine (a hash of softlib's training code and the checks) and this torch
-  if python3 benchmarks/cuda_checks.py --passed-before benchmarks 2>&1 | tee -a "$out/log.txt"; then
+  if python3 benchmarks/cuda_checks.py --passed-before benchmarks --checks eager 2>&1 \
+      | tee -a "$out/log.txt"; then
     skip_checks=1
   fi
 fi
 if [ "$mode" = session ] && [ "$skip_checks" = 1 ]; then
   echo "GPU checks skipped (SKIP_CHECKS=${SKIP_CHECKS:-auto})" | tee -a "$out/log.txt"
   do_slice=1
-elif [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks
-  if gpu_checks; then
+elif [ "$mode" = session ]; then  # no slice from an engine that fails its GPU checks: those of
+  # the eager path the slices run (the gpu profile compiles nothing); `measure` runs them all
+  if gpu_checks eager; then
     do_slice=1
   else
     echo "the GPU checks failed or ran out of time (see above): no slice computed" | tee -a "$out/log.txt"
@@ -132,7 +137,7 @@ if [ "$mode" = session ]; then
   capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 3 --batch 64 \
     --n "${CHECK_N:-8000}" --json "$out/graph_reuse_laing.json"
 elif [ "$mode" = measure ]; then  # each part cut to what the 600 s command has left
-  gpu_checks
+  gpu_checks all
   fold_grid_graphs
   capped 240 python3 -m softlib.bench --device "$device" --json "$out/bench.json"
 fi

@@ -147,6 +147,12 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
     checks = rec["checks"]  # the JSON's keys are sorted; the run order is mod.CHECKS'
     assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False, True]
     assert checks["fit_stacked_cuda_graphs_bf16_trains_like_fit"]["compile"] == "reduce-overhead"
+    # --checks eager: the eager path the gpu slices run, without the CUDA-graph checks
+    saved.clear()
+    assert mod.main(["--device", "cpu", "--checks", "eager", "--json", str(out)]) == 1
+    rec = json.loads(out.read_text())
+    assert rec["check_set"] == "eager" and set(rec["checks"]) == set(mod.CHECK_SETS["eager"])
+    assert not any("graphs" in name for name in rec["checks"]) and len(saved) == 3
 
 
 def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
@@ -218,3 +224,13 @@ def test_passed_before_needs_every_check_passing_on_a_gpu_with_this_engine(tmp_p
     monkeypatch.setattr(mod.torch, "__version__", "2.11.0")
     assert mod.main(["--passed-before", str(rec)]) == 0
     assert mod.main(["--passed-before", str(tmp_path / "nothing")]) == 1
+    # a record of the eager checks vouches for the eager set, not for all; a full one for both
+    eager = tmp_path / "eager"
+    eager.mkdir()
+    (eager / "e.json").write_text(json.dumps(dict(good, checks={
+        name: {"ok": True} for name in mod.CHECK_SETS["eager"]})))
+    assert mod.main(["--passed-before", str(eager), "--checks", "eager"]) == 0
+    assert mod.main(["--passed-before", str(eager)]) == 1
+    assert mod.main(["--passed-before", str(rec), "--checks", "eager"]) == 0
+    # the record whose only failure is a graph check vouches for the eager path
+    assert mod.passed_before(rec, "abc", "2.11.0", mod.CHECK_SETS["eager"]).name == "failed.json"
