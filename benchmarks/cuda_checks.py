@@ -72,17 +72,24 @@ def _use_float64(on: bool) -> None:
     T.soft_cross_entropy = MM.soft_cross_entropy = ce64
 
 
+def _seeded_models(arch: str, k: int, double: bool = False) -> list[torch.nn.Module]:
+    """k models of ``arch``, model i built after ``torch.manual_seed(i)`` (float64 if
+    ``double``): the initialisations every check trains stacked and alone."""
+    out = []
+    for i in range(k):
+        torch.manual_seed(i)
+        m = build(arch)
+        out.append(m.double() if double else m)
+    return out
+
+
 def _float64_case(n: int, k: int, epochs: int):
     """Images, one-hot targets, their source, an SGD ResNet-20 config (no autocast) and k
     seeded float64 initialisations: the setting of the float64 checks."""
     x, t, source = _data(n)
     cfg = TrainConfig(arch="resnet_20", optimizer="sgd", lr=0.05, momentum=0.9, batch_size=128,
                       epochs=epochs, augment="crop_flip", amp=False, channels_last=False)
-    inits = []
-    for i in range(k):
-        torch.manual_seed(i)
-        inits.append(build("resnet_20").double())
-    return x, t, source, cfg, inits
+    return x, t, source, cfg, _seeded_models("resnet_20", k, double=True)
 
 
 def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
@@ -160,10 +167,7 @@ def hook_models_exact_in_float64(device: str, k: int = 3, n: int = 256, epochs: 
     _use_float64(True)
     try:
         for arch in ("resnet20_sngp", "resnet20_duq"):
-            inits = []
-            for i in range(k):
-                torch.manual_seed(i)
-                inits.append(build(arch).double())
+            inits = _seeded_models(arch, k, double=True)
             val = (x[n:], t[n:])
             alone = [copy.deepcopy(m) for m in inits]
             val_alone = [fit(m, x[:n], t[:n], cfg.replace(arch=arch, seed=i), val=val,
@@ -193,11 +197,7 @@ def _bf16_case(n: int, k: int, epochs: int):
     cfg = TrainConfig(arch="resnet_20", optimizer="adam", lr=0.002, weight_decay=0.0,
                       batch_size=128, epochs=epochs, augment="crop_flip", amp=True,
                       schedule="cosine")
-    inits = []
-    for i in range(k):
-        torch.manual_seed(i)
-        inits.append(build("resnet_20"))
-    return x, t, source, cfg, inits
+    return x, t, source, cfg, _seeded_models("resnet_20", k)
 
 
 def _heldout_accuracy(models, x, t, n: int, device: str) -> list[float]:
