@@ -110,7 +110,8 @@ class DUQResNet(nn.Module):
         # each image's gradient: the outputs of other images (and other models) are constants
         # for it, except through BatchNorm's batch statistics, as in the original
         (grad,) = torch.autograd.grad(output.sum(), x, create_graph=True)
-        grad = grad * self.normalize.std.to(grad.dtype).view(3, 1, 1)  # d/d(normalised input)
+        grad = grad * self.normalize.std.to(grad.dtype)  # d/d(normalised input); [1, C, 1, 1]
+        # broadcasts over a leading model dimension too
         penalty = (grad.flatten(-3).norm(2, dim=-1) - 1.0).pow(2).mean(-1)
         return bce + self.gradient_penalty * penalty
 
