@@ -146,10 +146,6 @@ def _cutout_with(x: torch.Tensor, size: int, cy: torch.Tensor, cx: torch.Tensor)
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def _uniform(n: int, lo: float, hi: float, x: torch.Tensor, g) -> torch.Tensor:
-    return lo + (hi - lo) * _rand(n, x, g)
-
-
 def _gray(x: torch.Tensor) -> torch.Tensor:
     # ITU-R 601-2 luma with torchvision's rounded weights (rgb_to_grayscale)
     return (0.2989 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
@@ -226,19 +222,37 @@ def color_jitter(x: torch.Tensor, brightness: float = LAING_PARAMS["brightness"]
                           p["enabled"])
 
 
-def _draw_jitter(n, x, g, brightness, contrast, saturation, hue) -> dict:
+def _jitter_uniforms(n, x, g, brightness, contrast, saturation, hue) -> dict:
+    """The jitter's random draws (uniform [0, 1)), in the order torchvision makes them: one per
+    image for each non-zero strength, then four per image for the order."""
     if not 0.0 <= hue <= 0.5:
         raise ValueError(f"softlib.augment: hue={hue} must be in [0, 0.5]")
-    ones = torch.ones(n, device=x.device)
     out = {}
     for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
         if s < 0:
             raise ValueError(f"softlib.augment: {name}={s} must be >= 0")
-        out[name] = _uniform(n, max(0.0, 1 - s), 1 + s, x, g) if s else ones
-    out["hue"] = _uniform(n, -hue, hue, x, g) if hue else torch.zeros(n, device=x.device)
-    out["order"] = torch.argsort(_rand(4 * n, x, g).view(n, 4), dim=1)  # a random permutation each
+        out[name] = _rand(n, x, g) if s else None
+    out["hue"] = _rand(n, x, g) if hue else None
+    out["order"] = _rand(4 * n, x, g).view(n, 4)
+    return out
+
+
+def _jitter_from(u: dict, brightness, contrast, saturation, hue) -> dict:
+    """The jitter's factors and per-image order from its draws (:func:`_jitter_uniforms`)."""
+    n, dev = u["order"].shape[0], u["order"].device
+    out = {}
+    for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        lo, hi = max(0.0, 1 - s), 1 + s
+        out[name] = lo + (hi - lo) * u[name] if s else torch.ones(n, device=dev)
+    out["hue"] = -hue + 2 * hue * u["hue"] if hue else torch.zeros(n, device=dev)
+    out["order"] = torch.argsort(u["order"], dim=1)  # a random permutation each
     out["enabled"] = (bool(brightness), bool(contrast), bool(saturation), bool(hue))
     return out
+
+
+def _draw_jitter(n, x, g, brightness, contrast, saturation, hue) -> dict:
+    return _jitter_from(_jitter_uniforms(n, x, g, brightness, contrast, saturation, hue),
+                        brightness, contrast, saturation, hue)
 
 
 def jitter_with(x: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -289,14 +303,32 @@ def jitter_ordered(x: torch.Tensor, b: torch.Tensor, c: torch.Tensor, s: torch.T
     return x
 
 
-def _crop_boxes(n: int, h: int, w: int, scale, ratio, x: torch.Tensor, g) -> tuple[torch.Tensor, ...]:
-    """``RandomResizedCrop.get_params`` per image: (top, left, height, width) as int64 [N]."""
+def _check_crop(scale, ratio) -> None:
     if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
         raise ValueError(f"softlib.augment: need 0 < scale[0] <= scale[1] and 0 < ratio[0] <= "
                          f"ratio[1], got scale={scale}, ratio={ratio}")
-    tries = 10
+
+
+_CROP_TRIES = 10  # RandomResizedCrop.get_params' tries before its fallback
+
+
+def _crop_uniforms(n: int, x: torch.Tensor, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crop's random draws (float64, as Python's ``random`` draws them): [N, tries, 2]
+    for the tries' area and aspect, [N, 2] for the box's position."""
     f64 = torch.float64
-    u = torch.rand(n, tries, 2, generator=g, device=x.device, dtype=f64)
+    return (torch.rand(n, _CROP_TRIES, 2, generator=g, device=x.device, dtype=f64),
+            torch.rand(n, 2, generator=g, device=x.device, dtype=f64))
+
+
+def _crop_boxes(n: int, h: int, w: int, scale, ratio, x: torch.Tensor, g) -> tuple[torch.Tensor, ...]:
+    """``RandomResizedCrop.get_params`` per image: (top, left, height, width) as int64 [N]."""
+    _check_crop(scale, ratio)
+    return _boxes_from(*_crop_uniforms(n, x, g), h, w, scale, ratio)
+
+
+def _boxes_from(u: torch.Tensor, v: torch.Tensor, h: int, w: int, scale,
+                ratio) -> tuple[torch.Tensor, ...]:
+    """The crop boxes of :func:`_crop_boxes` from its draws (:func:`_crop_uniforms`)."""
     area = h * w * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     lr0, lr1 = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(lr0 + (lr1 - lr0) * u[..., 1])
@@ -317,7 +349,6 @@ def _crop_boxes(n: int, h: int, w: int, scale, ratio, x: torch.Tensor, g) -> tup
         fw, fh = w, h
     cw = torch.where(found, cw, torch.full_like(cw, fw)).to(torch.int64)
     ch = torch.where(found, ch, torch.full_like(ch, fh)).to(torch.int64)
-    v = torch.rand(n, 2, generator=g, device=x.device, dtype=f64)
     top = torch.minimum(torch.floor(v[:, 0] * (h - ch + 1)).to(torch.int64), h - ch)
     left = torch.minimum(torch.floor(v[:, 1] * (w - cw + 1)).to(torch.int64), w - cw)
     top = torch.where(found, top, (h - ch) // 2)
@@ -341,13 +372,47 @@ def draw_laing_params(x: torch.Tensor, generator: torch.Generator | None = None,
     ``height``, ``width`` (the crop box in pixels, int64).
     """
     _check(x)
-    n, _, h, w = x.shape
-    g = generator
-    p = _draw_jitter(n, x, g, brightness, contrast, saturation, hue)
-    p["flip"] = _rand(n, x, g) < 0.5
-    p["angle"] = _uniform(n, -degrees, degrees, x, g) if degrees else torch.zeros(n, device=x.device)
-    p["top"], p["left"], p["height"], p["width"] = _crop_boxes(n, h, w, scale, ratio, x, g)
+    strengths = dict(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue,
+                     degrees=degrees, scale=scale, ratio=ratio)
+    return _laing_params_from(_laing_uniforms(x, generator, **strengths), *x.shape[2:],
+                              **strengths)
+
+
+def _laing_uniforms(x: torch.Tensor, g, brightness, contrast, saturation, hue, degrees, scale,
+                    ratio) -> dict[str, Any]:
+    """Every random draw of :func:`draw_laing_params` for the batch ``x``, in its order, from
+    ``g``: what one generator contributes when several groups are augmented at once."""
+    _check_crop(scale, ratio)
+    n = x.shape[0]
+    u = _jitter_uniforms(n, x, g, brightness, contrast, saturation, hue)
+    u["flip"] = _rand(n, x, g)
+    u["angle"] = _rand(n, x, g) if degrees else None
+    u["crop"] = _crop_uniforms(n, x, g)
+    return u
+
+
+def _laing_params_from(u: dict[str, Any], h: int, w: int, brightness, contrast, saturation, hue,
+                       degrees, scale, ratio) -> dict[str, Any]:
+    """:func:`draw_laing_params`' parameters from its draws (:func:`_laing_uniforms`)."""
+    p = _jitter_from(u, brightness, contrast, saturation, hue)
+    p["flip"] = u["flip"] < 0.5
+    p["angle"] = (-degrees + (degrees - -degrees) * u["angle"] if degrees
+                  else torch.zeros_like(u["flip"]))
+    p["top"], p["left"], p["height"], p["width"] = _boxes_from(*u["crop"], h, w, scale, ratio)
     return p
+
+
+def _cat_uniforms(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The draws of consecutive groups (:func:`_laing_uniforms`) as those of one batch."""
+    out: dict[str, Any] = {}
+    for key, first in parts[0].items():
+        if first is None:
+            out[key] = None
+        elif isinstance(first, tuple):
+            out[key] = tuple(torch.cat(t) for t in zip(*(q[key] for q in parts)))
+        else:
+            out[key] = torch.cat([q[key] for q in parts])
+    return out
 
 
 def _rotation_grid(n: int, h: int, w: int, angle_deg: torch.Tensor, flip: torch.Tensor,
@@ -461,4 +526,10 @@ def apply_grouped(name: str, x: torch.Tensor, generators) -> torch.Tensor:
         if name == "crop_flip_cutout16":
             out = _cutout_with(out, 16, *[torch.cat(parts) for parts in zip(*(d[1] for d in draws))])
         return out
+    if name == "laing":  # each group's draws, then one derivation and one transform for all
+        if not x.is_floating_point():
+            x = x.float().div_(255)
+        u = _cat_uniforms([_laing_uniforms(x[i * b:(i + 1) * b], g, **LAING_PARAMS)
+                           for i, g in enumerate(generators)])
+        return apply_laing_params(x, _laing_params_from(u, *x.shape[2:], **LAING_PARAMS))
     return torch.cat([apply(name, x[i * b:(i + 1) * b], g) for i, g in enumerate(generators)])

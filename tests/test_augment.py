@@ -257,3 +257,16 @@ def test_grouped_apply_equals_each_group_with_its_own_generator(name):
     assert torch.equal(grouped, alone)
     with pytest.raises(ValueError, match="equal groups"):
         augment.apply_grouped(name, x[:35], [torch.Generator() for _ in range(3)])
+
+
+def test_grouped_laing_takes_uint8_and_draws_each_group_from_its_own_generator():
+    """Laing's groups share one transform: uint8 input is converted as laing_augment converts
+    it, and a group's images depend on its own generator only."""
+    x = _batch(2 * 10, h=16, w=16)
+    gens = lambda *seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    grouped = augment.apply_grouped("laing", x, gens(3, 4))
+    alone = torch.cat([augment.laing_augment(x[:10], gens(3)[0]),
+                       augment.laing_augment(x[10:], gens(4)[0])])
+    assert grouped.dtype == torch.float32 and torch.equal(grouped, alone)
+    other = augment.apply_grouped("laing", x, gens(3, 5))
+    assert torch.equal(other[:10], grouped[:10]) and not torch.equal(other[10:], grouped[10:])
