@@ -32,8 +32,14 @@
 #
 # Bundles carry no weights, so work that needs a model's weights must run on the machine that
 # trained it: Laing's evaluations always follow their training (even past the budget), but
-# section 3's fine-tuning needs its pretrained weights and section 4 attacks section 3's models,
-# so `alternatives,adversarial` must complete within one call (see benchmarks/README.md).
+# section 3's fine-tuning needs its pretrained weights and section 4 attacks section 3's models.
+# Sections 3-4 therefore go one architecture at a time (see benchmarks/README.md):
+#   ARCHS=LABEL,...               compute --archs: fine-tune and attack only these (every
+#                                 architecture is still pretrained: the distillation teacher)
+#   PRETRAINED_WEIGHTS=LABEL,...  also export those architectures' pretrained weights,
+#                                 $OUT/weights-<UTC time>.tar.gz: NOT for results/ (weights), but
+#                                 for .device_carry/ (git-ignored), which a later call imports
+#                                 after the committed bundles, so another machine fine-tunes them
 # The cache and the data live in .cache/device/ (git-ignored: kept between calls on a warm
 # machine). Everything lands in $OUT (log.txt appends).
 set -uo pipefail
@@ -99,11 +105,16 @@ if [ "$do_slice" = 1 ]; then
   sections="${3:?slice needs SECTIONS, e.g. generalisation or calibration_ood}"
   case ",$sections," in
     *,alternatives,*|*,adversarial,*)
-      echo "note: alternatives and adversarial need weights that bundles do not carry: if this" \
-           "slice stops inside them, another machine cannot continue it" | tee -a "$out/log.txt" ;;
+      echo "note: alternatives and adversarial need weights that bundles do not carry: a slice" \
+           "that stops inside them cannot be continued elsewhere, unless it ran ARCHS=... and" \
+           "exported PRETRAINED_WEIGHTS=... for the rest (ARCHS=${ARCHS:-all})" | tee -a "$out/log.txt" ;;
   esac
   # every committed bundle, each after the bundles it builds on
   [ -d "results/$profile" ] && python3 -m softlib.book import "results/$profile" 2>&1 | tee -a "$out/log.txt"
+  # pretrained weights an earlier machine exported for this one (PRETRAINED_WEIGHTS, above)
+  if compgen -G ".device_carry/*.tar.gz" >/dev/null; then
+    python3 -m softlib.book import .device_carry/*.tar.gz 2>&1 | tee -a "$out/log.txt"
+  fi
   hard=$((budget + 150))  # a job started just before the budget ends may run on; then a hard stop
   left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
   # in a session the slice comes before the profiles: a group started just before the budget
@@ -114,19 +125,27 @@ if [ "$do_slice" = 1 ]; then
   else
     # the log keeps the jobs' progress, not every epoch's bar
     timeout "$hard" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
-      --budget-seconds "$budget" 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
+      --budget-seconds "$budget" ${ARCHS:+--archs "$ARCHS"} 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
       | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
     # only what this slice added: the bundle builds on the committed ones, named by its UTC time
     bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
     python3 -m softlib.book export --profile "$profile" --sections "$sections" \
       --builds-on "results/$profile" "$bundle" 2>&1 | tee -a "$out/log.txt"
+    if [ -n "${PRETRAINED_WEIGHTS:-}" ]; then  # the weights only: it builds on the bundle above
+      python3 -m softlib.book export --profile "$profile" --sections alternatives \
+        --builds-on "results/$profile" --builds-on "$bundle" \
+        --pretrained-weights "$PRETRAINED_WEIGHTS" "$out/weights-$(date -u +%Y%m%dT%H%M).tar.gz" \
+        2>&1 | tee -a "$out/log.txt"
+    fi
     # a lent machine returns files of at most 16 MiB: a larger bundle comes back in parts,
     # joined here with `cat NAME.part-* > NAME` (the bundle's checksums verify the join on import)
-    if [ -f "$bundle" ] && [ "$(stat -c %s "$bundle")" -gt $((15 * 1024 * 1024)) ]; then
-      split -b 15M -d "$bundle" "$bundle.part-" && rm "$bundle" \
-        && echo "bundle split into $(ls "$bundle".part-* | wc -l) parts: cat $(basename "$bundle").part-* > $(basename "$bundle")" \
-        | tee -a "$out/log.txt"
-    fi
+    for b in "$bundle" "$out"/weights-*.tar.gz; do
+      if [ -f "$b" ] && [ "$(stat -c %s "$b")" -gt $((15 * 1024 * 1024)) ]; then
+        split -b 15M -d "$b" "$b.part-" && rm "$b" \
+          && echo "bundle split into $(ls "$b".part-* | wc -l) parts: cat $(basename "$b").part-* > $(basename "$b")" \
+          | tee -a "$out/log.txt"
+      fi
+    done
   fi
 fi
 if [ "$mode" = session ]; then

@@ -172,10 +172,46 @@ def _carried_unchanged(there: dict[str, str], entry_dir: Path) -> bool:
                for name in ("meta.json", "arrays.npz"))
 
 
+def _pretrained_entries(man: dict[str, Any], labels: list[str],
+                        entries: Iterable[tuple[str, str]], croot: Path) -> set[tuple[str, str]]:
+    """The ``peterson_pretrain`` entries (of ``entries``) of section 3's architectures
+    ``labels``, as the manifest's record of that section names them."""
+    from ..studies.peterson import parse_archs
+    rec = man.get("sections", {}).get("alternatives")
+    if rec is None:
+        raise BundleError("--pretrained-weights: the manifest has no record of the alternatives "
+                          "section, whose architectures these labels name")
+    archs = {a.label: a for a in parse_archs(rec["params"]["archs"])}
+    unknown = [x for x in labels if x not in archs]
+    if unknown:
+        raise BundleError(f"--pretrained-weights: unknown architecture(s) "
+                          f"{', '.join(map(repr, unknown))}; section 3's: "
+                          f"{', '.join(map(repr, archs))}")
+    want = {(archs[x].name, json.dumps(archs[x].kwargs, sort_keys=True)): x for x in labels}
+    found: dict[str, tuple[str, str]] = {}
+    for kind, key in entries:
+        if kind != "peterson_pretrain" or not (croot / kind / key / "meta.json").exists():
+            continue
+        train = json.loads((croot / kind / key / "meta.json").read_text())["config"]["train"]
+        label = want.get((train["arch"], json.dumps(train.get("arch_kwargs") or {}, sort_keys=True)))
+        if label is not None:
+            if not (croot / kind / key / "model.pt").exists():
+                raise BundleError(f"--pretrained-weights: the pretrained {label} in this cache "
+                                  "has no weights (imported from a bundle without them?)")
+            found[label] = (kind, key)
+    missing = [x for x in labels if x not in found]
+    if missing:
+        raise BundleError(f"--pretrained-weights: no pretrained model of "
+                          f"{', '.join(map(repr, missing))} among the exported entries: compute "
+                          "its pretraining first (compute --sections alternatives)")
+    return set(found.values())
+
+
 def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iterable[str] | None = None,
                   root: str | os.PathLike | None = None,
                   sections: Iterable[str] | None = None,
-                  builds_on: Iterable[str | os.PathLike] | None = None) -> dict[str, Any]:
+                  builds_on: Iterable[str | os.PathLike] | None = None,
+                  pretrained_weights: Iterable[str] | None = None) -> dict[str, Any]:
     """Write the profile's manifest entries as a ``.tar.gz`` bundle at ``out``.
 
     ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
@@ -184,6 +220,8 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     what one slice computed, next to the bundles of the other sections.
     ``builds_on``: bundles (files or directories of them) whose entries, where unchanged here,
     this bundle leaves out and requires instead (an entry that keeps its weights is carried).
+    ``pretrained_weights``: section 3's architecture labels whose pretrained models keep their
+    weights, so that another machine can fine-tune them (``compute --archs`` ran the others).
     Returns the bundle manifest.
     """
     croot = cache_root(root)
@@ -210,6 +248,9 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
             raise BundleError(f"--with-weights: section(s) {', '.join(unknown)} are not in the "
                               f"manifest; it has {', '.join(man['sections'])}")
         weighted = set(manifest_entries(man, names))
+    if pretrained_weights is not None:
+        weighted |= _pretrained_entries(load_manifest(profile, croot), list(pretrained_weights),
+                                        entries, croot)
     base = carried_entries(builds_on) if builds_on is not None else {}
     files: dict[str, Path] = {}
     requires: dict[str, dict[str, str]] = {}
@@ -246,6 +287,7 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
         weights_of = [with_weights]
     else:
         weights_of = sorted(set(with_weights))
+    weights_of += [f"pretrained {label}" for label in (pretrained_weights or [])]
     bundle = {"format": BUNDLE_FORMAT, "profile": profile, "created": provenance(None)["date"],
               "with_weights": weights_of,
               "entries": len(entries), "requires": requires,

@@ -7,10 +7,11 @@
     python -m softlib.book list
     python -m softlib.book plan    --profile P [--sections a,b] [--gpus 32] [--jobs]
     python -m softlib.book compute --profile P [--sections a,b] [--budget-seconds N] [--device auto]
-                                   [--seed 0] [-p name=value]
+                                   [--seed 0] [-p name=value] [--archs LABEL,...]
                                    [--backend local|ray [--address auto|ray://HOST:10001]]
     python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
                                   [--sections a,b] [--builds-on results/P]
+                                  [--pretrained-weights LABEL,...]
     python -m softlib.book import FILE.tar.gz|DIR ...
 
 Sections are paired jupytext notebooks in ``notebooks/``. ``run`` / ``all`` go plan -> compute
@@ -299,10 +300,13 @@ def _known_total(profile: str, section: str, params: dict, seed: int) -> int | N
 
 def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, dev: str,
                  seed: int, root: Path, desc: str, *, check_only: bool = False,
-                 log: Path | None = None, write_manifest: bool = True) -> dict:
+                 log: Path | None = None, write_manifest: bool = True,
+                 archs: list[str] | None = None) -> dict:
     """Run ``section``'s compute function (:mod:`softlib.book.sections`) into the cache, with a
     progress bar; with ``check_only`` under a zero compute budget, so that the first result
-    that is not cached stops it before anything is trained. ``log``: where its stdout goes."""
+    that is not cached stops it before anything is trained. ``log``: where its stdout goes.
+    ``archs``: fine-tune and attack only these architectures (sections 3-4,
+    :func:`softlib.studies.peterson.only_archs`); the section is then recorded as partial."""
     import contextlib
     import traceback
 
@@ -325,6 +329,10 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
                 fh = stack.enter_context(open(log, "w"))
                 stack.enter_context(contextlib.redirect_stdout(fh))
             prog = stack.enter_context(_JobProgress(desc, total))
+            partial_run = archs is not None and section in ARCH_SECTIONS
+            if partial_run:
+                from ..studies.peterson import only_archs
+                stack.enter_context(only_archs(archs))
             try:
                 S.COMPUTE[section](params, cache, dev, seed, root, profile=profile)
             except BudgetExhausted as exc:
@@ -335,7 +343,8 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
         if check_only:
             set_deadline(None)
     wall = time.perf_counter() - t0
-    complete = stopped is None and error is None
+    partial_run = archs is not None and section in ARCH_SECTIONS
+    complete = stopped is None and error is None and not partial_run
     if write_manifest and not check_only:
         old = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
         unchanged = (complete and cache.misses == 0 and old and old.get("complete")
@@ -345,13 +354,15 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
             bundle.update_manifest(profile, section, {
                 "complete": complete, "entries": touched, "params": params,
                 "overrides": own_overrides, "seed": seed, "seconds": round(wall, 1),
-                "trained": cache.misses, "cache_hits": cache.hits, "data_root": str(root)},
+                "trained": cache.misses, "cache_hits": cache.hits, "data_root": str(root),
+                **({"only_archs": list(archs)} if partial_run else {})},
                 device=dev)
     missing = ""
     if stopped is not None:
         m = re.search(r"before (.*) could be computed", str(stopped))
         missing = m.group(1) if m else str(stopped)
-    return {"complete": complete, "seconds": wall, "trained": cache.misses,
+    return {"complete": complete, "partial": partial_run and stopped is None and error is None,
+            "seconds": wall, "trained": cache.misses,
             "hits": cache.hits, "entries": len(touched), "jobs": len(prog.first),
             "planned": total, "stopped": stopped, "missing": missing, "error": error,
             "traceback": tb, "log": str(log) if log is not None else None}
@@ -391,6 +402,30 @@ def _section_title(section: str) -> str:
     return f"# {section}"
 
 
+#: the sections that fine-tune and attack per architecture: ``compute --archs`` restricts them
+ARCH_SECTIONS = ("alternatives", "adversarial")
+
+
+def check_archs(profile: str, sections: list[str], archs: list[str],
+                overrides: dict[str, object] | None = None) -> None:
+    """Refuse ``compute --archs`` where it would do nothing or name an architecture the
+    sections do not have: the labels are section 3's (its ``archs`` parameter)."""
+    from ..studies.peterson import parse_archs
+    if not archs:
+        raise BookError("--archs: name at least one architecture")
+    if not any(s in ARCH_SECTIONS for s in sections):
+        raise BookError(f"--archs applies to {' and '.join(ARCH_SECTIONS)} only (the sections "
+                        f"that fine-tune and attack per architecture); requested: "
+                        f"{', '.join(sections)}")
+    own = {k: v for k, v in (overrides or {}).items()
+           if k in profiles.resolve(profile, "alternatives")}
+    known = [a.label for a in parse_archs(profiles.resolve(profile, "alternatives", **own)["archs"])]
+    unknown = [a for a in archs if a not in known]
+    if unknown:
+        raise BookError(f"--archs: unknown architecture(s) {', '.join(map(repr, unknown))} under "
+                        f"profile {profile!r}; its architectures: {', '.join(map(repr, known))}")
+
+
 #: section -> the section whose models' weights it needs (results bundles carry no weights, so
 #: both must be computed with one cache): section 4 attacks section 3's fine-tuned models
 NEEDS_WEIGHTS_OF = {"adversarial": "alternatives"}
@@ -422,7 +457,9 @@ def export_command(profile: str, sections: list[str]) -> tuple[str, str]:
 def _weights_note(sections: list[str]) -> str:
     pairs = [(s, NEEDS_WEIGHTS_OF[s]) for s in sections if s in NEEDS_WEIGHTS_OF]
     return "".join(f"{s} needs the weights of the models of {src}, which results bundles "
-                   f"do not carry: compute both in one run on one cache. " for s, src in pairs)
+                   f"do not carry: compute both in one run on one cache, or one architecture "
+                   f"at a time (compute --archs LABEL, then export --pretrained-weights for the "
+                   f"others; benchmarks/README.md). " for s, src in pairs)
 
 
 def _how_to_compute(profile: str, sections: list[str]) -> str:
@@ -904,7 +941,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
                      device: str = "auto", seed: int = 0,
                      overrides: dict[str, object] | None = None,
                      budget_seconds: float | None = None,
-                     allow_cpu: bool = False) -> dict[str, str]:
+                     allow_cpu: bool = False, archs: list[str] | None = None) -> dict[str, str]:
     """Run the training / evaluation work of ``sections`` under ``profile`` into the cache.
 
     The same calls, with the same resolved parameters, as the sections' notebooks
@@ -913,8 +950,10 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     between jobs, says which sections are complete, and the next call continues from the cache.
     Records the cache entries each section used in the profile's manifest (a section that was
     all cache hits, with the same parameters and entries as its record, keeps the record and
-    so where it was computed). Returns section -> state ('complete', 'stopped', 'not started',
-    'nothing to compute').
+    so where it was computed). ``archs``: sections 3-4 fine-tune and attack only these
+    architectures (every one is still pretrained) and are recorded as partial, so that the
+    weights a bundle cannot carry are used on the machine that trained them. Returns section ->
+    state ('complete', 'partial', 'stopped', 'not started', 'nothing to compute').
     """
     from . import bundle
     from . import sections as S
@@ -929,6 +968,8 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     names = [s for s in SECTIONS if s in names]  # book order: section 4 reuses section 3's models
     overrides = overrides or {}
     _check_overrides(profile, names, overrides)
+    if archs is not None:
+        check_archs(profile, names, archs, overrides)
     root = S.section_data_root(profile, data_root)
     dev = str(resolve_device(device))
     if prof.get("requires_gpu") and dev == "cpu" and not allow_cpu:
@@ -951,7 +992,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
             own = {k: v for k, v in overrides.items() if k in profiles.resolve(profile, section)}
             params = profiles.resolve(profile, section, **own)
             print(f"{head}: computing ...", flush=True)
-            r = _compute_one(profile, section, params, own, dev, seed, root, head)
+            r = _compute_one(profile, section, params, own, dev, seed, root, head, archs=archs)
             if r["stopped"] is not None:
                 stopped = str(r["stopped"])
             wall = r["seconds"]
@@ -960,6 +1001,12 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
                 print(f"{head}: FAILED after {wall:.0f} s ({type(r['error']).__name__})",
                       flush=True)
                 raise r["error"]
+            if r["partial"]:
+                state[section] = "partial"
+                print(f"{head}: done for {', '.join(archs)} only in {wall:.0f} s (trained "
+                      f"{r['trained']}, cache hits {r['hits']}): recorded as not complete",
+                      flush=True)
+                continue
             if not r["complete"]:
                 state[section] = "stopped"
                 print(f"{head}: STOPPED after {wall:.0f} s: the compute budget is spent "
@@ -971,12 +1018,15 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     finally:
         set_deadline(None)
     done = [s for s, v in state.items() if v == "complete"]
-    todo = [s for s, v in state.items() if v in ("stopped", "not started")]
+    todo = [s for s, v in state.items() if v in ("stopped", "not started", "partial")]
     print(f"manifest: {bundle.manifest_path(profile)}")
     if stopped is not None:
         print(f"compute budget spent ({budget_seconds or 0:g} s): no new job was started after it. "
               f"Complete: {', '.join(done) or 'none'}. Not complete: {', '.join(todo)}. Run the "
               "same command again to continue from the cache.", flush=True)
+    elif todo:
+        print(f"Complete: {', '.join(done) or 'none'}. Done for architecture(s) "
+              f"{', '.join(archs or [])} only: {', '.join(todo)}", flush=True)
     else:
         print(f"all requested sections complete: {', '.join(done) or 'none'}", flush=True)
     return state
@@ -1103,6 +1153,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run a profile that requires a GPU on the CPU anyway")
+    p.add_argument("--archs", default=None, metavar="LABEL,...",
+                   help="alternatives and adversarial: fine-tune and attack only these "
+                        "architectures (labels as in the profile; every one is still "
+                        "pretrained), recorded as not complete: sections 3-4 one architecture "
+                        "at a time, each on the machine that has its weights")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: train here, one job after another (default); ray: run the "
                         "planned jobs as Ray tasks (see `plan`), then check every section here")
@@ -1137,6 +1192,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave out the entries these bundles (or every bundle of a directory, "
                         "e.g. results/gpu) already carry unchanged: the bundle then holds what "
                         "is new since them and needs them imported first (repeatable)")
+    p.add_argument("--pretrained-weights", default=None, metavar="LABEL,...",
+                   help="keep the weights of the pretrained models of these architectures "
+                        "(section 3's labels): another machine can then fine-tune them, after "
+                        "`compute --archs` ran the others here")
     p = sub.add_parser("import", help="add results bundles to this machine's cache")
     p.add_argument("file", nargs="+", help="bundles, or directories of them (e.g. results/gpu): "
                                            "each is imported after the bundles it builds on")
@@ -1151,6 +1210,11 @@ def main(argv: list[str] | None = None) -> int:
                        overrides=_parse_overrides(args.param), gpus=args.gpus,
                        device_name=args.device_name, list_jobs=args.jobs)
             return 0
+        archs = ([a.strip() for a in args.archs.split(",") if a.strip()]
+                 if getattr(args, "archs", None) is not None else None)
+        if args.cmd == "compute" and args.backend == "ray" and archs is not None:
+            raise BookError("--archs runs on the local backend only (a cluster holds every "
+                            "architecture's weights in its shared cache: compute them all)")
         if args.cmd == "compute" and args.backend == "ray":
             compute_with_ray(args.profile, [s for s in args.sections.split(",") if s] or None,
                              data_root=args.data_root, device=args.device, seed=args.seed,
@@ -1163,7 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
             compute_sections(args.profile, [s for s in args.sections.split(",") if s] or None,
                              data_root=args.data_root, device=args.device, seed=args.seed,
                              overrides=_parse_overrides(args.param),
-                             budget_seconds=args.budget_seconds, allow_cpu=args.allow_cpu)
+                             budget_seconds=args.budget_seconds, allow_cpu=args.allow_cpu,
+                             archs=archs)
             return 0
         if args.cmd == "export":
             from .bundle import export_bundle
@@ -1172,7 +1237,9 @@ def main(argv: list[str] | None = None) -> int:
                 w = [s for s in w.split(",") if s]
             b = export_bundle(args.profile, args.out, with_weights=w,
                               sections=[s for s in args.sections.split(",") if s] or None,
-                              builds_on=args.builds_on)
+                              builds_on=args.builds_on,
+                              pretrained_weights=None if args.pretrained_weights is None else
+                              [a.strip() for a in args.pretrained_weights.split(",") if a.strip()])
             size = Path(args.out).stat().st_size
             incomplete = [s for s, c in b["complete"].items() if not c]
             based = (f" ({len(b['requires'])} more in the bundles it builds on)"

@@ -13,7 +13,8 @@ import pandas as pd
 from ... import metrics
 from ...cache import Entry, ResultCache
 from ...train import TrainConfig, data_fingerprint, load_model
-from .common import (Arch, PAPER_TABLE2, StudyData, parse_archs, select_folds, stratified_subset)
+from .common import (Arch, PAPER_TABLE2, StudyData, fine_tuned_archs, parse_archs, select_folds,
+                     stratified_subset)
 from .alternatives import (Pretrained, finetune, finetune_job)
 
 
@@ -160,7 +161,7 @@ def attack_jobs(cache: ResultCache, study: StudyData, pre: Pretrained, alt_param
     eps_list = [float(e) for e in adv_params["eps_sweep"]]
     pgd_list = pgd_eps_list(adv_params["pgd_eps"])
     out = []
-    for arch in parse_archs(alt_params["archs"]):
+    for arch in fine_tuned_archs(parse_archs(alt_params["archs"])):
         for method in ATTACK_METHODS:
             lr, final = _attacked_lr(cache, study, pre, arch, method, folds, alt_params, device,
                                      seed, progress, train_missing)

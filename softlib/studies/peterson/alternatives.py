@@ -14,9 +14,8 @@ from ...cache import Entry, ResultCache, config_key
 from ...multimodel import train_cached_many
 from ...train import TrainConfig, TrainJob, data_fingerprint, diverged_epoch, train_cached
 from .common import (Arch, EvalSets, PAPER_TABLE1, PAPER_TABLE1_ENSEMBLE_C10H, StudyData,
-                     cap_train, heldout_monitor, load_shift_sets, parse_archs, pretrain_config,
-                     scratch_config,
-                     select_folds, stratified_subset)
+                     cap_train, fine_tuned_archs, heldout_monitor, load_shift_sets, parse_archs,
+                     pretrain_config, scratch_config, select_folds, stratified_subset)
 from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _run_divergence,
                              heldout_curve, probs_of)
 
@@ -195,7 +194,8 @@ def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr:
                 "pretrained model's weights, and its cache entry has none (imported from a "
                 "results bundle, which leaves weights out unless exported with --with-weights "
                 "alternatives). Run the section's pretraining and fine-tuning on one machine, "
-                "or import a bundle with the pretrained weights")
+                "or import a bundle with the pretrained weights (`export --pretrained-weights "
+                f"'{arch.label}'` where it was pretrained)")
         model = build(config.arch, **config.arch_kwargs)
         model.load_state_dict(state)
         return model
@@ -277,7 +277,7 @@ def alternatives_jobs(study: StudyData, pre: Pretrained, params: Mapping, seed: 
     made when called."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     extra = extra or EvalSets()
-    for arch in parse_archs(params["archs"]):
+    for arch in fine_tuned_archs(parse_archs(params["archs"])):
         for method, alpha in (methods or method_variants(params)):
             for lr in params["lr"]:
                 yield [((arch.label, method, alpha, float(lr), k),

@@ -2,6 +2,8 @@
 training configurations, CIFAR-10H and the evaluation sets."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -125,6 +127,31 @@ def parse_archs(archs: Iterable[Any], param: str = "archs") -> list[Arch]:
     if not out:
         raise ValueError(f"{param}: expected at least one architecture")
     return out
+
+
+#: the architectures whose models this run fine-tunes and attacks (None: all); see only_archs
+_FINE_TUNED: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "softlib_peterson_fine_tuned_archs", default=None)
+
+
+@contextlib.contextmanager
+def only_archs(labels: Iterable[str] | None):
+    """Within the block, fine-tune and attack (sections 3 and 4) only the architectures labelled
+    ``labels`` (None: all). Pretraining still covers every architecture: the distillation
+    teacher is the ensemble of all pretrained models, so its targets, and the keys of every
+    model fine-tuned on them, stay those of the full run. What lets sections 3-4 be computed
+    architecture by architecture on machines that hold each only briefly."""
+    token = _FINE_TUNED.set(None if labels is None else frozenset(labels))
+    try:
+        yield
+    finally:
+        _FINE_TUNED.reset(token)
+
+
+def fine_tuned_archs(archs: Sequence[Arch]) -> list[Arch]:
+    """``archs`` less those :func:`only_archs` leaves out."""
+    keep = _FINE_TUNED.get()
+    return [a for a in archs if keep is None or a.label in keep]
 
 
 def select_folds(labels: np.ndarray, folds_run: int, k: int = 10, seed: int = 0
