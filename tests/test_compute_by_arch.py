@@ -131,3 +131,18 @@ def test_pretrained_weights_export_refuses_what_it_cannot_carry(runs, tmp_path):
     with pytest.raises(bundle.BundleError, match="has no weights"):
         bundle.export_bundle("smoke", tmp_path / "y.tar.gz", root=runs["b"],
                              pretrained_weights=[W4])
+
+
+def test_a_partial_section_is_reported_with_how_far_it_goes(runs, monkeypatch):
+    """The book's 'not computed' page of a section computed for one architecture only says
+    how many of its jobs are there and which result comes next."""
+    from softlib.book import profiles
+    monkeypatch.setenv("SOFTLIB_CACHE", str(runs["a"]))
+    own = book._parse_overrides([ARCHS])
+    params = profiles.resolve("smoke", "alternatives", **own)
+    r = book._compute_one("smoke", "alternatives", params, own, "cpu", 0,
+                          Path(runs["a"]) / "fixture-data", "check", check_only=True)
+    assert not r["complete"] and 0 < r["jobs"] < r["planned"]
+    reason = book.not_computed_reason(r)
+    assert reason.startswith(f"the first {r['jobs']} of its {r['planned']} jobs are there")
+    assert "first result missing: peterson_finetune" in reason

@@ -238,6 +238,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     = 1,380 s of training, plus ~5.5 s per run for start-up and evaluation (FGSM, MC
         #     dropout, temperature; through `compute` a basic run of 6 epochs took 13-17 s in
         #     all) x 105 runs = 580 s                                              -> ~33 min
+        #     Measured stacked on a lent H200 (2026-11-26, results/gpu): the 14 basic and MC
+        #     dropout without augmentation groups and one with it, 45 runs, in ~500 s over three
+        #     slices; a group of 3 seeds trained in 17-21 s without Laing's augmentation and
+        #     30-34 s with it (one transform per model then; one for all since), its evaluations
+        #     a few seconds more. The 20 groups left (MC dropout with augmentation, SNGP, DUQ)
+        #     are not measured stacked: ~10-15 min.
         #   (the seeds train stacked, eagerly. CUDA graphs do not pay in
         #   this profile's slices: on an H100 the graphed step of 5 ResNet-20s at batch 64 ran
         #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture

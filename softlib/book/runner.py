@@ -475,6 +475,20 @@ def _how_to_compute(profile: str, sections: list[str]) -> str:
         "and the same command continues from its cache"])
 
 
+def not_computed_reason(r: dict) -> str:
+    """Why a section checked against the cache (``_compute_one(check_only=True)``'s result
+    ``r``) cannot be rendered: how far its results go, and the first one missing."""
+    if r["error"] is not None:
+        reason = f"checking its results raised {type(r['error']).__name__}: {r['error']}"
+        if "no state dict" in str(r["error"]):
+            reason += (" (a result must be recomputed from weights the cache does not hold: are "
+                       "the evaluation data here the ones the bundle was computed with?)")
+        return reason
+    done = (f"the first {r['jobs']} of its {r['planned']} jobs are there, the next is not: "
+            if r["jobs"] and r["planned"] else "")
+    return f"{done}first result missing: {r['missing']}"
+
+
 def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool):
     """The page of a section that could not be rendered from the cache: what is missing and
     the exact commands that compute it."""
@@ -616,13 +630,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                 rec["state"] = "complete"
                 print(f"{head}  complete      {counts} | {r['seconds']:.0f} s", flush=True)
             elif check:
-                reason = (f"first result missing: {r['missing']}" if r["error"] is None else
-                          f"checking its results raised {type(r['error']).__name__}: "
-                          f"{r['error']}")
-                if r["error"] is not None and "no state dict" in str(r["error"]):
-                    reason += (" (a result must be recomputed from weights the cache does not "
-                               "hold: are the evaluation data here the ones the bundle was "
-                               "computed with?)")
+                reason = not_computed_reason(r)
                 rec.update(state="not computed", reason=reason)
                 print(f"{head}  NOT COMPUTED  {counts} | {reason}", flush=True)
             else:
