@@ -85,8 +85,9 @@ __all__ = ["StackedModels", "fit_stacked", "StackedResult", "train_cached_many",
            "stacking_enabled", "stacks_on"]
 
 #: TrainConfig fields that may differ between stacked models (each model applies its own): the
-#: seed, and Laing's mixing probability and smoothing epsilon, which follow each seed's split
-PER_MODEL_FIELDS = ("seed", "mix_prob", "label_smoothing")
+#: seed, the mixing (none, mixup or cutmix: Laing's label conditions), and Laing's mixing
+#: probability and smoothing epsilon, which follow each seed's split
+PER_MODEL_FIELDS = ("seed", "mix", "mix_prob", "label_smoothing")
 
 
 def _shared_config(config: TrainConfig) -> dict[str, Any]:
@@ -310,8 +311,8 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     model, or None) redraw model k's targets at the start of every epoch as ``fit``'s
     ``target_sampler`` does (Peterson's sampled hard labels), from the same generator.
     ``configs`` (one per model) may differ from ``config`` in :data:`PER_MODEL_FIELDS` only:
-    model k then follows ``configs[k]`` (its seed, mixing probability and label smoothing) as
-    ``fit`` would. Returns the trained models (updated in place).
+    model k then follows ``configs[k]`` (its seed, mixing, mixing probability and label
+    smoothing) as ``fit`` would. Returns the trained models (updated in place).
     """
     k_models = len(models)
     if len(indices) != k_models:
@@ -443,9 +444,9 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             elif any(smoothing):  # each model its own epsilon (0: its targets as they are)
                 tb = torch.stack([smooth_labels(tb[k], e) if e else tb[k]
                                   for k, e in enumerate(smoothing)])
-            if config.mix != "none":
-                mixed = [maybe_mix(xb[k], tb[k], config.mix, config.mix_alpha, mix_probs[k],
-                                   gens[k][0]) for k in range(k_models)]
+            if any(c.mix != "none" for c in configs):  # each model its own mixing, if any
+                mixed = [maybe_mix(xb[k], tb[k], c.mix, config.mix_alpha, mix_probs[k],
+                                   gens[k][0]) for k, c in enumerate(configs)]
                 xb = torch.stack([m[0] for m in mixed])
                 tb = torch.stack([m[1] for m in mixed])
             if needs_input_grad:
@@ -717,7 +718,7 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     that share a configuration together with :func:`softlib.multimodel.fit_stacked`.
 
     Misses are grouped by their :class:`TrainConfig` apart from :data:`PER_MODEL_FIELDS` (seed,
-    mixing probability, label smoothing) and their training-set size; a group trains together
+    mixing, mixing probability, label smoothing) and their training-set size; a group trains together
     when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
     and no training hook stacking cannot run (:func:`unstackable_hook`); jobs with a target

@@ -176,6 +176,26 @@ def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
     assert not bad["ok"] and bad["resnet20_sngp"]["max_abs_diff"] > 1e-3
 
 
+def test_cuda_check_of_per_model_mixing_runs_and_can_fail(tmp_path, monkeypatch):
+    """The float64 exactness check (small ResNets here), with Laing's augmentation and each
+    model its own mixing, passes on the CPU, and fails when the stacked models mix as one (here:
+    every model given model 0's mixing)."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
+    monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
+    real_build = mod.build
+    monkeypatch.setattr(mod, "build", lambda arch: real_build("resnet", depth=8, width=4))
+    r = mod.exact_in_float64("cpu", k=3, n=64, epochs=2)
+    assert r["ok"] and r["max_abs_diff"] < 1e-12, r
+    import softlib.multimodel as MM
+    real_mix = MM.maybe_mix
+    monkeypatch.setattr(MM, "maybe_mix", lambda x, t, kind, *a: real_mix(x, t, "none", *a))
+    bad = mod.exact_in_float64("cpu", k=3, n=64, epochs=2)
+    assert not bad["ok"] and bad["max_abs_diff"] > 1e-6
+
+
 def test_engine_fingerprint_follows_the_engine_files(tmp_path, monkeypatch):
     """The fingerprint a recorded pass is matched by changes with the training code and the
     checks, and not with the rest of the repository."""

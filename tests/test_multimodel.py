@@ -314,14 +314,15 @@ def test_a_stacking_loss_hook_must_return_one_loss_per_model():
 
 def test_per_model_mixing_probability_and_label_smoothing():
     """Laing's mixing probability and smoothing epsilon follow each seed's split, so the seeds'
-    configurations differ in them: each stacked model applies its own, as fit would."""
+    configurations differ in them, and its conditions differ in the mixing itself (mixup,
+    CutMix, none): each stacked model applies its own, as fit would."""
     x, t = data()
     idx = [np.arange(0, 30), np.arange(10, 40), np.arange(5, 35)]
     base = TrainConfig(arch="tiny", batch_size=8, epochs=2, optimizer="adam", lr=0.01,
                        weight_decay=0.0, augment="crop_flip", mix="mixup", mix_alpha=0.3)
     configs = [base.replace(seed=3, mix_prob=0.2, label_smoothing=0.05),
-               base.replace(seed=4, mix_prob=0.9, label_smoothing=0.0),
-               base.replace(seed=5, mix_prob=0.5, label_smoothing=0.2)]
+               base.replace(seed=4, mix="cutmix", mix_prob=0.9, label_smoothing=0.0),
+               base.replace(seed=5, mix="none", mix_prob=1.0, label_smoothing=0.2)]
     ms = models(3)
     seq = [copy.deepcopy(m) for m in ms]
     alone = [train.fit(m, x[idx[k]], t[idx[k]], configs[k], progress=False)

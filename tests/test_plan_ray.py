@@ -158,10 +158,10 @@ def test_ray_stage_refuses_jobs_whose_upstream_is_missing(ray_cluster, tmp_path)
 @pytest.mark.parametrize("fields", [None, ("seed",)])
 def test_every_group_the_plan_declares_trains_as_one_stack(tmp_path, monkeypatch, fields):
     """A group of jobs the plan (and the study) means to train together must share one stacking
-    signature, or train_cached_many splits it and trains one at a time unnoticed: Laing's seeds
-    differ in their mixing probability and smoothing epsilon (each follows its seed's split),
-    which only per-model fields keep together (``fields=('seed',)``: the engine without them,
-    which this check catches)."""
+    signature, or train_cached_many splits it and trains one at a time unnoticed: the runs of
+    one Laing model type differ in their mixing (the conditions), mixing probability and
+    smoothing epsilon (each follows its seed's split), which only per-model fields keep
+    together (``fields=('seed',)``: the engine without them, which this check catches)."""
     from softlib import multimodel as MM
     if fields is not None:
         monkeypatch.setattr(MM, "PER_MODEL_FIELDS", fields)
@@ -179,7 +179,8 @@ def test_every_group_the_plan_declares_trains_as_one_stack(tmp_path, monkeypatch
     if fields is None:
         assert split == []
     else:
-        assert any("mixup" in g or "cutmix" in g or "smoothing" in g for g in split), split
+        assert {g for g in split if g.startswith("laing/")} == {
+            f"laing/{m}" for m in ("basic", "dropout_aug", "dropout_noaug", "sngp", "duq")}, split
 
 
 def test_every_fine_tuning_group_trains_as_one_stack(local_smoke, monkeypatch):

@@ -314,9 +314,10 @@ def _keys(cache, kind):
                   for p in (cache.root / kind).iterdir() if (p / "meta.json").exists())
 
 
-def test_laing_grid_stacks_the_seeds_of_every_model_type(tmp_path, monkeypatch):
+def test_laing_grid_stacks_the_runs_of_every_model_type(tmp_path, monkeypatch):
     """Basic, MC dropout (validated by its averaged passes), SNGP and DUQ (training hooks) all
-    train their seeds together and give the grid one at a time would."""
+    train their runs together, every condition and seed of a model type in one group (soft
+    targets beside hard ones with mixup), and give the grid one at a time would."""
     from softlib.studies import laing as L
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
     data = laing_data(0)
@@ -325,14 +326,16 @@ def test_laing_grid_stacks_the_seeds_of_every_model_type(tmp_path, monkeypatch):
               "split_sizes": (40, 10, 10), "seeds": [0, 1],
               "model_types": ["basic", "dropout_aug", "sngp", "duq"], "mc_samples": 2,
               "dropout_p": 0.0,  # dropout draws differ between stacked and alone runs
-              "label_conditions": ["soft"], "extra_conditions": [], "stack_models": True}
+              "label_conditions": ["soft", "hard_mixup"], "extra_conditions": [],
+              "stack_models": True}
     cache = ResultCache(tmp_path / "stacked")
     g = L.run_grid(data, params, cache, device="cpu", progress=False)
     types = params["model_types"]
-    stacked = {(m, s): cache.load("laing_train", L._train_job(data, m, "soft", s, params)[0].key())
-               .meta.get("stacked") for m in types for s in (0, 1)}
-    assert set(stacked.values()) == {2}
-    assert cache.misses == 16  # 8 trainings, 8 evaluations: run_one found the stacked models
+    stacked = {(m, c, s): cache.load("laing_train",
+                                     L._train_job(data, m, c, s, params)[0].key()).meta.get("stacked")
+               for m in types for c in params["label_conditions"] for s in (0, 1)}
+    assert set(stacked.values()) == {4}
+    assert cache.misses == 32  # 16 trainings, 16 evaluations: run_one found the stacked models
     seq = L.run_grid(data, dict(params, stack_models=False), ResultCache(tmp_path / "seq"),
                      device="cpu", progress=False)
     cols = ["accuracy", "ece", "brier", "nll", "temperature", "attack_decrease"]
@@ -342,8 +345,9 @@ def test_laing_grid_stacks_the_seeds_of_every_model_type(tmp_path, monkeypatch):
     assert seq.table.best_epoch.notna().all()
     np.testing.assert_array_equal(g.table.best_epoch, seq.table.best_epoch)
     # mixing and label smoothing: their probability / epsilon follow each seed's split, so the
-    # seeds' configurations differ in them; the seeds still train together. (Labels sharper
-    # than laing_data's, whose mean entropy clips the mixing probability to 1 for every seed.)
+    # seeds' configurations differ in them (and the conditions' in the mixing itself); they
+    # still train together. (Labels sharper than laing_data's, whose mean entropy clips the
+    # mixing probability to 1 for every seed.)
     rng = np.random.default_rng(1)
     sharp = L.LaingData(data.images, data.labels,
                         0.9 * np.eye(10)[data.labels] + 0.1 * rng.dirichlet(np.ones(10), 60),
@@ -358,14 +362,14 @@ def test_laing_grid_stacks_the_seeds_of_every_model_type(tmp_path, monkeypatch):
                                                                 cfgs[1].label_smoothing)
         for s in (0, 1):
             job = L._train_job(sharp, "basic", c, s, p)[0]
-            assert mixed.load("laing_train", job.key()).meta["stacked"] == 2
+            assert mixed.load("laing_train", job.key()).meta["stacked"] == 4
     seq = L.run_grid(sharp, dict(p, stack_models=False), ResultCache(tmp_path / "mixed_seq"),
                      device="cpu", progress=False)
     np.testing.assert_allclose(g.table[cols].to_numpy(float), seq.table[cols].to_numpy(float),
                                atol=1e-3, rtol=1e-3)
     # with early stopping (or keep_best) the seeds still train together, each stopping on its own
     for kw in (dict(early_stopping_patience=1, epochs=4), dict(keep_best_checkpoint=True)):
-        p = dict(params, model_types=["basic"], **kw)
+        p = dict(params, model_types=["basic"], label_conditions=["soft"], **kw)
         es = ResultCache(tmp_path / f"es{len(kw)}")
         g = L.run_grid(data, p, es, device="cpu", progress=False)
         for s in (0, 1):
@@ -423,7 +427,8 @@ def test_a_budget_never_stops_laing_between_a_model_and_its_evaluation(tmp_path,
     data = laing_data(0)
     params = {"epochs": 1, "width": 2, "lr": 0.05, "batch_size": 20, "mix_alpha": 0.2,
               "early_stopping_patience": None, "fgsm_eps": 0.005, "train_subset": None,
-              "split_sizes": (40, 10, 10), "seeds": [0, 1], "model_types": ["basic"],
+              "split_sizes": (40, 10, 10), "seeds": [0, 1],
+              "model_types": ["basic", "dropout_noaug"],
               "label_conditions": ["soft", "hard"], "extra_conditions": [], "stack_models": stack}
 
     def spend_budget_on_first_training(action, kind, key):
@@ -438,8 +443,9 @@ def test_a_budget_never_stops_laing_between_a_model_and_its_evaluation(tmp_path,
         set_deadline(None)
     trained = [p.name for p in (tmp_path / "laing_train").iterdir() if (p / "meta.json").exists()]
     evaluated = [p for p in (tmp_path / "laing_eval").iterdir() if (p / "meta.json").exists()]
-    # stacked: both seeds of the first condition train together; else the first run alone
-    assert len(trained) == (2 if stack else 1) and len(evaluated) == len(trained)
+    # stacked: every run of the first model type (2 conditions x 2 seeds) trains together, and
+    # the budget stops the grid before the second; else the first run alone
+    assert len(trained) == (4 if stack else 1) and len(evaluated) == len(trained)
 
 
 def test_laing_mc_dropout_seeds_stack_and_evaluate(tmp_path, monkeypatch):

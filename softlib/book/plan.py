@@ -271,11 +271,11 @@ def plan_calibration_ood(params, cache, seed, profile, inputs: _Inputs) -> list[
                 ej, sp, _ = laing.eval_job(data, m, c, s, params)
                 tj = ej.train_job
                 label = f"calibration_ood/{m}/{c}/seed{s}"
-                # the seeds of one (model type, condition) train together where run_grid stacks them
-                grouped = laing.seeds_train_together(params, m)
+                # the runs of one model type train together where run_grid stacks them
+                grouped = laing.runs_train_together(params, m)
                 train.append(from_train_job("calibration_ood", "train", "laing_train",
                                             partial(laing.train_job, data, m, c, s, params),
-                                            label, group=f"laing/{m}/{c}" if grouped else None,
+                                            label, group=f"laing/{m}" if grouped else None,
                                             stack=stack))
                 cached = cache.has("laing_train", tj.key())
                 if cached and diverged_epoch(cache.load("laing_train", tj.key())) is not None:

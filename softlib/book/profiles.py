@@ -217,11 +217,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         # prediction VGG 92,000, ResNet-110 58,000; FGSM VGG 36,000, ResNet-110 7,600.
         # Laing at width 16, batch 64, validation every epoch (early stopping): basic 5,400,
         # MC dropout 5,100-5,600, SNGP 2,000, DUQ 1,700 img/s, one model at a time. Since
-        # 2026-11-26 the 3 seeds of every (model type, condition) train together, early stopping
-        # per model: SNGP's and DUQ's hooks run per model inside the group, and so do the mixing
-        # probability and smoothing epsilon that follow each seed's split (before, only the
-        # hard and soft conditions of basic and MC dropout stacked: 6 of 35 groups). Their
-        # speed is not measured yet: the estimate below is one at a time, an upper bound.
+        # 2026-11-26 all runs of a model type (7 conditions x 3 seeds) train together, early
+        # stopping per model: SNGP's and DUQ's hooks run per model inside the group, and so do
+        # each run's targets, mixing, mixing probability and smoothing epsilon. Until then each
+        # (model type, condition) trained its 3 seeds together (the slices measured below);
+        # groups of 21 are not measured yet: the estimate below is one at a time, an upper bound.
         #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
         #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
         #     condition); predicting 13,500 images per model (5k CIFAR-10 train + 75 x 100
@@ -242,8 +242,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     dropout without augmentation groups and one with it, 45 runs, in ~500 s over three
         #     slices; a group of 3 seeds trained in 17-21 s without Laing's augmentation and
         #     30-34 s with it (one transform per model then; one for all since), its evaluations
-        #     a few seconds more. The 20 groups left (MC dropout with augmentation, SNGP, DUQ)
-        #     are not measured stacked: ~10-15 min.
+        #     a few seconds more. Left: MC dropout with augmentation (18 runs), SNGP and DUQ
+        #     (21 each), now three groups; on the H200 the fold grid's 10 ResNet-20s at batch 128
+        #     ran 5x the images per second of 3 at batch 64 (graph_reuse), so ~3-6 min.
         #   (the seeds train stacked, eagerly. CUDA graphs do not pay in
         #   this profile's slices: on an H100 the graphed step of 5 ResNet-20s at batch 64 ran
         #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture
