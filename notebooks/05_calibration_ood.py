@@ -106,10 +106,10 @@ pd.DataFrame([{"parameter": k, "this run": repr(P[k]), "paper profile": repr(pap
 # %% [markdown]
 # ## Training the grid
 # Every run is cached under the configuration that produced it: rerunning the section only
-# trains what is missing. On a GPU the seeds of one model type and label condition train at
-# once (`stack_models`), each with its own validation loss, early stopping and best epoch;
-# SNGP's and DUQ's training hooks (precision reset, gradient penalty, centroid update) then run
-# for each model inside the group, as they would alone.
+# trains what is missing. On a GPU all runs of one model type (every label condition and seed)
+# train at once (`stack_models`), each with its own targets, mixing, validation loss, early
+# stopping and best epoch; SNGP's and DUQ's training hooks (precision reset, gradient penalty,
+# centroid update) then run for each model inside the group, as they would alone.
 
 # %%
 import time
