@@ -121,6 +121,11 @@ def test_archs_are_checked_before_anything_runs(tmp_path, monkeypatch, capsys):
     assert book.main(["compute", "--profile", "smoke", "--sections", "calibration_ood",
                       "--archs", "ResNet-8 (w4)"]) != 0
     assert not (tmp_path / "e").exists() or not list((tmp_path / "e").glob("*/*/meta.json"))
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    # naming every architecture is the whole section
+    assert book.check_archs("smoke", ["alternatives"], ["ResNet-8 (w4)"]) == ["ResNet-8 (w4)"]
+    state = book.compute_sections("smoke", ["alternatives"], archs=["ResNet-8 (w4)"])
+    assert state == {"alternatives": "complete"}
 
 
 def test_pretrained_weights_export_refuses_what_it_cannot_carry(runs, tmp_path):

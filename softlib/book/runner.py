@@ -407,9 +407,10 @@ ARCH_SECTIONS = ("alternatives", "adversarial")
 
 
 def check_archs(profile: str, sections: list[str], archs: list[str],
-                overrides: dict[str, object] | None = None) -> None:
+                overrides: dict[str, object] | None = None) -> list[str]:
     """Refuse ``compute --archs`` where it would do nothing or name an architecture the
-    sections do not have: the labels are section 3's (its ``archs`` parameter)."""
+    sections do not have: the labels are section 3's (its ``archs`` parameter), which this
+    returns."""
     from ..studies.peterson import parse_archs
     if not archs:
         raise BookError("--archs: name at least one architecture")
@@ -424,6 +425,7 @@ def check_archs(profile: str, sections: list[str], archs: list[str],
     if unknown:
         raise BookError(f"--archs: unknown architecture(s) {', '.join(map(repr, unknown))} under "
                         f"profile {profile!r}; its architectures: {', '.join(map(repr, known))}")
+    return known
 
 
 #: section -> the section whose models' weights it needs (results bundles carry no weights, so
@@ -976,8 +978,8 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     names = [s for s in SECTIONS if s in names]  # book order: section 4 reuses section 3's models
     overrides = overrides or {}
     _check_overrides(profile, names, overrides)
-    if archs is not None:
-        check_archs(profile, names, archs, overrides)
+    if archs is not None and set(check_archs(profile, names, archs, overrides)) <= set(archs):
+        archs = None  # every architecture: the sections are computed whole
     root = S.section_data_root(profile, data_root)
     dev = str(resolve_device(device))
     if prof.get("requires_gpu") and dev == "cpu" and not allow_cpu:

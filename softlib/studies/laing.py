@@ -544,21 +544,23 @@ def eval_job(data: LaingData, model_type: str, condition: str, seed: int,
 
 def run_one(data: LaingData, model_type: str, condition: str, seed: int,
             params: Mapping[str, Any], cache=None, device: Any = None,
-            progress: bool = True) -> RunResult:
+            progress: bool = True, trained=None) -> RunResult:
     """Train (or load) one model type under one label condition and seed; evaluate it.
 
     Both steps are cached: the model and its logits on validation, test and OOD images
     (``laing_train``), and the metrics including FGSM (``laing_eval``). A run whose training
     diverged is not evaluated (no FGSM): its metrics are NaN and ``info['diverged']`` is True.
+    ``trained``: the run's ``laing_train`` entry where the caller just trained it (in a stacked
+    group), rather than loaded again.
     """
     from ..cache import ResultCache
     from ..train import diverged_epoch, train_cached
     cache = cache if cache is not None else ResultCache()
     ev_job, sp, ood = eval_job(data, model_type, condition, seed, params, device)
     job = ev_job.train_job
-    entry = train_cached(cache, "laing_train", job.config, job.data_fingerprint, None,
-                         job.train_data, job.eval_sets, val=job.val, device=device,
-                         progress=progress)
+    entry = trained if trained is not None else train_cached(
+        cache, "laing_train", job.config, job.data_fingerprint, None, job.train_data,
+        job.eval_sets, val=job.val, device=device, progress=progress)
     y_test = data.labels[sp.test]
     dv = diverged_epoch(entry)
     if dv is not None:
@@ -620,17 +622,19 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     # evaluates past the budget while the weights are here)
     try:
         for m in params["model_types"]:
+            trained: dict[tuple, Any] = {}  # (condition, seed) -> the entry its group trained
             if stacking and runs_train_together(params, m):
-                todo = [j for j in (_train_job(data, m, c, s, params)[0]
-                                    for c in conds for s in params["seeds"])
-                        if not cache.has("laing_train", j.key())]
+                jobs_m = {(c, s): _train_job(data, m, c, s, params)[0]
+                          for c in conds for s in params["seeds"]}
+                todo = {cs: j for cs, j in jobs_m.items() if not cache.has("laing_train", j.key())}
                 if len(todo) > 1:
-                    train_cached_many(cache, "laing_train", todo, device, progress=False,
-                                      stack=stack)
+                    trained = dict(zip(todo, train_cached_many(
+                        cache, "laing_train", list(todo.values()), device, progress=False,
+                        stack=stack)))
             for c in conds:
                 for seed in params["seeds"]:  # the per-epoch and attack bars stay silent
                     done[(seed, m, c)] = run_one(data, m, c, seed, params, cache, device,
-                                                 progress=False)
+                                                 progress=False, trained=trained.get((c, seed)))
                     if bar is not None:
                         bar.update(1)
     finally:
