@@ -27,7 +27,7 @@
 #       pick a budget that leaves room for the last group), then as many of the measurements as
 #       fit the rest of one 600 s command:
 #       the engine eager and with CUDA graphs over successive groups of new models
-#       (graph_reuse.py) for the fold grid and Laing's 3-seed groups; the benchmark and
+#       (graph_reuse.py) for the fold grid and Laing's groups (21 runs); the benchmark and
 #       stacked_profile.py are left out (recorded already)
 #
 # Bundles carry no weights, so work that needs a model's weights must run on the machine that
@@ -150,11 +150,12 @@ if [ "$do_slice" = 1 ]; then
 fi
 if [ "$mode" = session ]; then
   # the engine with CUDA graphs, call after call with new models as the studies call it
-  # (stacked_profile.py --compile did not finish within 240 s on the H100), first the fold
-  # grid, then Laing's groups as gpu trains them (3 seeds, batch 64)
-  fold_grid_graphs
-  capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 3 --batch 64 \
+  # (stacked_profile.py --compile did not finish within 240 s on the H100), first Laing's
+  # groups as gpu trains them (7 conditions x 3 seeds, batch 64: not measured yet), then the
+  # fold grid (recorded on the H200: benchmarks/nvidia-h200-2026-11-26-graph-reuse-folds.json)
+  capped 200 python3 benchmarks/graph_reuse.py --device "$device" --k 21 --batch 64 \
     --n "${CHECK_N:-8000}" --json "$out/graph_reuse_laing.json"
+  fold_grid_graphs
 elif [ "$mode" = measure ]; then  # each part cut to what the 600 s command has left
   gpu_checks all
   fold_grid_graphs
