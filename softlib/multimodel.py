@@ -718,8 +718,8 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     that share a configuration together with :func:`softlib.multimodel.fit_stacked`.
 
     Misses are grouped by their :class:`TrainConfig` apart from :data:`PER_MODEL_FIELDS` (seed,
-    mixing, mixing probability, label smoothing) and their training-set size; a group trains together
-    when it has two or more jobs whose models (each built after
+    mixing, mixing probability, label smoothing) and their training-set size; a group trains
+    together when it has two or more jobs whose models (each built after
     ``torch.manual_seed(config.seed)``, as :func:`train_cached` does) have the same architecture
     and no training hook stacking cannot run (:func:`unstackable_hook`); jobs with a target
     sampler group only with each other, each redrawing its own targets (each stacked model

@@ -602,7 +602,7 @@ def run_grid(data: LaingData, params: Mapping[str, Any], cache=None, device: Any
     (:func:`softlib.multimodel.train_cached_many`, :func:`runs_train_together`): on a GPU a
     group of 3 small ResNet-20s leaves the device mostly idle, one of 21 does not. Each stacked
     model keeps its own targets, mixing, validation history, early stopping and best epoch.
-    :func:`run_one` then loads them from the cache."""
+    :func:`run_one` then evaluates each from the entry its group stored."""
     from ..cache import ResultCache
     from ..multimodel import stacking_enabled, train_cached_many
     cache = cache if cache is not None else ResultCache()
