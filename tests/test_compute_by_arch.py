@@ -36,9 +36,9 @@ def _width(meta: dict) -> int:
 
 
 def _attacked_width(cache: Path, meta: dict) -> int:
-    ft = meta["config"]["finetune"]
-    return _width(json.loads((cache / "peterson_finetune" / ft / "meta.json").read_text())) \
-        if isinstance(ft, str) else None
+    """The width of the fine-tuned model an attack entry attacked."""
+    ft = meta["config"]["finetune"]  # that model's cache key
+    return _width(json.loads((cache / "peterson_finetune" / ft / "meta.json").read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,6 @@ def runs(tmp_path_factory):
                                  builds_on=[results], pretrained_weights=[W2])
         for b in (results, weights):
             bundle.import_bundle(b, root=tmp / "b")
-        mp.setenv("SOFTLIB_CACHE", str(tmp / "b"))
-        from softlib.cache import ResultCache
         before = set(_entries(tmp / "b", "peterson_pretrain"))
         _compute(tmp / "b", mp)
         _compute(tmp / "c", mp)
