@@ -225,7 +225,7 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     Returns the bundle manifest.
     """
     croot = cache_root(root)
-    man = load_manifest(profile, croot)
+    man = recorded = load_manifest(profile, croot)  # recorded: every section, for their params
     if man is None:
         raise BundleError(f"no manifest for profile {profile!r} under {croot / 'manifests'}; run "
                           f"`python -m softlib.book compute --profile {profile}` first")
@@ -249,8 +249,7 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
                               f"manifest; it has {', '.join(man['sections'])}")
         weighted = set(manifest_entries(man, names))
     if pretrained_weights is not None:
-        weighted |= _pretrained_entries(load_manifest(profile, croot), list(pretrained_weights),
-                                        entries, croot)
+        weighted |= _pretrained_entries(recorded, list(pretrained_weights), entries, croot)
     base = carried_entries(builds_on) if builds_on is not None else {}
     files: dict[str, Path] = {}
     requires: dict[str, dict[str, str]] = {}
