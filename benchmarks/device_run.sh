@@ -10,7 +10,8 @@
 #       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s,
 #       or at the command's 570 s if that comes first, keeps time for the export) and a bundle
 #       of what the slice added to those sections (`export --builds-on results/gpu`),
-#       $OUT/<SECTIONS>-<UTC time>.tar.gz, to commit beside the others under results/gpu/
+#       $OUT/<SECTIONS>-<UTC time>.tar.gz (over 4 MiB: a chain of parts, <name>-part1of3.tar.gz
+#       ..., each building on the ones before), to commit beside the others under results/gpu/
 #   bash benchmarks/device_run.sh measure                          # ~570 s
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the engine with
 #       CUDA graphs over successive groups of new models (graph_reuse.py), then the benchmark
@@ -129,11 +130,12 @@ if [ "$do_slice" = 1 ]; then
       | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
     # only what this slice added: the bundle builds on the committed ones, named by its UTC time
     bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
+    # in parts of at most 4 MiB, each building on the ones before (a few MB a committed file)
     python3 -m softlib.book export --profile "$profile" --sections "$sections" \
-      --builds-on "results/$profile" "$bundle" 2>&1 | tee -a "$out/log.txt"
+      --builds-on "results/$profile" --max-mib 4 "$bundle" 2>&1 | tee -a "$out/log.txt"
     if [ -n "${PRETRAINED_WEIGHTS:-}" ]; then  # the weights only: it builds on the bundle above
       python3 -m softlib.book export --profile "$profile" --sections alternatives \
-        --builds-on "results/$profile" --builds-on "$bundle" \
+        --builds-on "results/$profile" --builds-on "$out" \
         --pretrained-weights "$PRETRAINED_WEIGHTS" "$out/weights-$(date -u +%Y%m%dT%H%M).tar.gz" \
         2>&1 | tee -a "$out/log.txt"
     fi

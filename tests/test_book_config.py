@@ -45,6 +45,6 @@ def test_how_to_compute_keeps_section_4_with_the_models_it_attacks():
     text = R._how_to_compute("gpu", ["adversarial"])
     assert "--sections alternatives,adversarial --budget-seconds" in text
     assert ("export --profile gpu --sections alternatives,adversarial --builds-on results/gpu "
-            "results/gpu/alternatives-adversarial-$(date -u +%Y%m%dT%H%M).tar.gz") in text
+            "--max-mib 4 results/gpu/alternatives-adversarial-$(date -u +%Y%m%dT%H%M).tar.gz") in text
     assert "do not carry" in text
     assert "do not carry" not in R._how_to_compute("gpu", ["calibration_ood"])

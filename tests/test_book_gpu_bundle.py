@@ -84,7 +84,7 @@ def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
            "--budget-seconds")
     assert cmd in out
     assert ("python -m softlib.book export --profile smoke --sections calibration_ood "
-            "--builds-on results/smoke results/smoke/calibration_ood-") in out
+            "--builds-on results/smoke --max-mib 4 results/smoke/calibration_ood-") in out
     assert rec["calibration_ood"]["state"] == "not computed"
     # the executed notebooks read the cache only
     sections_dir = gpu_smoke / "book" / "book" / "sections"

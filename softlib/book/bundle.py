@@ -15,7 +15,9 @@ A bundle may *build on* earlier bundles (``export --builds-on results/gpu``): en
 those already carry, unchanged, are left out and named in ``BUNDLE.json``'s ``requires``
 (entry -> the SHA-256 of its ``meta.json`` and the bundle that carries it). So each slice of a
 long computation commits only what it added, while its manifest still records the whole
-section; importing it needs the entries it builds on in the cache first.
+section; importing it needs the entries it builds on in the cache first. A bundle larger than
+a size is written as a chain of such bundles (:func:`split_bundle`), so that no file committed to
+git is more than a few MB.
 
 Import is strict: every member must be a plain file at one of those paths (no absolute paths,
 no ``..``, no links or devices), every checksum and size must match, every entry's
@@ -211,7 +213,8 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
                   root: str | os.PathLike | None = None,
                   sections: Iterable[str] | None = None,
                   builds_on: Iterable[str | os.PathLike] | None = None,
-                  pretrained_weights: Iterable[str] | None = None) -> dict[str, Any]:
+                  pretrained_weights: Iterable[str] | None = None,
+                  max_bytes: int | None = None) -> dict[str, Any]:
     """Write the profile's manifest entries as a ``.tar.gz`` bundle at ``out``.
 
     ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
@@ -222,7 +225,8 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     this bundle leaves out and requires instead (an entry that keeps its weights is carried).
     ``pretrained_weights``: section 3's architecture labels whose pretrained models keep their
     weights, so that another machine can fine-tune them (``compute --archs`` ran the others).
-    Returns the bundle manifest.
+    ``max_bytes``: a bundle larger than this is split into parts (:func:`split_bundle`), listed
+    in the result's ``parts``. Returns the bundle manifest (of the whole, not of a part).
     """
     croot = cache_root(root)
     man = recorded = load_manifest(profile, croot)  # recorded: every section, for their params
@@ -292,20 +296,29 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
               "entries": len(entries), "requires": requires,
               "complete": {s: bool(r.get("complete")) for s, r in man["sections"].items()},
               "files": listing}
-    bundle_bytes = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
     out = Path(out)
+    _write_bundle(out, bundle, manifest_bytes, files)
+    if max_bytes is not None and out.stat().st_size > max_bytes:
+        bundle = dict(bundle, parts=[p.name for p in split_bundle(out, max_bytes)])
+    return bundle
+
+
+def _write_bundle(out: Path, bundle: dict[str, Any], manifest_bytes: bytes,
+                  files: dict[str, Path]) -> None:
+    """Write ``BUNDLE.json``, ``manifest.json`` and ``files`` (bundle path -> file, each as
+    ``bundle['files']`` lists it) as the ``.tar.gz`` at ``out``, atomically."""
+    bundle_bytes = (json.dumps(bundle, indent=2, sort_keys=True) + "\n").encode()
     with atomic_path(out, suffix=".tar.gz") as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
             _add_bytes(tar, f"{TOP}/BUNDLE.json", bundle_bytes)
             _add_bytes(tar, f"{TOP}/manifest.json", manifest_bytes)
             for rel, path in files.items():
                 info = tarfile.TarInfo(f"{TOP}/{rel}")
-                info.size = listing[rel]["size"]
+                info.size = bundle["files"][rel]["size"]
                 info.mtime = int(path.stat().st_mtime)
                 info.mode = 0o644
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
-    return bundle
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -314,6 +327,103 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.mtime = int(time.time())
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
+
+
+def _tar_bytes(size: int) -> int:
+    """What a file of ``size`` bytes takes in a tar archive: its header and padded data."""
+    return 512 + -(-size // 512) * 512
+
+
+def split_bundle(path: str | os.PathLike, max_bytes: int) -> list[Path]:
+    """Split the bundle at ``path`` into parts of at most ``max_bytes`` each, so that results
+    committed to git stay a few MB a file; return the parts in the order they import.
+
+    The parts are a chain of bundles, each building on the ones before it (``requires``), as
+    the slices of a long computation do. The last part keeps the bundle's name, the whole
+    manifest and its ``complete`` flags, so later bundles that build on this one still name it;
+    an earlier part, ``<name>-part<i>of<n>.tar.gz``, records each section with only the
+    entries imported so far and as not complete. A bundle within ``max_bytes`` is left as it
+    is. An entry larger than ``max_bytes`` on its own makes a part of its own that is larger.
+    The bundle is checked as an import checks it before anything is written.
+    """
+    path = Path(path)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".split."))
+    try:
+        bundle, man, have = _unpack(path, staging)
+        if path.stat().st_size <= max_bytes:
+            return [path]
+        listed = manifest_entries(man)
+        files_of: dict[tuple[str, str], list[str]] = {}
+        for rel in sorted(have - {"manifest.json"}):
+            files_of.setdefault(tuple(rel.split("/")[1:3]), []).append(rel)
+        carried = [e for e in listed if e in files_of]
+        if set(carried) != set(files_of):
+            raise BundleError(f"cannot split {path}: it carries entries its manifest does not list")
+        sizes = {e: sum(_tar_bytes(bundle["files"][r]["size"]) for r in files_of[e])
+                 for e in carried}
+        # room for BUNDLE.json, the manifest and the archive's end, before compression
+        fixed = (_tar_bytes(len(json.dumps(man, indent=2)) + 1)
+                 + _tar_bytes(256 * (len(listed) + sum(map(len, files_of.values()))) + 4096)
+                 + 10240)
+        room = max_bytes - fixed
+        while True:
+            chunks: list[list[tuple[str, str]]] = [[]]
+            for e in carried:
+                if chunks[-1] and sum(sizes[x] for x in chunks[-1]) + sizes[e] > room:
+                    chunks.append([])
+                chunks[-1].append(e)
+            parts = _write_parts(path, bundle, man, files_of, chunks, staging)
+            over = [p for p, c in zip(parts, chunks) if len(c) > 1
+                    and p.stat().st_size > max_bytes]
+            if not over or room < 1024:
+                break
+            for p in parts[:-1]:
+                p.unlink()
+            room = int(room * 0.9)  # the estimate was short: smaller parts
+        os.replace(parts[-1], path)  # the parts before it are written: replaced last
+        return parts[:-1] + [path]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_parts(path: Path, bundle: dict[str, Any], man: dict[str, Any],
+                 files_of: dict[tuple[str, str], list[str]],
+                 chunks: list[list[tuple[str, str]]], staging: Path) -> list[Path]:
+    """Write the parts of :func:`split_bundle`: the last to ``staging``, the others beside
+    ``path``."""
+    stem = path.name[:-len(".tar.gz")] if path.name.endswith(".tar.gz") else path.name
+    n = len(chunks)
+    names = [f"{stem}-part{i}of{n}.tar.gz" for i in range(1, n)] + [path.name]
+    requires = dict(bundle.get("requires") or {})
+    earlier: set[tuple[str, str]] = set(tuple(r.split("/", 1)) for r in requires)
+    out = []
+    for i, chunk in enumerate(chunks):
+        last = i == n - 1
+        if last:
+            part_man = man
+        else:
+            keep = earlier | set(chunk)
+            part_man = dict(man, sections={
+                s: dict(r, complete=False, split_part=f"{i + 1} of {n}",
+                        entries=[e for e in r.get("entries", []) if tuple(e) in keep])
+                for s, r in man["sections"].items()})
+        manifest_bytes = (json.dumps(part_man, indent=2, sort_keys=True) + "\n").encode()
+        listing = {"manifest.json": {"sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                                     "size": len(manifest_bytes)}}
+        files = {rel: staging / rel for e in chunk for rel in files_of[e]}
+        listing.update({rel: bundle["files"][rel] for rel in files})
+        part = dict(bundle, requires=dict(requires), files=listing,
+                    entries=len(manifest_entries(part_man)),
+                    complete={s: bool(r.get("complete")) for s, r in part_man["sections"].items()},
+                    part={"index": i + 1, "of": n, "bundle": path.name})
+        dest = staging / "last.tar.gz" if last else path.with_name(names[i])
+        _write_bundle(dest, part, manifest_bytes, files)
+        out.append(dest)
+        for kind, key in chunk:  # the next parts build on this one
+            requires[f"{kind}/{key}"] = {"meta.json": bundle["files"][
+                f"entries/{kind}/{key}/meta.json"]["sha256"], "bundle": names[i]}
+        earlier |= set(chunk)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,7 +486,10 @@ def import_bundle(path: str | os.PathLike, root: str | os.PathLike | None = None
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
+def _unpack(path: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
+    """Extract the bundle at ``path`` into ``staging`` and check it: safe member paths, files
+    as ``BUNDLE.json`` lists them, checksums, a readable manifest of the same profile. Returns
+    ``BUNDLE.json``, the manifest and the bundle paths of the files besides ``BUNDLE.json``."""
     if not path.is_file():
         raise BundleError(f"no bundle at {path}")
     got: dict[str, dict[str, Any]] = {}
@@ -437,6 +550,12 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
     if man.get("profile") != profile:
         raise BundleError(f"refusing bundle {path}: BUNDLE.json is for profile {profile!r} but its "
                           f"manifest for {man.get('profile')!r}")
+    return bundle, man, have
+
+
+def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
+    bundle, man, have = _unpack(path, staging)
+    profile, requires = str(bundle["profile"]), bundle.get("requires") or {}
     entries = sorted({tuple(rel.split("/")[1:3]) for rel in have if rel.startswith("entries/")})
     required = sorted(tuple(r.split("/", 1)) for r in requires)
     listed = sorted(set(manifest_entries(man)))

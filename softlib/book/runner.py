@@ -11,7 +11,8 @@
                                    [--backend local|ray [--address auto|ray://HOST:10001]]
     python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
                                   [--sections a,b] [--builds-on results/P]
-                                  [--pretrained-weights LABEL,...]
+                                  [--pretrained-weights LABEL,...] [--max-mib MIB]
+    python -m softlib.book split FILE.tar.gz --max-mib MIB
     python -m softlib.book import FILE.tar.gz|DIR ...
 
 Sections are paired jupytext notebooks in ``notebooks/``. ``run`` / ``all`` go plan -> compute
@@ -445,14 +446,19 @@ def compute_command(profile: str, sections: list[str], budget: int = _BUDGET_HIN
             f"{','.join(with_weight_sources(sections))} --budget-seconds {budget}")
 
 
+BUNDLE_MAX_MIB = 4  # committed results bundles stay a few MB a file (export splits them)
+
+
 def export_command(profile: str, sections: list[str]) -> tuple[str, str]:
     """The export command of ``sections``' results and the bundles it adds (a glob): each
-    export holds what is new since the committed bundles it builds on, named by its UTC time."""
+    export holds what is new since the committed bundles it builds on, named by its UTC time,
+    in parts of at most ``BUNDLE_MAX_MIB``."""
     sections = with_weight_sources(sections)
     name = "-".join(sections)
     where = f"results/{profile}"
     return (f"python -m softlib.book export --profile {profile} --sections {','.join(sections)} "
-            f"--builds-on {where} {where}/{name}-$(date -u +%Y%m%dT%H%M).tar.gz",
+            f"--builds-on {where} --max-mib {BUNDLE_MAX_MIB:g} "
+            f"{where}/{name}-$(date -u +%Y%m%dT%H%M).tar.gz",
             f"{where}/{name}-*.tar.gz")
 
 
@@ -1206,6 +1212,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="keep the weights of the pretrained models of these architectures "
                         "(section 3's labels): another machine can then fine-tune them, after "
                         "`compute --archs` ran the others here")
+    p.add_argument("--max-mib", type=float, default=None, metavar="MIB",
+                   help="split a bundle larger than this into parts, each building on the ones "
+                        "before (results committed to git stay a few MB a file)")
+    p = sub.add_parser("split", help="split a results bundle into parts of at most --max-mib")
+    p.add_argument("file", help="the bundle (.tar.gz); its last part keeps its name")
+    p.add_argument("--max-mib", type=float, required=True, metavar="MIB")
     p = sub.add_parser("import", help="add results bundles to this machine's cache")
     p.add_argument("file", nargs="+", help="bundles, or directories of them (e.g. results/gpu): "
                                            "each is imported after the bundles it builds on")
@@ -1249,7 +1261,8 @@ def main(argv: list[str] | None = None) -> int:
                               sections=[s for s in args.sections.split(",") if s] or None,
                               builds_on=args.builds_on,
                               pretrained_weights=None if args.pretrained_weights is None else
-                              [a.strip() for a in args.pretrained_weights.split(",") if a.strip()])
+                              [a.strip() for a in args.pretrained_weights.split(",") if a.strip()],
+                              max_bytes=None if args.max_mib is None else int(args.max_mib * 2**20))
             size = Path(args.out).stat().st_size
             incomplete = [s for s, c in b["complete"].items() if not c]
             based = (f" ({len(b['requires'])} more in the bundles it builds on)"
@@ -1258,6 +1271,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['entries'] - len(b['requires'])} cache entries{based}, "
                   f"{len(b['files'])} files, {size / 2**20:.1f} MiB; weights: "
                   f"{', '.join(b['with_weights']) or 'none'}")
+            if b.get("parts"):
+                print(f"split into {len(b['parts'])} bundles of at most {args.max_mib:g} MiB, "
+                      f"each building on the ones before; import them all (a directory): "
+                      + ", ".join(f"{p} ({(Path(args.out).parent / p).stat().st_size / 2**20:.1f}"
+                                  " MiB)" for p in b["parts"]))
             if incomplete:
                 print(f"note: section(s) {', '.join(incomplete)} were not complete when exported")
             if "adversarial" in b["complete"] and not (
@@ -1265,6 +1283,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("note: section 4 renders from the attack results in this bundle; to attack "
                       "section 3's models with other parameters elsewhere, export with "
                       "--with-weights adversarial")
+            return 0
+        if args.cmd == "split":
+            from .bundle import split_bundle
+            parts = split_bundle(args.file, int(args.max_mib * 2**20))
+            print(f"{args.file}: " + ("within the limit, left as it is" if len(parts) == 1 else
+                  f"{len(parts)} parts: " + ", ".join(
+                      f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in parts)))
             return 0
         if args.cmd == "import":
             from .bundle import bundle_paths, import_bundle

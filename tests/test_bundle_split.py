@@ -1,0 +1,131 @@
+"""Splitting a results bundle into parts of at most a size, each building on the ones before:
+the parts import (in any order of their names) into exactly what the whole bundle imports."""
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from softlib.book import bundle
+from softlib.book import runner as book
+from softlib.cache import Entry, ResultCache, config_key
+
+
+def _cache(root: Path, n: int, section: str = "calibration_ood", start: int = 0,
+           complete: bool = True) -> list[tuple[str, str]]:
+    """``n`` entries of ~100 KB of incompressible arrays, recorded as ``section``'s."""
+    cache = ResultCache(root)
+    rng = np.random.default_rng(start)
+    keys = []
+    for i in range(start, start + n):
+        kind = "laing_train" if i % 2 else "laing_eval"
+        cfg = {"run": i}
+        cache.save(kind, cfg, Entry(arrays={"x": rng.random(12_500, dtype=np.float64)},
+                                    meta={"i": i}))
+        keys.append((kind, config_key(kind, cfg)))
+    bundle.update_manifest("smoke", section, {"entries": keys, "complete": complete}, root=root)
+    return keys
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("*/*/*")
+            if p.name in bundle.ENTRY_FILES and not p.parts[-3].startswith(".")}
+
+
+def test_split_parts_import_into_what_the_whole_imports(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    keys = _cache(src, 20)
+    whole = tmp_path / "whole" / "cal-1.tar.gz"
+    bundle.export_bundle("smoke", whole, root=src)
+    assert whole.stat().st_size > 1_500_000
+    d = tmp_path / "results"
+    out = d / "cal-1.tar.gz"
+    b = bundle.export_bundle("smoke", out, root=src, max_bytes=600_000)
+    parts = [d / p for p in b["parts"]]
+    assert len(parts) >= 3 and parts[-1] == out
+    assert sorted(d.glob("*.tar.gz")) == sorted(parts)
+    assert all(p.stat().st_size <= 600_000 for p in parts)
+    listings = [bundle.read_bundle_listing(p) for p in parts]
+    assert [x["part"]["index"] for x in listings] == list(range(1, len(parts) + 1))
+    # every entry is carried by exactly one part, in the manifest's order
+    carried = [sorted({tuple(f.split("/")[1:3]) for f in x["files"] if f.startswith("entries/")})
+               for x in listings]
+    assert sorted(e for c in carried for e in c) == sorted(keys)
+    # only the last part says the section is complete; alone, a later part cannot import
+    assert [x["complete"]["calibration_ood"] for x in listings] == [False] * (len(parts) - 1) + [True]
+    with pytest.raises(bundle.MissingBaseError, match=parts[0].name):
+        bundle.import_bundle(parts[1], root=tmp_path / "alone")
+    # the first part alone: its entries, recorded as a section not complete yet
+    first = tmp_path / "first"
+    bundle.import_bundle(parts[0], root=first)
+    rec = bundle.load_manifest("smoke", first)["sections"]["calibration_ood"]
+    assert not rec["complete"] and sorted(map(tuple, rec["entries"])) == carried[0]
+    # all parts, imported from their directory, equal the whole bundle imported
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "fresh"))
+    done = book.import_results("smoke", d)
+    assert not any("error" in r for r in done)
+    bundle.import_bundle(whole, root=tmp_path / "ref")
+    assert _files(tmp_path / "fresh") == _files(tmp_path / "ref") == {
+        k: v for k, v in _files(src).items()}
+    got = bundle.load_manifest("smoke", tmp_path / "fresh")["sections"]["calibration_ood"]
+    ref = bundle.load_manifest("smoke", tmp_path / "ref")["sections"]["calibration_ood"]
+    assert got == ref and got["complete"]
+
+
+def test_a_split_slice_still_builds_on_earlier_bundles(tmp_path, monkeypatch):
+    """A slice's bundle that builds on committed ones splits into parts that require both."""
+    src = tmp_path / "src"
+    half = _cache(src, 6, complete=False)
+    d = tmp_path / "results"
+    bundle.export_bundle("smoke", d / "cal-1.tar.gz", root=src)
+    rest = _cache(src, 12, start=6)
+    bundle.update_manifest("smoke", "calibration_ood", {"entries": half + rest, "complete": True},
+                           root=src)
+    b = bundle.export_bundle("smoke", d / "cal-2.tar.gz", root=src, builds_on=[d],
+                             max_bytes=500_000)
+    assert len(b["parts"]) >= 2
+    first = bundle.read_bundle_listing(d / b["parts"][0])
+    assert {v["bundle"] for v in first["requires"].values()} == {"cal-1.tar.gz"}
+    last = bundle.read_bundle_listing(d / b["parts"][-1])
+    assert {v["bundle"] for v in last["requires"].values()} == {"cal-1.tar.gz", *b["parts"][:-1]}
+    # a later slice builds on all of them by their names
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "fresh"))
+    done = book.import_results("smoke", d)
+    assert len(done) == 1 + len(b["parts"]) and not any("error" in r for r in done)
+    assert _files(tmp_path / "fresh") == _files(src)
+
+
+def test_split_an_existing_bundle_from_the_command_line(tmp_path, capsys):
+    src = tmp_path / "src"
+    _cache(src, 8)
+    out = tmp_path / "r" / "cal.tar.gz"
+    bundle.export_bundle("smoke", out, root=src)
+    before = bundle.read_bundle_listing(out)
+    assert book.main(["split", str(out), "--max-mib", "0.4"]) == 0
+    assert "parts" in capsys.readouterr().out
+    parts = sorted(out.parent.glob("*.tar.gz"))
+    assert len(parts) >= 2 and all(p.stat().st_size <= 0.4 * 2**20 for p in parts)
+    after = bundle.read_bundle_listing(out)  # the last part keeps the name and the whole
+    assert after["entries"] == before["entries"] and after["complete"] == before["complete"]
+    # a bundle within the limit is left alone; a corrupt one is refused before anything is written
+    assert book.main(["split", str(parts[0]), "--max-mib", "10"]) == 0
+    assert "left as it is" in capsys.readouterr().out
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(out.read_bytes()[:5000])
+    with pytest.raises(bundle.BundleError):
+        bundle.split_bundle(bad, 1000)
+    assert sorted(tmp_path.glob("bad*")) == [bad] and not list(tmp_path.glob(".split.*"))
+
+
+def test_one_entry_larger_than_the_limit_is_a_part_of_its_own(tmp_path):
+    src = tmp_path / "src"
+    _cache(src, 3)
+    out = tmp_path / "r" / "cal.tar.gz"
+    b = bundle.export_bundle("smoke", out, root=src, max_bytes=50_000)
+    assert len(b["parts"]) == 3
+    for p in b["parts"]:
+        with tarfile.open(out.parent / p) as tar:
+            assert len({n.split("/")[3] for n in tar.getnames() if "/entries/" in n}) == 1
+    man = json.loads(tarfile.open(out).extractfile("softlib-bundle/manifest.json").read())
+    assert man["sections"]["calibration_ood"]["complete"]
