@@ -527,10 +527,7 @@ def _unpack(path: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any], 
     if bundle.get("format") not in READABLE_FORMATS:
         raise BundleError(f"refusing bundle {path}: format {bundle.get('format')!r}, this softlib "
                           f"reads formats {', '.join(map(str, READABLE_FORMATS))}")
-    requires = bundle.get("requires") or {}
-    if not (isinstance(requires, dict) and all(
-            isinstance(r, str) and r.count("/") == 1 and _KIND.match(r.split("/")[0])
-            and _KEY.match(r.split("/")[1]) and isinstance(v, dict) for r, v in requires.items())):
+    if not _well_formed_requires(bundle.get("requires") or {}):
         raise BundleError(f"refusing bundle {path}: malformed 'requires' in BUNDLE.json")
     have = set(got) - {"BUNDLE.json"}
     if have != set(listing):
@@ -553,7 +550,37 @@ def _unpack(path: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any], 
     return bundle, man, have
 
 
+def _well_formed_requires(requires: Any) -> bool:
+    """Whether ``BUNDLE.json``'s ``requires`` maps ``kind/key`` names to dicts."""
+    return isinstance(requires, dict) and all(
+        isinstance(r, str) and r.count("/") == 1 and bool(_KIND.match(r.split("/")[0]))
+        and bool(_KEY.match(r.split("/")[1])) and isinstance(v, dict) for r, v in requires.items())
+
+
+def _check_bases(path: Path, requires: dict[str, Any], croot: Path) -> None:
+    """A MissingBaseError unless every entry the bundle builds on is in the cache, unchanged."""
+    absent = []
+    for rel, want in requires.items():
+        meta = croot / rel / "meta.json"
+        if not (meta.exists() and sha256_file(meta) == want.get("meta.json")):
+            absent.append((rel, str(want.get("bundle"))))
+    if absent:
+        names = sorted({b for _, b in absent})
+        raise MissingBaseError(f"refusing bundle {path} for now: it builds on {len(absent)} "
+                               f"entries it does not carry, which this cache lacks or holds in "
+                               f"another version (e.g. {absent[0][0]}); import "
+                               f"{', '.join(names)} first")
+
+
 def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
+    if path.is_file():  # a bundle whose base is not here yet waits, before it is extracted
+        try:
+            early = read_bundle_listing(path).get("requires") or {}
+            ok = _well_formed_requires(early)
+        except BundleError:
+            ok = False  # the full check below says what is wrong
+        if ok:
+            _check_bases(path, early, croot)
     bundle, man, have = _unpack(path, staging)
     profile, requires = str(bundle["profile"]), bundle.get("requires") or {}
     entries = sorted({tuple(rel.split("/")[1:3]) for rel in have if rel.startswith("entries/")})
@@ -562,18 +589,7 @@ def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
     if set(entries) & set(required) or sorted(entries + required) != listed:
         raise BundleError(f"refusing bundle {path}: the manifest lists {len(listed)} entries but "
                           f"the bundle holds {len(entries)} and builds on {len(required)} others")
-    absent = []
-    for kind, key in required:
-        meta = croot / kind / key / "meta.json"
-        want = requires[f"{kind}/{key}"]
-        if not (meta.exists() and sha256_file(meta) == want.get("meta.json")):
-            absent.append((f"{kind}/{key}", str(want.get("bundle"))))
-    if absent:
-        names = sorted({b for _, b in absent})
-        raise MissingBaseError(f"refusing bundle {path} for now: it builds on {len(absent)} "
-                               f"entries it does not carry, which this cache lacks or holds in "
-                               f"another version (e.g. {absent[0][0]}); import "
-                               f"{', '.join(names)} first")
+    _check_bases(path, requires, croot)
     for kind, key in entries:  # each entry must be stored under the key of its configuration
         meta_path = staging / "entries" / kind / key / "meta.json"
         try:

@@ -314,11 +314,18 @@ def corrupt_image(img: np.ndarray, corruption: str, severity: int, index: int, s
     return np.uint8(np.clip(out, 0, 1) * 255)  # truncation, as np.uint8 in the original script
 
 
-def is_current(path: str | os.PathLike) -> bool:
-    """Whether a generated ``cifar10_c`` file was written by this :data:`GENERATOR_VERSION`."""
+def is_current(path: str | os.PathLike, indices: np.ndarray | None = None,
+               seed: int | None = None) -> bool:
+    """Whether a generated ``cifar10_c`` file was written by this :data:`GENERATOR_VERSION`
+    (and, where given, for these training ``indices`` and this ``seed``)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return "version" in z.files and int(z["version"]) == GENERATOR_VERSION
+            if not ("version" in z.files and int(z["version"]) == GENERATOR_VERSION):
+                return False
+            if indices is not None and not ("indices" in z.files
+                                            and np.array_equal(z["indices"], indices)):
+                return False
+            return seed is None or ("seed" in z.files and int(z["seed"]) == seed)
     except (OSError, ValueError):
         return False
 
@@ -349,12 +356,9 @@ def generate(indices: np.ndarray | None = None, corruptions: Iterable[str] = COR
     jobs = [(c, s) for c in corruptions for s in severities]
     for c, s in _tqdm(jobs, desc="cifar10_c"):
         path = out / f"{c}_{s}.npz"
-        if path.exists() and not overwrite and is_current(path):
-            with np.load(path, allow_pickle=False) as z:
-                if "indices" in z.files and np.array_equal(z["indices"], indices) \
-                        and "seed" in z.files and int(z["seed"]) == seed:
-                    written.append(path)
-                    continue
+        if path.exists() and not overwrite and is_current(path, indices, seed):
+            written.append(path)
+            continue
         imgs = np.stack([corrupt_image(train.images[i], c, s, i, seed) for i in indices])
         written.append(write_split(out, f"{c}_{s}", imgs, train.labels[indices],
                                    indices=indices, seed=np.int64(seed),

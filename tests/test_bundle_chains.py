@@ -1,5 +1,6 @@
-"""Splitting a results bundle into parts of at most a size, each building on the ones before:
-the parts import (in any order of their names) into exactly what the whole bundle imports."""
+"""Chains of results bundles, each building on the ones before: a bundle split into parts of at
+most a size imports (in any order of their names) into exactly what the whole bundle imports,
+and a bundle whose base is not imported yet waits without being extracted."""
 import json
 import tarfile
 from pathlib import Path
@@ -129,3 +130,23 @@ def test_one_entry_larger_than_the_limit_is_a_part_of_its_own(tmp_path):
             assert len({n.split("/")[3] for n in tar.getnames() if "/entries/" in n}) == 1
     man = json.loads(tarfile.open(out).extractfile("softlib-bundle/manifest.json").read())
     assert man["sections"]["calibration_ood"]["complete"]
+
+
+def test_a_bundle_waiting_for_its_base_is_extracted_once(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    half = _cache(src, 4, complete=False)
+    d = tmp_path / "results"
+    bundle.export_bundle("smoke", d / "z-base.tar.gz", root=src)
+    rest = _cache(src, 4, start=4)
+    bundle.update_manifest("smoke", "calibration_ood", {"entries": half + rest, "complete": True},
+                           root=src)
+    bundle.export_bundle("smoke", d / "a-next.tar.gz", root=src, builds_on=[d])
+    unpacked = []
+    real = bundle._unpack
+    monkeypatch.setattr(bundle, "_unpack", lambda path, staging: (unpacked.append(path.name),
+                                                                  real(path, staging))[1])
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "fresh"))
+    done = book.import_results("smoke", d)  # a-next sorts first: it waits for z-base
+    assert [Path(r["file"]).name for r in done] == ["z-base.tar.gz", "a-next.tar.gz"]
+    assert unpacked == ["z-base.tar.gz", "a-next.tar.gz"]
+    assert _files(tmp_path / "fresh") == _files(src)
