@@ -12,13 +12,16 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
    past the graphs' capture; BatchNorm statistics updated);
 4. check 2 with the stacked models CUDA-graphed;
 5. Laing's SNGP and DUQ, whose training hooks run inside the stack, train stacked as alone
-   (float64, to float32's tolerance where the models compute in float32).
+   (float64, to float32's tolerance where the models compute in float32);
+6. the same models stacked under bf16 autocast with Laing's augmentation and per-model mixing,
+   as the ``gpu`` profile's slices train them: finite losses, each model's last-epoch train loss
+   within 5% of its own trained alone.
 
 Prints one line per check and writes the numbers as JSON (after every check), with the engine
 fingerprint the checks vouch for. Exit status 1 if a check fails. ``--passed-before DIR`` runs
 nothing and says whether a record under DIR already shows them all passing on a GPU for this
 engine and torch (``device_run.sh session`` then skips them). ``--checks eager`` runs (or looks
-for) checks 1, 2 and 5 only: what the ``gpu`` profile's slices run, which never compile.
+for) checks 1, 2, 5 and 6 only: what the ``gpu`` profile's slices run, which never compile.
 """
 from __future__ import annotations
 
@@ -198,6 +201,41 @@ def hook_models_exact_in_float64(device: str, k: int = 3, n: int = 256, epochs: 
     return out
 
 
+def hook_models_bf16_train_like_alone(device: str, k: int = 3, n: int = 2000,
+                                      epochs: int = 2) -> dict:
+    """Laing's SNGP and DUQ stacked under bf16 autocast, as the ``gpu`` profile trains them
+    (Laing's augmentation, each model its own mixing, per-epoch validation): they train without
+    error to finite losses, each to its last-epoch train loss trained alone under bf16 within
+    5% (bf16 kernels differ, so the runs drift apart: on a CPU 0.01%). Check 5 shows the
+    computation is the same in float64; this one runs the path the slices run."""
+    x, t, source = _data(n + 500)
+    val = (x[n:], t[n:])
+    cfg = TrainConfig(arch="laing", optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                      batch_size=64, epochs=epochs, augment="laing", amp=True)
+    out = {"k": k, "n": n, "epochs": epochs, "images": source}
+    ok = True
+    for arch in ("resnet20_sngp", "resnet20_duq"):
+        inits = _seeded_models(arch, k)
+        configs = [cfg.replace(arch=arch, seed=i, **_PER_MODEL[i % len(_PER_MODEL)])
+                   for i in range(k)]
+        alone = [fit(copy.deepcopy(m), x[:n], t[:n], c, val=val, device=device, progress=False)
+                 for c, m in zip(configs, inits)]
+        res = fit_stacked([copy.deepcopy(m) for m in inits], x[:n], t[:n], [np.arange(n)] * k,
+                          cfg.replace(arch=arch), device=device, progress=False,
+                          vals=[val] * k, configs=configs)
+        last = np.asarray(res.history["train_loss"])[-1]
+        last_alone = np.asarray([r.history["train_loss"][-1] for r in alone])
+        vloss = np.asarray(res.history["val_loss"])
+        rel = float(np.max(np.abs(last - last_alone) / np.abs(last_alone)))
+        out[arch] = {"train_loss_last_stacked": last.tolist(),
+                     "train_loss_last_alone": last_alone.tolist(),
+                     "max_relative_difference": rel,
+                     "val_loss_stacked": vloss.tolist()}
+        ok &= bool(np.isfinite(last).all() and np.isfinite(vloss).all() and rel < 0.05)
+    out["ok"] = ok
+    return out
+
+
 def _bf16_case(n: int, k: int, epochs: int):
     """Images (n to train on, 2,000 held out), their source, an Adam ResNet-20 config under
     bf16 autocast and k seeded initialisations: the setting of the bf16 checks."""
@@ -263,6 +301,8 @@ CHECKS = {
     "fit_stacked_cuda_graphs_bf16_trains_like_fit":
         lambda dev, **kw: bf16_trains_like_alone(dev, compile="reduce-overhead", **kw),
     "hook_models_stacked_exact_float64": lambda dev, **kw: hook_models_exact_in_float64(dev, **kw),
+    "hook_models_stacked_bf16_trains_like_alone":
+        lambda dev, **kw: hook_models_bf16_train_like_alone(dev, **kw),
 }
 #: named sets of checks (``--checks``): ``eager`` vouches for what the ``gpu`` profile's slices
 #: run (stacked and alone, eagerly), without the CUDA-graph checks, whose compiling takes most
@@ -270,7 +310,7 @@ CHECKS = {
 CHECK_SETS = {
     "all": tuple(CHECKS),
     "eager": ("fit_stacked_exact_float64", "fit_stacked_bf16_trains_like_fit",
-              "hook_models_stacked_exact_float64"),
+              "hook_models_stacked_exact_float64", "hook_models_stacked_bf16_trains_like_alone"),
 }
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -133,7 +133,8 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
     mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
     for name, ok in (("exact_in_float64", True), ("bf16_trains_like_alone", False),
                      ("graphs_equal_eager_in_float64", True),
-                     ("hook_models_exact_in_float64", True)):
+                     ("hook_models_exact_in_float64", True),
+                     ("hook_models_bf16_train_like_alone", True)):
         monkeypatch.setattr(mod, name, lambda dev, ok=ok, **kw: {"ok": ok, **kw})
     saved = []
     real_save = mod.save_json
@@ -141,18 +142,18 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
                                                              real_save(path, obj)))
     out = tmp_path / "c.json"
     assert mod.main(["--device", "cpu", "--json", str(out)]) == 1
-    assert [len(s) for s in saved] == [1, 2, 3, 4, 5]
+    assert [len(s) for s in saved] == [1, 2, 3, 4, 5, 6]
     rec = json.loads(out.read_text())
     assert rec["engine"] == mod.engine_fingerprint() and rec["n"] is None
     checks = rec["checks"]  # the JSON's keys are sorted; the run order is mod.CHECKS'
-    assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False, True]
+    assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False, True, True]
     assert checks["fit_stacked_cuda_graphs_bf16_trains_like_fit"]["compile"] == "reduce-overhead"
     # --checks eager: the eager path the gpu slices run, without the CUDA-graph checks
     saved.clear()
     assert mod.main(["--device", "cpu", "--checks", "eager", "--json", str(out)]) == 1
     rec = json.loads(out.read_text())
     assert rec["check_set"] == "eager" and set(rec["checks"]) == set(mod.CHECK_SETS["eager"])
-    assert not any("graphs" in name for name in rec["checks"]) and len(saved) == 3
+    assert not any("graphs" in name for name in rec["checks"]) and len(saved) == 4
 
 
 def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
@@ -174,6 +175,36 @@ def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(MM.StackedModels, "epoch_start", lambda self, epoch: None)
     bad = mod.hook_models_exact_in_float64("cpu", k=2, n=64, epochs=2)
     assert not bad["ok"] and bad["resnet20_sngp"]["max_abs_diff"] > 1e-3
+
+
+def test_cuda_check_of_the_hook_models_under_bf16_runs_and_can_fail(tmp_path, monkeypatch):
+    """SNGP and DUQ stacked under bf16 autocast (the CPU's here, small models), with Laing's
+    augmentation and per-model mixing: the check passes, and fails when a stacked model's train
+    loss is not its own trained alone (here: shifted by 10%) or is not finite."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64 + 500, 32, 32, 3), dtype=np.uint8)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
+    monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
+    real_build = mod.build
+    small = {"resnet20_sngp": dict(depth=8, width=4, num_random_features=32),
+             "resnet20_duq": dict(depth=8, width=4, centroid_size=8)}
+    monkeypatch.setattr(mod, "build", lambda arch: real_build(arch, **small[arch]))
+    r = mod.hook_models_bf16_train_like_alone("cpu", k=3, n=64, epochs=2)
+    assert r["ok"], r
+    assert all(r[a]["max_relative_difference"] < 0.01 for a in ("resnet20_sngp", "resnet20_duq"))
+    real_fit_stacked = mod.fit_stacked
+
+    def shifted(scale):
+        def fit_stacked(*a, **kw):
+            res = real_fit_stacked(*a, **kw)
+            res.history["train_loss"][-1] = [v * scale for v in res.history["train_loss"][-1]]
+            return res
+        return fit_stacked
+
+    for scale in (1.1, float("nan")):
+        monkeypatch.setattr(mod, "fit_stacked", shifted(scale))
+        assert not mod.hook_models_bf16_train_like_alone("cpu", k=3, n=64, epochs=1)["ok"]
 
 
 def test_cuda_check_of_per_model_mixing_runs_and_can_fail(tmp_path, monkeypatch):
