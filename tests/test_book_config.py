@@ -48,3 +48,19 @@ def test_how_to_compute_keeps_section_4_with_the_models_it_attacks():
             "--max-mib 4 results/gpu/alternatives-adversarial-$(date -u +%Y%m%dT%H%M).tar.gz") in text
     assert "do not carry" in text
     assert "do not carry" not in R._how_to_compute("gpu", ["calibration_ood"])
+
+
+def test_the_book_leaves_out_hidden_folders(tmp_path):
+    """Hidden, git-ignored folders of the checkout (the data mirror copied in for a lent GPU
+    machine, the device's cache) hold Markdown files that must not become pages: they broke the
+    warnings-as-errors build once they existed."""
+    from sphinx.project import Project
+    files = ["intro.md", "book/compute.md", ".device_data/README.md", ".device_carry/notes.md",
+             ".cache/device/data/imagenet_real/timm_results_README.md", "book/.scratch/x.md",
+             "tests/x.md", "README.md"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("# page\n")
+    patterns = book.effective_config(None)["exclude_patterns"]
+    found = Project(str(tmp_path), {".md": "markdown"}).discover(exclude_paths=patterns)
+    assert sorted(found) == ["book/compute", "intro"]
