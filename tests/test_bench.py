@@ -156,18 +156,24 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
     assert not any("graphs" in name for name in rec["checks"]) and len(saved) == 4
 
 
-def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
-    """The SNGP / DUQ check (small models here) passes on the CPU, and fails when the stacked
-    models train differently from those alone (here: SNGP's per-epoch reset lost)."""
+def _small_hook_model_checks(tmp_path, monkeypatch, n_images: int):
+    """cuda_checks with ``n_images`` random images and small SNGP / DUQ models."""
     mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (64 + 128, 32, 32, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
     monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
     real_build = mod.build
     small = {"resnet20_sngp": dict(depth=8, width=4, num_random_features=32),
              "resnet20_duq": dict(depth=8, width=4, centroid_size=8)}
     monkeypatch.setattr(mod, "build", lambda arch: real_build(arch, **small[arch]))
+    return mod
+
+
+def test_cuda_check_of_the_hook_models_runs_and_can_fail(tmp_path, monkeypatch):
+    """The SNGP / DUQ check (small models here) passes on the CPU, and fails when the stacked
+    models train differently from those alone (here: SNGP's per-epoch reset lost)."""
+    mod = _small_hook_model_checks(tmp_path, monkeypatch, 64 + 128)
     r = mod.hook_models_exact_in_float64("cpu", k=2, n=64, epochs=2)
     assert r["ok"], r
     assert r["resnet20_duq"]["max_abs_diff"] < 1e-6 and r["resnet20_sngp"]["max_abs_diff"] < 1e-9
@@ -181,15 +187,7 @@ def test_cuda_check_of_the_hook_models_under_bf16_runs_and_can_fail(tmp_path, mo
     """SNGP and DUQ stacked under bf16 autocast (the CPU's here, small models), with Laing's
     augmentation and per-model mixing: the check passes, and fails when a stacked model's train
     loss is not its own trained alone (here: shifted by 10%) or is not finite."""
-    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (64 + 500, 32, 32, 3), dtype=np.uint8)
-    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
-    monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
-    real_build = mod.build
-    small = {"resnet20_sngp": dict(depth=8, width=4, num_random_features=32),
-             "resnet20_duq": dict(depth=8, width=4, centroid_size=8)}
-    monkeypatch.setattr(mod, "build", lambda arch: real_build(arch, **small[arch]))
+    mod = _small_hook_model_checks(tmp_path, monkeypatch, 64 + 500)
     r = mod.hook_models_bf16_train_like_alone("cpu", k=3, n=64, epochs=2)
     assert r["ok"], r
     assert all(r[a]["max_relative_difference"] < 0.01 for a in ("resnet20_sngp", "resnet20_duq"))

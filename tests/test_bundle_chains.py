@@ -29,6 +29,16 @@ def _cache(root: Path, n: int, section: str = "calibration_ood", start: int = 0,
     return keys
 
 
+def _base_then_more(src: Path, base: Path, first: int, more: int) -> None:
+    """A cache at ``src`` whose section's first ``first`` entries are exported to ``base`` (a
+    slice stopped half-way), then ``more`` entries complete the section."""
+    done = _cache(src, first, complete=False)
+    bundle.export_bundle("smoke", base, root=src)
+    rest = _cache(src, more, start=first)
+    bundle.update_manifest("smoke", "calibration_ood", {"entries": done + rest, "complete": True},
+                           root=src)
+
+
 def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.glob("*/*/*")
             if p.name in bundle.ENTRY_FILES and not p.parts[-3].startswith(".")}
@@ -67,8 +77,7 @@ def test_split_parts_import_into_what_the_whole_imports(tmp_path, monkeypatch):
     done = book.import_results("smoke", d)
     assert not any("error" in r for r in done)
     bundle.import_bundle(whole, root=tmp_path / "ref")
-    assert _files(tmp_path / "fresh") == _files(tmp_path / "ref") == {
-        k: v for k, v in _files(src).items()}
+    assert _files(tmp_path / "fresh") == _files(tmp_path / "ref") == _files(src)
     got = bundle.load_manifest("smoke", tmp_path / "fresh")["sections"]["calibration_ood"]
     ref = bundle.load_manifest("smoke", tmp_path / "ref")["sections"]["calibration_ood"]
     assert got == ref and got["complete"]
@@ -76,13 +85,8 @@ def test_split_parts_import_into_what_the_whole_imports(tmp_path, monkeypatch):
 
 def test_a_split_slice_still_builds_on_earlier_bundles(tmp_path, monkeypatch):
     """A slice's bundle that builds on committed ones splits into parts that require both."""
-    src = tmp_path / "src"
-    half = _cache(src, 6, complete=False)
-    d = tmp_path / "results"
-    bundle.export_bundle("smoke", d / "cal-1.tar.gz", root=src)
-    rest = _cache(src, 12, start=6)
-    bundle.update_manifest("smoke", "calibration_ood", {"entries": half + rest, "complete": True},
-                           root=src)
+    src, d = tmp_path / "src", tmp_path / "results"
+    _base_then_more(src, d / "cal-1.tar.gz", 6, 12)
     b = bundle.export_bundle("smoke", d / "cal-2.tar.gz", root=src, builds_on=[d],
                              max_bytes=500_000)
     assert len(b["parts"]) >= 2
@@ -133,13 +137,8 @@ def test_one_entry_larger_than_the_limit_is_a_part_of_its_own(tmp_path):
 
 
 def test_a_bundle_waiting_for_its_base_is_extracted_once(tmp_path, monkeypatch):
-    src = tmp_path / "src"
-    half = _cache(src, 4, complete=False)
-    d = tmp_path / "results"
-    bundle.export_bundle("smoke", d / "z-base.tar.gz", root=src)
-    rest = _cache(src, 4, start=4)
-    bundle.update_manifest("smoke", "calibration_ood", {"entries": half + rest, "complete": True},
-                           root=src)
+    src, d = tmp_path / "src", tmp_path / "results"
+    _base_then_more(src, d / "z-base.tar.gz", 4, 4)
     bundle.export_bundle("smoke", d / "a-next.tar.gz", root=src, builds_on=[d])
     unpacked = []
     real = bundle._unpack
