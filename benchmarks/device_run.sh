@@ -130,9 +130,10 @@ if [ "$do_slice" = 1 ]; then
       | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
     # only what this slice added: the bundle builds on the committed ones, named by its UTC time
     bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
-    # in parts of at most 4 MiB, each building on the ones before (a few MB a committed file)
+    # in parts of at most 4 MiB (BUNDLE_MAX_MIB), each building on the ones before (a few MB a
+    # committed file)
     python3 -m softlib.book export --profile "$profile" --sections "$sections" \
-      --builds-on "results/$profile" --max-mib 4 "$bundle" 2>&1 | tee -a "$out/log.txt"
+      --builds-on "results/$profile" --max-mib "${BUNDLE_MAX_MIB:-4}" "$bundle" 2>&1 | tee -a "$out/log.txt"
     if [ -n "${PRETRAINED_WEIGHTS:-}" ]; then  # the weights only: it builds on the bundle above
       python3 -m softlib.book export --profile "$profile" --sections alternatives \
         --builds-on "results/$profile" --builds-on "$out" \

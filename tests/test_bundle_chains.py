@@ -149,3 +149,13 @@ def test_a_bundle_waiting_for_its_base_is_extracted_once(tmp_path, monkeypatch):
     assert [Path(r["file"]).name for r in done] == ["z-base.tar.gz", "a-next.tar.gz"]
     assert unpacked == ["z-base.tar.gz", "a-next.tar.gz"]
     assert _files(tmp_path / "fresh") == _files(src)
+
+
+def test_parts_are_named_to_sort_in_import_order(tmp_path):
+    src = tmp_path / "src"
+    _cache(src, 12)
+    out = tmp_path / "r" / "cal.tar.gz"
+    b = bundle.export_bundle("smoke", out, root=src, max_bytes=150_000)
+    assert len(b["parts"]) >= 10
+    assert b["parts"][0] == f"cal-part01of{len(b['parts'])}.tar.gz"
+    assert sorted(p.name for p in out.parent.glob("*.tar.gz")) == b["parts"]

@@ -341,10 +341,11 @@ def split_bundle(path: str | os.PathLike, max_bytes: int) -> list[Path]:
     The parts are a chain of bundles, each building on the ones before it (``requires``), as
     the slices of a long computation do. The last part keeps the bundle's name, the whole
     manifest and its ``complete`` flags, so later bundles that build on this one still name it;
-    an earlier part, ``<name>-part<i>of<n>.tar.gz``, records each section with only the
-    entries imported so far and as not complete. A bundle within ``max_bytes`` is left as it
-    is. An entry larger than ``max_bytes`` on its own makes a part of its own that is larger.
-    The bundle is checked as an import checks it before anything is written.
+    an earlier part, ``<name>-part<i>of<n>.tar.gz`` (``i`` zero-padded, so they sort in order),
+    records each section with only the entries imported so far and as not complete. A bundle
+    within ``max_bytes`` is left as it is. An entry larger than ``max_bytes`` on its own makes
+    a part of its own that is larger. The bundle is checked as an import checks it before
+    anything is written.
     """
     path = Path(path)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".split."))
@@ -393,7 +394,7 @@ def _write_parts(path: Path, bundle: dict[str, Any], man: dict[str, Any],
     ``path``."""
     stem = path.name[:-len(".tar.gz")] if path.name.endswith(".tar.gz") else path.name
     n = len(chunks)
-    names = [f"{stem}-part{i}of{n}.tar.gz" for i in range(1, n)] + [path.name]
+    names = [f"{stem}-part{i:0{len(str(n))}d}of{n}.tar.gz" for i in range(1, n)] + [path.name]
     requires = dict(bundle.get("requires") or {})
     earlier: set[tuple[str, str]] = set(tuple(r.split("/", 1)) for r in requires)
     out = []
