@@ -64,3 +64,22 @@ def test_the_book_leaves_out_hidden_folders(tmp_path):
     patterns = book.effective_config(None)["exclude_patterns"]
     found = Project(str(tmp_path), {".md": "markdown"}).discover(exclude_paths=patterns)
     assert sorted(found) == ["book/compute", "intro"]
+
+
+def test_progress_line_lists_groups_only_where_they_differ():
+    """The terminal's one line per not-computed section: a stage whose groups are equally far
+    is summed up; one with some groups done, others not, is listed group by group."""
+    from softlib.book.runner import _progress_line
+
+    def row(stage, group, done, jobs, waiting=0):
+        return dict(section="s", stage=stage, group=group, done=done, jobs=jobs,
+                    provisional=waiting)
+    assert _progress_line([row("train", "laing/basic", 21, 21), row("train", "laing/sngp", 0, 21),
+                           row("eval", None, 45, 105, 60)]) == (
+        "train laing/basic 21/21; train laing/sngp 0/21; "
+        "eval 45/105 (60 wait for the stage before)")
+    assert _progress_line([row("pretrain", None, 0, 2)]
+                          + [row("finetune", f"f/{i}", 0, 10, 10) for i in range(14)]) == (
+        "pretrain 0/2; finetune 0/140 in 14 groups (140 wait for the stage before)")
+    assert _progress_line([row("train", "g/a", 3, 10), row("train", "g/b", 3, 10)]) == (
+        "train g/a 3/10; train g/b 3/10")

@@ -86,6 +86,11 @@ def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
     assert ("python -m softlib.book export --profile smoke --sections calibration_ood "
             "--builds-on results/smoke --max-mib 4 results/smoke/calibration_ood-") in out
     assert rec["calibration_ood"]["state"] == "not computed"
+    # ... and how far its jobs are, group by group (none of them in this bundle)
+    progress = rec["calibration_ood"]["progress"]
+    assert sum(r["jobs"] for r in progress) == rec["calibration_ood"]["planned_jobs"] > 0
+    assert all(r["done"] == 0 and r["section"] == "calibration_ood" for r in progress)
+    assert "calibration_ood, jobs in the cache: train 0/" in out
     # the executed notebooks read the cache only
     sections_dir = gpu_smoke / "book" / "book" / "sections"
     gen = nbformat.read(sections_dir / "02_generalisation.ipynb", as_version=4)
@@ -97,6 +102,7 @@ def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
     assert page.metadata["softlib"]["not_computed"] is True
     text = "\n".join(c.source for c in page.cells)
     assert text.startswith("# 5.") and "Not computed yet" in text and cmd in text
+    assert "| stage | group | in the cache |" in text and "| train | laing/basic | 0 of " in text
     assert not any(c.cell_type == "code" for c in page.cells)
     prov = (gpu_smoke / "book" / "book" / "generated" / "build_provenance.md").read_text()
     assert "| `calibration_ood` | **not computed**" in prov

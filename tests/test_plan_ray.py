@@ -94,6 +94,28 @@ def test_job_cost_uses_the_recorded_throughput():
         PL.recorded_throughput("a GPU nobody measured")
 
 
+def test_progress_by_group_counts_each_groups_cached_jobs(local_smoke, tmp_path):
+    """The rows a not-computed page shows: every job once, under its (section, stage, group),
+    counted as done exactly where its entry is in the cache."""
+    root = local_smoke["cache"]
+    plan = PL.build_plan("smoke", SECTIONS, ResultCache(root))
+    full = PL.progress_by_group(plan, ResultCache(root))
+    assert sum(r["jobs"] for r in full) == len(plan.jobs)
+    assert all(r["done"] == r["jobs"] and r["provisional"] == 0 for r in full)
+    assert [r for r in full if r["section"] == "calibration_ood" and r["stage"] == "train"
+            and str(r["group"]).startswith("laing/")]
+    assert all(r["done"] == 0 for r in PL.progress_by_group(plan, ResultCache(tmp_path)))
+
+    class OneGroupCached:  # the cache of a slice that stopped after one group
+        def has(self, kind, config):
+            return any(j.kind == kind and j.config == config for j in plan.jobs
+                       if j.group == first["group"])
+
+    first = next(r for r in full if r["group"] is not None)
+    rows = PL.progress_by_group(plan, OneGroupCached())
+    assert [r["done"] for r in rows] == [r["jobs"] if r is first else 0 for r in full]
+
+
 def test_a_provisional_job_refuses_to_run(tmp_path):
     job = PL.Job("s", "attack", "k", {"a": 1}, "s/attack/x", run=lambda e: e,
                  needs=(("up", {"b": 2}),), provisional=True)

@@ -497,9 +497,72 @@ def not_computed_reason(r: dict) -> str:
     return f"{done}first result missing: {r['missing']}"
 
 
-def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool):
-    """The page of a section that could not be rendered from the cache: what is missing and
-    the exact commands that compute it."""
+def _progress_by_group(profile: str, sections: list[str], overrides: dict, seed: int,
+                       data_root: str | os.PathLike) -> dict[str, list[dict]]:
+    """Each of ``sections``' jobs in the cache by group (:func:`plan.progress_by_group`), for
+    the pages of sections not computed yet; {} where the plan cannot be built here (said)."""
+    from . import plan as PL
+    from ..cache import ResultCache
+    if not sections:
+        return {}
+    cache = ResultCache()
+    try:
+        p = PL.build_plan(profile, sections, cache, seed, overrides, str(data_root))
+    except Exception as exc:  # the pages still say what is missing, without the table
+        print(f"note: no progress by group for {', '.join(sections)}: planning them failed "
+              f"({type(exc).__name__}: {exc})", flush=True)
+        return {}
+    out: dict[str, list[dict]] = {}
+    for row in PL.progress_by_group(p, cache):
+        if row["section"] in sections:
+            out.setdefault(row["section"], []).append(row)
+    return out
+
+
+def _waiting(row: dict) -> str:
+    return f" ({row['provisional']} wait for the stage before)" if row["provisional"] else ""
+
+
+def _progress_line(rows: list[dict]) -> str:
+    """A section's :func:`_progress_by_group` rows on one line: group by group in a stage whose
+    groups are not all equally far (``train laing/basic 21/21; train laing/sngp 0/21``), else
+    the stage in all (``finetune 0/140 in 14 groups``)."""
+    stages: dict[str, list[dict]] = {}
+    for r in rows:
+        stages.setdefault(r["stage"], []).append(r)
+    parts = []
+    for stage, rs in stages.items():
+        states = {"all" if r["done"] == r["jobs"] else "some" if r["done"] else "none"
+                  for r in rs}
+        if len(rs) > 1 and (len(states) > 1 or states == {"some"}):
+            parts += [f"{stage} {r['group']} {r['done']}/{r['jobs']}{_waiting(r)}" for r in rs]
+            continue
+        total = {k: sum(r[k] for r in rs) for k in ("done", "jobs", "provisional")}
+        groups = f" in {len(rs)} groups" if len(rs) > 1 else ""
+        one = rs[0]["group"] if len(rs) == 1 and rs[0]["group"] else ""
+        parts.append(f"{stage}{' ' + one if one else ''} {total['done']}/{total['jobs']}{groups}"
+                     f"{_waiting(total)}")
+    return "; ".join(parts)
+
+
+def _progress_table(rows: list[dict] | None) -> str:
+    """The Markdown table of a not-computed page: its jobs in the cache, group by group."""
+    if not rows:
+        return ""
+    lines = ["How far it is: the jobs whose results are in the cache, by the groups that train "
+             "together (a model type of the grid, the folds of one configuration).", "",
+             "| stage | group | in the cache |", "| --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['group'] or '(one at a time)'} | "
+                     f"{r['done']} of {r['jobs']}{_waiting(r)} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool,
+                          progress: list[dict] | None = None):
+    """The page of a section that could not be rendered from the cache: what is missing, how
+    far its jobs are (``progress``: :func:`_progress_by_group`'s rows) and the exact commands
+    that compute it."""
     import nbformat
     why = (f"profile `{profile}` is sized for a GPU and this machine has none"
            if gpu_profile else "this build renders only results already in the cache "
@@ -511,7 +574,7 @@ def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: 
 elsewhere ({why}), and the results cache here does not hold everything it needs
 ({reason}). Nothing was trained for it here, so this page has no results yet.
 
-To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that can train it'}:
+{_progress_table(progress)}To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that can train it'}:
 
 ```bash
 {compute_command(profile, [section])}
@@ -528,7 +591,8 @@ jobs after that many seconds; the same command continues from its cache.
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nb.metadata["softlib"] = {"profile": profile, "section": section, "commit": _commit(),
-                              "not_computed": True, "reason": reason}
+                              "not_computed": True, "reason": reason,
+                              "progress": progress or []}
     return nb
 
 
@@ -653,6 +717,10 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                     + (f"\n--- its output ({r['log']}), last lines:\n{log_tail}" if log_tail
                        else ""))
             records[section] = rec
+        for section, rows in _progress_by_group(
+                profile, [s for s in sections if records[s]["state"] == "not computed"],
+                overrides, seed, root).items():
+            records[section]["progress"] = rows
     finally:
         if env_data is None:
             os.environ.pop("SOFTLIB_DATA", None)
@@ -660,8 +728,13 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             os.environ["SOFTLIB_DATA"] = env_data
     missing = [s for s in sections if records[s]["state"] == "not computed"]
     if missing:
-        print(f"not computed (their results are not in the cache): {', '.join(missing)}\n"
-              + _how_to_compute(profile, missing), flush=True)
+        print(f"not computed (their results are not in the cache): {', '.join(missing)}",
+              flush=True)
+        for s in missing:
+            if records[s].get("progress"):
+                print(f"  {s}, jobs in the cache: {_progress_line(records[s]['progress'])}",
+                      flush=True)
+        print(_how_to_compute(profile, missing), flush=True)
         if require_complete:
             raise BookError(f"--require-complete: section(s) {', '.join(missing)} are not "
                             "computed; nothing was executed")
@@ -682,7 +755,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         dst = staging / f"{stem}.ipynb"
         rec = records[section]
         if rec["state"] == "not computed":
-            nbformat.write(_placeholder_notebook(section, profile, rec["reason"], gpu_profile), dst)
+            nbformat.write(_placeholder_notebook(section, profile, rec["reason"], gpu_profile,
+                                                 rec.get("progress")), dst)
             _forget_claims(section)
             timings[section] = {"seconds": rec["compute_seconds"], "peak_rss_mb": None,
                                 "profile": profile, "execute_seconds": 0.0, **rec}
