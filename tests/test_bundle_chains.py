@@ -159,3 +159,15 @@ def test_parts_are_named_to_sort_in_import_order(tmp_path):
     assert len(b["parts"]) >= 10
     assert b["parts"][0] == f"cal-part01of{len(b['parts'])}.tar.gz"
     assert sorted(p.name for p in out.parent.glob("*.tar.gz")) == b["parts"]
+
+
+def test_a_bundle_json_that_is_not_an_object_is_refused(tmp_path):
+    import io
+    bad = tmp_path / "bad.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        data = b"[1, 2]"
+        info = tarfile.TarInfo("softlib-bundle/BUNDLE.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(bundle.BundleError, match="unreadable BUNDLE.json"):
+        bundle.import_bundle(bad, root=tmp_path / "cache")

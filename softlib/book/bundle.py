@@ -576,7 +576,8 @@ def _check_bases(path: Path, requires: dict[str, Any], croot: Path) -> None:
 def _import(path: Path, croot: Path, staging: Path) -> dict[str, Any]:
     if path.is_file():  # a bundle whose base is not here yet waits, before it is extracted
         try:
-            early = read_bundle_listing(path).get("requires") or {}
+            listing = read_bundle_listing(path)
+            early = (listing.get("requires") if isinstance(listing, dict) else None) or {}
             ok = _well_formed_requires(early)
         except BundleError:
             ok = False  # the full check below says what is wrong
