@@ -171,3 +171,25 @@ def test_a_bundle_json_that_is_not_an_object_is_refused(tmp_path):
         tar.addfile(info, io.BytesIO(data))
     with pytest.raises(bundle.BundleError, match="unreadable BUNDLE.json"):
         bundle.import_bundle(bad, root=tmp_path / "cache")
+
+
+def test_a_slice_whose_later_sections_never_started_still_exports(tmp_path, capsys,
+                                                                  monkeypatch):
+    """``device_run.sh slice 400 alternatives,adversarial`` whose budget ran out in the first
+    section: the export holds what was computed and says which section has not started
+    (it used to refuse, and the slice's work did not come back)."""
+    src = tmp_path / "src"
+    keys = _cache(src, 3, complete=False)
+    out = tmp_path / "r" / "slice.tar.gz"
+    b = bundle.export_bundle("smoke", out, root=src,
+                             sections=["calibration_ood", "generalisation"])
+    assert b["not_started"] == ["generalisation"] and b["complete"] == {"calibration_ood": False}
+    assert b["entries"] == len(keys)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(src))
+    assert book.main(["export", "--profile", "smoke", "--sections",
+                      "calibration_ood,generalisation", str(tmp_path / "cli.tar.gz")]) == 0
+    assert "generalisation have not started yet" in capsys.readouterr().out
+    with pytest.raises(bundle.BundleError, match="not in the manifest.*compute them first"):
+        bundle.export_bundle("smoke", out, root=src, sections=["generalisation"])
+    with pytest.raises(bundle.BundleError, match="unknown section"):
+        bundle.export_bundle("smoke", out, root=src, sections=["calibration_ood", "claim"])

@@ -220,7 +220,8 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
     their weights (e.g. ``['adversarial']``: its notebook rebuilds the attacked models).
     ``sections``: only these sections' records and entries (None: all the manifest has), e.g.
-    what one slice computed, next to the bundles of the other sections.
+    what one slice computed, next to the bundles of the other sections; those the manifest does
+    not record yet (a budget spent before they started) are listed in ``not_started``.
     ``builds_on``: bundles (files or directories of them) whose entries, where unchanged here,
     this bundle leaves out and requires instead (an entry that keeps its weights is carried).
     ``pretrained_weights``: section 3's architecture labels whose pretrained models keep their
@@ -233,12 +234,21 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     if man is None:
         raise BundleError(f"no manifest for profile {profile!r} under {croot / 'manifests'}; run "
                           f"`python -m softlib.book compute --profile {profile}` first")
+    not_recorded: list[str] = []
     if sections is not None:
+        from .toc import SECTIONS
         sections = list(sections)
-        absent = [s for s in sections if s not in man.get("sections", {})]
-        if absent:
-            raise BundleError(f"sections {', '.join(absent)} are not in the manifest of profile "
-                              f"{profile!r} (it has {', '.join(man.get('sections', {})) or 'none'})")
+        has = ", ".join(man.get("sections", {})) or "none"
+        unknown = [s for s in sections if s not in SECTIONS]
+        if unknown:
+            raise BundleError(f"unknown section(s) {', '.join(unknown)}; the book's: "
+                              f"{', '.join(SECTIONS)}")
+        # a slice of several sections whose budget ran out before the later ones started
+        # exports what it computed; a section none of them recorded is an error
+        not_recorded = [s for s in sections if s not in man.get("sections", {})]
+        if len(not_recorded) == len(sections):
+            raise BundleError(f"sections {', '.join(not_recorded)} are not in the manifest of "
+                              f"profile {profile!r} (it has {has}): compute them first")
         man = dict(man, sections={s: r for s, r in man["sections"].items() if s in sections})
     entries = manifest_entries(man)
     if with_weights is None or with_weights == "none":
@@ -296,6 +306,8 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
               "entries": len(entries), "requires": requires,
               "complete": {s: bool(r.get("complete")) for s, r in man["sections"].items()},
               "files": listing}
+    if not_recorded:
+        bundle["not_started"] = not_recorded
     out = Path(out)
     _write_bundle(out, bundle, manifest_bytes, files)
     if max_bytes is not None and out.stat().st_size > max_bytes:

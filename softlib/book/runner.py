@@ -1352,6 +1352,9 @@ def main(argv: list[str] | None = None) -> int:
                                   " MiB)" for p in b["parts"]))
             if incomplete:
                 print(f"note: section(s) {', '.join(incomplete)} were not complete when exported")
+            if b.get("not_started"):
+                print(f"note: section(s) {', '.join(b['not_started'])} have not started yet (no "
+                      "record in the manifest): not in this bundle")
             if "adversarial" in b["complete"] and not (
                     "all" in b["with_weights"] or "adversarial" in b["with_weights"]):
                 print("note: section 4 renders from the attack results in this bundle; to attack "
