@@ -5,7 +5,8 @@
 # comes in calls that each fit one command:
 #
 #   bash benchmarks/device_run.sh slice BUDGET_SECONDS SECTIONS   # ~BUDGET + 60 s
-#       one resumable slice of the `gpu` profile's SECTIONS (comma-separated): the committed
+#       one resumable slice of the `gpu` profile's SECTIONS (comma-separated, computed in
+#       that order, section 3 before 4): the committed
 #       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
 #       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s,
 #       or at the command's 570 s if that comes first, keeps time for the export) and a bundle
@@ -133,7 +134,8 @@ if [ "$do_slice" = 1 ]; then
     # in parts of at most 4 MiB (BUNDLE_MAX_MIB), each building on the ones before (a few MB a
     # committed file)
     python3 -m softlib.book export --profile "$profile" --sections "$sections" \
-      --builds-on "results/$profile" --max-mib "${BUNDLE_MAX_MIB:-4}" "$bundle" 2>&1 | tee -a "$out/log.txt"
+      --builds-on "results/$profile" --max-mib "${BUNDLE_MAX_MIB:-4}" "$bundle" 2>&1 \
+      | tee -a "$out/log.txt"
     if [ -n "${PRETRAINED_WEIGHTS:-}" ]; then  # the weights only: it builds on the bundle above
       python3 -m softlib.book export --profile "$profile" --sections alternatives \
         --builds-on "results/$profile" --builds-on "$out" \

@@ -83,3 +83,24 @@ def test_progress_line_lists_groups_only_where_they_differ():
         "pretrain 0/2; finetune 0/140 in 14 groups (140 wait for the stage before)")
     assert _progress_line([row("train", "g/a", 3, 10), row("train", "g/b", 3, 10)]) == (
         "train g/a 3/10; train g/b 3/10")
+
+
+def test_compute_runs_sections_in_the_order_asked(monkeypatch):
+    """A budgeted slice of several sections finishes the first before it starts the next
+    (section 3 still before section 4, which attacks its models)."""
+    from softlib.book import runner as R
+    assert R.compute_order(["calibration_ood", "generalisation"]) == [
+        "calibration_ood", "generalisation"]
+    assert R.compute_order(["adversarial", "calibration_ood", "alternatives"]) == [
+        "alternatives", "adversarial", "calibration_ood"]
+    assert R.compute_order(["adversarial"]) == ["adversarial"]
+    ran = []
+
+    def fake(profile, section, *a, **kw):
+        ran.append(section)
+        return {"stopped": None, "seconds": 0.0, "error": None, "partial": False,
+                "complete": True, "trained": 0, "hits": 0, "entries": 0}
+    monkeypatch.setattr(R, "_compute_one", fake)
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    state = R.compute_sections("smoke", ["calibration_ood", "generalisation"], device="cpu")
+    assert ran == ["calibration_ood", "generalisation"] == list(state)

@@ -64,7 +64,8 @@ def test_split_parts_import_into_what_the_whole_imports(tmp_path, monkeypatch):
                for x in listings]
     assert sorted(e for c in carried for e in c) == sorted(keys)
     # only the last part says the section is complete; alone, a later part cannot import
-    assert [x["complete"]["calibration_ood"] for x in listings] == [False] * (len(parts) - 1) + [True]
+    flags = [x["complete"]["calibration_ood"] for x in listings]
+    assert flags == [False] * (len(parts) - 1) + [True]
     with pytest.raises(bundle.MissingBaseError, match=parts[0].name):
         bundle.import_bundle(parts[1], root=tmp_path / "alone")
     # the first part alone: its entries, recorded as a section not complete yet

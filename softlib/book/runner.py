@@ -441,6 +441,20 @@ def with_weight_sources(sections: list[str]) -> list[str]:
     return [s for s in SECTIONS if s in need]
 
 
+def compute_order(sections: list[str]) -> list[str]:
+    """``sections`` in the order asked for, each section whose weights another needs
+    (:data:`NEEDS_WEIGHTS_OF`) moved just before it: a budgeted slice of
+    ``calibration_ood,generalisation`` finishes Laing's grid before it starts the folds."""
+    out: list[str] = []
+    for s in dict.fromkeys(sections):
+        source = NEEDS_WEIGHTS_OF.get(s)
+        if source in sections and source not in out:
+            out.append(source)
+        if s not in out:
+            out.append(s)
+    return out
+
+
 def compute_command(profile: str, sections: list[str], budget: int = _BUDGET_HINT) -> str:
     return (f"python -m softlib.book compute --profile {profile} --sections "
             f"{','.join(with_weight_sources(sections))} --budget-seconds {budget}")
@@ -1036,8 +1050,10 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
 
     The same calls, with the same resolved parameters, as the sections' notebooks
     (:mod:`softlib.book.sections`), so executing the notebooks afterwards only reads the cache.
-    With ``budget_seconds`` no new result is started after that many seconds: the run stops
-    between jobs, says which sections are complete, and the next call continues from the cache.
+    Sections run in the order given (:func:`compute_order`: a section whose models another
+    reuses goes first). With ``budget_seconds`` no new result is started after that many
+    seconds: the run stops between jobs, says which sections are complete, and the next call
+    continues from the cache.
     Records the cache entries each section used in the profile's manifest (a section that was
     all cache hits, with the same parameters and entries as its record, keeps the record and
     so where it was computed). ``archs``: sections 3-4 fine-tune and attack only these
@@ -1055,7 +1071,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     bad = [s for s in names if s not in SECTIONS]
     if bad:
         raise BookError(f"unknown section(s) {', '.join(bad)}; valid: {', '.join(SECTIONS)}")
-    names = [s for s in SECTIONS if s in names]  # book order: section 4 reuses section 3's models
+    names = compute_order(names)  # as asked; section 4 after section 3, whose models it reuses
     overrides = overrides or {}
     _check_overrides(profile, names, overrides)
     if archs is not None and set(check_archs(profile, names, archs, overrides)) <= set(archs):
@@ -1204,7 +1220,8 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
                    help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
     p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
     p.add_argument("--sections", default="",
-                   help="comma-separated (default: generalisation, alternatives, adversarial, "
+                   help="comma-separated, computed in this order (section 3 before 4, whose "
+                        "models it reuses; default: generalisation, alternatives, adversarial, "
                         "calibration_ood)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-p", "--param", action="append", default=[],
