@@ -396,7 +396,7 @@ def _laing_params_from(u: dict[str, Any], h: int, w: int, brightness, contrast, 
     """:func:`draw_laing_params`' parameters from its draws (:func:`_laing_uniforms`)."""
     p = _jitter_from(u, brightness, contrast, saturation, hue)
     p["flip"] = u["flip"] < 0.5
-    p["angle"] = (-degrees + (degrees - -degrees) * u["angle"] if degrees
+    p["angle"] = (-degrees + 2 * degrees * u["angle"] if degrees
                   else torch.zeros_like(u["flip"]))
     p["top"], p["left"], p["height"], p["width"] = _boxes_from(*u["crop"], h, w, scale, ratio)
     return p

@@ -356,8 +356,8 @@ def split_bundle(path: str | os.PathLike, max_bytes: int) -> list[Path]:
     an earlier part, ``<name>-part<i>of<n>.tar.gz`` (``i`` zero-padded, so they sort in order),
     records each section with only the entries imported so far and as not complete. A bundle
     within ``max_bytes`` is left as it is. An entry larger than ``max_bytes`` on its own makes
-    a part of its own that is larger. The bundle is checked as an import checks it before
-    anything is written.
+    a part of its own that is larger. The bundle's files are checked as an import checks them
+    (paths, checksums, manifest) before anything is written.
     """
     path = Path(path)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".split."))

@@ -320,6 +320,7 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
     error: BaseException | None = None
     tb = ""
     t0 = time.perf_counter()
+    partial_run = archs is not None and section in ARCH_SECTIONS
     if check_only:
         set_deadline(0, strict=True)  # nothing at all is computed, not even evaluations
     try:
@@ -330,7 +331,6 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
                 fh = stack.enter_context(open(log, "w"))
                 stack.enter_context(contextlib.redirect_stdout(fh))
             prog = stack.enter_context(_JobProgress(desc, total))
-            partial_run = archs is not None and section in ARCH_SECTIONS
             if partial_run:
                 from ..studies.peterson import only_archs
                 stack.enter_context(only_archs(archs))
@@ -344,7 +344,6 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
         if check_only:
             set_deadline(None)
     wall = time.perf_counter() - t0
-    partial_run = archs is not None and section in ARCH_SECTIONS
     complete = stopped is None and error is None and not partial_run
     if write_manifest and not check_only:
         old = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
