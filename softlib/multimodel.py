@@ -74,7 +74,8 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from . import augment as _augment
-from .cache import Entry, ResultCache, check_budget
+from .cache import Entry, ResultCache, check_budget, config_key
+from .checkpoint import for_cache_entry, rng_state, set_rng_state
 from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft_cross_entropy
 from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _autocast,
                     _default_build, _Forward, _images_fingerprint, _make_optimizer, _quiet,
@@ -298,7 +299,8 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
                 seeds: Sequence[int] | None = None, device: str | torch.device | None = None,
                 progress: bool = True, vals: Sequence[tuple[Any, Any]] | None = None,
                 target_samplers: Sequence[Any] | None = None,
-                configs: Sequence[TrainConfig] | None = None) -> StackedResult:
+                configs: Sequence[TrainConfig] | None = None,
+                checkpoint: Any = None) -> StackedResult:
     """Train ``models[k]`` on ``images[indices[k]]`` with ``targets`` (shared [N, C] or [K, N, C]).
 
     Model k follows what ``fit(models[k], images[indices[k]], targets[indices[k]],
@@ -312,7 +314,9 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     ``target_sampler`` does (Peterson's sampled hard labels), from the same generator.
     ``configs`` (one per model) may differ from ``config`` in :data:`PER_MODEL_FIELDS` only:
     model k then follows ``configs[k]`` (its seed, mixing, mixing probability and label
-    smoothing) as ``fit`` would. Returns the trained models (updated in place).
+    smoothing) as ``fit`` would. ``checkpoint`` (a :class:`softlib.checkpoint.Checkpoint`):
+    resume from its saved epoch, save it as epochs end, stop at the halt deadline.
+    Returns the trained models (updated in place).
     """
     k_models = len(models)
     if len(indices) != k_models:
@@ -410,7 +414,31 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
     needs_input_grad = bool(getattr(hooks, "requires_input_grad", False))
     after_step = callable(getattr(hooks, "after_optimizer_step", None))
     epoch_hook = callable(getattr(hooks, "on_epoch_start", None))
-    for epoch in range(int(config.epochs)):
+    first, before = 0, 0.0  # the epoch to start at, and the seconds trained before it
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # resume after the saved epoch, exactly where it stopped
+        stacked.load_state_dict(saved["models"])
+        opt.load_state_dict(saved["optimizer"])
+        for (g_cpu, g_dev), (s_cpu, s_dev) in zip(gens, saved["generators"]):
+            g_cpu.set_state(s_cpu)
+            g_dev.set_state(s_dev)
+        for g, st in zip(gens_targets, saved["target_generators"]):
+            g.set_state(st)
+        set_rng_state(saved["rng"], device)
+        history = saved["history"]
+        diverged = list(saved["diverged"])
+        tracker.load_state(saved["tracker"], device)
+        seen, before, first = saved["seen"], saved["seconds"], int(saved["epoch"])
+
+    def training_state() -> dict[str, Any]:
+        return {"models": stacked.state_dict(), "optimizer": opt.state_dict(),
+                "generators": [(a.get_state(), b.get_state()) for a, b in gens],
+                "target_generators": [g.get_state() for g in gens_targets],
+                "rng": rng_state(device), "history": history, "diverged": diverged,
+                "tracker": tracker.state(), "seen": seen,
+                "seconds": before + time.perf_counter() - t_start}
+
+    for epoch in range(first, int(config.epochs)):
         t0 = time.perf_counter()
         if epoch_hook:
             stacked.epoch_start(epoch)
@@ -511,7 +539,10 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
         history["seconds"].append(time.perf_counter() - t0)
         if all(d is not None or s is not None for d, s in zip(diverged, tracker.stopped)):
             break
-    seconds = time.perf_counter() - t_start
+        if checkpoint is not None:
+            checkpoint.epoch_end(epoch + 1, int(config.epochs), history["seconds"][-1],
+                                 training_state, f"{k_models} stacked {config.arch} models")
+    seconds = before + time.perf_counter() - t_start
     tracker.restore(stacked, diverged)
     trained = stacked.unstack()
     return StackedResult(models=trained, history=history, seconds=seconds,
@@ -548,6 +579,17 @@ class _BestTracker:
                 self.bad[k] += 1
             if self.patience is not None and self.bad[k] >= self.patience:
                 self.stopped[k] = epoch
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the tracker (:meth:`load_state` restores it)."""
+        return {"best_loss": self.best_loss, "best_epoch": self.best_epoch, "bad": self.bad,
+                "stopped": self.stopped, "snapshot": self.snapshot}
+
+    def load_state(self, state: dict[str, Any], device) -> None:
+        self.best_loss, self.best_epoch = list(state["best_loss"]), list(state["best_epoch"])
+        self.bad, self.stopped = list(state["bad"]), list(state["stopped"])
+        snap = state["snapshot"]
+        self.snapshot = None if snap is None else {n: t.to(device) for n, t in snap.items()}
 
     def _save(self, k: int, stacked: StackedModels) -> None:
         p, b = stacked._stacked()
@@ -622,12 +664,17 @@ class _GroupTooLarge(RuntimeError):
 
 
 def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
-                 models: Sequence[torch.nn.Module], device, progress: bool) -> list[Entry]:
-    """Train ``models`` (built for ``jobs``, one configuration) together; store each entry."""
+                 models: Sequence[torch.nn.Module], device, progress: bool,
+                 force: bool = False) -> list[Entry]:
+    """Train ``models`` (built for ``jobs``, one configuration) together; store each entry.
+    The group keeps a checkpoint of its own (keyed by its entries) while it trains."""
     k_models = len(jobs)
     config = jobs[0].config
     check_budget(f"{kind}: {k_models} stacked models")
     dev = resolve_device(device)
+    group_key = config_key("stacked_group", {"entries": [config_key(kind, j.key()) for j in jobs]})
+    ckpt = for_cache_entry(cache.root, kind, group_key, "fit_stacked", dev,
+                           f"{k_models} stacked {kind} models ({config.arch})")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     images = _concat([j.train_data[0] for j in jobs])
@@ -641,7 +688,8 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
         res = fit_stacked(list(models), images, targets, indices, config,
                           device=dev, progress=progress, vals=vals,
                           target_samplers=samplers if any(samplers) else None,
-                          configs=[j.config for j in jobs])
+                          configs=[j.config for j in jobs],
+                          checkpoint=None if force else ckpt)
     except torch.cuda.OutOfMemoryError as e:
         oom = str(e)  # raised below, once this exception (and the frames it holds) is gone
     del images, targets
@@ -674,6 +722,7 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
         cache.misses += 1
         cache.save(kind, job.key(), entry)
         entries.append(entry)
+    ckpt.clear()  # every entry of the group is stored
     return entries
 
 
@@ -684,7 +733,7 @@ def _build(job: TrainJob) -> torch.nn.Module:
 
 def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx: list[int],
                     models: list[torch.nn.Module] | None, device, progress: bool,
-                    done: dict[int, Entry]) -> None:
+                    done: dict[int, Entry], force: bool = False) -> None:
     """Train ``jobs[idx]`` stacked; out of device memory, halve the group and try again (groups
     of one are left to :func:`train_cached`)."""
     if len(idx) < 2:
@@ -693,7 +742,7 @@ def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx
     oom = None
     try:
         done.update(zip(idx, _train_group(cache, kind, [jobs[i] for i in idx], models, device,
-                                          progress)))
+                                          progress, force)))
     except _GroupTooLarge as e:
         oom = (str(e).splitlines() or [""])[0][:120]
     if oom is None:
@@ -707,7 +756,7 @@ def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx
     warnings.warn(f"softlib.train: {len(idx)} stacked models ran out of device memory ({oom}); "
                   f"trying groups of {half} and {len(idx) - half}")
     for part in (idx[:half], idx[half:]):
-        _train_or_split(cache, kind, jobs, part, None, device, progress, done)
+        _train_or_split(cache, kind, jobs, part, None, device, progress, done, force)
 
 
 def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[TrainJob],
@@ -760,7 +809,7 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
                              else max(1, int(max_group_params // max(1, n_params))))
                 for part in np.array_split(np.arange(len(sub)), math.ceil(len(sub) / per_group)):
                     _train_or_split(cache, kind, jobs, [sub[p][0] for p in part],
-                                    [sub[p][1] for p in part], device, progress, done)
+                                    [sub[p][1] for p in part], device, progress, done, force)
     out = []
     for i, job in enumerate(jobs):
         if i in done:

@@ -8,6 +8,7 @@ book sees results while someone running a notebook or the runner sees progress.
 from __future__ import annotations
 
 import os
+import sys
 
 from tqdm.std import tqdm
 
@@ -22,3 +23,9 @@ def progress(iterable=None, **kwargs) -> tqdm:
     kwargs.setdefault("mininterval", 2.0)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
+
+
+def write(message: str) -> None:
+    """A line on stderr that leaves any running bar intact (not silenced by SOFTLIB_QUIET:
+    lines say what happened, bars how far it is)."""
+    tqdm.write(message, file=sys.stderr)

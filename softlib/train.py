@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from . import augment as _augment
-from .cache import Entry, ResultCache
+from .cache import Entry, ResultCache, config_key
+from .checkpoint import for_cache_entry, rng_state, set_rng_state
 from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft_cross_entropy, \
     validate_targets
 
@@ -363,7 +364,7 @@ def _evaluate(model, images_dev: torch.Tensor, batch_size: int, device: torch.de
 def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
         val: tuple[Any, Any] | None = None, device: str | torch.device | None = None,
         target_sampler: Callable[[int, torch.Generator], Any] | None = None,
-        progress: bool = True) -> TrainResult:
+        progress: bool = True, checkpoint: Any = None) -> TrainResult:
     """Train ``model`` in place on uint8 NHWC ``images`` with probability ``targets`` [N, C].
 
     ``val=(images, targets)`` adds per-epoch validation loss and accuracy (against the targets'
@@ -371,6 +372,8 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
     targets for that epoch (called at the start of every epoch, before the batches).
     Seeding: ``config.seed`` drives the global torch RNG (dropout), batch order, augmentation and
     mixing; the same seed and initial weights give the same result on CPU.
+    ``checkpoint`` (a :class:`softlib.checkpoint.Checkpoint`): resume from its saved epoch, save
+    it as epochs end, stop at the halt deadline (:class:`softlib.checkpoint.TrainingHalted`).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit: config must be a TrainConfig, got {type(config).__name__}")
@@ -421,7 +424,30 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
     t_start = time.perf_counter()
     seen = 0
     epoch = -1
-    for epoch in range(int(config.epochs)):
+    first, before = 0, 0.0  # the epoch to start at, and the seconds trained before it
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:  # resume after the saved epoch, exactly where it stopped
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        for g, st in zip((gen_cpu, gen_dev, gen_targets), saved["generators"]):
+            g.set_state(st)
+        set_rng_state(saved["rng"], device)
+        history = saved["history"]
+        best_state = ({k: v.to(device) for k, v in saved["best_state"].items()}
+                      if saved["best_state"] is not None else None)
+        best = (saved["best_loss"], saved["best_epoch"], best_state)
+        bad_epochs, seen, before = saved["bad_epochs"], saved["seen"], saved["seconds"]
+        first = epoch = int(saved["epoch"])
+        epoch -= 1
+
+    def training_state() -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                "generators": [g.get_state() for g in (gen_cpu, gen_dev, gen_targets)],
+                "rng": rng_state(device), "history": history, "best_loss": best[0],
+                "best_epoch": best[1], "best_state": best[2], "bad_epochs": bad_epochs,
+                "seen": seen, "seconds": before + time.perf_counter() - t_start}
+
+    for epoch in range(first, int(config.epochs)):
         t0 = time.perf_counter()
         model.train()
         if callable(on_epoch_start):
@@ -514,9 +540,12 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
                 and bad_epochs >= int(config.early_stopping_patience)):
             stopped = True
             break
+        if checkpoint is not None:
+            checkpoint.epoch_end(epoch + 1, int(config.epochs), history["seconds"][-1],
+                                 training_state, f"{config.arch} (seed {config.seed})")
     if restore_best and best[2] is not None and diverged_at is None:
         model.load_state_dict(best[2])
-    seconds = time.perf_counter() - t_start
+    seconds = before + time.perf_counter() - t_start
     return TrainResult(history=history, epochs_run=epoch + 1, best_epoch=best[1],
                        seconds=seconds, images_per_second=seen / max(seconds, 1e-9),
                        device=str(device), stopped_early=stopped,
@@ -641,14 +670,19 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
     builder = build_model or _default_build
     eval_fps = {name: _images_fingerprint(imgs) for name, imgs in eval_sets.items()}
 
+    ckpt = for_cache_entry(cache.root, kind, config_key(kind, key), "fit",
+                           resolve_device(device), f"{kind} {config.arch} seed {config.seed}")
+
     def compute() -> Entry:
         torch.manual_seed(config.seed)
         model = builder(config)
         result = fit(model, train_data[0], train_data[1], config, val=val, device=device,
-                     target_sampler=target_sampler, progress=progress)
+                     target_sampler=target_sampler, progress=progress,
+                     checkpoint=None if force else ckpt)
         return _trained_entry(model, result, config, eval_sets, eval_fps)
 
     entry = cache.get_or_compute(kind, key, compute, force=force)
+    ckpt.clear()  # its entry is stored (a forced run never resumes an older checkpoint)
     stale = [name for name in eval_sets
              if f"logits_{name}" not in entry.arrays
              or entry.meta.get("eval_fingerprints", {}).get(name) != eval_fps[name]]

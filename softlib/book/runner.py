@@ -1044,7 +1044,8 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
                      device: str = "auto", seed: int = 0,
                      overrides: dict[str, object] | None = None,
                      budget_seconds: float | None = None,
-                     allow_cpu: bool = False, archs: list[str] | None = None) -> dict[str, str]:
+                     allow_cpu: bool = False, archs: list[str] | None = None,
+                     halt_seconds: float | None = None) -> dict[str, str]:
     """Run the training / evaluation work of ``sections`` under ``profile`` into the cache.
 
     The same calls, with the same resolved parameters, as the sections' notebooks
@@ -1052,7 +1053,9 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     Sections run in the order given (:func:`compute_order`: a section whose models another
     reuses goes first). With ``budget_seconds`` no new result is started after that many
     seconds: the run stops between jobs, says which sections are complete, and the next call
-    continues from the cache.
+    continues from the cache. With ``halt_seconds`` a training still running then stops at the
+    end of its last epoch that fits, after writing its checkpoint (:mod:`softlib.checkpoint`),
+    and the next call resumes it there.
     Records the cache entries each section used in the profile's manifest (a section that was
     all cache hits, with the same parameters and entries as its record, keeps the record and
     so where it was computed). ``archs``: sections 3-4 fine-tune and attack only these
@@ -1063,8 +1066,15 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     from . import bundle
     from . import sections as S
     from ..cache import ResultCache, set_deadline
+    from ..checkpoint import checkpoint_seconds, set_halt
     from ..train import resolve_device
 
+    if halt_seconds is not None and budget_seconds is not None and halt_seconds < budget_seconds:
+        raise BookError(f"--halt-seconds ({halt_seconds:g}) must not come before "
+                        f"--budget-seconds ({budget_seconds:g})")
+    if halt_seconds is not None and checkpoint_seconds() <= 0:
+        raise BookError("--halt-seconds needs checkpoints, which SOFTLIB_CHECKPOINT_SECONDS=0 "
+                        "turns off")
     prof = profiles.get_profile(profile)
     names = sections or list(S.DEFAULT_SECTIONS)
     bad = [s for s in names if s not in SECTIONS]
@@ -1083,10 +1093,13 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     os.environ.setdefault("SOFTLIB_COMMIT", _commit())
     print(f"compute: profile {profile} | device {dev} | data root {root} | cache "
           f"{ResultCache().root}" + (f" | budget {budget_seconds:g} s" if budget_seconds is not None
-                                     else ""), flush=True)
+                                     else "")
+          + (f" | halt {halt_seconds:g} s" if halt_seconds is not None else ""), flush=True)
     state: dict[str, str] = {s: "not started" for s in names}
     stopped: str | None = None
+    halted = False
     set_deadline(budget_seconds)
+    set_halt(halt_seconds)
     try:
         for i, section in enumerate(names, 1):
             head = f"[{i}/{len(names)}] {section}"
@@ -1100,6 +1113,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
             r = _compute_one(profile, section, params, own, dev, seed, root, head, archs=archs)
             if r["stopped"] is not None:
                 stopped = str(r["stopped"])
+                halted = type(r["stopped"]).__name__ == "TrainingHalted"
             wall = r["seconds"]
             if r["error"] is not None:
                 state[section] = "failed"
@@ -1114,21 +1128,27 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
                 continue
             if not r["complete"]:
                 state[section] = "stopped"
-                print(f"{head}: STOPPED after {wall:.0f} s: the compute budget is spent "
-                      f"(trained {r['trained']}, cache hits {r['hits']})", flush=True)
+                why = (f"halted ({stopped}); " if halted else "the compute budget is spent ")
+                print(f"{head}: STOPPED after {wall:.0f} s: {why}(trained {r['trained']}, cache "
+                      f"hits {r['hits']})", flush=True)
                 break
             state[section] = "complete"
             print(f"{head}: complete in {wall:.0f} s (trained {r['trained']}, cache hits "
                   f"{r['hits']}, {r['entries']} cache entries)", flush=True)
     finally:
         set_deadline(None)
+        set_halt(None)
     done = [s for s, v in state.items() if v == "complete"]
     todo = [s for s, v in state.items() if v in ("stopped", "not started", "partial")]
     print(f"manifest: {bundle.manifest_path(profile)}")
     if stopped is not None:
-        print(f"compute budget spent ({budget_seconds or 0:g} s): no new job was started after it. "
-              f"Complete: {', '.join(done) or 'none'}. Not complete: {', '.join(todo)}. Run the "
-              "same command again to continue from the cache.", flush=True)
+        what = (f"halted at {halt_seconds:g} s: the training in progress keeps a checkpoint of "
+                "its last epoch" if halted else
+                f"compute budget spent ({budget_seconds or 0:g} s): no new job was started "
+                "after it")
+        print(f"{what}. Complete: {', '.join(done) or 'none'}. Not complete: "
+              f"{', '.join(todo)}. Run the same command again to continue from the cache.",
+              flush=True)
     elif todo:
         print(f"Complete: {', '.join(done) or 'none'}. Done for architecture(s) "
               f"{', '.join(archs or [])} only: {', '.join(todo)}", flush=True)
@@ -1256,6 +1276,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-seconds", type=float, default=None,
                    help="start no new training or evaluation job once this many seconds have "
                         "passed since the command started (loading data counts)")
+    p.add_argument("--halt-seconds", type=float, default=None,
+                   help="(local backend) stop a training still running this many seconds "
+                        "after the start at the end of its last epoch that fits, keeping a "
+                        "checkpoint the next call resumes from (a machine whose time ends "
+                        "then loses nothing it trained)")
     p.add_argument("--device", default="auto")
     p.add_argument("--allow-cpu", action="store_true",
                    help="run a profile that requires a GPU on the CPU anyway")
@@ -1324,6 +1349,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         archs = ([a.strip() for a in args.archs.split(",") if a.strip()]
                  if getattr(args, "archs", None) is not None else None)
+        if args.cmd == "compute" and args.backend == "ray" and args.halt_seconds is not None:
+            raise BookError("--halt-seconds runs on the local backend only")
         if args.cmd == "compute" and args.backend == "ray" and archs is not None:
             raise BookError("--archs runs on the local backend only (a cluster holds every "
                             "architecture's weights in its shared cache: compute them all)")
@@ -1340,7 +1367,7 @@ def main(argv: list[str] | None = None) -> int:
                              data_root=args.data_root, device=args.device, seed=args.seed,
                              overrides=_parse_overrides(args.param),
                              budget_seconds=args.budget_seconds, allow_cpu=args.allow_cpu,
-                             archs=archs)
+                             archs=archs, halt_seconds=args.halt_seconds)
             return 0
         if args.cmd == "export":
             from .bundle import export_bundle

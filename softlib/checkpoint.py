@@ -1,0 +1,152 @@
+"""Epoch checkpoints: an interrupted training resumes where it stopped, not from epoch 0.
+
+A cached training (:func:`softlib.train.train_cached`, a stacked group of
+:func:`softlib.multimodel.train_cached_many`) keeps, beside the cache, the state it needs to go
+on after its last finished epoch: weights, optimizer, every random generator, history,
+validation and early-stopping state. It is written at most every ``SOFTLIB_CHECKPOINT_SECONDS``
+(default 60 s; ``0`` disables checkpoints), atomically, and deleted once the trained entry is
+stored. A run killed or interrupted (a lent GPU's command limit, a preempted node, Ctrl-C)
+resumes from it the next time the same job runs, with the same result as an uninterrupted run
+on the same device (random draws included).
+
+A *halt* deadline (:func:`set_halt`; ``compute --halt-seconds``) stops a training at the end of
+the last epoch that fits before it, after writing its checkpoint, by raising
+:class:`TrainingHalted`: a compute budget says when no new job may start, the halt when the
+jobs running must stop. A long group started just before the budget then costs nothing when
+the machine's time runs out.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from ._io import atomic_path
+from .cache import BudgetExhausted
+
+#: bumped when the saved state's layout changes: older checkpoints are then ignored
+CHECKPOINT_FORMAT = 1
+
+_halt: float | None = None
+
+
+class TrainingHalted(BudgetExhausted):
+    """A training stopped at the halt deadline (:func:`set_halt`) after saving its checkpoint."""
+
+
+def set_halt(seconds_from_now: float | None) -> None:
+    """Stop trainings that would still be running this many seconds from now (``None``: never)
+    at the end of their last epoch that fits, checkpointed (see :class:`TrainingHalted`)."""
+    global _halt
+    _halt = None if seconds_from_now is None else time.monotonic() + float(seconds_from_now)
+
+
+def halt_due(next_epoch_seconds: float) -> bool:
+    """Whether another epoch lasting ``next_epoch_seconds`` would end past the halt deadline."""
+    return _halt is not None and time.monotonic() + float(next_epoch_seconds) >= _halt
+
+
+def checkpoint_seconds() -> float:
+    """Seconds between two checkpoint writes (``SOFTLIB_CHECKPOINT_SECONDS``, default 60;
+    0 or less: no checkpoints)."""
+    raw = os.environ.get("SOFTLIB_CHECKPOINT_SECONDS", "60")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"SOFTLIB_CHECKPOINT_SECONDS must be a number of seconds, got {raw!r}")
+
+
+class Checkpoint:
+    """One training's checkpoint file. ``identity`` (JSON-able: what is trained, on which kind
+    of device) must match for a saved state to be resumed; anything else found there is set
+    aside with a warning and training starts over."""
+
+    def __init__(self, path: str | os.PathLike, identity: dict[str, Any],
+                 every_seconds: float | None = None, label: str = "a training"):
+        self.path = Path(path)
+        self.identity = {"format": CHECKPOINT_FORMAT, **identity}
+        self.label = label  # for messages
+        self.every_seconds = checkpoint_seconds() if every_seconds is None else float(every_seconds)
+        self._last_save = time.monotonic()
+        #: the epoch the last :meth:`load` resumed from (0: none)
+        self.resumed_epoch = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_seconds > 0
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state (tensors on the CPU) when it belongs to this training, else None."""
+        self._last_save = time.monotonic()
+        if not self.enabled or not self.path.exists():
+            return None
+        import torch
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # unreadable (e.g. a disk filled mid-write elsewhere)
+            warnings.warn(f"softlib.checkpoint: could not read {self.path} ({exc}); "
+                          "training starts over")
+            return None
+        if not isinstance(state, dict) or state.get("identity") != self.identity:
+            warnings.warn(f"softlib.checkpoint: {self.path} belongs to another training; "
+                          "training starts over")
+            return None
+        self.resumed_epoch = int(state["epoch"])
+        from .progress import write
+        write(f"softlib: resuming {self.label} from its "
+                   f"checkpoint after epoch {self.resumed_epoch} ({self.path})")
+        return state
+
+    def epoch_end(self, epoch: int, epochs: int, epoch_seconds: float,
+                  state: Callable[[], dict[str, Any]], what: str) -> None:
+        """After ``epoch`` (1-based) of ``epochs``: write the checkpoint when one is due, and
+        at the halt deadline write it and raise :class:`TrainingHalted`. ``state()`` builds
+        the state to save (only when saving)."""
+        if not self.enabled or epoch >= epochs:
+            return
+        halting = halt_due(epoch_seconds)
+        if halting or time.monotonic() - self._last_save >= self.every_seconds:
+            self.save(epoch, state())
+        if halting:
+            raise TrainingHalted(f"halt deadline: {what} stopped after epoch {epoch}/{epochs}; "
+                                 f"its checkpoint resumes it on the next run "
+                                 f"({self.path.name})")
+
+    def save(self, epoch: int, state: dict[str, Any]) -> None:
+        import torch
+        with atomic_path(self.path, suffix=".pt") as tmp:
+            torch.save({"identity": self.identity, "epoch": int(epoch), **state}, tmp)
+        self._last_save = time.monotonic()
+
+    def clear(self) -> None:
+        """Delete the checkpoint (its training's entry is stored)."""
+        self.path.unlink(missing_ok=True)
+
+
+def rng_state(device) -> dict[str, Any]:
+    """torch's global random state (CPU, and the CUDA device's when training there): dropout
+    draws from it."""
+    import torch
+    out = {"cpu": torch.get_rng_state()}
+    if getattr(device, "type", str(device)) == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def set_rng_state(saved: dict[str, Any], device) -> None:
+    import torch
+    torch.set_rng_state(saved["cpu"])
+    if "cuda" in saved:
+        torch.cuda.set_rng_state(saved["cuda"], device)
+
+
+def for_cache_entry(cache_root: Path, kind: str, key: str, trainer: str, device,
+                    label: str) -> Checkpoint:
+    """The checkpoint of the training (``trainer``: 'fit' or 'fit_stacked') that will store
+    entry ``kind/key`` (a stacked group: ``key`` a hash of its entries' keys), under
+    ``<cache>/.checkpoints/``. ``label`` names the training in messages."""
+    return Checkpoint(Path(cache_root) / ".checkpoints" / kind / f"{key}.pt",
+                      {"trainer": trainer, "kind": kind, "key": key,
+                       "device": getattr(device, "type", str(device))}, label=label)
