@@ -8,8 +8,10 @@
 #       one resumable slice of the `gpu` profile's SECTIONS (comma-separated, computed in
 #       that order, section 3 before 4): the committed
 #       bundles results/gpu/*.tar.gz are imported first, so it continues where they stop; then
-#       `compute --budget-seconds` (no job starts after the budget; a hard stop at BUDGET + 150 s,
-#       or at the command's 570 s if that comes first, keeps time for the export) and a bundle
+#       `compute --budget-seconds` (no job starts after the budget; a training still running
+#       at BUDGET + 120 s, or 30 s before the command's 570 s less the export if that comes
+#       first, stops at an epoch end with a checkpoint, `--halt-seconds`, which the next call
+#       on this warm machine resumes; `timeout` 30 s later is the backstop) and a bundle
 #       of what the slice added to those sections (`export --builds-on results/gpu`),
 #       $OUT/<SECTIONS>-<UTC time>.tar.gz (over 4 MiB: a chain of parts, <name>-part1of3.tar.gz
 #       ..., each building on the ones before), to commit beside the others under results/gpu/
@@ -25,9 +27,10 @@
 #       on a GPU with the same engine fingerprint and torch: commit each session's
 #       cuda_checks.json there; SKIP_CHECKS=1 skips them anyway, SKIP_CHECKS=0 runs them
 #       anyway), a slice (as above,
-#       but a job started before the budget may run until the command's end less the export:
-#       pick a budget that leaves room for the last group), then as many of the measurements as
-#       fit the rest of one 600 s command:
+#       but a training started before the budget may run until the command's end less the
+#       export, where it halts with a checkpoint: only a session's last call loses its
+#       unfinished group), then as many of the measurements as fit the rest of one 600 s
+#       command:
 #       the engine eager and with CUDA graphs over successive groups of new models
 #       (graph_reuse.py) for the fold grid and Laing's groups (21 runs); the benchmark and
 #       stacked_profile.py are left out (recorded already)
@@ -120,14 +123,19 @@ if [ "$do_slice" = 1 ]; then
   hard=$((budget + 150))  # a job started just before the budget ends may run on; then a hard stop
   left=$((command_seconds - (SECONDS - start) - 40))  # ... that leaves time for the export
   # in a session the slice comes before the profiles: a group started just before the budget
-  # (ResNet-110's 10 folds: ~3 min) may use the command's time rather than be killed and lost
+  # (ResNet-110's 10 folds: ~3 min) may use the command's time rather than stop early
   if [ "$mode" = session ] || [ "$left" -lt "$hard" ]; then hard=$left; fi
+  # 30 s before the hard stop, trainings still running stop at an epoch end and keep a
+  # checkpoint (.cache/device/results/.checkpoints) that the next call on this warm machine
+  # resumes, rather than being killed and lost
+  halt=$((hard - 30))
+  [ "$halt" -lt "$budget" ] && budget=$halt
   if [ "$hard" -lt 60 ]; then
     echo "no time left in this command for a slice (${hard}s)" | tee -a "$out/log.txt"
   else
     # the log keeps the jobs' progress, not every epoch's bar
     timeout "$hard" python3 -m softlib.book compute --profile "$profile" --sections "$sections" \
-      --budget-seconds "$budget" ${ARCHS:+--archs "$ARCHS"} 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
+      --budget-seconds "$budget" --halt-seconds "$halt" ${ARCHS:+--archs "$ARCHS"} 2>&1 | tr '\r' '\n' | sed -e 's/\x1b\[A//g' \
       | grep --line-buffered -v -E 'it/s\]|s/it\]|^[[:space:]]*$' | tee -a "$out/log.txt"
     # only what this slice added: the bundle builds on the committed ones, named by its UTC time
     bundle="$out/${sections//,/-}-$(date -u +%Y%m%dT%H%M).tar.gz"
