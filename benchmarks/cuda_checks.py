@@ -15,13 +15,16 @@ CI has no GPU, so these run on a lent CUDA machine next to ``python -m softlib.b
    (float64, to float32's tolerance where the models compute in float32);
 6. the same models stacked under bf16 autocast with Laing's augmentation and per-model mixing,
    as the ``gpu`` profile's slices train them: finite losses, each model's last-epoch train loss
-   within 5% of its own trained alone.
+   within 5% of its own trained alone;
+7. a stacked group halted after every epoch and resumed from its checkpoint each time (fresh
+   models, as a new process builds them) ends as the uninterrupted group (float64, MC dropout:
+   the CUDA generators' states, global and per model, are restored).
 
 Prints one line per check and writes the numbers as JSON (after every check), with the engine
 fingerprint the checks vouch for. Exit status 1 if a check fails. ``--passed-before DIR`` runs
 nothing and says whether a record under DIR already shows them all passing on a GPU for this
 engine and torch (``device_run.sh session`` then skips them). ``--checks eager`` runs (or looks
-for) checks 1, 2, 5 and 6 only: what the ``gpu`` profile's slices run, which never compile.
+for) checks 1, 2, 5, 6 and 7 only: what the ``gpu`` profile's slices run, which never compile.
 """
 from __future__ import annotations
 
@@ -236,6 +239,47 @@ def hook_models_bf16_train_like_alone(device: str, k: int = 3, n: int = 2000,
     return out
 
 
+def resume_after_halt_exact_in_float64(device: str, k: int = 2, n: int = 256,
+                                       epochs: int = 3) -> dict:
+    """A stacked group of MC-dropout ResNet-20s (dropout draws from the device's global
+    generator; Laing's augmentation and each model's mixing from per-model ones) halted after
+    every epoch and resumed from its checkpoint by fresh models ends with the weights and
+    losses of the same group trained without a break."""
+    import tempfile
+
+    from softlib.checkpoint import Checkpoint, TrainingHalted, set_halt
+    x, t, source = _data(n)
+    cfg = TrainConfig(arch="resnet20_dropout", optimizer="sgd", lr=0.05, momentum=0.9,
+                      batch_size=64, epochs=epochs, augment="laing", amp=False,
+                      channels_last=False, mix_alpha=0.3)
+    configs = [cfg.replace(seed=i, **_PER_MODEL[i % len(_PER_MODEL)]) for i in range(k)]
+    kw = dict(device=device, progress=False, configs=configs)
+    _use_float64(True)
+    try:
+        want = fit_stacked(_seeded_models(cfg.arch, k, double=True), x, t, [np.arange(n)] * k,
+                           cfg, **kw)
+        halts = 0
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = Checkpoint(Path(d) / "group.pt", {"check": "resume"}, every_seconds=3600)
+            set_halt(0)
+            while True:
+                try:
+                    got = fit_stacked(_seeded_models(cfg.arch, k, double=True), x, t,
+                                      [np.arange(n)] * k, cfg, checkpoint=ckpt, **kw)
+                    break
+                except TrainingHalted:
+                    halts += 1
+    finally:
+        set_halt(None)
+        _use_float64(False)
+    worst = max(_max_abs_diff(a, b) for a, b in zip(got.models, want.models))
+    loss = float(np.abs(np.asarray(got.history["train_loss"])
+                        - np.asarray(want.history["train_loss"])).max())
+    return {"k": k, "n": n, "epochs": epochs, "images": source, "halts": halts,
+            "max_abs_diff": worst, "train_loss_max_abs_diff": loss,
+            "ok": bool(halts == epochs - 1 and worst < 1e-9 and loss < 1e-9)}
+
+
 def _bf16_case(n: int, k: int, epochs: int):
     """Images (n to train on, 2,000 held out), their source, an Adam ResNet-20 config under
     bf16 autocast and k seeded initialisations: the setting of the bf16 checks."""
@@ -303,6 +347,8 @@ CHECKS = {
     "hook_models_stacked_exact_float64": lambda dev, **kw: hook_models_exact_in_float64(dev, **kw),
     "hook_models_stacked_bf16_trains_like_alone":
         lambda dev, **kw: hook_models_bf16_train_like_alone(dev, **kw),
+    "stacked_resume_after_halt_exact_float64":
+        lambda dev, **kw: resume_after_halt_exact_in_float64(dev, **kw),
 }
 #: named sets of checks (``--checks``): ``eager`` vouches for what the ``gpu`` profile's slices
 #: run (stacked and alone, eagerly), without the CUDA-graph checks, whose compiling takes most
@@ -310,13 +356,15 @@ CHECKS = {
 CHECK_SETS = {
     "all": tuple(CHECKS),
     "eager": ("fit_stacked_exact_float64", "fit_stacked_bf16_trains_like_fit",
-              "hook_models_stacked_exact_float64", "hook_models_stacked_bf16_trains_like_alone"),
+              "hook_models_stacked_exact_float64", "hook_models_stacked_bf16_trains_like_alone",
+              "stacked_resume_after_halt_exact_float64"),
 }
 
 ROOT = Path(__file__).resolve().parents[1]
 #: what the checks vouch for: the training engine, the models, and the checks themselves
 ENGINE_FILES = ("softlib/train.py", "softlib/multimodel.py", "softlib/augment.py",
-                "softlib/losses.py", "softlib/models/*.py", "benchmarks/cuda_checks.py")
+                "softlib/losses.py", "softlib/checkpoint.py", "softlib/models/*.py",
+                "benchmarks/cuda_checks.py")
 
 
 def engine_fingerprint(root: Path = ROOT) -> str:

@@ -134,7 +134,8 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
     for name, ok in (("exact_in_float64", True), ("bf16_trains_like_alone", False),
                      ("graphs_equal_eager_in_float64", True),
                      ("hook_models_exact_in_float64", True),
-                     ("hook_models_bf16_train_like_alone", True)):
+                     ("hook_models_bf16_train_like_alone", True),
+                     ("resume_after_halt_exact_in_float64", True)):
         monkeypatch.setattr(mod, name, lambda dev, ok=ok, **kw: {"ok": ok, **kw})
     saved = []
     real_save = mod.save_json
@@ -142,18 +143,19 @@ def test_cuda_checks_save_after_every_check(tmp_path, monkeypatch):
                                                              real_save(path, obj)))
     out = tmp_path / "c.json"
     assert mod.main(["--device", "cpu", "--json", str(out)]) == 1
-    assert [len(s) for s in saved] == [1, 2, 3, 4, 5, 6]
+    assert [len(s) for s in saved] == [1, 2, 3, 4, 5, 6, 7]
     rec = json.loads(out.read_text())
     assert rec["engine"] == mod.engine_fingerprint() and rec["n"] is None
     checks = rec["checks"]  # the JSON's keys are sorted; the run order is mod.CHECKS'
-    assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False, True, True]
+    assert [checks[name]["ok"] for name in mod.CHECKS] == [True, False, True, False, True, True,
+                                                           True]
     assert checks["fit_stacked_cuda_graphs_bf16_trains_like_fit"]["compile"] == "reduce-overhead"
     # --checks eager: the eager path the gpu slices run, without the CUDA-graph checks
     saved.clear()
     assert mod.main(["--device", "cpu", "--checks", "eager", "--json", str(out)]) == 1
     rec = json.loads(out.read_text())
     assert rec["check_set"] == "eager" and set(rec["checks"]) == set(mod.CHECK_SETS["eager"])
-    assert not any("graphs" in name for name in rec["checks"]) and len(saved) == 4
+    assert not any("graphs" in name for name in rec["checks"]) and len(saved) == 5
 
 
 def _small_hook_model_checks(tmp_path, monkeypatch, n_images: int):
@@ -222,6 +224,25 @@ def test_cuda_check_of_per_model_mixing_runs_and_can_fail(tmp_path, monkeypatch)
     real_mix = MM.maybe_mix
     monkeypatch.setattr(MM, "maybe_mix", lambda x, t, kind, *a: real_mix(x, t, "none", *a))
     bad = mod.exact_in_float64("cpu", k=3, n=64, epochs=2)
+    assert not bad["ok"] and bad["max_abs_diff"] > 1e-6
+
+
+def test_cuda_check_of_resuming_a_halted_group_runs_and_can_fail(tmp_path, monkeypatch):
+    """A stacked MC-dropout group halted after every epoch and resumed (small ResNets here)
+    ends as the uninterrupted group on the CPU; the check fails when the resume loses the
+    global generator's state (dropout's draws)."""
+    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
+    monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
+    real_build = mod.build
+    monkeypatch.setattr(mod, "build", lambda arch: real_build(arch, depth=8, width=4))
+    r = mod.resume_after_halt_exact_in_float64("cpu", k=2, n=64, epochs=3)
+    assert r["ok"] and r["halts"] == 2 and r["max_abs_diff"] == 0.0, r
+    import softlib.multimodel as MM
+    monkeypatch.setattr(MM, "set_rng_state", lambda saved, device: None)
+    bad = mod.resume_after_halt_exact_in_float64("cpu", k=2, n=64, epochs=3)
     assert not bad["ok"] and bad["max_abs_diff"] > 1e-6
 
 
