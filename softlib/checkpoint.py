@@ -142,11 +142,11 @@ def set_rng_state(saved: dict[str, Any], device) -> None:
         torch.cuda.set_rng_state(saved["cuda"], device)
 
 
-def for_cache_entry(cache_root: Path, kind: str, key: str, trainer: str, device,
+def for_cache_entry(root: str | os.PathLike, kind: str, key: str, trainer: str, device,
                     label: str) -> Checkpoint:
-    """The checkpoint of the training (``trainer``: 'fit' or 'fit_stacked') that will store
-    entry ``kind/key`` (a stacked group: ``key`` a hash of its entries' keys), under
-    ``<cache>/.checkpoints/``. ``label`` names the training in messages."""
-    return Checkpoint(Path(cache_root) / ".checkpoints" / kind / f"{key}.pt",
+    """The checkpoint, under ``root`` (a cache's ``.checkpoints`` folder), of the training
+    (``trainer``: 'fit' or 'fit_stacked') that will store entry ``kind/key`` (a stacked group:
+    ``key`` a hash of its entries' keys). ``label`` names the training in messages."""
+    return Checkpoint(Path(root) / kind / f"{key}.pt",
                       {"trainer": trainer, "kind": kind, "key": key,
                        "device": getattr(device, "type", str(device))}, label=label)

@@ -665,7 +665,7 @@ class _GroupTooLarge(RuntimeError):
 
 def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
                  models: Sequence[torch.nn.Module], device, progress: bool,
-                 force: bool = False) -> list[Entry]:
+                 force: bool = False, checkpoints: Any = None) -> list[Entry]:
     """Train ``models`` (built for ``jobs``, one configuration) together; store each entry.
     The group keeps a checkpoint of its own (keyed by its entries) while it trains."""
     k_models = len(jobs)
@@ -673,7 +673,8 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     check_budget(f"{kind}: {k_models} stacked models")
     dev = resolve_device(device)
     group_key = config_key("stacked_group", {"entries": [config_key(kind, j.key()) for j in jobs]})
-    ckpt = for_cache_entry(cache.root, kind, group_key, "fit_stacked", dev,
+    ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind, group_key,
+                           "fit_stacked", dev,
                            f"{k_models} stacked {kind} models ({config.arch})")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -733,7 +734,8 @@ def _build(job: TrainJob) -> torch.nn.Module:
 
 def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx: list[int],
                     models: list[torch.nn.Module] | None, device, progress: bool,
-                    done: dict[int, Entry], force: bool = False) -> None:
+                    done: dict[int, Entry], force: bool = False,
+                    checkpoints: Any = None) -> None:
     """Train ``jobs[idx]`` stacked; out of device memory, halve the group and try again (groups
     of one are left to :func:`train_cached`)."""
     if len(idx) < 2:
@@ -742,7 +744,7 @@ def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx
     oom = None
     try:
         done.update(zip(idx, _train_group(cache, kind, [jobs[i] for i in idx], models, device,
-                                          progress, force)))
+                                          progress, force, checkpoints)))
     except _GroupTooLarge as e:
         oom = (str(e).splitlines() or [""])[0][:120]
     if oom is None:
@@ -756,13 +758,15 @@ def _train_or_split(cache: ResultCache, kind: str, jobs: Sequence[TrainJob], idx
     warnings.warn(f"softlib.train: {len(idx)} stacked models ran out of device memory ({oom}); "
                   f"trying groups of {half} and {len(idx) - half}")
     for part in (idx[:half], idx[half:]):
-        _train_or_split(cache, kind, jobs, part, None, device, progress, done, force)
+        _train_or_split(cache, kind, jobs, part, None, device, progress, done, force,
+                        checkpoints)
 
 
 def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[TrainJob],
                       device: str | torch.device | None = None, progress: bool = True,
                       stack: Any = "auto", force: bool = False,
-                      max_group_params: float | None = None) -> list[Entry]:
+                      max_group_params: float | None = None,
+                      checkpoints: Any = None) -> list[Entry]:
     """:func:`train_cached` for each job (same keys, same entries), training the cache misses
     that share a configuration together with :func:`softlib.multimodel.fit_stacked`.
 
@@ -778,8 +782,9 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
     group's time divided by K. ``stack``: 'auto' stacks on CUDA only, True always, False never.
     A group whose models have more than ``max_group_params`` parameters in all is split into
     near-equal groups under it (None: no limit); a group that runs out of device memory is
-    halved and retried. Each group first calls :func:`softlib.cache.check_budget`. Returns the
-    entries in job order.
+    halved and retried. Each group first calls :func:`softlib.cache.check_budget`, and keeps an
+    epoch checkpoint under ``checkpoints`` while it trains (as :func:`train_cached`). Returns
+    the entries in job order.
     """
     cache = cache if cache is not None else ResultCache()
     jobs = [j if isinstance(j, TrainJob) else TrainJob(**j) for j in jobs]
@@ -809,7 +814,8 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
                              else max(1, int(max_group_params // max(1, n_params))))
                 for part in np.array_split(np.arange(len(sub)), math.ceil(len(sub) / per_group)):
                     _train_or_split(cache, kind, jobs, [sub[p][0] for p in part],
-                                    [sub[p][1] for p in part], device, progress, done, force)
+                                    [sub[p][1] for p in part], device, progress, done, force,
+                                    checkpoints)
     out = []
     for i, job in enumerate(jobs):
         if i in done:
@@ -818,5 +824,5 @@ def train_cached_many(cache: ResultCache | None, kind: str, jobs: Sequence[Train
         out.append(train_cached(cache, kind, job.config, job.data_fingerprint, job.build_model,
                                 job.train_data, job.eval_sets, val=job.val,
                                 target_sampler=job.target_sampler, device=device,
-                                progress=progress, force=force))
+                                progress=progress, force=force, checkpoints=checkpoints))
     return out

@@ -654,7 +654,7 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
                  train_data: tuple[Any, Any], eval_sets: Mapping[str, Any] | None = None,
                  val: tuple[Any, Any] | None = None, target_sampler: Callable | None = None,
                  device: str | torch.device | None = None, progress: bool = True,
-                 force: bool = False) -> Entry:
+                 force: bool = False, checkpoints: Any = None) -> Entry:
     """Train (or load) one model; store weights, logits on every eval set, history and timing.
 
     The cache key is ``config.to_dict()`` plus ``data_fingerprint``, which must identify the
@@ -663,6 +663,8 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
     untrained model after ``torch.manual_seed(config.seed)`` (default: ``softlib.models.build``).
     Logits are ``entry.arrays['logits_<name>']``. On a hit nothing is trained; an eval set that
     is new (or whose images changed) is predicted from the stored weights and added to the entry.
+    While it trains it keeps an epoch checkpoint (:mod:`softlib.checkpoint`) under
+    ``checkpoints`` (default ``<cache root>/.checkpoints``), from which an interrupted run resumes.
     """
     cache = cache if cache is not None else ResultCache()
     eval_sets = dict(eval_sets or {})
@@ -670,8 +672,9 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
     builder = build_model or _default_build
     eval_fps = {name: _images_fingerprint(imgs) for name, imgs in eval_sets.items()}
 
-    ckpt = for_cache_entry(cache.root, kind, config_key(kind, key), "fit",
-                           resolve_device(device), f"{kind} {config.arch} seed {config.seed}")
+    ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind,
+                           config_key(kind, key), "fit", resolve_device(device),
+                           f"{kind} {config.arch} seed {config.seed}")
 
     def compute() -> Entry:
         torch.manual_seed(config.seed)

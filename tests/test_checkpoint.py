@@ -287,3 +287,33 @@ def test_compute_checks_the_halt_against_the_budget(tmp_path, monkeypatch, capsy
     assert runner.main(["compute", "--profile", "smoke", "--backend", "ray",
                         "--halt-seconds", "30"]) == 2
     assert "local backend only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_a_retried_remote_task_resumes_from_the_nodes_checkpoint(stacked, tmp_path, monkeypatch):
+    """The bodies of compute --backend ray's tasks train in a throw-away cache, but keep their
+    checkpoints in the node's cache ($SOFTLIB_CACHE/.checkpoints): a task retried on the node
+    after its worker stopped resumes there."""
+    from softlib.book.plan import train_group_entries, train_job_entry
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path))
+    x, t = data(n=64)
+    jobs = [_job(i, x, t) for i in range(3 if stacked else 1)]
+    bare = [TrainJob(j.config, j.data_fingerprint, j.train_data, None, j.build_model)
+            for j in jobs]
+
+    def task():
+        if stacked:
+            return train_group_entries("k", bare, [["test"]] * 3, [[0]] * 3, True, x[:16])
+        return [train_job_entry(bare[0], ["test"], x[:16])]
+
+    want = task()
+    set_halt(0)
+    with pytest.raises(TrainingHalted):
+        task()
+    assert len(list((tmp_path / ".checkpoints").glob("*/*.pt"))) == 1
+    set_halt(None)
+    got = task()
+    assert not list((tmp_path / ".checkpoints").glob("*/*.pt"))
+    for a, b in zip(got, want):
+        for name in a.state_dict:
+            assert torch.equal(a.state_dict[name], b.state_dict[name]), name

@@ -90,9 +90,11 @@ class Job:
 
 def train_job_entry(job, names: Sequence[str], *arrays: np.ndarray, device: Any = None) -> Entry:
     """What :func:`softlib.train.train_cached` stores for ``job`` (its eval sets ``names`` given
-    as ``arrays``), computed without a cache: the body of a remote training task."""
+    as ``arrays``), computed without a cache: the body of a remote training task (its epoch
+    checkpoints in this node's cache, so a retried task resumes on the same node)."""
     import tempfile
 
+    from ..paths import cache_root
     from ..train import TrainJob, train_cached
     full = TrainJob(job.config, job.data_fingerprint, job.train_data,
                     dict(zip(names, arrays)), job.build_model, job.val, job.target_sampler,
@@ -100,7 +102,8 @@ def train_job_entry(job, names: Sequence[str], *arrays: np.ndarray, device: Any 
     with tempfile.TemporaryDirectory(prefix="softlib-job-") as d:
         return train_cached(ResultCache(d), "job", full.config, full.data_fingerprint,
                             full.build_model, full.train_data, full.eval_sets, val=full.val,
-                            target_sampler=full.target_sampler, device=device, progress=False)
+                            target_sampler=full.target_sampler, device=device, progress=False,
+                            checkpoints=cache_root() / ".checkpoints")
 
 
 def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence[str]],
@@ -108,17 +111,20 @@ def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence
                         device: Any = None) -> list[Entry]:
     """What :func:`softlib.multimodel.train_cached_many` stores for ``jobs`` (job ``i``'s eval
     sets ``names[i]`` are ``arrays[layout[i][j]]``), computed without a cache: the body of a
-    remote task that trains a group of same-configuration models together."""
+    remote task that trains a group of same-configuration models together (checkpointed as
+    :func:`train_job_entry`)."""
     import tempfile
 
     from ..multimodel import train_cached_many
+    from ..paths import cache_root
     from ..train import TrainJob
     full = [TrainJob(j.config, j.data_fingerprint, j.train_data,
                      {n: arrays[i] for n, i in zip(ns, idx)}, j.build_model, j.val,
                      j.target_sampler, j.val_optional)
             for j, ns, idx in zip(jobs, names, layout)]
     with tempfile.TemporaryDirectory(prefix="softlib-group-") as d:
-        return train_cached_many(ResultCache(d), kind, full, device, progress=False, stack=stack)
+        return train_cached_many(ResultCache(d), kind, full, device, progress=False, stack=stack,
+                                 checkpoints=cache_root() / ".checkpoints")
 
 
 def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any], label: str,
