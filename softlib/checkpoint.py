@@ -100,7 +100,7 @@ class Checkpoint:
         return state
 
     def epoch_end(self, epoch: int, epochs: int, epoch_seconds: float,
-                  state: Callable[[], dict[str, Any]], what: str) -> None:
+                  state: Callable[[], dict[str, Any]]) -> None:
         """After ``epoch`` (1-based) of ``epochs``: write the checkpoint when one is due, and
         at the halt deadline write it and raise :class:`TrainingHalted`. ``state()`` builds
         the state to save (only when saving)."""
@@ -110,9 +110,9 @@ class Checkpoint:
         if halting or time.monotonic() - self._last_save >= self.every_seconds:
             self.save(epoch, state())
         if halting:
-            raise TrainingHalted(f"halt deadline: {what} stopped after epoch {epoch}/{epochs}; "
-                                 f"its checkpoint resumes it on the next run "
-                                 f"({self.path.name})")
+            raise TrainingHalted(f"{self.label} stopped after epoch {epoch}/{epochs} at the "
+                                 f"halt deadline; its checkpoint ({self.path.name}) resumes it "
+                                 "on the next run")
 
     def save(self, epoch: int, state: dict[str, Any]) -> None:
         import torch

@@ -541,7 +541,7 @@ def fit_stacked(models: Sequence[nn.Module], images: Any, targets: Any,
             break
         if checkpoint is not None:
             checkpoint.epoch_end(epoch + 1, int(config.epochs), history["seconds"][-1],
-                                 training_state, f"{k_models} stacked {config.arch} models")
+                                 training_state)
     seconds = before + time.perf_counter() - t_start
     tracker.restore(stacked, diverged)
     trained = stacked.unstack()

@@ -542,7 +542,7 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
             break
         if checkpoint is not None:
             checkpoint.epoch_end(epoch + 1, int(config.epochs), history["seconds"][-1],
-                                 training_state, f"{config.arch} (seed {config.seed})")
+                                 training_state)
     if restore_best and best[2] is not None and diverged_at is None:
         model.load_state_dict(best[2])
     seconds = before + time.perf_counter() - t_start

@@ -1128,8 +1128,8 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
                 continue
             if not r["complete"]:
                 state[section] = "stopped"
-                why = (f"halted ({stopped}); " if halted else "the compute budget is spent ")
-                print(f"{head}: STOPPED after {wall:.0f} s: {why}(trained {r['trained']}, cache "
+                why = stopped if halted else "the compute budget is spent"
+                print(f"{head}: STOPPED after {wall:.0f} s: {why} (trained {r['trained']}, cache "
                       f"hits {r['hits']})", flush=True)
                 break
             state[section] = "complete"
