@@ -12,8 +12,9 @@ on the same device (random draws included).
 A *halt* deadline (:func:`set_halt`; ``compute --halt-seconds``) stops a training at the end of
 the last epoch that fits before it, after writing its checkpoint, by raising
 :class:`TrainingHalted`: a compute budget says when no new job may start, the halt when the
-jobs running must stop. A long group started just before the budget then costs nothing when
-the machine's time runs out.
+jobs running must stop. A long group started just before the budget then keeps every epoch it
+finished when the machine's time runs out, for the next run on a machine that has the
+checkpoint (checkpoints hold weights: they stay in that machine's cache, bundles leave them out).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def checkpoint_seconds() -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"SOFTLIB_CHECKPOINT_SECONDS must be a number of seconds, got {raw!r}")
+        raise ValueError(f"SOFTLIB_CHECKPOINT_SECONDS must be a number of seconds, got "
+                         f"{raw!r}") from None
 
 
 class Checkpoint:
@@ -95,8 +97,8 @@ class Checkpoint:
             return None
         self.resumed_epoch = int(state["epoch"])
         from .progress import write
-        write(f"softlib: resuming {self.label} from its "
-                   f"checkpoint after epoch {self.resumed_epoch} ({self.path})")
+        write(f"softlib: resuming {self.label} from its checkpoint after epoch "
+              f"{self.resumed_epoch} ({self.path})")
         return state
 
     def epoch_end(self, epoch: int, epochs: int, epoch_seconds: float,

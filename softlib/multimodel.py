@@ -672,7 +672,8 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     config = jobs[0].config
     check_budget(f"{kind}: {k_models} stacked models")
     dev = resolve_device(device)
-    group_key = config_key("stacked_group", {"entries": [config_key(kind, j.key()) for j in jobs]})
+    group_key = config_key("stacked_group",
+                           {"entries": [config_key(kind, j.key()) for j in jobs]})
     ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind, group_key,
                            "fit_stacked", dev,
                            f"{k_models} stacked {kind} models ({config.arch})")

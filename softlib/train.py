@@ -437,8 +437,8 @@ def fit(model: torch.nn.Module, images: Any, targets: Any, config: TrainConfig,
                       if saved["best_state"] is not None else None)
         best = (saved["best_loss"], saved["best_epoch"], best_state)
         bad_epochs, seen, before = saved["bad_epochs"], saved["seen"], saved["seconds"]
-        first = epoch = int(saved["epoch"])
-        epoch -= 1
+        first = int(saved["epoch"])
+        epoch = first - 1
 
     def training_state() -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(),
