@@ -207,17 +207,25 @@ def test_cuda_check_of_the_hook_models_under_bf16_runs_and_can_fail(tmp_path, mo
         assert not mod.hook_models_bf16_train_like_alone("cpu", k=3, n=64, epochs=1)["ok"]
 
 
-def test_cuda_check_of_per_model_mixing_runs_and_can_fail(tmp_path, monkeypatch):
-    """The float64 exactness check (small ResNets here), with Laing's augmentation and each
-    model its own mixing, passes on the CPU, and fails when the stacked models mix as one (here:
-    every model given model 0's mixing)."""
+def _small_resnet_checks(tmp_path, monkeypatch, name_of):
+    """cuda_checks with 64 random images and depth-8, width-4 versions of the checks' models
+    (``name_of(arch)``: the architecture built instead of ``arch``)."""
     mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
     t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
     monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
     real_build = mod.build
-    monkeypatch.setattr(mod, "build", lambda arch: real_build("resnet", depth=8, width=4))
+
+    monkeypatch.setattr(mod, "build", lambda arch: real_build(name_of(arch), depth=8, width=4))
+    return mod
+
+
+def test_cuda_check_of_per_model_mixing_runs_and_can_fail(tmp_path, monkeypatch):
+    """The float64 exactness check (small ResNets here), with Laing's augmentation and each
+    model its own mixing, passes on the CPU, and fails when the stacked models mix as one (here:
+    every model given model 0's mixing)."""
+    mod = _small_resnet_checks(tmp_path, monkeypatch, lambda arch: "resnet")
     r = mod.exact_in_float64("cpu", k=3, n=64, epochs=2)
     assert r["ok"] and r["max_abs_diff"] < 1e-12, r
     import softlib.multimodel as MM
@@ -231,13 +239,7 @@ def test_cuda_check_of_resuming_a_halted_group_runs_and_can_fail(tmp_path, monke
     """A stacked MC-dropout group halted after every epoch and resumed (small ResNets here)
     ends as the uninterrupted group on the CPU; the check fails when the resume loses the
     global generator's state (dropout's draws)."""
-    mod = _stacked_profile(tmp_path, monkeypatch, "cuda_checks")
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, len(x))]
-    monkeypatch.setattr(mod, "_data", lambda n: (x[:n], t[:n], "random"))
-    real_build = mod.build
-    monkeypatch.setattr(mod, "build", lambda arch: real_build(arch, depth=8, width=4))
+    mod = _small_resnet_checks(tmp_path, monkeypatch, lambda arch: arch)
     r = mod.resume_after_halt_exact_in_float64("cpu", k=2, n=64, epochs=3)
     assert r["ok"] and r["halts"] == 2 and r["max_abs_diff"] == 0.0, r
     import softlib.multimodel as MM
