@@ -18,13 +18,14 @@ checkpoint (checkpoints hold weights: they stay in that machine's cache, bundles
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from ._io import atomic_path
+from ._io import atomic_path, save_json
 from .cache import BudgetExhausted
 
 #: bumped when the saved state's layout changes: older checkpoints are then ignored
@@ -110,21 +111,42 @@ class Checkpoint:
             return
         halting = halt_due(epoch_seconds)
         if halting or time.monotonic() - self._last_save >= self.every_seconds:
-            self.save(epoch, state())
+            self.save(epoch, state(), epochs)
         if halting:
             raise TrainingHalted(f"{self.label} stopped after epoch {epoch}/{epochs} at the "
                                  f"halt deadline; its checkpoint ({self.path.name}) resumes it "
                                  "on the next run")
 
-    def save(self, epoch: int, state: dict[str, Any]) -> None:
+    def save(self, epoch: int, state: dict[str, Any], epochs: int | None = None) -> None:
+        """Write ``state`` as the checkpoint after ``epoch``, and beside it a small JSON note
+        (what trains, how far) that :func:`in_progress` lists without loading weights."""
         import torch
         with atomic_path(self.path, suffix=".pt") as tmp:
             torch.save({"identity": self.identity, "epoch": int(epoch), **state}, tmp)
+        save_json(self.path.with_suffix(".json"),
+                  {"label": self.label, "epoch": int(epoch), "epochs": epochs,
+                   "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   "bytes": self.path.stat().st_size})
         self._last_save = time.monotonic()
 
     def clear(self) -> None:
-        """Delete the checkpoint (its training's entry is stored)."""
+        """Delete the checkpoint and its note (its training's entry is stored)."""
         self.path.unlink(missing_ok=True)
+        self.path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def in_progress(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """The checkpointed trainings under ``root`` (a cache's ``.checkpoints`` folder), from
+    their notes: label, epoch, epochs, when saved, size and file; oldest first."""
+    out = []
+    for note in sorted(Path(root).glob("*/*.json")):
+        try:
+            info = json.loads(note.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and note.with_suffix(".pt").exists():
+            out.append({**info, "file": str(note.with_suffix(".pt"))})
+    return sorted(out, key=lambda d: str(d.get("saved", "")))
 
 
 def rng_state(device) -> dict[str, Any]:

@@ -317,3 +317,27 @@ def test_a_retried_remote_task_resumes_from_the_nodes_checkpoint(stacked, tmp_pa
     for a, b in zip(got, want):
         for name in a.state_dict:
             assert torch.equal(a.state_dict[name], b.state_dict[name]), name
+
+
+def test_plan_lists_the_checkpointed_trainings(tmp_path, monkeypatch, capsys):
+    """A training halted under ``compute`` shows in ``plan`` (read from its small note, not
+    its weights) until it is resumed and stored."""
+    from softlib.book import runner
+    from softlib.checkpoint import in_progress
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path))
+    x, t = data(n=64)
+    jobs = [_job(i, x, t) for i in range(2)]
+    set_halt(0)
+    with pytest.raises(TrainingHalted):
+        train_cached_many(ResultCache(tmp_path), "k", jobs, device="cpu", stack=True,
+                          progress=False)
+    set_halt(None)
+    [info] = in_progress(tmp_path / ".checkpoints")
+    assert (info["label"], info["epoch"], info["epochs"]) == ("2 stacked k models (tiny)", 1, 4)
+    assert info["bytes"] == Path(info["file"]).stat().st_size
+    assert runner.main(["plan", "--profile", "smoke", "--sections", "generalisation"]) == 0
+    assert "in progress: 2 stacked k models (tiny), checkpointed after epoch 1/4" in \
+        capsys.readouterr().out
+    train_cached_many(ResultCache(tmp_path), "k", jobs, device="cpu", stack=True, progress=False)
+    assert in_progress(tmp_path / ".checkpoints") == []
+    assert not list((tmp_path / ".checkpoints").glob("*/*"))  # weights and note both gone

@@ -1177,6 +1177,12 @@ def print_plan(profile: str, sections: list[str] | None = None, data_root: str =
         print(f"note: {exc}; no cost estimate", flush=True)
         tp = None
     print(PL.format_summary(p, PL.summarise(p, cache, tp), tp, gpus), flush=True)
+    from ..checkpoint import in_progress
+    for c in in_progress(cache.root / ".checkpoints"):
+        print(f"in progress: {c.get('label')}, checkpointed after epoch {c.get('epoch')}"
+              f"{'/' + str(c['epochs']) if c.get('epochs') else ''} at {c.get('saved')} "
+              f"({(c.get('bytes') or 0) / 2**20:.1f} MiB, {c['file']}): the next compute "
+              "resumes it there", flush=True)
     if list_jobs:
         for i, stage in enumerate(p.stages, 1):
             for j in stage:
