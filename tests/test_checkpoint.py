@@ -341,3 +341,18 @@ def test_plan_lists_the_checkpointed_trainings(tmp_path, monkeypatch, capsys):
     train_cached_many(ResultCache(tmp_path), "k", jobs, device="cpu", stack=True, progress=False)
     assert in_progress(tmp_path / ".checkpoints") == []
     assert not list((tmp_path / ".checkpoints").glob("*/*"))  # weights and note both gone
+
+
+def test_the_halt_comes_before_an_epoch_that_would_end_past_it(monkeypatch):
+    """halt_due: another epoch as long as the last one must end before the deadline."""
+    import softlib.checkpoint as C
+    now = [1000.0]
+    monkeypatch.setattr(C.time, "monotonic", lambda: now[0])
+    assert not C.halt_due(10.0)  # no deadline set
+    set_halt(60)  # at 1060
+    assert not C.halt_due(59.0)
+    assert C.halt_due(60.0)
+    now[0] = 1050.0
+    assert not C.halt_due(9.0) and C.halt_due(10.0)
+    set_halt(None)
+    assert not C.halt_due(1e9)
