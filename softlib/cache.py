@@ -185,7 +185,7 @@ class ResultCache:
             self.hits += 1
             return self.load(kind, config)
         check_budget(f"{kind} {config_key(kind, config)}")
-        self.misses += 1
         entry = compute()
+        self.misses += 1  # counted once computed: a training halted or interrupted is not
         self.save(kind, config, entry)
         return entry

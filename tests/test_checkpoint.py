@@ -229,6 +229,7 @@ def test_a_cached_training_halts_keeps_its_checkpoint_and_resumes(stacked, tmp_p
     with pytest.raises(TrainingHalted, match="after epoch 1/4"):
         train_cached_many(cache, "k", jobs, device="cpu", stack=stacked, progress=False)
     assert not list((tmp_path / "c").glob("k/*/meta.json"))
+    assert cache.misses == 0  # nothing counted as trained (compute's "trained N")
     saved = list((tmp_path / "c" / ".checkpoints" / "k").glob("*.pt"))
     assert len(saved) == 1
     set_halt(None)
