@@ -7,7 +7,7 @@
     python -m softlib.book list
     python -m softlib.book plan    --profile P [--sections a,b] [--gpus 32] [--jobs]
     python -m softlib.book compute --profile P [--sections a,b] [--budget-seconds N] [--device auto]
-                                   [--seed 0] [-p name=value] [--archs LABEL,...]
+                                   [--halt-seconds M] [--seed 0] [-p name=value] [--archs LABEL,...]
                                    [--backend local|ray [--address auto|ray://HOST:10001]]
     python -m softlib.book export --profile P OUT.tar.gz [--with-weights [SECTIONS]]
                                   [--sections a,b] [--builds-on results/P]
