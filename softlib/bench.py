@@ -214,7 +214,7 @@ def run(quick: bool = False, device: str | None = None, arch: str = "resnet_20",
     row(f"DataLoader, {workers} workers", n_train / dlw, "img/s",
         "(pinned, persistent: what a user would write)")
     row(f"engine speed-up over DataLoader, {workers} workers", dlw / eng, "x")
-    del loader_w  # stops its workers
+    loader_w = None  # its workers stop with it
 
     # 3. the fold grid: K models at once vs one model and vs sequential ------------------------
     from .multimodel import fit_stacked

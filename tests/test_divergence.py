@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from softlib import multimodel, train
 from softlib.cache import ResultCache
