@@ -112,21 +112,28 @@ class Checkpoint:
         halting = halt_due(epoch_seconds)
         if halting or time.monotonic() - self._last_save >= self.every_seconds:
             self.save(epoch, state(), epochs)
-        if halting:
+        if halting and self.enabled:  # (a failed write turned checkpoints off: train on)
             raise TrainingHalted(f"{self.label} stopped after epoch {epoch}/{epochs} at the "
                                  f"halt deadline; its checkpoint ({self.path.name}) resumes it "
                                  "on the next run")
 
     def save(self, epoch: int, state: dict[str, Any], epochs: int | None = None) -> None:
         """Write ``state`` as the checkpoint after ``epoch``, and beside it a small JSON note
-        (what trains, how far) that :func:`in_progress` lists without loading weights."""
+        (what trains, how far) that :func:`in_progress` lists without loading weights. A
+        write that fails (no space, no permission) turns this training's checkpoints off with
+        a warning: the training itself goes on."""
         import torch
-        with atomic_path(self.path, suffix=".pt") as tmp:
-            torch.save({"identity": self.identity, "epoch": int(epoch), **state}, tmp)
-        save_json(self.path.with_suffix(".json"),
-                  {"label": self.label, "epoch": int(epoch), "epochs": epochs,
-                   "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   "bytes": self.path.stat().st_size})
+        try:
+            with atomic_path(self.path, suffix=".pt") as tmp:
+                torch.save({"identity": self.identity, "epoch": int(epoch), **state}, tmp)
+            save_json(self.path.with_suffix(".json"),
+                      {"label": self.label, "epoch": int(epoch), "epochs": epochs,
+                       "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "bytes": self.path.stat().st_size})
+        except OSError as exc:
+            warnings.warn(f"softlib.checkpoint: could not write {self.path} ({exc}); "
+                          f"{self.label} trains on without checkpoints")
+            self.every_seconds = 0.0
         self._last_save = time.monotonic()
 
     def clear(self) -> None:

@@ -357,3 +357,46 @@ def test_the_halt_comes_before_an_epoch_that_would_end_past_it(monkeypatch):
     assert not C.halt_due(9.0) and C.halt_due(10.0)
     set_halt(None)
     assert not C.halt_due(1e9)
+
+
+def test_a_checkpoint_that_cannot_be_written_leaves_the_training_running(tmp_path):
+    """No space or no permission: a warning, then the training goes on (and is not halted,
+    since nothing would resume it) to the same result as without checkpoints."""
+    x, t = data()
+    cfg = TrainConfig(arch="tiny", batch_size=8, epochs=3, optimizer="sgd", lr=0.05)
+    alone = build()
+    want = train.fit(alone, x, t, cfg, progress=False)
+    (tmp_path / "file").write_text("not a folder")
+    ckpt = Checkpoint(tmp_path / "file" / "c.pt", {"run": 1}, every_seconds=3600)
+    set_halt(0)
+    model = build()
+    with pytest.warns(UserWarning, match="could not write"):
+        got = train.fit(model, x, t, cfg, checkpoint=ckpt, progress=False)
+    assert got.epochs_run == 3 and not ckpt.enabled
+    assert without_seconds(got.history) == without_seconds(want.history)
+    assert_same_state(model, alone)
+
+
+@pytest.mark.parametrize("address", [None, "ray://head:10001"])
+def test_a_local_ray_clusters_workers_checkpoint_in_the_drivers_cache(address, tmp_path,
+                                                                       monkeypatch):
+    """connect() gives a local cluster's workers the driver's SOFTLIB_CACHE (their
+    checkpoints' home) and every cluster the checkpoint interval; a remote node keeps its own
+    cache."""
+    from softlib.book import distributed
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            self.kw = kw
+
+    fake = FakeRay()
+    monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path))
+    monkeypatch.setenv("SOFTLIB_CHECKPOINT_SECONDS", "30")
+    distributed.connect(address)
+    env = fake.kw["runtime_env"]["env_vars"]
+    assert env["SOFTLIB_CHECKPOINT_SECONDS"] == "30"
+    assert env.get("SOFTLIB_CACHE") == (str(tmp_path) if address is None else None)

@@ -28,7 +28,8 @@ from .plan import Job, build_plan, gpu_fraction
 #: ``<folder>/killed``); Ray retries the task.
 FAULT_ENV = "SOFTLIB_TEST_KILL_WORKER_ONCE"
 #: environment variables the workers get from the driver
-_FORWARD = ("SOFTLIB_DATA", "SOFTLIB_QUIET", FAULT_ENV, "SOFTLIB_COMMIT")
+_FORWARD = ("SOFTLIB_DATA", "SOFTLIB_QUIET", FAULT_ENV, "SOFTLIB_COMMIT",
+            "SOFTLIB_CHECKPOINT_SECONDS")
 
 
 class RayUnavailable(RuntimeError):
@@ -110,7 +111,9 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     """Connect to the Ray cluster at ``address`` ('auto': the one this node belongs to;
     ``ray://host:10001``: a remote one), or start a local one with ``num_cpus`` when None.
     The workers get the driver's ``SOFTLIB_*`` settings; on a remote cluster they also get this
-    copy of ``softlib`` (``py_modules``), so every node runs the driver's code."""
+    copy of ``softlib`` (``py_modules``), so every node runs the driver's code. A local
+    cluster's workers also get ``SOFTLIB_CACHE``, for their epoch checkpoints (they write no
+    entries: results come back to the driver); a remote node keeps its own."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray
@@ -118,8 +121,10 @@ def connect(address: str | None = None, num_cpus: int | None = None,
     rt: dict[str, Any] = {"env_vars": env}
     if address not in (None, "", "local"):
         rt["py_modules"] = [str(Path(__file__).resolve().parents[1])]
-    elif os.environ.get("PYTHONPATH"):  # a local cluster imports what the driver imports
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    else:  # a local cluster imports what the driver imports, and checkpoints in its cache
+        for name in ("PYTHONPATH", "SOFTLIB_CACHE"):
+            if os.environ.get(name):
+                env[name] = os.environ[name]
     rt.update(runtime_env or {})
     kw: dict[str, Any] = {"runtime_env": rt, "log_to_driver": False,
                           "include_dashboard": False}
