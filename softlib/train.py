@@ -672,11 +672,13 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
     builder = build_model or _default_build
     eval_fps = {name: _images_fingerprint(imgs) for name, imgs in eval_sets.items()}
 
-    ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind,
-                           config_key(kind, key), "fit", resolve_device(device),
-                           f"{kind} {config.arch} seed {config.seed}")
+    ckpt = None  # made only on a miss: a cache hit touches no checkpoint
 
     def compute() -> Entry:
+        nonlocal ckpt
+        ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind,
+                               config_key(kind, key), "fit", resolve_device(device),
+                               f"{kind} {config.arch} seed {config.seed}")
         torch.manual_seed(config.seed)
         model = builder(config)
         result = fit(model, train_data[0], train_data[1], config, val=val, device=device,
@@ -685,7 +687,8 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
         return _trained_entry(model, result, config, eval_sets, eval_fps)
 
     entry = cache.get_or_compute(kind, key, compute, force=force)
-    ckpt.clear()  # its entry is stored (a forced run never resumes an older checkpoint)
+    if ckpt is not None:  # trained here and stored (a forced run never resumes an older one)
+        ckpt.clear()
     stale = [name for name in eval_sets
              if f"logits_{name}" not in entry.arrays
              or entry.meta.get("eval_fingerprints", {}).get(name) != eval_fps[name]]

@@ -1066,7 +1066,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     from . import bundle
     from . import sections as S
     from ..cache import ResultCache, set_deadline
-    from ..checkpoint import checkpoint_seconds, set_halt
+    from ..checkpoint import TrainingHalted, checkpoint_seconds, set_halt
     from ..train import resolve_device
 
     if halt_seconds is not None and budget_seconds is not None and halt_seconds < budget_seconds:
@@ -1113,7 +1113,7 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
             r = _compute_one(profile, section, params, own, dev, seed, root, head, archs=archs)
             if r["stopped"] is not None:
                 stopped = str(r["stopped"])
-                halted = type(r["stopped"]).__name__ == "TrainingHalted"
+                halted = isinstance(r["stopped"], TrainingHalted)
             wall = r["seconds"]
             if r["error"] is not None:
                 state[section] = "failed"
