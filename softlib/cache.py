@@ -7,7 +7,9 @@ recomputed. An entry is written into a temporary folder and renamed into place a
 interrupted run leaves no half-written entry and simply resumes.
 
 An entry holds numpy arrays (``arrays.npz``, no pickle), JSON metadata (``meta.json``) and an
-optional torch state dict (``model.pt``, loaded with ``weights_only=True``).
+optional torch state dict (``model.pt``, loaded with ``weights_only=True``). A float32 array
+whose every value is a float16 value (predictions rounded by ``logits_precision='float16'``) is
+stored as float16, half the bytes, and read back as the same float32 array: lossless either way.
 """
 from __future__ import annotations
 
@@ -105,6 +107,23 @@ def config_key(kind: str, config: dict[str, Any]) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:20]
 
 
+def _stored(a: Any) -> np.ndarray:
+    """How an array is written: float32 as float16 where that loses nothing (every value,
+    NaN and infinities included, survives the round trip), else unchanged."""
+    a = np.asarray(a)
+    if a.dtype == np.float32 and a.size:
+        with np.errstate(over="ignore"):
+            half = a.astype(np.float16)
+        if np.array_equal(half.astype(np.float32), a, equal_nan=True):
+            return half
+    return a
+
+
+def _loaded(a: np.ndarray) -> np.ndarray:
+    """An array as read: float16 back to the float32 it was stored from (:func:`_stored`)."""
+    return a.astype(np.float32) if a.dtype == np.float16 else a
+
+
 @dataclass
 class Entry:
     """One cached result: arrays, JSON-able metadata and an optional state dict."""
@@ -147,7 +166,7 @@ class ResultCache:
         arrays: dict[str, np.ndarray] = {}
         if (d / "arrays.npz").exists():
             with np.load(d / "arrays.npz", allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+                arrays = {k: _loaded(z[k]) for k in z.files}
         state = None
         if (d / "model.pt").exists():
             import torch
@@ -161,7 +180,7 @@ class ResultCache:
         try:
             if entry.arrays:
                 with open(tmp / "arrays.npz", "wb") as f:
-                    np.savez(f, **{k: np.asarray(v) for k, v in entry.arrays.items()})
+                    np.savez(f, **{k: _stored(v) for k, v in entry.arrays.items()})
             if entry.state_dict is not None:
                 import torch
                 torch.save(entry.state_dict, tmp / "model.pt")

@@ -37,11 +37,13 @@ from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "predict", "train_cached", "run_folds",
            "FoldsResult", "data_fingerprint", "lr_at", "resolve_device", "to_device_images",
-           "load_model", "TrainJob", "diverged_epoch"]
+           "load_model", "TrainJob", "diverged_epoch", "round_logits", "LOGITS_PRECISIONS"]
 
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("constant", "multistep", "cosine")
 _MIXES = ("none", "mixup", "cutmix")
+#: how stored predictions are kept (:func:`round_logits`)
+LOGITS_PRECISIONS = ("float32", "float16")
 
 
 def _quiet() -> bool:
@@ -65,7 +67,10 @@ class TrainConfig:
     weights. ``amp``/``channels_last``: 'auto' turns them on for CUDA only; ``compile``: False,
     True, 'auto' (CUDA only) or 'reduce-overhead' (``torch.compile``'s CUDA-graph mode on CUDA;
     like True elsewhere); a compiled model that fails in its first steps at an input shape
-    falls back to eager (``_Forward.step``).
+    falls back to eager (``_Forward.step``). ``logits_precision``: 'float32', or 'float16' to
+    round the stored predictions to float16 (half the bytes in the cache and in a results
+    bundle, for profiles whose bundles live in git; a relative error of at most 2**-11, below a
+    GPU run's own run-to-run variation); training is the same either way.
     """
     arch: str = "resnet_20"
     arch_kwargs: dict = field(default_factory=dict)
@@ -94,6 +99,7 @@ class TrainConfig:
     amp: Any = "auto"
     channels_last: Any = "auto"
     compile: Any = False
+    logits_precision: str = "float32"
 
     def __post_init__(self):
         self.validate()
@@ -127,6 +133,8 @@ class TrainConfig:
                 bad(name, "True, False or 'auto'")
         if self.compile not in (True, False, "auto", "reduce-overhead"):
             bad("compile", "True, False, 'auto' or 'reduce-overhead'")
+        if self.logits_precision not in LOGITS_PRECISIONS:
+            bad("logits_precision", " or ".join(map(repr, LOGITS_PRECISIONS)))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -134,6 +142,8 @@ class TrainConfig:
         for name in ("keep_best", "schedule_epochs"):  # added later: at their defaults they
             if not d[name]:                            # stay out of the cache key, so results
                 del d[name]                            # computed before them keep their keys
+        if d["logits_precision"] == "float32":  # likewise
+            del d["logits_precision"]
         return d
 
     @classmethod
@@ -608,6 +618,20 @@ def load_model(entry: Entry, config: TrainConfig,
     return model
 
 
+def round_logits(logits: np.ndarray, precision: str = "float32") -> np.ndarray:
+    """Predictions as stored under ``precision`` (:data:`LOGITS_PRECISIONS`): float32, or
+    rounded to the nearest float16 (kept as float32; the cache then stores them in half the
+    bytes). A value beyond float16's range (65504) stays as it is rather than become infinite."""
+    if precision not in LOGITS_PRECISIONS:
+        raise ValueError(f"logits_precision: expected one of {LOGITS_PRECISIONS}, got {precision!r}")
+    a = np.asarray(logits, dtype=np.float32)
+    if precision == "float32":
+        return a
+    with np.errstate(over="ignore"):
+        r = a.astype(np.float16).astype(np.float32)
+    return np.where(np.isinf(r) & ~np.isinf(a), a, r)
+
+
 def _trained_entry(model: torch.nn.Module, result: TrainResult, config: TrainConfig,
                    eval_sets: Mapping[str, Any], eval_fps: Mapping[str, str],
                    extra_meta: Mapping[str, Any] | None = None) -> Entry:
@@ -618,7 +642,8 @@ def _trained_entry(model: torch.nn.Module, result: TrainResult, config: TrainCon
     arrays, timing = {}, {}
     for name, imgs in eval_sets.items():
         t0 = time.perf_counter()
-        arrays[f"logits_{name}"] = predict(model, imgs, config.eval_batch_size)
+        arrays[f"logits_{name}"] = round_logits(predict(model, imgs, config.eval_batch_size),
+                                                config.logits_precision)
         timing[name] = time.perf_counter() - t0
     if not result.diverged and not all(np.isfinite(a).all() for a in arrays.values()):
         result = dataclasses.replace(result, diverged=True, diverged_epoch=result.epochs_run)
@@ -697,7 +722,8 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
         dev = resolve_device(device)
         model.to(dev)
         for name in stale:
-            entry.arrays[f"logits_{name}"] = predict(model, eval_sets[name], config.eval_batch_size)
+            entry.arrays[f"logits_{name}"] = round_logits(
+                predict(model, eval_sets[name], config.eval_batch_size), config.logits_precision)
             entry.meta.setdefault("eval_fingerprints", {})[name] = eval_fps[name]
         cache.save(kind, key, entry)
     return entry

@@ -74,3 +74,40 @@ def test_budget_exempt_work_runs_past_the_deadline(tmp_path):
             cache.get_or_compute("k", {"a": 4}, lambda: Entry(meta={"v": 4}))
     finally:
         set_deadline(None)
+
+
+def test_float16_valued_arrays_are_stored_in_half_the_bytes_and_read_back_exactly(tmp_path):
+    cache = ResultCache(tmp_path)
+    rng = np.random.default_rng(0)
+    full = rng.normal(0, 5, (500, 10)).astype(np.float32)
+    rounded = full.astype(np.float16).astype(np.float32)
+    rounded[0, :3] = [np.nan, np.inf, -np.inf]  # survive the round trip: stored as float16 too
+    arrays = {"full": full, "rounded": rounded, "ints": np.arange(5),
+              "f64": np.linspace(0, 1, 7), "big": np.array([1e6, 0.5], np.float32)}
+    path = cache.save("k", {"a": 1}, Entry(arrays=arrays))
+    with np.load(path / "arrays.npz") as z:
+        stored = {k: z[k].dtype for k in z.files}
+    assert stored == {"full": np.float32, "rounded": np.float16, "ints": np.int64,
+                      "f64": np.float64, "big": np.float32}
+    back = cache.load("k", {"a": 1}).arrays
+    for k, a in arrays.items():
+        assert back[k].dtype == a.dtype
+        np.testing.assert_array_equal(back[k], a)
+    # half the bytes: the point of storing rounded predictions
+    only_full = cache.save("k", {"a": 2}, Entry(arrays={"x": full}))
+    only_rounded = cache.save("k", {"a": 3}, Entry(arrays={"x": rounded}))
+    assert (only_rounded / "arrays.npz").stat().st_size < 0.55 * (only_full / "arrays.npz").stat().st_size
+
+
+def test_bundle_identity_reads_arrays_as_the_cache_does(tmp_path):
+    """An entry whose arrays.npz holds float32 (written before the float16 storage) is the same
+    entry as one holding the float16 that stores the same values."""
+    from softlib.book.bundle import _same_arrays
+    a = np.array([[0.5, -2.25, np.nan]], np.float32)
+    np.savez(tmp_path / "old.npz", x=a)
+    np.savez(tmp_path / "new.npz", x=a.astype(np.float16))
+    np.savez(tmp_path / "other.npz", x=a + 1)
+    np.savez(tmp_path / "f64.npz", x=a.astype(np.float64))
+    assert _same_arrays(tmp_path / "old.npz", tmp_path / "new.npz")
+    assert not _same_arrays(tmp_path / "old.npz", tmp_path / "other.npz")
+    assert not _same_arrays(tmp_path / "old.npz", tmp_path / "f64.npz")

@@ -219,3 +219,20 @@ def test_every_fine_tuning_group_trains_as_one_stack(local_smoke, monkeypatch):
             groups.setdefault(j.group, []).append(MM._stack_signature(j.make()))
     assert any("sampled" in g for g in groups) and min(len(s) for s in groups.values()) >= 2
     assert sorted(g for g, s in groups.items() if len(set(s)) > 1 or None in s) == []
+
+
+def test_plan_counts_the_prediction_bytes_each_entry_stores(local_smoke):
+    """What ``plan`` says a results bundle will grow by is what the entries hold."""
+    root = local_smoke["cache"]
+    cache = ResultCache(root)
+    plan = PL.build_plan("smoke", SECTIONS, cache)
+    kinds = set()
+    for job in plan.jobs:
+        e = cache.load(job.kind, job.config)
+        held = sum(a.nbytes for n, a in e.arrays.items() if "logits" in n)
+        assert job.stored_bytes == held, job.label
+        kinds.add(job.kind) if held else None
+    assert {"peterson_scratch", "peterson_finetune", "peterson_attack", "laing_train"} <= kinds
+    df = PL.summarise(plan, cache)
+    assert (df["bundle_mb_to_do"] == 0).all()  # everything is cached
+    assert PL.stored_prediction_bytes(100, 10, "float16") * 2 == PL.stored_prediction_bytes(100, 10)

@@ -45,3 +45,14 @@ def test_an_explicit_override_beats_per_architecture_schedule_lengths():
     assert all("epochs" not in (a[3] if len(a) == 4 else {}) for a in overridden["archs"])
     # the profile itself is untouched
     assert profiles.resolve("cpu", "generalisation")["archs"] == archs
+
+
+def test_gpu_profile_stores_sections_2_to_4_predictions_at_float16_and_no_other_profile_does():
+    from softlib.train import LOGITS_PRECISIONS
+    for name in profiles.profile_names():
+        for section in ("generalisation", "alternatives"):
+            p = profiles.resolve(name, section)["logits_precision"]
+            assert p in LOGITS_PRECISIONS
+            assert (p == "float16") == (name == "gpu"), (name, section)
+        # Laing's grid keeps float32: its committed gpu results were stored so (their keys hold)
+        assert "logits_precision" not in profiles.resolve(name, "calibration_ood")

@@ -222,6 +222,18 @@ def test_tiny_grid_end_to_end_and_cached(tmp_path, monkeypatch):
     g2 = L.run_grid(data, params, cache, device="cpu", progress=False)
     assert cache.misses == misses  # nothing retrained or re-evaluated
     pd.testing.assert_frame_equal(g.table, g2.table, check_like=True)
+    # an evaluation stores its metrics, not the test probabilities again: they are the softmax
+    # of the run's stored test logits, the same values an earlier evaluation kept
+    from scipy.special import softmax
+    evals = [p for p in (tmp_path / "laing_eval").iterdir() if p.is_dir()]
+    assert len(evals) == 3 and not any((p / "arrays.npz").exists() for p in evals)
+    ev = L.eval_job(data, "dropout_noaug", "hard", 0, params)[0]
+    tr = cache.load("laing_train", ev.train_job.key())
+    want = softmax(tr.arrays["logits_test"].astype(np.float64), axis=1).astype(np.float32)
+    np.testing.assert_array_equal(g2.runs[0].test_probs, want)
+    from softlib.cache import Entry
+    kept = Entry(arrays={"test_probs": want + 0})
+    assert L.probs_on_test(tr, kept) is kept.arrays["test_probs"]
 
 
 def test_run_one_reports_svhn_when_present(tmp_path, monkeypatch):

@@ -336,3 +336,55 @@ def test_figure1_picks_agreeing_top_class_with_the_most_different_other_choices(
     assert out.loc[0, "human 2nd"] == 1 and out.loc[0, "model 2nd"] == 2
     with pytest.raises(ValueError, match="same"):
         P.figure1_examples(h, m[:, :3])
+
+
+def _is_half(a):
+    a = np.asarray(a)
+    return a.dtype == np.float32 and np.array_equal(a.astype(np.float16).astype(np.float32), a)
+
+
+def test_logits_precision_float16_rounds_every_stored_prediction_of_sections_2_to_4(
+        fixture_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    study = P.load_study_data(fixture_root)
+    shift = P.load_shift_sets(16, root=fixture_root)
+    gen = {"archs": TINY, "folds": 2, "epochs": 1, "lr": [0.01], "batch_size": 16,
+           "train_subset": 40}
+    full = P.run_generalisation(ResultCache(tmp_path / "a"), study, gen, shift, device="cpu",
+                                progress=False)
+    half = P.run_generalisation(ResultCache(tmp_path / "b"), study,
+                                dict(gen, logits_precision="float16"), shift, device="cpu",
+                                progress=False)
+    assert full.logits.keys() == half.logits.keys()
+    for key, sets in half.logits.items():
+        for name, z in sets.items():  # the same models, their predictions rounded
+            assert _is_half(z) and not _is_half(full.logits[key][name])
+            np.testing.assert_allclose(z, full.logits[key][name], rtol=2.0 ** -11, atol=1e-7)
+    d16 = P.generalisation_metrics(half, study, shift)
+    d32 = P.generalisation_metrics(full, study, shift)
+    np.testing.assert_allclose(d16.ce.to_numpy(), d32.ce.to_numpy(), rtol=1e-3)
+
+    from softlib import data
+    from softlib.studies.peterson import adversarial as A
+    cache = ResultCache(tmp_path / "c")
+    alt = {"archs": TINY, "folds": 2, "pretrain_epochs": 1, "finetune_epochs": 1, "lr": [0.01],
+           "mixup_alpha": [0.2], "batch_size": 16, "pretrain_subset": 40, "train_subset": 40,
+           "logits_precision": "float16"}
+    pre = P.run_pretraining(cache, study, alt, data.load("cifar10", "train", fixture_root),
+                            device="cpu", progress=False)
+    assert all(_is_half(z) for e in pre.entries.values() for z in e.arrays.values())
+    adv = {"eps_sweep": [4], "pgd_eps": [4], "pgd_steps": 2, "pgd_step_size": 1.0,
+           "attack_subset": 8, "pgd_subset": 4}
+    jobs = A.attack_jobs(cache, study, pre, alt, adv, "cpu", progress=False)
+    assert jobs and all(j.config["logits_precision"] == "float16" for j in jobs)
+    ft = cache.load(jobs[0].model_kind, jobs[0].model_config)
+    assert _is_half(ft.arrays["logits_heldout"])
+    att = jobs[0].run(ft)
+    logits = {k: v for k, v in att.arrays.items() if "_logits" in k}
+    assert set(logits) == {"clean_logits", "fgsm_logits_0", "pgd_logits_0"}
+    assert all(_is_half(v) for v in logits.values())
+    assert att.arrays["pgd_history_0"].dtype == np.float64  # CE means: not predictions
+    # at float32 the attack's key is what it was before the option
+    j32 = A.attack_jobs(ResultCache(tmp_path / "d"), study, pre, dict(alt, logits_precision="float32"),
+                        adv, "cpu", progress=False, train_missing=False)
+    assert "logits_precision" not in j32[0].config

@@ -264,3 +264,41 @@ def test_keep_best_trains_every_epoch_and_ends_with_the_best_validation_weights(
         r2.history["val_loss"][-1], rel=1e-4)
     with pytest.raises(ValueError, match="keep_best needs"):
         fit(copy.deepcopy(m), x, t, cfg, progress=False)
+
+
+def test_round_logits_to_float16_and_its_limits():
+    z = np.array([[1.0001, -3.14159, 70000.0, np.nan]], np.float32)
+    r = train.round_logits(z, "float16")
+    assert r.dtype == np.float32
+    np.testing.assert_array_equal(r[0, :2], z[0, :2].astype(np.float16).astype(np.float32))
+    assert r[0, 2] == z[0, 2] and np.isnan(r[0, 3])  # beyond float16: kept, not made infinite
+    assert np.all(np.abs(r[0, :2] - z[0, :2]) <= np.abs(z[0, :2]) * 2.0 ** -11)
+    np.testing.assert_array_equal(train.round_logits(z, "float32"), z)
+    with pytest.raises(ValueError, match="logits_precision"):
+        train.round_logits(z, "bfloat16")
+
+
+def test_logits_precision_rounds_the_stored_predictions_and_nothing_else(tmp_path):
+    with pytest.raises(ValueError, match="logits_precision"):
+        cfg(logits_precision="half")
+    assert "logits_precision" not in cfg().to_dict()  # keys of earlier results unchanged
+    assert cfg(logits_precision="float16").to_dict()["logits_precision"] == "float16"
+    x, t, _ = make_data(48)
+    fp = train.data_fingerprint(t, provenance="test")
+    cache = ResultCache(tmp_path)
+    sets = {"test": x[:20]}
+    e32 = train.train_cached(cache, "tiny", cfg(epochs=2), fp, build, (x, t), sets,
+                             progress=False)
+    e16 = train.train_cached(cache, "tiny", cfg(epochs=2, logits_precision="float16"), fp,
+                             build, (x, t), sets, progress=False)
+    assert cache.misses == 2  # its own key
+    for k, w in e32.state_dict.items():  # the same training
+        assert torch.equal(w, e16.state_dict[k])
+    np.testing.assert_array_equal(e16.arrays["logits_test"],
+                                  train.round_logits(e32.arrays["logits_test"], "float16"))
+    assert not np.array_equal(e16.arrays["logits_test"], e32.arrays["logits_test"])
+    # a new eval set on a cache hit is rounded too
+    e = train.train_cached(cache, "tiny", cfg(epochs=2, logits_precision="float16"), fp, build,
+                           (x, t), dict(sets, more=x[20:30]), progress=False)
+    np.testing.assert_array_equal(e.arrays["logits_more"],
+                                  e.arrays["logits_more"].astype(np.float16).astype(np.float32))

@@ -476,14 +476,21 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _same_arrays(a: Path, b: Path) -> bool:
-    """Equal array contents (npz files written at different times differ in zip timestamps)."""
+    """Equal array contents as the cache reads them (npz files written at different times
+    differ in zip timestamps; a float32 array may be stored as the float16 that holds it)."""
     import numpy as np
+
+    from ..cache import _loaded
     try:
         with np.load(a, allow_pickle=False) as za, np.load(b, allow_pickle=False) as zb:
             if sorted(za.files) != sorted(zb.files):
                 return False
-            return all(za[k].dtype == zb[k].dtype and np.array_equal(za[k], zb[k])
-                       for k in za.files)
+            for k in za.files:
+                x, y = _loaded(za[k]), _loaded(zb[k])
+                if x.dtype != y.dtype or not np.array_equal(
+                        x, y, equal_nan=x.dtype.kind in "fc"):
+                    return False
+            return True
     except (ValueError, OSError):
         return False
 

@@ -48,6 +48,7 @@ class Job:
     train_images: float = 0.0      # images trained (epochs x training-set size)
     eval_images: float = 0.0       # images predicted
     attack_passes: float = 0.0     # forward + backward passes of attacks
+    stored_bytes: float = 0.0      # the predictions its entry stores (what a bundle carries)
     provisional: bool = False
     runnable: bool = True
     #: jobs with the same ``group`` are the ones the notebooks train together through
@@ -142,7 +143,20 @@ def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any],
     return Job(section, stage, kind, tj.key(), label, make=make,
                arch=_arch_id(c.arch, c.arch_kwargs), train_images=float(c.epochs) * n_train,
                eval_images=float(n_eval + c.epochs * n_val), provisional=provisional,
-               group=group, stack=stack)
+               group=group, stack=stack,
+               stored_bytes=stored_prediction_bytes(n_eval, _n_classes(tj.train_data[1]),
+                                                    c.logits_precision))
+
+
+def stored_prediction_bytes(n_images: float, n_classes: int, precision: str = "float32") -> float:
+    """Bytes of the logits an entry keeps for ``n_images`` (float16: 2 a value, float32: 4),
+    before compression: a results bundle carries them (weights aside)."""
+    return float(n_images) * int(n_classes) * (2 if precision == "float16" else 4)
+
+
+def _n_classes(targets: Any) -> int:
+    t = np.asarray(targets)
+    return int(t.shape[1]) if t.ndim == 2 else int(t.max()) + 1 if t.size else 0
 
 
 def _arch_id(name: str, kwargs: Mapping[str, Any] | None) -> str:
@@ -210,6 +224,8 @@ def plan_generalisation(params, cache, seed, profile, inputs: _Inputs) -> list[l
                                  stack=stack)
             if n_missing and not inputs.for_running:
                 job.eval_images += n_missing
+                job.stored_bytes += stored_prediction_bytes(
+                    n_missing, 10, params.get("logits_precision", "float32"))
                 job.runnable = False
             jobs.append(job)
     return [jobs]
@@ -253,12 +269,15 @@ def plan_adversarial(params, cache, seed, profile, inputs: _Inputs) -> list[list
         n, n_pgd = len(aj.labels), int(aj.config["pgd_n"])
         passes = (n * (1 + len(aj.config["eps"]))
                   + n_pgd * int(aj.config["pgd_steps"]) * len(aj.config["pgd_eps"]))
+        logits = n * (1 + len(aj.config["eps"])) + n_pgd * len(aj.config["pgd_eps"])
         b = aj.base
         out.append(Job("adversarial", "attack", aj.kind, aj.config,
                        f"adversarial/attack/{b['arch']}/{b['condition']}/lr{b['lr']}/{b['fold']}",
                        aj.run, needs=((aj.model_kind, aj.model_config),),
                        arch=_arch_id(pre.configs[b["arch"]].arch, pre.configs[b["arch"]].arch_kwargs),
                        attack_passes=float(passes),
+                       stored_bytes=stored_prediction_bytes(
+                           logits, 10, aj.config.get("logits_precision", "float32")),
                        provisional=aj.provisional or not complete or not model_cached))
     return [pre_jobs, ft_jobs, out]
 
@@ -461,18 +480,22 @@ def job_seconds(job: Job, tp: Throughput, group_size: int = 1) -> tuple[float, b
 
 def summarise(plan: Plan, cache: ResultCache, tp: Throughput | None = None):
     """One row per (section, stage, kind): jobs, cached, provisional, estimated GPU-hours of the
-    jobs not cached yet, and architectures without a recorded throughput."""
+    jobs not cached yet, the MB of predictions their entries will add to a results bundle
+    (uncompressed, weights aside), and architectures without a recorded throughput."""
     import pandas as pd
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     sizes = Counter(j.group for j in plan.jobs if j.group is not None)
     for job in plan.jobs:
         r = rows.setdefault((job.section, job.stage, job.kind), {
             "section": job.section, "stage": job.stage, "kind": job.kind, "jobs": 0,
-            "cached": 0, "provisional": 0, "gpu_hours_to_do": 0.0, "unmeasured": set()})
+            "cached": 0, "provisional": 0, "gpu_hours_to_do": 0.0, "bundle_mb_to_do": 0.0,
+            "unmeasured": set()})
         r["jobs"] += 1
         done = not job.provisional and cache.has(job.kind, job.config)
         r["cached"] += int(done)
         r["provisional"] += int(job.provisional)
+        if not done:
+            r["bundle_mb_to_do"] += job.stored_bytes / 1e6
         if tp is not None and not done:
             s, measured = job_seconds(job, tp, sizes[job.group] if job.group else 1)
             r["gpu_hours_to_do"] += s / 3600
@@ -490,6 +513,7 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
     if len(df):
         show = df.copy()
         show["gpu_hours_to_do"] = show["gpu_hours_to_do"].map(lambda h: f"{h:,.2f}")
+        show["bundle_mb_to_do"] = show["bundle_mb_to_do"].map(lambda m: f"{m:,.1f}")
         lines.append(show.to_string(index=False))
     n, cached = int(df["jobs"].sum()) if len(df) else 0, int(df["cached"].sum()) if len(df) else 0
     prov = int(df["provisional"].sum()) if len(df) else 0
@@ -507,6 +531,9 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
             total += (f"; no recorded throughput for {', '.join(miss)}: costed as "
                       f"{tp.default_arch}")
         total += f" [throughput: {tp.source}]"
+    if len(df):
+        total += (f"; ≈ {float(df['bundle_mb_to_do'].sum()):,.1f} MB of predictions to add to "
+                  f"its results bundles (uncompressed, no weights)")
     lines.append(total)
     lines += [f"note: {x}" for x in plan.notes]
     return "\n".join(lines)

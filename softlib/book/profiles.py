@@ -72,6 +72,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "folds": 2, "epochs": 1, "lr": [0.01], "batch_size": 32, "train_subset": 200,
                 "amp": False, "stack_models": True,
                 "schedule": "cosine", "heldout_per_epoch": True,
+                "logits_precision": "float32",  # stored predictions (float16: half the bytes)
                 "eval_subset": 64, "corruption_subset": 20, "corruption_severities": [1, 5],
                 "corruptions": ["gaussian_noise", "contrast"],
             },
@@ -81,6 +82,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "mixup_alpha": [0.2], "batch_size": 32, "pretrain_subset": 64,
                 "train_subset": 200, "amp": False, "stack_models": True,
                 "schedule": "cosine", "heldout_per_epoch": True,
+                "logits_precision": "float32",  # stored predictions (float16: half the bytes)
             },
             "adversarial": {"eps_sweep": [4, 8], "pgd_eps": [4, 8], "pgd_steps": 3,
                             "pgd_step_size": 1.0, "attack_subset": 32, "pgd_subset": 16},
@@ -120,6 +122,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "folds": 3, "epochs": 8, "lr": [0.002], "batch_size": 128, "train_subset": None,
                 "amp": True, "stack_models": "auto", "eval_subset": 2000, "corruption_subset": 100,
                 "schedule": "cosine", "heldout_per_epoch": False,
+                "logits_precision": "float32",  # stored predictions (float16: half the bytes)
                 "corruption_severities": [1, 2, 3, 4, 5],
                 "corruptions": ["gaussian_noise", "defocus_blur", "fog", "contrast",
                                 "jpeg_compression"],
@@ -130,6 +133,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "mixup_alpha": [0.2], "batch_size": 128, "pretrain_subset": 50000,
                 "train_subset": None, "amp": True, "stack_models": "auto",
                 "schedule": "cosine", "heldout_per_epoch": False,
+                "logits_precision": "float32",  # stored predictions (float16: half the bytes)
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 8], "pgd_steps": 10,
                             "pgd_step_size": 1.0, "attack_subset": 3000, "pgd_subset": 600},
@@ -169,6 +173,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "lr": [0.2, 0.1, 0.01, 0.001], "batch_size": 128, "train_subset": None,
                 "amp": "auto", "stack_models": "auto",
                 "schedule": "repo", "heldout_per_epoch": True,  # the repository recipe per architecture, held-out CE every epoch
+                "logits_precision": "float32",  # stored predictions (float16: half the bytes)
                 "eval_subset": 50000, "corruption_subset": 10000,
                 "corruption_severities": [1, 2, 3, 4, 5], "corruptions": "all",
             },
@@ -179,6 +184,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                 "pretrain_subset": 50000, "train_subset": None, "amp": "auto",
                 "stack_models": "auto",
                 "schedule": "repo", "heldout_per_epoch": True,  # the repository recipe per architecture, held-out CE every epoch
+                "logits_precision": "float32",  # stored predictions (float16: half the bytes)
             },
             "adversarial": {"eps_sweep": [4, 5, 6, 7, 8], "pgd_eps": [4, 5, 6, 7, 8], "pgd_steps": 40,
                             "pgd_step_size": 1.0, "attack_subset": 10000, "pgd_subset": 10000},
@@ -268,6 +274,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "sections": {
             "generalisation": {
                 "archs": _GPU_ARCHS_SCRATCH, "epochs": 20, "lr": [0.002], "schedule": "cosine",
+                # predictions rounded to float16 (relative error <= 2**-11, far below what two
+                # GPU runs of one configuration differ by): the results bundles, which live in
+                # git and travel with every call to a lent machine (64 MiB in all, data
+                # included), take half the bytes (~20 MB -> ~10 MB for this section)
+                "logits_precision": "float16",
                 # evaluation sets sized for a results bundle that fits in git: each of the 40
                 # models' logits on 5,000 CIFAR-10 train images, 75 x 100 corrupted and 1,000
                 # held-out images (~0.5 MB per model)
@@ -275,7 +286,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             },
             "alternatives": {
                 "archs": _GPU_ARCHS_FINETUNE, "pretrain_epochs": 15, "finetune_epochs": 4,
-                "schedule": "cosine",
+                "schedule": "cosine", "logits_precision": "float16",  # as in section 2; section
+                # 4's attacks keep the precision of the fine-tuned models they attack
                 "lr": [0.001], "mixup_alpha": [0.2],
             },
             "adversarial": {"pgd_subset": 2000},

@@ -490,7 +490,8 @@ def _evaluate_run(model_type: str, cfg, seed: int, fgsm_eps: float, ood_names: S
                   test_images: np.ndarray, y_test: np.ndarray, y_val: np.ndarray,
                   info: dict[str, Any], device: Any, entry) -> Any:
     """The ``laing_eval`` entry of a trained run (``entry``, its ``laing_train`` entry):
-    calibration, OOD and FGSM metrics, and the test probabilities."""
+    calibration, OOD and FGSM metrics. The test probabilities are not stored again: they are
+    the softmax of the run's own ``logits_test`` (:func:`probs_on_test`)."""
     import torch
 
     from ..attacks import attack_decrease
@@ -509,9 +510,16 @@ def _evaluate_run(model_type: str, cfg, seed: int, fgsm_eps: float, ood_names: S
     atk = attack_decrease(model, test_images, y_test, fgsm_eps, device=dev,
                           use_inference=True if kernel_out else None)
     mets["attack_decrease"] = float(atk["decrease"])
-    return Entry(arrays={"test_probs": softmax(entry.arrays["logits_test"].astype(np.float64),
-                                               axis=1).astype(np.float32)},
-                 meta={"metrics": mets, "info": _run_info(entry, **info)})
+    return Entry(meta={"metrics": mets, "info": _run_info(entry, **info)})
+
+
+def probs_on_test(train_entry, eval_entry=None) -> np.ndarray:
+    """A run's test-split probabilities (float32): the softmax of its ``laing_train`` entry's
+    ``logits_test``, or what an evaluation stored before 2026-11-27 kept (the same values)."""
+    if eval_entry is not None and "test_probs" in eval_entry.arrays:
+        return eval_entry.arrays["test_probs"]
+    return softmax(np.asarray(train_entry.arrays["logits_test"], np.float64),
+                   axis=1).astype(np.float32)
 
 
 @dataclass
@@ -582,7 +590,7 @@ def run_one(data: LaingData, model_type: str, condition: str, seed: int,
                                 else nullcontext()):
         ev = cache.get_or_compute(ev_job.kind, ev_job.config, lambda: ev_job.run(entry))
     return RunResult(model_type, condition, int(seed), dict(ev.meta["metrics"]),
-                     ev.arrays["test_probs"], y_test,
+                     probs_on_test(entry, ev), y_test,
                      dict(ev.meta["info"], diverged=False, diverged_epoch=None))
 
 

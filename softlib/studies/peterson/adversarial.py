@@ -36,7 +36,7 @@ def pgd_eps_list(pgd_eps: float | Sequence[float]) -> list[float]:
 def attack_fold_model(cache: ResultCache, model, key_cfg: Mapping, images: np.ndarray,
                       labels: np.ndarray, eps_list: Sequence[float], pgd_eps: float | Sequence[float],
                       pgd_step: float, pgd_steps: int, pgd_n: int, device=None, seed: int = 0,
-                      batch_size: int = 250) -> Entry:
+                      batch_size: int = 250, logits_precision: str = "float32") -> Entry:
     """FGSM at every eps (pixel units /255) and PGD at every ``pgd_eps`` (one bound or a list:
     the paper explored 4 to 8) on the first ``pgd_n`` images (cached).
 
@@ -44,13 +44,14 @@ def attack_fold_model(cache: ResultCache, model, key_cfg: Mapping, images: np.nd
     and ``pgd_history_<j>`` (mean CE after 0..steps iterations) for the j-th PGD bound. CE is
     against the CIFAR-10 labels.
     Logits, not probabilities, so that the cross-entropy of an attacked image is not capped by
-    the smallest float32 probability (Table 2's hard-label CE is 4-8 nats on average).
+    the smallest float32 probability (Table 2's hard-label CE is 4-8 nats on average);
+    ``logits_precision``: 'float32' or 'float16' (:func:`softlib.train.round_logits`).
     """
     cfg = attack_config(key_cfg, images, labels, eps_list, pgd_eps, pgd_step,
-                        pgd_steps, pgd_n, seed)
+                        pgd_steps, pgd_n, seed, logits_precision)
     return cache.get_or_compute("peterson_attack", cfg, lambda: _attack_logits(
         model, images, labels, eps_list, cfg["pgd_eps"], pgd_step, pgd_steps, pgd_n, device,
-        seed, batch_size))
+        seed, batch_size, logits_precision))
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _attack_entry(model_config: TrainConfig, what: str, images: np.ndarray, labe
                   eps_list: Sequence[float], pgd_list: Sequence[float], pgd_step: float,
                   pgd_steps: int, pgd_n: int, device, seed: int, entry: Entry) -> Entry:
     """FGSM and PGD logits of the fine-tuned model stored in ``entry`` (see
-    :func:`attack_fold_model`)."""
+    :func:`attack_fold_model`), kept at the precision of the model's own predictions."""
     if entry.state_dict is None:
         raise ValueError(f"run_adversarial: the attack on {what} is not cached and that "
                          "model's weights are not in the cache either (a results bundle "
@@ -83,12 +84,15 @@ def _attack_entry(model_config: TrainConfig, what: str, images: np.ndarray, labe
     from ...train import resolve_device
     return _attack_logits(load_model(entry, model_config), images, labels, eps_list, pgd_list,
                           pgd_step, pgd_steps, pgd_n,
-                          device if device is not None else resolve_device(None), seed)
+                          device if device is not None else resolve_device(None), seed,
+                          logits_precision=model_config.logits_precision)
 
 
 def _attack_logits(model, images, labels, eps_list, pgd_list, pgd_step, pgd_steps, pgd_n,
-                   device, seed, batch_size: int = 250) -> Entry:
+                   device, seed, batch_size: int = 250, logits_precision: str = "float32"
+                   ) -> Entry:
     from ... import attacks
+    from ...train import round_logits
     import torch
     dev = torch.device(device) if device else None
     if dev is not None:
@@ -105,19 +109,25 @@ def _attack_logits(model, images, labels, eps_list, pgd_list, pgd_step, pgd_step
                 step_size=float(pgd_step) / 255, steps=int(pgd_steps), random_start=True,
                 seed=seed, return_history=True, output="logits")
             arrays[f"pgd_logits_{j}"], arrays[f"pgd_history_{j}"] = p, np.asarray(h)
+    arrays = {k: round_logits(v, logits_precision) if "_logits" in k else v
+              for k, v in arrays.items()}
     return Entry(arrays=arrays, meta={"eps": list(map(float, eps_list)),
                                       "pgd_eps": list(pgd_list)})
 
 
 def attack_config(model: Mapping, images: np.ndarray, labels: np.ndarray,
                   eps_list: Sequence[float], pgd_eps: float | Sequence[float], pgd_step: float,
-                  pgd_steps: int, pgd_n: int, seed: int = 0) -> dict[str, Any]:
+                  pgd_steps: int, pgd_n: int, seed: int = 0,
+                  logits_precision: str = "float32") -> dict[str, Any]:
     """The cache key of an attack on the model identified by ``model`` (e.g. ``{'finetune':
-    <its cache key>}``)."""
-    return dict(model, eps=list(map(float, eps_list)),
-                pgd_eps=pgd_eps_list(pgd_eps), pgd_step=float(pgd_step),
-                pgd_steps=int(pgd_steps), pgd_n=int(pgd_n),
-                images=data_fingerprint(images, labels), seed=int(seed), stored="logits")
+    <its cache key>}``); ``logits_precision`` joins the key when it is not float32."""
+    cfg = dict(model, eps=list(map(float, eps_list)),
+               pgd_eps=pgd_eps_list(pgd_eps), pgd_step=float(pgd_step),
+               pgd_steps=int(pgd_steps), pgd_n=int(pgd_n),
+               images=data_fingerprint(images, labels), seed=int(seed), stored="logits")
+    if logits_precision != "float32":
+        cfg["logits_precision"] = logits_precision
+    return cfg
 
 
 def _attacked_lr(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, method: str,
@@ -182,7 +192,7 @@ def attack_jobs(cache: ResultCache, study: StudyData, pre: Pretrained, alt_param
                     {"arch": arch.label, "condition": method, "fold": k, "lr": lr}, y,
                     attack_config({"finetune": ft_key}, x, y, eps_list, adv_params["pgd_eps"],
                                   adv_params["pgd_step_size"], adv_params["pgd_steps"], n_pgd,
-                                  seed),
+                                  seed, cfg.logits_precision),
                     "peterson_finetune", job.key(), run, provisional=not final))
     return out
 

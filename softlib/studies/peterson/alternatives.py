@@ -56,7 +56,7 @@ def pretrain_job(arch: Arch, params: Mapping, cifar_train, study: StudyData, see
     from ...data import views
     idx = stratified_subset(cifar_train.labels, params.get("pretrain_subset"), seed)
     cfg = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"], seed,
-                          params.get("amp", "auto"))
+                          params.get("amp", "auto"), params.get("logits_precision", "float32"))
     y = cifar_train.labels[idx]
     fp = data_fingerprint(idx, y, provenance=f"peterson-pretrain|{cifar_train_id(cifar_train)}")
     return TrainJob(cfg, fp, (cifar_train.images[idx], views.one_hot(y, 10)),
@@ -140,7 +140,8 @@ def run_pretraining(cache: ResultCache, study: StudyData, params: Mapping, cifar
             cache, arch, params, cifar_train, study, device, seed, progress,
             extra.images if extra is not None else None)
         cfgs[arch.label] = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"],
-                                           seed, params.get("amp", "auto"))
+                                           seed, params.get("amp", "auto"),
+                                           params.get("logits_precision", "float32"))
     return Pretrained(entries, cfgs, ids)
 
 
@@ -179,7 +180,8 @@ def finetune_job(study: StudyData, pre: Pretrained, arch: Arch, method: str, lr:
     targets = finetune_targets(method, study, tr, teacher)
     cfg = scratch_config(arch, lr, arch.param(params, "finetune_epochs"), params["batch_size"], seed,
                          mix="mixup" if mixing else "none", mix_alpha=alpha if mixing else 1.0,
-                         amp=params.get("amp", "auto"), schedule=params.get("schedule", "cosine"))
+                         amp=params.get("amp", "auto"), schedule=params.get("schedule", "cosine"),
+                         logits_precision=params.get("logits_precision", "float32"))
     teacher_tag = "+".join(sorted(pre.ids.values())) if method == "distill" else ""
     tag = (f"peterson-finetune|{method}|from={pre.ids[arch.label]}|teacher={teacher_tag}|"
            f"{study.data_id}|fold{fold}")

@@ -206,7 +206,7 @@ SCHEDULES = ("cosine", "repo")
 
 def scratch_config(arch: Arch, lr: float, epochs: int, batch_size: int, seed: int = 0,
                    mix: str = "none", mix_alpha: float = 1.0, amp: Any = "auto",
-                   schedule: str = "cosine") -> TrainConfig:
+                   schedule: str = "cosine", logits_precision: str = "float32") -> TrainConfig:
     """Training from scratch or fine-tuning (paper §5/§6) with Adam at ``lr``.
 
     ``schedule='cosine'``: cosine decay to 0 over ``epochs``, crop + flip, weight decay 1e-4,
@@ -214,9 +214,11 @@ def scratch_config(arch: Arch, lr: float, epochs: int, batch_size: int, seed: in
     for the learning rate", for at most ``epochs`` (the paper's 150): the architecture's weight
     decay, batch size, augmentation and learning-rate milestones (those past ``epochs`` never
     come; Shake-Shake's cosine keeps its 1,800-epoch horizon). ``amp``: bf16 autocast for
-    training (True / False / 'auto' = CUDA only)."""
+    training (True / False / 'auto' = CUDA only). ``logits_precision``: how the model's stored
+    predictions are kept (:attr:`softlib.train.TrainConfig.logits_precision`)."""
     common = dict(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="adam", lr=float(lr),
-                  epochs=int(epochs), mix=mix, mix_alpha=float(mix_alpha), seed=int(seed), amp=amp)
+                  epochs=int(epochs), mix=mix, mix_alpha=float(mix_alpha), seed=int(seed), amp=amp,
+                  logits_precision=logits_precision)
     if schedule == "cosine":
         return TrainConfig(weight_decay=SCRATCH_WEIGHT_DECAY, batch_size=int(batch_size),
                            schedule="cosine", augment="crop_flip", **common)
@@ -249,7 +251,7 @@ def heldout_monitor(study: "StudyData", heldout: np.ndarray, params: Mapping[str
 
 
 def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int = 0,
-                    amp: Any = "auto") -> TrainConfig:
+                    amp: Any = "auto", logits_precision: str = "float32") -> TrainConfig:
     """Pretraining on CIFAR-10 (paper §6): SGD + Nesterov, the repository's schedule when
     ``epochs`` is None (needs a known preset), else ``epochs`` of cosine decay from 0.1."""
     if epochs is None:
@@ -262,11 +264,12 @@ def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int =
         return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="sgd", lr=lr,
                            weight_decay=wd, nesterov=True, momentum=0.9,
                            batch_size=int(batch_size), epochs=ep, augment="crop_flip",
-                           seed=int(seed), amp=amp, **sched)
+                           seed=int(seed), amp=amp, logits_precision=logits_precision, **sched)
     return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="sgd", lr=0.1,
                        weight_decay=5e-4, nesterov=True, momentum=0.9, batch_size=int(batch_size),
                        epochs=int(epochs), schedule="cosine", warmup_epochs=0,
-                       augment="crop_flip", seed=int(seed), amp=amp)
+                       augment="crop_flip", seed=int(seed), amp=amp,
+                       logits_precision=logits_precision)
 
 
 # --------------------------------------------------------------------------------------------

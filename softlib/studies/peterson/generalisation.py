@@ -51,7 +51,8 @@ def scratch_job(study: StudyData, arch: Arch, condition: str, lr: float, fold: i
     tr = cap_train(tr, params.get("train_subset"), study.labels, seed + fold)
     targets = study.hard if condition == "hard" else study.human
     cfg = scratch_config(arch, lr, arch.param(params, "epochs"), params["batch_size"], seed,
-                         amp=params.get("amp", "auto"), schedule=params.get("schedule", "cosine"))
+                         amp=params.get("amp", "auto"), schedule=params.get("schedule", "cosine"),
+                         logits_precision=params.get("logits_precision", "float32"))
     fp = _fold_fingerprint(tr, te, targets, f"peterson-scratch|{condition}|{study.data_id}|fold{fold}")
     sets = {"heldout": study.images[te], **dict(eval_sets or {})}
     return TrainJob(cfg, fp, (study.images[tr], targets[tr]), sets,
