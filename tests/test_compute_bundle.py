@@ -434,3 +434,31 @@ def test_a_changed_entry_is_carried_and_a_base_nobody_has_is_reported(computed, 
     monkeypatch.undo()
     assert len(done) == 1 and "import base.tar.gz first" in done[0]["error"]
     assert book.main(["import", str(tmp_path / "missing.tar.gz")]) == 2
+
+
+def test_float16_predictions_travel_in_a_bundle_and_read_back_exactly(tmp_path):
+    """A section computed with ``logits_precision=float16`` stores its predictions in half the
+    bytes; its bundle imports byte for byte, the imported cache reads them back as the same
+    float32 values and serves the section without training."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    args = ["--profile", "smoke", "--sections", "generalisation", "-p", "logits_precision=float16"]
+    r = _book_without_jupyter(["compute", *args], _env(src))
+    assert r.returncode == 0, r.stdout + r.stderr
+    kinds = {p.parts[-3] for p in src.glob("*/*/arrays.npz")}
+    assert kinds == {"peterson_scratch"}
+    for p in src.glob("peterson_scratch/*/arrays.npz"):
+        with np.load(p) as z:
+            assert {z[k].dtype for k in z.files} == {np.dtype(np.float16)}, p
+    bundle.export_bundle("smoke", tmp_path / "b.tar.gz", root=src)
+    bundle.import_bundle(tmp_path / "b.tar.gz", root=dst)
+    a, b = _entries(src), _entries(dst)
+    assert {k: v for k, v in a.items() if not k.endswith("model.pt")} == b
+    for p in src.glob("peterson_scratch/*/meta.json"):
+        cfg = json.loads(p.read_text())["config"]
+        assert cfg["train"]["logits_precision"] == "float16"  # in the key
+        x, y = (ResultCache(r).load("peterson_scratch", cfg) for r in (src, dst))
+        for k, v in x.arrays.items():
+            assert v.dtype == y.arrays[k].dtype == np.float32
+            assert np.array_equal(v, y.arrays[k], equal_nan=True)
+    again = _book_without_jupyter(["compute", *args], _env(dst))
+    assert again.returncode == 0 and "trained 0" in again.stdout, again.stdout + again.stderr
