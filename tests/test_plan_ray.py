@@ -197,6 +197,12 @@ def test_every_group_the_plan_declares_trains_as_one_stack(tmp_path, monkeypatch
             groups.setdefault(j.group, []).append(MM._stack_signature(j.make()))
     assert {g.split("/")[0] for g in groups} == {"generalisation", "laing"}
     assert min(len(s) for s in groups.values()) >= 2
+    # section 2: one group per (arch, lr), the fold models of both conditions
+    gen = {j.group: set() for j in p.jobs if j.section == "generalisation"}
+    for j in p.jobs:
+        if j.section == "generalisation":
+            gen[j.group].add(j.label.split("/")[2])
+    assert gen and all(c == {"hard", "soft"} for c in gen.values()), gen
     split = sorted(g for g, s in groups.items() if len(set(s)) > 1 or None in s)
     if fields is None:
         assert split == []

@@ -269,7 +269,7 @@ def test_peterson_smoke_profile_trains_fold_models_together(fixture_root, tmp_pa
     runs = P.run_generalisation(cache, study, gen, shift, device="cpu", progress=False)
     assert cache.misses == 4
     metas = [cache.load("peterson_scratch", json.loads(k)) for k in _keys(cache, "peterson_scratch")]
-    assert sorted(m.meta["stacked"] for m in metas) == [2, 2, 2, 2]
+    assert sorted(m.meta["stacked"] for m in metas) == [4, 4, 4, 4]  # both conditions' folds
     # the same numbers as one model at a time
     seq_cache = ResultCache(tmp_path / "seq")
     seq = P.run_generalisation(seq_cache, study, dict(gen, stack_models=False), shift,

@@ -220,7 +220,7 @@ def plan_generalisation(params, cache, seed, profile, inputs: _Inputs) -> list[l
         for key, make in group:
             job = from_train_job("generalisation", "train", "peterson_scratch", make,
                                  "generalisation/" + "/".join(map(str, key)),
-                                 group="generalisation/" + "/".join(map(str, key[:-1])),
+                                 group=f"generalisation/{key[0]}/{key[2]}",  # (arch, lr)
                                  stack=stack)
             if n_missing and not inputs.for_running:
                 job.eval_images += n_missing

@@ -125,7 +125,7 @@ def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, sh
                        device=None, seed: int = 0, progress: bool = True) -> FoldRuns:
     """Train (or load) every arch x condition x lr x fold of paper §5 and collect logits.
 
-    The fold models of one (arch, condition, lr) train together on a GPU
+    The fold models of one (arch, lr), both conditions, train together on a GPU
     (``params['stack_models']``: 'auto', True or False; see :func:`softlib.multimodel.train_cached_many`)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     logits, seconds, diverged, curves = {}, {}, {}, {}
@@ -146,17 +146,18 @@ def run_generalisation(cache: ResultCache, study: StudyData, params: Mapping, sh
 def generalisation_jobs(study: StudyData, params: Mapping, shift: EvalSets, seed: int = 0
                         ) -> Iterator[list[tuple[tuple[str, str, float, int],
                                                  Callable[[], TrainJob]]]]:
-    """Every training job of paper §5, in groups of one (arch, condition, lr): the fold models
-    that train together on a GPU. Each job is keyed (arch label, condition, lr, fold) and made
-    when called (its training images are a copy: a whole grid of them would not fit memory)."""
+    """Every training job of paper §5, in groups of one (arch, lr): the fold models of both
+    conditions, which train together on a GPU (hard and soft labels are only their targets; on
+    an H200 20 stacked ResNet-20s ran 59,000 img/s against 47,800 for 10). Each job is keyed
+    (arch label, condition, lr, fold) and made when called (its training images are a copy: a
+    whole grid of them would not fit memory)."""
     folds = select_folds(study.labels, params["folds"], 10, seed)
     for arch in parse_archs(params["archs"]):
-        for cond in CONDITIONS:
-            for lr in params["lr"]:
-                yield [((arch.label, cond, float(lr), k),
-                        partial(scratch_job, study, arch, cond, lr, k, folds, params,
-                                shift.images, seed))
-                       for k in range(len(folds))]
+        for lr in params["lr"]:
+            yield [((arch.label, cond, float(lr), k),
+                    partial(scratch_job, study, arch, cond, lr, k, folds, params,
+                            shift.images, seed))
+                   for cond in CONDITIONS for k in range(len(folds))]
 
 
 def probs_of(logits: np.ndarray) -> np.ndarray:
