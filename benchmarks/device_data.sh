@@ -37,7 +37,7 @@ done
 rm -rf .device_data/cifar10_1/model_predictions
 git check-ignore -q .device_data || { echo "error: .device_data is not git-ignored" >&2; exit 1; }
 size() { du -sb "$@" 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
-sum_files() { xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+sum_files() { { xargs -0 -r stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}'; }
 tracked=$(git ls-files -z | sum_files)  # a tracked file deleted here is not counted
 untracked=$(git ls-files -z --others --exclude-standard | sum_files)
 results=$(git ls-files -z results | sum_files)
