@@ -142,6 +142,11 @@ class Checkpoint:
         self.path.with_suffix(".json").unlink(missing_ok=True)
 
 
+def checkpoints_dir(cache_root: str | os.PathLike) -> Path:
+    """Where the trainings of the cache at ``cache_root`` keep their checkpoints."""
+    return Path(cache_root) / ".checkpoints"
+
+
 def in_progress(root: str | os.PathLike) -> list[dict[str, Any]]:
     """The checkpointed trainings under ``root`` (a cache's ``.checkpoints`` folder), from
     their notes: label, epoch, epochs, when saved, size and file; oldest first."""

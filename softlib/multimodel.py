@@ -75,7 +75,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from . import augment as _augment
 from .cache import Entry, ResultCache, check_budget, config_key
-from .checkpoint import for_cache_entry, rng_state, set_rng_state
+from .checkpoint import checkpoints_dir, for_cache_entry, rng_state, set_rng_state
 from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft_cross_entropy
 from .train import (TrainConfig, TrainJob, TrainResult, _as_targets, _auto, _autocast,
                     _default_build, _Forward, _images_fingerprint, _make_optimizer, _quiet,
@@ -674,7 +674,7 @@ def _train_group(cache: ResultCache, kind: str, jobs: Sequence[TrainJob],
     dev = resolve_device(device)
     group_key = config_key("stacked_group",
                            {"entries": [config_key(kind, j.key()) for j in jobs]})
-    ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind, group_key,
+    ckpt = for_cache_entry(checkpoints or checkpoints_dir(cache.root), kind, group_key,
                            "fit_stacked", dev,
                            f"{k_models} stacked {kind} models ({config.arch})")
     if dev.type == "cuda":

@@ -31,7 +31,7 @@ import torch
 
 from . import augment as _augment
 from .cache import Entry, ResultCache, config_key
-from .checkpoint import for_cache_entry, rng_state, set_rng_state
+from .checkpoint import checkpoints_dir, for_cache_entry, rng_state, set_rng_state
 from .losses import maybe_mix, mix_probability_from_entropy, smooth_labels, soft_cross_entropy, \
     validate_targets
 
@@ -632,6 +632,11 @@ def round_logits(logits: np.ndarray, precision: str = "float32") -> np.ndarray:
     return np.where(np.isinf(r) & ~np.isinf(a), a, r)
 
 
+def _stored_predictions(model: torch.nn.Module, images: Any, config: TrainConfig) -> np.ndarray:
+    """The logits a cache entry keeps of ``model`` on ``images`` (at ``config.logits_precision``)."""
+    return round_logits(predict(model, images, config.eval_batch_size), config.logits_precision)
+
+
 def _trained_entry(model: torch.nn.Module, result: TrainResult, config: TrainConfig,
                    eval_sets: Mapping[str, Any], eval_fps: Mapping[str, str],
                    extra_meta: Mapping[str, Any] | None = None) -> Entry:
@@ -642,8 +647,7 @@ def _trained_entry(model: torch.nn.Module, result: TrainResult, config: TrainCon
     arrays, timing = {}, {}
     for name, imgs in eval_sets.items():
         t0 = time.perf_counter()
-        arrays[f"logits_{name}"] = round_logits(predict(model, imgs, config.eval_batch_size),
-                                                config.logits_precision)
+        arrays[f"logits_{name}"] = _stored_predictions(model, imgs, config)
         timing[name] = time.perf_counter() - t0
     if not result.diverged and not all(np.isfinite(a).all() for a in arrays.values()):
         result = dataclasses.replace(result, diverged=True, diverged_epoch=result.epochs_run)
@@ -701,7 +705,7 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
 
     def compute() -> Entry:
         nonlocal ckpt
-        ckpt = for_cache_entry(checkpoints or cache.root / ".checkpoints", kind,
+        ckpt = for_cache_entry(checkpoints or checkpoints_dir(cache.root), kind,
                                config_key(kind, key), "fit", resolve_device(device),
                                f"{kind} {config.arch} seed {config.seed}")
         torch.manual_seed(config.seed)
@@ -722,8 +726,7 @@ def train_cached(cache: ResultCache | None, kind: str, config: TrainConfig, data
         dev = resolve_device(device)
         model.to(dev)
         for name in stale:
-            entry.arrays[f"logits_{name}"] = round_logits(
-                predict(model, eval_sets[name], config.eval_batch_size), config.logits_precision)
+            entry.arrays[f"logits_{name}"] = _stored_predictions(model, eval_sets[name], config)
             entry.meta.setdefault("eval_fingerprints", {})[name] = eval_fps[name]
         cache.save(kind, key, entry)
     return entry

@@ -95,6 +95,7 @@ def train_job_entry(job, names: Sequence[str], *arrays: np.ndarray, device: Any 
     checkpoints in this node's cache, so a retried task resumes on the same node)."""
     import tempfile
 
+    from ..checkpoint import checkpoints_dir
     from ..paths import cache_root
     from ..train import TrainJob, train_cached
     full = TrainJob(job.config, job.data_fingerprint, job.train_data,
@@ -104,7 +105,7 @@ def train_job_entry(job, names: Sequence[str], *arrays: np.ndarray, device: Any 
         return train_cached(ResultCache(d), "job", full.config, full.data_fingerprint,
                             full.build_model, full.train_data, full.eval_sets, val=full.val,
                             target_sampler=full.target_sampler, device=device, progress=False,
-                            checkpoints=cache_root() / ".checkpoints")
+                            checkpoints=checkpoints_dir(cache_root()))
 
 
 def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence[str]],
@@ -116,6 +117,7 @@ def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence
     :func:`train_job_entry`)."""
     import tempfile
 
+    from ..checkpoint import checkpoints_dir
     from ..multimodel import train_cached_many
     from ..paths import cache_root
     from ..train import TrainJob
@@ -125,7 +127,7 @@ def train_group_entries(kind: str, jobs: Sequence[Any], names: Sequence[Sequence
             for j, ns, idx in zip(jobs, names, layout)]
     with tempfile.TemporaryDirectory(prefix="softlib-group-") as d:
         return train_cached_many(ResultCache(d), kind, full, device, progress=False, stack=stack,
-                                 checkpoints=cache_root() / ".checkpoints")
+                                 checkpoints=checkpoints_dir(cache_root()))
 
 
 def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any], label: str,
@@ -151,7 +153,7 @@ def from_train_job(section: str, stage: str, kind: str, make: Callable[[], Any],
 def stored_prediction_bytes(n_images: float, n_classes: int, precision: str = "float32") -> float:
     """Bytes of the logits an entry keeps for ``n_images`` (float16: 2 a value, float32: 4),
     before compression: a results bundle carries them (weights aside)."""
-    return float(n_images) * int(n_classes) * (2 if precision == "float16" else 4)
+    return float(n_images) * int(n_classes) * np.dtype(precision).itemsize
 
 
 def _n_classes(targets: Any) -> int:

@@ -1177,8 +1177,8 @@ def print_plan(profile: str, sections: list[str] | None = None, data_root: str =
         print(f"note: {exc}; no cost estimate", flush=True)
         tp = None
     print(PL.format_summary(p, PL.summarise(p, cache, tp), tp, gpus), flush=True)
-    from ..checkpoint import in_progress
-    for c in in_progress(cache.root / ".checkpoints"):
+    from ..checkpoint import checkpoints_dir, in_progress
+    for c in in_progress(checkpoints_dir(cache.root)):
         print(f"in progress: {c.get('label')}, checkpointed after epoch {c.get('epoch')}"
               f"{'/' + str(c['epochs']) if c.get('epochs') else ''} at {c.get('saved')} "
               f"({(c.get('bytes') or 0) / 2**20:.1f} MiB, {c['file']}): the next compute "
