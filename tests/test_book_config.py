@@ -104,3 +104,15 @@ def test_compute_runs_sections_in_the_order_asked(monkeypatch):
     monkeypatch.setenv("SOFTLIB_QUIET", "1")
     state = R.compute_sections("smoke", ["calibration_ood", "generalisation"], device="cpu")
     assert ran == ["calibration_ood", "generalisation"] == list(state)
+
+
+def test_the_intro_lists_every_profile():
+    """The intro's profile table is prose, kept by hand: a profile added to ``softlib.book.profiles``
+    (as ``gpu`` was) must get its row, and a row must not outlive its profile."""
+    import re
+
+    from softlib.book.profiles import profile_names
+    text = (book.REPO / "book" / "intro.md").read_text()
+    table = text.split("## Profiles", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \|", table, flags=re.M)
+    assert sorted(rows) == sorted(profile_names())

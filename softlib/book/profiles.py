@@ -4,7 +4,7 @@
   runs end to end (CI). Its numbers are **not results**.
 * ``cpu``: real data, small models and short schedules; the whole book fits a newcomer's 2-core
   laptop in about 90 minutes.
-* ``paper``: the seeds' full protocols; meant for a GPU.
+* ``paper``: the studies' full protocols; meant for a GPU.
 * ``gpu``: the studies' protocols shrunk to about one hour on one H100 / H200, sized for signal
   (all 10 folds, two of the paper's architectures, Laing's grid over 3 seeds at full width);
   computed with ``python -m softlib.book compute --profile gpu`` where no Jupyter is installed.
@@ -162,7 +162,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         },
     },
     "paper": {
-        "description": "the seeds' full protocols (8 architectures, 10 folds, 150 epochs; "
+        "description": "the studies' full protocols (8 architectures, 10 folds, 150 epochs; "
                        "Laing's 230-epoch schedule over 5 seeds): meant for a GPU",
         "synthetic_data": False,
         "requires_gpu": True,
