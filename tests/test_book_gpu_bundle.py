@@ -113,6 +113,63 @@ def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
         in summary
 
 
+def test_a_section_whose_bundles_hold_some_model_types_renders_those_marked_partial(
+        gpu_smoke, capsys):
+    """Slices that have finished some of Laing's model types: the book shows those (the section
+    run with them alone, its claims recorded as partial) under a note that names the others and
+    how to compute them, instead of hiding results it has; nothing is trained."""
+    import json
+    computed, results = gpu_smoke / "computed", gpu_smoke / "results"
+    results.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SOFTLIB_CACHE", str(computed))
+        mp.delenv("SOFTLIB_DATA", raising=False)  # compute sets it: undone on leaving
+        state = book.compute_sections("smoke", ["calibration_ood"], allow_cpu=True,
+                                      overrides={"model_types": ["basic", "sngp"]})
+        assert state["calibration_ood"] == "complete"
+        bundle.export_bundle("smoke", results / "laing-some.tar.gz", root=computed)
+    capsys.readouterr()
+    cache = gpu_smoke / "cache"
+    rec = book.run_sections("smoke", ["calibration_ood", "claims"], cuda_available=False,
+                            results=results)
+    out = capsys.readouterr().out
+    everything = profiles.resolve("smoke", "calibration_ood")["model_types"]
+    r = rec["calibration_ood"]
+    assert r["state"] == "partial" and r["part"]["param"] == "model_types"
+    assert r["part"]["done"] == ["basic", "sngp"]
+    assert r["part"]["left_out"] == [m for m in everything if m not in ("basic", "sngp")]
+    line = next(x for x in out.splitlines() if "] calibration_ood " in x and "PARTIAL" in x)
+    assert "rendered from its complete model_types (basic, sngp)" in line, line
+    assert "python -m softlib.book compute --profile smoke --sections calibration_ood" in out
+    got = _entries(cache)
+    want = {k: v for k, v in _entries(computed).items() if not k.endswith("model.pt")}
+    assert set(got) == set(want), "the partial section trained or evaluated something"
+    # the page: the note after the title, then the section run with its complete model types
+    sections_dir = gpu_smoke / "book" / "book" / "sections"
+    page = nbformat.read(sections_dir / "05_calibration_ood.ipynb", as_version=4)
+    assert page.cells[0].source.startswith("# 5.")
+    note = page.cells[1].source
+    assert "Partial: 2 of 5 model types" in note and "`dropout_aug`" in note
+    assert "| train | laing/duq | 0 of " in note and "--sections calibration_ood" in note
+    injected = next(c for c in page.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'model_types = ["basic", "sngp"]' in injected.source
+    assert any(c.cell_type == "code" and c.get("outputs") for c in page.cells)
+    doc = json.loads((sections_dir / "claims" / "calibration_ood.json").read_text())
+    assert doc["provenance"]["partial"] == "model_types"
+    assert doc["claims"]["laing.ece"]["verdict"] != "not measurable here"
+    assert "not among the model types" in doc["claims"]["laing.dropout_defender"]["reason"]
+    prov = (gpu_smoke / "book" / "book" / "generated" / "build_provenance.md").read_text()
+    assert "| `calibration_ood` | **partial**: model_types basic, sngp (not computed: " in prov
+    book.print_summary()
+    summary = capsys.readouterr().out
+    assert "PARTIAL: calibration_ood, rendered from model_types basic, sngp" in summary
+    assert "complete: claims" in summary
+    # a book that must be complete refuses it
+    assert book.main(["run", "--profile", "smoke", "--sections", "calibration_ood",
+                      "--results", str(results), "--from-bundles", "--require-complete"]) == 2
+    assert "are not (all) computed" in capsys.readouterr().err
+
+
 def test_without_bundles_it_says_what_is_missing_and_fails_only_if_nothing_renders(
         gpu_smoke, capsys):
     empty = gpu_smoke / "no-results"

@@ -311,6 +311,43 @@ def test_a_book_rendered_from_a_gpu_bundle_names_the_gpu(book_dir):
     assert "NVIDIA H200" not in row["profile / device"]
 
 
+def test_a_section_rendered_from_its_complete_model_types_names_the_gpu_and_says_partial(
+        book_dir):
+    """A `gpu` book whose slices have computed some of Laing's model types renders those: the
+    numbers still come from the machine of the (incomplete) run the manifest records, and the
+    ledger says the section is partial."""
+    from softlib.book import profiles
+    full = profiles.resolve("gpu", "calibration_ood")
+    some = dict(full, model_types=["basic", "dropout_noaug"])
+    man = {"format": 1, "profile": "gpu", "sections": {"calibration_ood": {
+        "complete": False, "params": full, "imported": True, "entries": [],
+        "provenance": {"device": "cuda", "device_name": "NVIDIA H200", "machine": "gpubox (L)"}}}}
+    mp = book_dir / "cache" / "manifests" / "gpu.json"
+    mp.parent.mkdir(parents=True)
+    mp.write_text(json.dumps(man))
+    runs = _laing_runs()
+    runs = runs[runs["model_type"] == "basic"]
+    claims.record(_sec("calibration_ood", "gpu", some), claims.measure_calibration(runs))
+    table = claims.ledger("gpu").set_index("id")
+    where = table.loc["laing.ece", "profile / device"]
+    assert "NVIDIA H200" in where and "partial section: only the model types" in where
+    assert table.loc["laing.ood_auroc_sngp", "verdict"] == NOT_MEASURABLE
+    assert "not among the model types this build computed" in table.loc[
+        "laing.ood_auroc_sngp", "note"]
+    # the whole grid is not a part; neither is a change of anything else, or an item the run lacks
+    assert claims._part_of(full, full) is None
+    assert claims._part_of(full, dict(some, epochs=full["epochs"] + 1)) is None
+    assert claims._part_of(full, dict(full, model_types=["basic", "no_such_type"])) is None
+    assert claims._part_of(full, dict(full, model_types=[])) is None
+    assert claims._part_of(full, some) == "model_types"
+    # not the run's part (the manifest's params differ elsewhere): computed here, still partial
+    man["sections"]["calibration_ood"]["params"] = dict(full, epochs=full["epochs"] + 1)
+    mp.write_text(json.dumps(man))
+    claims.record(_sec("calibration_ood", "gpu", some), claims.measure_calibration(runs))
+    where = claims.ledger("gpu").set_index("id").loc["laing.ece", "profile / device"]
+    assert "NVIDIA H200" not in where and "partial section" in where
+
+
 def test_ledger_figure_draws_with_and_without_measurements(book_dir):
     import matplotlib
     matplotlib.use("Agg")

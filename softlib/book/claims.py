@@ -464,7 +464,8 @@ def measure_calibration(runs: pd.DataFrame, ood: Mapping[str, Any] | None = None
 
     def pair(cid, mt, metric, note=""):
         if mt not in types:
-            return not_measurable(cid, f"model type {mt!r} is not in this profile's grid")
+            return not_measurable(cid, f"model type {mt!r} is not among the model types this "
+                                       "build computed (parameter model_types)")
         return from_units(cid, _seed_pair(runs, mt, metric), "seeds", note)
 
     out.append(pair("laing.accuracy", "basic", "accuracy"))
@@ -486,8 +487,9 @@ def measure_calibration(runs: pd.DataFrame, ood: Mapping[str, Any] | None = None
     others = [m for m in ("basic", "sngp", "duq") if m in types]
     if "dropout_aug" not in types or not others:
         out.append(not_measurable("laing.dropout_defender",
-                                  "MC dropout (augmentation) or every other model type is not in "
-                                  "this profile's grid"))
+                                  "MC dropout (augmentation) or every other model type is not "
+                                  "among the model types this build computed (parameter "
+                                  "model_types)"))
     else:
         soft = runs[runs["condition"] == "soft"].pivot_table(
             index="seed", columns="model_type", values="attack_decrease", aggfunc="mean")
@@ -569,6 +571,25 @@ def _same_params(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _part_of(recorded: Any, params: Mapping[str, Any]) -> str | None:
+    """The list parameter in which ``params`` (a section rendered from some of its parts, a
+    `gpu` book's model types computed so far) keeps fewer items than the ``recorded`` run's,
+    every other parameter the same; None where they are not such a part."""
+    if not isinstance(recorded, Mapping) or set(recorded) != set(params):
+        return None
+    differ = [k for k in params if not _same_params(recorded[k], params[k])]
+    if len(differ) != 1:
+        return None
+    key = differ[0]
+    whole, sub = recorded[key], params[key]
+    if not (isinstance(whole, list) and isinstance(sub, list) and sub and len(sub) < len(whole)):
+        return None
+    keys = [json.dumps(x, sort_keys=True, default=str) for x in whole]
+    if not all(json.dumps(x, sort_keys=True, default=str) in keys for x in sub):
+        return None
+    return key
+
+
 def provenance(sec: Any) -> dict[str, Any]:
     """Profile, device and machine behind a section's numbers, from its header object ``sec``.
 
@@ -586,7 +607,11 @@ def provenance(sec: Any) -> dict[str, Any]:
         man = None
     rec = (man or {}).get("sections", {}).get(sec.name)
     misses = getattr(getattr(sec, "cache", None), "misses", 0)
-    if rec and rec.get("complete") and _same_params(rec.get("params"), sec.params) and not misses:
+    # a section rendered from the complete part of a run the manifest records (a `gpu` book's
+    # model types computed so far) came from that run's machine as much as the whole would have
+    part_of_run = _part_of(rec.get("params"), sec.params) if rec else None
+    if rec and not misses and (part_of_run or (rec.get("complete")
+                                               and _same_params(rec.get("params"), sec.params))):
         p = rec.get("provenance", {})
         computed = {"device": p.get("device_name") or p.get("device") or "unknown",
                     "machine": str(p.get("machine", "unknown")).split(" (")[0]}
@@ -594,9 +619,15 @@ def provenance(sec: Any) -> dict[str, Any]:
             source = "imported results bundle"
         elif computed["machine"] != rendered["machine"]:
             source = "results cache, computed on another machine"
+    from . import profiles
+    try:  # fewer items than the profile's in one list parameter: the ledger says partial
+        part = _part_of(profiles.resolve(sec.profile, sec.name), sec.params)
+    except profiles.ProfileError:  # a section or profile the profiles do not know (tests)
+        part = None
     return {"profile": sec.profile, "synthetic": bool(getattr(sec, "synthetic", False)),
             "commit": here.get("git_commit"), "date": here.get("date"),
-            "computed_on": computed, "rendered_on": rendered, "source": source}
+            "computed_on": computed, "rendered_on": rendered, "source": source,
+            **({"partial": part} if part else {})}
 
 
 def record(sec: Any, measurements: Sequence[Measurement], directory: str | Path | None = None
@@ -757,6 +788,9 @@ def ledger(profile: str, records: Mapping[str, dict] | None = None) -> pd.DataFr
             where += f"; rendered on {rend.get('device', '?')} ({rend.get('machine', '?')})"
         if prov.get("source") and prov["source"] != "executed here":
             where += f"; from {prov['source']}"
+        if prov.get("partial"):
+            where += (f"; partial section: only the {prov['partial'].replace('_', ' ')} "
+                      "computed so far")
         v = verdict(r.get("estimate"), c.expected, r.get("se"), r.get("n"), r.get("interval"),
                     c.null, LEVEL, r.get("df"))
         rows.append({**base, "this build": _fmt_value(r, c), "estimate": r.get("estimate"),

@@ -428,6 +428,67 @@ def check_archs(profile: str, sections: list[str], archs: list[str],
     return known
 
 
+#: section -> the list parameter along which a section's results split into parts that are
+#: computed and rendered on their own (a model type of Laing's grid, an architecture's fold
+#: models): a `gpu` book rendered from bundles shows the parts that are complete, marked partial
+PARTS_OF = {"calibration_ood": "model_types", "generalisation": "archs"}
+#: the states of a section whose results are not all there (its page says how to compute them)
+INCOMPLETE = ("not computed", "partial")
+
+
+def _part_label(item: object) -> str:
+    """An item of a :data:`PARTS_OF` list as a reader names it (an architecture's label)."""
+    return str(item[0]) if isinstance(item, (list, tuple)) and item else str(item)
+
+
+def _complete_parts(profile: str, section: str, own: dict, dev: str, seed: int, root: Path,
+                    log: Path) -> dict | None:
+    """The parts of a section whose results are all in the cache when the whole is not: each
+    item of its :data:`PARTS_OF` parameter checked alone, then the complete ones together
+    (nothing is computed). ``{"param", "done", "left_out"}``; None where no part, or every
+    part, is complete, or the section does not split."""
+    key = PARTS_OF.get(section)
+    items = list(profiles.resolve(profile, section, **own).get(key) or []) if key else []
+    if len(items) < 2:
+        return None
+
+    def complete(sub: list) -> bool:
+        part = {**own, key: sub}
+        return _compute_one(profile, section, profiles.resolve(profile, section, **part), part,
+                            dev, seed, root, f"{section} ({key} {', '.join(map(_part_label, sub))})",
+                            check_only=True, log=log)["complete"]
+    done = [item for item in items if complete([item])]
+    if not done or len(done) == len(items) or not complete(done):
+        return None
+    return {"param": key, "done": done, "left_out": [i for i in items if i not in done]}
+
+
+def _partial_banner(section: str, profile: str, part: dict, progress: list[dict] | None) -> str:
+    """The note at the top of a section rendered from some of its parts (:func:`_complete_parts`):
+    what it shows, what it leaves out, how far the rest is and how to compute it."""
+    done = ", ".join(f"`{_part_label(i)}`" for i in part["done"])
+    left = ", ".join(f"`{_part_label(i)}`" for i in part["left_out"])
+    what = part["param"].replace("_", " ")
+    export, out = export_command(profile, [section])
+    return f"""```{{warning}}
+**Partial: {len(part['done'])} of {len(part['done']) + len(part['left_out'])} {what}.**
+This page of the `{profile}` book shows the results of {done} only, the {what} whose
+results the committed bundles hold in full. Not computed yet: {left}. Every table, figure and
+claim below is computed from the shown {what} alone (the section's `{part['param']}`
+parameter is set to them, see the box); nothing was trained here.
+```
+
+{_progress_table(progress)}To complete it, run on a machine with a GPU:
+
+```bash
+{compute_command(profile, [section])}
+{export}
+```
+
+then commit the new `{out}` and build the book again.
+"""
+
+
 #: section -> the section whose models' weights it needs (results bundles carry no weights, so
 #: both must be computed with one cache): section 4 attacks section 3's fine-tuned models
 NEEDS_WEIGHTS_OF = {"adversarial": "alternatives"}
@@ -717,7 +778,16 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             elif check:
                 reason = not_computed_reason(r)
                 rec.update(state="not computed", reason=reason)
-                print(f"{head}  NOT COMPUTED  {counts} | {reason}", flush=True)
+                part = _complete_parts(profile, section, own, dev, seed, root,
+                                       staging / f"{stem}.parts.log")
+                if part is None:
+                    print(f"{head}  NOT COMPUTED  {counts} | {reason}", flush=True)
+                else:
+                    rec.update(state="partial", part=part)
+                    print(f"{head}  PARTIAL       {counts} | rendered from its complete "
+                          f"{part['param']} ({', '.join(map(_part_label, part['done']))}); "
+                          f"not computed: {', '.join(map(_part_label, part['left_out']))}",
+                          flush=True)
             else:
                 err = r["error"]
                 if err is None:  # a compute budget set by someone else ran out
@@ -731,7 +801,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                        else ""))
             records[section] = rec
         for section, rows in _progress_by_group(
-                profile, [s for s in sections if records[s]["state"] == "not computed"],
+                profile, [s for s in sections if records[s]["state"] in INCOMPLETE],
                 overrides, seed, root).items():
             records[section]["progress"] = rows
     finally:
@@ -740,17 +810,23 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         else:
             os.environ["SOFTLIB_DATA"] = env_data
     missing = [s for s in sections if records[s]["state"] == "not computed"]
-    if missing:
-        print(f"not computed (their results are not in the cache): {', '.join(missing)}",
-              flush=True)
-        for s in missing:
+    incomplete = [s for s in sections if records[s]["state"] in INCOMPLETE]
+    if incomplete:
+        if missing:
+            print(f"not computed (their results are not in the cache): {', '.join(missing)}",
+                  flush=True)
+        partial = [s for s in incomplete if s not in missing]
+        if partial:
+            print(f"partial (rendered from their complete parts): {', '.join(partial)}",
+                  flush=True)
+        for s in incomplete:
             if records[s].get("progress"):
                 print(f"  {s}, jobs in the cache: {_progress_line(records[s]['progress'])}",
                       flush=True)
-        print(_how_to_compute(profile, missing), flush=True)
+        print(_how_to_compute(profile, incomplete), flush=True)
         if require_complete:
-            raise BookError(f"--require-complete: section(s) {', '.join(missing)} are not "
-                            "computed; nothing was executed")
+            raise BookError(f"--require-complete: section(s) {', '.join(incomplete)} are not "
+                            "(all) computed; nothing was executed")
         if len(missing) == n:
             raise BookError(f"nothing can be rendered: none of the requested sections "
                             f"({', '.join(sections)}) has its results in the cache")
@@ -776,12 +852,17 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             print(f"{head}  not computed: page says so and how to compute it", flush=True)
             continue
         nb = _load_notebook(section)
-        src = staging / f"{stem}.in.ipynb"
-        nbformat.write(nb, src)
         own = set(profiles.resolve(profile, section))
         params = {"profile": profile, "data_root": os.environ.get("SOFTLIB_DATA", ""),
                   "device": device, "seed": seed,
                   **{k: v for k, v in overrides.items() if k in own}}
+        part = rec.get("part")
+        if part:  # only its complete parts, said at the top of the page (after the title)
+            params[part["param"]] = part["done"]
+            nb.cells.insert(1, nbformat.v4.new_markdown_cell(
+                _partial_banner(section, profile, part, rec.get("progress"))))
+        src = staging / f"{stem}.in.ipynb"
+        nbformat.write(nb, src)
         klog = staging / f"{stem}.kernel.log"
         klog.unlink(missing_ok=True)
         t0 = time.perf_counter()
@@ -807,8 +888,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             if "injected-parameters" in c.metadata.get("tags", []):
                 c.metadata["tags"].append("remove-input")
         nbformat.write(out, dst)
-        rec = dict(rec, state="rendered" if rec["state"] != "complete" else "complete",
-                   execute_seconds=round(wall, 1))
+        rec = dict(rec, state=rec["state"] if rec["state"] in ("complete", "partial")
+                   else "rendered", execute_seconds=round(wall, 1))
         timings[section] = {"seconds": round(wall + rec.get("compute_seconds", 0.0), 1),
                             "peak_rss_mb": _peak_rss(out), "profile": profile, **rec}
         save_json(partial, timings)
@@ -852,8 +933,8 @@ def print_summary(html: Path | None = None) -> None:
         computed = "jobs" in r  # the section has a compute function
         jobs = "-" if not computed else (f"{r['jobs']}/{r['planned_jobs']}"
                                          if r.get("planned_jobs") is not None else str(r["jobs"]))
-        state = {"not computed": "NOT COMPUTED", "nothing to compute": "rendered"}.get(
-            r["state"], r["state"])
+        state = {"not computed": "NOT COMPUTED", "partial": "PARTIAL",
+                 "nothing to compute": "rendered"}.get(r["state"], r["state"])
         execute = r.get("execute_seconds") if r["state"] != "not computed" else None
         trained = (str(r["trained"]) if "trained" in r else
                    f"bench {r['benchmarked']}" if "benchmarked" in r else "-")
@@ -868,6 +949,7 @@ def print_summary(html: Path | None = None) -> None:
     rows.append(f"  {'total':<{w}}  {'':<13} {secs(tot[0]):>8} {secs(tot[1]):>8} {'':>9} "
                 f"{tot[2]:>8} {tot[3]:>10}")
     missing = [s for s, r in recs.items() if r["state"] == "not computed"]
+    partial = [s for s, r in recs.items() if r["state"] == "partial"]
     elapsed = (time.perf_counter() - _LAST_RUN["start"]) / 60
     print(f"summary (profile {profile}, {elapsed:.1f} min in all"
           + (", rendered from results bundles: no study trained here"
@@ -876,10 +958,16 @@ def print_summary(html: Path | None = None) -> None:
     if any("benchmarked" in r for r in recs.values()):
         print("  (bench: the compute page's speed benchmark of this machine; it is measured where "
               "the book is built, not a study result)")
-    print(f"complete: {', '.join(s for s in recs if s not in missing) or 'none'}")
+    print(f"complete: {', '.join(s for s in recs if s not in missing + partial) or 'none'}")
+    for s in partial:
+        part = recs[s]["part"]
+        print(f"PARTIAL: {s}, rendered from {part['param']} "
+              f"{', '.join(map(_part_label, part['done']))} (not computed: "
+              f"{', '.join(map(_part_label, part['left_out']))}); its page says so")
     if missing:
-        print(f"NOT computed (their pages say so): {', '.join(missing)}\n"
-              + _how_to_compute(profile, missing))
+        print(f"NOT computed (their pages say so): {', '.join(missing)}")
+    if missing or partial:
+        print(_how_to_compute(profile, [s for s in recs if s in missing + partial]))
     print(f"HTML: {html}" if html is not None else
           f"executed notebooks: {sections_dir()} (HTML: `python -m softlib.book build`)")
     sys.stdout.flush()
@@ -937,6 +1025,11 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
             state = {"not computed": "**not computed** (its page says how to compute it)",
                      "complete": "complete", "rendered": "complete (reads data only)"}.get(
                          r.get("state", "complete"), r.get("state", "complete"))
+            if r.get("state") == "partial":
+                part = r["part"]
+                state = (f"**partial**: {part['param']} "
+                         f"{', '.join(map(_part_label, part['done']))} (not computed: "
+                         f"{', '.join(map(_part_label, part['left_out']))})")
             trained = (r.get("trained", f"none (benchmark: {r.get('benchmarked')})"
                              if "benchmarked" in r else "-") if "jobs" in r else "-")
             hits = r.get("cache_hits", "-") if "jobs" in r else "-"
