@@ -170,6 +170,27 @@ def test_a_section_whose_bundles_hold_some_model_types_renders_those_marked_part
     assert "are not (all) computed" in capsys.readouterr().err
 
 
+def test_the_architectures_of_section_2_are_parts_too(smoke_bundle, gpu_smoke, monkeypatch):
+    """Section 2's fold models of one architecture are a part: with a second architecture
+    added to the profile, the bundle's one is complete on its own and the other is left out."""
+    from softlib.book import sections as S
+    bundle.import_bundle(smoke_bundle["results"] / "smoke.tar.gz", root=gpu_smoke / "cache")
+    gen = profiles.PROFILES["smoke"]["sections"]["generalisation"]
+    have = gen["archs"]
+    other = ["ResNet-8 (w2)", "resnet", {"depth": 8, "width": 2}]
+    monkeypatch.setitem(gen, "archs", have + [other])
+    root = S.section_data_root("smoke")
+    log = gpu_smoke / "parts.log"
+    before = _entries(gpu_smoke / "cache")
+    part = book._complete_parts("smoke", "generalisation", {}, "cpu", 0, root, log)
+    assert part == {"param": "archs", "done": have, "left_out": [other]}
+    assert book._part_label(other) == "ResNet-8 (w2)"
+    assert _entries(gpu_smoke / "cache") == before, "checking the parts computed something"
+    # one architecture: nothing to split into parts
+    monkeypatch.setitem(gen, "archs", have)
+    assert book._complete_parts("smoke", "generalisation", {}, "cpu", 0, root, log) is None
+
+
 def test_without_bundles_it_says_what_is_missing_and_fails_only_if_nothing_renders(
         gpu_smoke, capsys):
     empty = gpu_smoke / "no-results"
