@@ -42,6 +42,8 @@ schedule = None
 heldout_per_epoch = None
 pretrain_subset = None
 train_subset = None
+# fine-tuned models of these architectures only (a book rendered from the ones computed so far)
+only_archs = None
 
 # %%
 from softlib.book.header import show_header
@@ -146,7 +148,9 @@ fig1.assign(**{c: fig1[c].map(lambda k: CIFAR10_CLASSES[k])
 # %%
 t0 = time.perf_counter()
 runs = S.alternatives_runs(sec.cache, inputs, pre, prm, device=sec.device, seed=sec.seed,
-                           profile=profile)  # records these parameters for section 4
+                           profile=profile,  # records these parameters for section 4
+                           only_archs=only_archs)
+ft_archs = [a for a in archs_ if not only_archs or a.label in only_archs]
 df = P.alternatives_metrics(runs, pre, study)
 if runs.diverged:  # NaN / inf training loss: a result, left out of the selection and the means
     display(Markdown("**Diverged runs** (Table 1 marks them in `status`):"),
@@ -257,14 +261,14 @@ paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / 
 # counterpart here when CIFAR-10.1 images are absent.
 
 # %%
-cmp = P.paper_vs_run_table1(P.table1(df), archs_)
+cmp = P.paper_vs_run_table1(P.table1(df), ft_archs)
 cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c.startswith(("paper ", "run "))],
                  na_rep="n/a").set_caption("cross-entropy (nats)")
 
 # %%
 t = P.table1(df)
 lines = []
-for a in archs_:
+for a in ft_archs:
     if (a.label, "hard") not in t.index:
         continue
     base = t.loc[(a.label, "hard"), "c10H"]

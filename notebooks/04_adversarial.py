@@ -36,6 +36,8 @@ pgd_steps = None
 pgd_step_size = None
 attack_subset = None
 pgd_subset = None
+# attack the models of these architectures only (a book rendered from the ones computed so far)
+only_archs = None
 
 # %%
 from softlib.book.header import show_header
@@ -60,7 +62,7 @@ alt = S.adversarial_alt_params(profile, sec.cache, sec.seed)
 recorded = S.recorded_section_params(sec.cache, profile, "alternatives") is not None
 print("section 3's parameters: " + ("as recorded by its last run" if recorded else
                                     "the profile's (section 3 has not run with this cache yet)"))
-archs_ = P.parse_archs(alt["archs"])
+archs_ = [a for a in P.parse_archs(alt["archs"]) if not only_archs or a.label in only_archs]
 n_folds = alt["folds"]
 print(f"models: section 3's fine-tuned 'hard' and 'soft' models, {len(archs_)} architecture(s) "
       f"x {n_folds} fold(s); attacked images: up to {prm['attack_subset']:,} held-out CIFAR-10 "
@@ -71,7 +73,8 @@ print(f"models: section 3's fine-tuned 'hard' and 'soft' models, {len(archs_)} a
 t0 = time.perf_counter()
 misses0 = sec.cache.misses
 # the same calls as `python -m softlib.book compute` (softlib.book.sections)
-study, alt, fg, pg = S.adversarial_runs(sec.cache, profile, prm, device=sec.device, seed=sec.seed)
+study, alt, fg, pg = S.adversarial_runs(sec.cache, profile, prm, device=sec.device, seed=sec.seed,
+                                        only_archs=only_archs)
 print(f"attacks done in {time.perf_counter() - t0:.0f} s; cache hits {sec.cache.hits}, "
       f"new results {sec.cache.misses - misses0} (attack results, plus any model section 3 had "
       "not trained yet)")

@@ -183,7 +183,8 @@ def test_the_architectures_of_section_2_are_parts_too(smoke_bundle, gpu_smoke, m
     log = gpu_smoke / "parts.log"
     before = _entries(gpu_smoke / "cache")
     part = book._complete_parts("smoke", "generalisation", {}, "cpu", 0, root, log)
-    assert part == {"param": "archs", "done": have, "left_out": [other]}
+    assert (part["param"], part["done"], part["left_out"]) == ("archs", have, [other])
+    assert part["notebook_param"] == "archs"
     assert book._part_label(other) == "ResNet-8 (w2)"
     assert _entries(gpu_smoke / "cache") == before, "checking the parts computed something"
     # one architecture: nothing to split into parts

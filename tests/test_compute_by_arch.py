@@ -149,3 +149,46 @@ def test_a_partial_section_is_reported_with_how_far_it_goes(runs, monkeypatch):
     reason = book.not_computed_reason(r)
     assert reason.startswith(f"the first {r['jobs']} of its {r['planned']} jobs are there")
     assert "first result missing: peterson_finetune" in reason
+
+
+def test_a_gpu_book_renders_the_architectures_computed_so_far(runs, tmp_path, monkeypatch,
+                                                               capsys):
+    """Sections 3-4 of one architecture in a bundle (``compute --archs``): a book rendered from
+    bundles shows that architecture's fine-tuned and attacked models, marked partial, and
+    trains nothing (the other one's pretrained model is in the bundle, its fine-tuning not)."""
+    import nbformat
+
+    from softlib.book import profiles
+    monkeypatch.setitem(profiles.PROFILES["smoke"], "requires_gpu", True)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SOFTLIB_BOOK_DIR", str(tmp_path / "book"))
+    monkeypatch.setenv("SOFTLIB_QUIET", "1")
+    monkeypatch.delenv("SOFTLIB_DATA", raising=False)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "w4.tar.gz").write_bytes((runs["tmp"] / "results.tar.gz").read_bytes())
+    rec = book.run_sections("smoke", SECTIONS.split(","), cuda_available=False,
+                            results=results, overrides=book._parse_overrides([ARCHS]))
+    out = capsys.readouterr().out
+    for s in SECTIONS.split(","):
+        part = rec[s]["part"]
+        assert rec[s]["state"] == "partial", (s, rec[s])
+        assert (part["done"], part["left_out"], part["notebook_param"]) == ([W4], [W2],
+                                                                          "only_archs")
+        assert rec[s]["trained"] == 0
+    assert not list((tmp_path / "cache").glob("peterson_finetune/*/model.pt")), "trained here"
+    assert {_width(m) for m in _entries(tmp_path / "cache", "peterson_finetune").values()} == {4}
+    assert "PARTIAL" in out
+    pages = tmp_path / "book" / "book" / "sections"
+    for stem in ("03_alternatives", "04_adversarial"):
+        nb = nbformat.read(pages / f"{stem}.ipynb", as_version=4)
+        assert "Partial: 1 of 2 architectures" in nb.cells[1].source, stem
+        injected = next(c for c in nb.cells
+                        if "injected-parameters" in c.metadata.get("tags", []))
+        assert f'only_archs = ["{W4}"]' in injected.source
+        text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                         for o in c.get("outputs", []))
+        assert "trained 0" in text or "new results 0" in text, stem
+    doc = json.loads((pages / "claims" / "adversarial.json").read_text())
+    assert doc["provenance"]["partial"] == "archs"
+    assert doc["provenance"]["source"] == "imported results bundle"

@@ -610,8 +610,11 @@ def provenance(sec: Any) -> dict[str, Any]:
     # a section rendered from the complete part of a run the manifest records (a `gpu` book's
     # model types computed so far) came from that run's machine as much as the whole would have
     part_of_run = _part_of(rec.get("params"), sec.params) if rec else None
-    if rec and not misses and (part_of_run or (rec.get("complete")
-                                               and _same_params(rec.get("params"), sec.params))):
+    only = getattr(sec, "only_archs", None)  # sections 3-4 by architecture (compute --archs)
+    run_had = set((rec or {}).get("only_archs") or [])
+    if rec and not misses and (part_of_run or (
+            _same_params(rec.get("params"), sec.params)
+            and (rec.get("complete") or (only and set(only) <= run_had)))):
         p = rec.get("provenance", {})
         computed = {"device": p.get("device_name") or p.get("device") or "unknown",
                     "machine": str(p.get("machine", "unknown")).split(" (")[0]}
@@ -624,6 +627,7 @@ def provenance(sec: Any) -> dict[str, Any]:
         part = _part_of(profiles.resolve(sec.profile, sec.name), sec.params)
     except profiles.ProfileError:  # a section or profile the profiles do not know (tests)
         part = None
+    part = part or ("archs" if only else None)
     return {"profile": sec.profile, "synthetic": bool(getattr(sec, "synthetic", False)),
             "commit": here.get("git_commit"), "date": here.get("date"),
             "computed_on": computed, "rendered_on": rendered, "source": source,

@@ -36,6 +36,8 @@ class Section:
     seed: int
     synthetic: bool
     output_dir: Path
+    #: sections 3-4: the architectures whose fine-tuned models this page shows (None: all)
+    only_archs: list[str] | None = None
 
 
 def git_commit() -> str:
@@ -117,7 +119,8 @@ def show_header(profile: str, section: str, datasets: Iterable[str] = (),
     out.mkdir(parents=True, exist_ok=True)
     sec = Section(name=section, profile=profile, params=resolved, data_root=root,
                   cache=ResultCache(), device=device, seed=int(params.get("seed", 0) or 0),
-                  synthetic=synthetic, output_dir=out)
+                  synthetic=synthetic, output_dir=out,
+                  only_archs=list(params["only_archs"]) if params.get("only_archs") else None)
     _display(sec, prof["description"], _dataset_rows(datasets, root), overrides)
     return sec
 
@@ -129,6 +132,8 @@ def _display(sec: Section, description: str, rows, overrides) -> None:
              f"  commit {commit} | torch {torch.__version__} | device {sec.device} | "
              f"data root {sec.data_root}"]
     lines += [f"  {k} = {v!r}" for k, v in sec.params.items()]
+    if sec.only_archs:
+        lines.append(f"  only_archs = {sec.only_archs!r} (fine-tuned models of these only)")
     lines += [f"  dataset {n}: {status}" for n, status, _ in rows]
     warn = ""
     if sec.synthetic:
@@ -148,6 +153,9 @@ def _display(sec: Section, description: str, rows, overrides) -> None:
     prow = "".join(
         f"<tr><td><code>{e(k)}</code></td><td><code>{e(repr(v))}</code>"
         f"{' (override)' if k in overrides else ''}</td></tr>" for k, v in sec.params.items())
+    if sec.only_archs:
+        prow += (f"<tr><td><code>only_archs</code></td><td><code>{e(repr(sec.only_archs))}</code>"
+                 " (the fine-tuned models of these architectures only)</td></tr>")
     drow = "".join(
         f"<tr><td><code>{e(n)}</code></td><td>{e(s)}</td><td><details><summary>provenance"
         f"</summary><pre style='white-space:pre-wrap;font-size:0.8em'>{e(t)}</pre></details>"

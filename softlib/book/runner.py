@@ -430,8 +430,11 @@ def check_archs(profile: str, sections: list[str], archs: list[str],
 
 #: section -> the list parameter along which a section's results split into parts that are
 #: computed and rendered on their own (a model type of Laing's grid, an architecture's fold
-#: models): a `gpu` book rendered from bundles shows the parts that are complete, marked partial
-PARTS_OF = {"calibration_ood": "model_types", "generalisation": "archs"}
+#: models): a `gpu` book rendered from bundles shows the parts that are complete, marked
+#: partial. Sections 3-4 split by architecture too, but only in what they fine-tune and attack
+#: (every architecture is pretrained: ``compute --archs``, the notebooks' ``only_archs``)
+PARTS_OF = {"calibration_ood": "model_types", "generalisation": "archs",
+            "alternatives": "archs", "adversarial": "archs"}
 #: the states of a section whose results are not all there (its page says how to compute them)
 INCOMPLETE = ("not computed", "partial")
 
@@ -448,19 +451,35 @@ def _complete_parts(profile: str, section: str, own: dict, dev: str, seed: int, 
     (nothing is computed). ``{"param", "done", "left_out"}``; None where no part, or every
     part, is complete, or the section does not split."""
     key = PARTS_OF.get(section)
-    items = list(profiles.resolve(profile, section, **own).get(key) or []) if key else []
+    params = profiles.resolve(profile, section, **own)
+    items = list(params.get(key) or []) if key else []
+    by_arch = section in ARCH_SECTIONS
+    if by_arch:  # fine-tuned and attacked by label: section 3's architectures (as it last ran)
+        from . import sections as S
+        from ..cache import ResultCache
+        from ..studies.peterson import parse_archs
+        if section != "alternatives":  # section 4 attacks the models section 3 ran with
+            items = S.adversarial_alt_params(profile, ResultCache(), seed)["archs"]
+        items = [a.label for a in parse_archs(items)]
     if len(items) < 2:
         return None
 
     def complete(sub: list) -> bool:
+        desc = f"{section} ({key} {', '.join(map(_part_label, sub))})"
+        if by_arch:
+            return _compute_one(profile, section, params, own, dev, seed, root, desc,
+                                check_only=True, log=log, archs=sub)["partial"]
         part = {**own, key: sub}
         return _compute_one(profile, section, profiles.resolve(profile, section, **part), part,
-                            dev, seed, root, f"{section} ({key} {', '.join(map(_part_label, sub))})",
-                            check_only=True, log=log)["complete"]
+                            dev, seed, root, desc, check_only=True, log=log)["complete"]
     done = [item for item in items if complete([item])]
     if not done or len(done) == len(items) or not complete(done):
         return None
-    return {"param": key, "done": done, "left_out": [i for i in items if i not in done]}
+    return {"param": key, "done": done, "left_out": [i for i in items if i not in done],
+            # the notebook parameter that restricts the page to them
+            "notebook_param": "only_archs" if by_arch else key,
+            "what": ("architectures (their fine-tuned models; every architecture is pretrained)"
+                     if by_arch else key.replace("_", " "))}
 
 
 def _partial_banner(section: str, profile: str, part: dict, progress: list[dict] | None) -> str:
@@ -468,14 +487,16 @@ def _partial_banner(section: str, profile: str, part: dict, progress: list[dict]
     what it shows, what it leaves out, how far the rest is and how to compute it."""
     done = ", ".join(f"`{_part_label(i)}`" for i in part["done"])
     left = ", ".join(f"`{_part_label(i)}`" for i in part["left_out"])
-    what = part["param"].replace("_", " ")
+    what = part.get("what", part["param"].replace("_", " "))
+    short = what.split(" (")[0]
     export, out = export_command(profile, [section])
     return f"""```{{warning}}
 **Partial: {len(part['done'])} of {len(part['done']) + len(part['left_out'])} {what}.**
-This page of the `{profile}` book shows the results of {done} only, the {what} whose
+This page of the `{profile}` book shows the results of {done} only, the {short} whose
 results the committed bundles hold in full. Not computed yet: {left}. Every table, figure and
-claim below is computed from the shown {what} alone (the section's `{part['param']}`
-parameter is set to them, see the box); nothing was trained here.
+claim below is computed from the shown {short} alone (the notebook's
+`{part.get('notebook_param', part['param'])}` parameter is set to them, see the box); nothing
+was trained here.
 ```
 
 {_progress_table(progress)}To complete it, run on a machine with a GPU:
@@ -858,7 +879,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                   **{k: v for k, v in overrides.items() if k in own}}
         part = rec.get("part")
         if part:  # only its complete parts, said at the top of the page (after the title)
-            params[part["param"]] = part["done"]
+            params[part.get("notebook_param", part["param"])] = part["done"]
             nb.cells.insert(1, nbformat.v4.new_markdown_cell(
                 _partial_banner(section, profile, part, rec.get("progress"))))
         src = staging / f"{stem}.in.ipynb"

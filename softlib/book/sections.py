@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from . import profiles
 from ..cache import ResultCache
@@ -102,12 +102,15 @@ def alternatives_pretraining(cache: ResultCache, inputs: AlternativesInputs,
 
 def alternatives_runs(cache: ResultCache, inputs: AlternativesInputs, pre,
                       params: Mapping[str, Any], device: Any = None, seed: int = 0,
-                      profile: str | None = None):
+                      profile: str | None = None, only_archs: Sequence[str] | None = None):
     """Every fine-tuned fold model of every method (``peterson.FinetuneRuns``). With
-    ``profile``, the parameters used are recorded for section 4, which attacks these models."""
+    ``profile``, the parameters used are recorded for section 4, which attacks these models.
+    ``only_archs``: those architectures' models only (:func:`peterson.only_archs`; a book
+    rendered from the architectures computed so far)."""
     from ..studies import peterson as P
-    runs = P.run_alternatives(cache, inputs.study, pre, params, device=device, seed=seed,
-                              extra=inputs.c101)
+    with _only_archs(only_archs):
+        runs = P.run_alternatives(cache, inputs.study, pre, params, device=device, seed=seed,
+                                  extra=inputs.c101)
     if profile is not None:
         record_section_params(cache, profile, "alternatives", params, seed)
     return runs
@@ -163,16 +166,27 @@ def adversarial_alt_params(profile: str, cache: ResultCache | None = None,
     return dict(rec["params"])
 
 
+def _only_archs(labels: Sequence[str] | None):
+    """:func:`peterson.only_archs` where ``labels`` are given; else leave the restriction
+    as it is (``compute --archs`` sets it around the whole section)."""
+    import contextlib
+
+    from ..studies import peterson as P
+    return P.only_archs(labels) if labels else contextlib.nullcontext()
+
+
 def adversarial_runs(cache: ResultCache, profile: str, params: Mapping[str, Any],
-                     device: Any = None, seed: int = 0):
-    """(study data, alternatives parameters, FGSM table, PGD table) of the section."""
+                     device: Any = None, seed: int = 0, only_archs: Sequence[str] | None = None):
+    """(study data, alternatives parameters, FGSM table, PGD table) of the section; with
+    ``only_archs``, of those architectures' models only."""
     from .. import data
     from ..studies import peterson as P
     alt = adversarial_alt_params(profile, cache, seed)
     study = P.load_study_data()
     pre = P.run_pretraining(cache, study, alt, data.load("cifar10", "train"), device=device,
                             seed=seed)
-    fg, pg = P.run_adversarial(cache, study, pre, alt, params, device=device, seed=seed)
+    with _only_archs(only_archs):
+        fg, pg = P.run_adversarial(cache, study, pre, alt, params, device=device, seed=seed)
     return study, alt, fg, pg
 
 
