@@ -444,11 +444,19 @@ def _part_label(item: object) -> str:
     return str(item[0]) if isinstance(item, (list, tuple)) and item else str(item)
 
 
+def _describe_part(part: dict) -> str:
+    """``model_types basic, sngp (not computed: duq)``: a partial section on one line."""
+    return (f"{part['param']} {', '.join(map(_part_label, part['done']))} (not computed: "
+            f"{', '.join(map(_part_label, part['left_out']))})")
+
+
 def _complete_parts(profile: str, section: str, own: dict, dev: str, seed: int, root: Path,
                     log: Path) -> dict | None:
     """The parts of a section whose results are all in the cache when the whole is not: each
     item of its :data:`PARTS_OF` parameter checked alone, then the complete ones together
-    (nothing is computed). ``{"param", "done", "left_out"}``; None where no part, or every
+    (nothing is computed). ``{"param", "done", "left_out", "notebook_param", "what"}``: the
+    split parameter, its complete and missing items, the notebook parameter that restricts a
+    page to the complete ones, and what the items are in words; None where no part, or every
     part, is complete, or the section does not split."""
     key = PARTS_OF.get(section)
     params = profiles.resolve(profile, section, **own)
@@ -506,7 +514,7 @@ was trained here.
 {export}
 ```
 
-then commit the new `{out}` and build the book again.
+then commit the new `{out}` and build the book again. {_weights_note([section])}
 """
 
 
@@ -806,9 +814,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                 else:
                     rec.update(state="partial", part=part)
                     print(f"{head}  PARTIAL       {counts} | rendered from its complete "
-                          f"{part['param']} ({', '.join(map(_part_label, part['done']))}); "
-                          f"not computed: {', '.join(map(_part_label, part['left_out']))}",
-                          flush=True)
+                          f"{_describe_part(part)}", flush=True)
             else:
                 err = r["error"]
                 if err is None:  # a compute budget set by someone else ran out
@@ -981,10 +987,7 @@ def print_summary(html: Path | None = None) -> None:
               "the book is built, not a study result)")
     print(f"complete: {', '.join(s for s in recs if s not in missing + partial) or 'none'}")
     for s in partial:
-        part = recs[s]["part"]
-        print(f"PARTIAL: {s}, rendered from {part['param']} "
-              f"{', '.join(map(_part_label, part['done']))} (not computed: "
-              f"{', '.join(map(_part_label, part['left_out']))}); its page says so")
+        print(f"PARTIAL: {s}, rendered from {_describe_part(recs[s]['part'])}; its page says so")
     if missing:
         print(f"NOT computed (their pages say so): {', '.join(missing)}")
     if missing or partial:
@@ -1047,10 +1050,7 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
                      "complete": "complete", "rendered": "complete (reads data only)"}.get(
                          r.get("state", "complete"), r.get("state", "complete"))
             if r.get("state") == "partial":
-                part = r["part"]
-                state = (f"**partial**: {part['param']} "
-                         f"{', '.join(map(_part_label, part['done']))} (not computed: "
-                         f"{', '.join(map(_part_label, part['left_out']))})")
+                state = f"**partial**: {_describe_part(r['part'])}"
             trained = (r.get("trained", f"none (benchmark: {r.get('benchmarked')})"
                              if "benchmarked" in r else "-") if "jobs" in r else "-")
             hits = r.get("cache_hits", "-") if "jobs" in r else "-"
