@@ -291,14 +291,21 @@ def test_ledger_has_one_row_per_claim_and_marks_sections_not_run(book_dir):
     assert int(counts.to_numpy().sum()) == len(claims.CLAIMS)
 
 
+def _gpu_manifest(book_dir, section, params, complete=True):
+    """An imported `gpu` manifest recording ``section`` as computed on an H200 box; its path."""
+    man = {"format": 1, "profile": "gpu", "sections": {section: {
+        "complete": complete, "params": params, "imported": True, "entries": [],
+        "provenance": {"device": "cuda", "device_name": "NVIDIA H200",
+                       "machine": "gpubox (Linux-x86_64)"}}}}
+    mp = book_dir / "cache" / "manifests" / "gpu.json"
+    mp.parent.mkdir(parents=True, exist_ok=True)
+    mp.write_text(json.dumps(man))
+    return mp, man
+
+
 def test_a_book_rendered_from_a_gpu_bundle_names_the_gpu(book_dir):
     params = {"folds": 10}
-    man = {"format": 1, "profile": "gpu", "sections": {"generalisation": {
-        "complete": True, "params": params, "imported": True, "entries": [],
-        "provenance": {"device": "cuda", "device_name": "NVIDIA H200", "machine": "gpubox (Linux-x86_64)"}}}}
-    mp = book_dir / "cache" / "manifests" / "gpu.json"
-    mp.parent.mkdir(parents=True)
-    mp.write_text(json.dumps(man))
+    _gpu_manifest(book_dir, "generalisation", params)
     claims.record(_sec("generalisation", "gpu", params), claims.measure_generalisation(_gen_df()))
     row = claims.ledger("gpu").set_index("id").loc["peterson.shift_ce_cifar10"]
     assert "NVIDIA H200" in row["profile / device"] and "gpubox" in row["profile / device"]
@@ -319,12 +326,7 @@ def test_a_section_rendered_from_its_complete_model_types_names_the_gpu_and_says
     from softlib.book import profiles
     full = profiles.resolve("gpu", "calibration_ood")
     some = dict(full, model_types=["basic", "dropout_noaug"])
-    man = {"format": 1, "profile": "gpu", "sections": {"calibration_ood": {
-        "complete": False, "params": full, "imported": True, "entries": [],
-        "provenance": {"device": "cuda", "device_name": "NVIDIA H200", "machine": "gpubox (L)"}}}}
-    mp = book_dir / "cache" / "manifests" / "gpu.json"
-    mp.parent.mkdir(parents=True)
-    mp.write_text(json.dumps(man))
+    mp, man = _gpu_manifest(book_dir, "calibration_ood", full, complete=False)
     runs = _laing_runs()
     runs = runs[runs["model_type"] == "basic"]
     claims.record(_sec("calibration_ood", "gpu", some), claims.measure_calibration(runs))
