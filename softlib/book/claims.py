@@ -793,8 +793,8 @@ def ledger(profile: str, records: Mapping[str, dict] | None = None) -> pd.DataFr
         if prov.get("source") and prov["source"] != "executed here":
             where += f"; from {prov['source']}"
         if prov.get("partial"):
-            where += (f"; partial section: only the {prov['partial'].replace('_', ' ')} "
-                      "computed so far")
+            where += (f"; partial section: fewer {prov['partial'].replace('_', ' ')} than "
+                      "the profile's")
         v = verdict(r.get("estimate"), c.expected, r.get("se"), r.get("n"), r.get("interval"),
                     c.null, LEVEL, r.get("df"))
         rows.append({**base, "this build": _fmt_value(r, c), "estimate": r.get("estimate"),
