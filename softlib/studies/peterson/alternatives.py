@@ -50,13 +50,18 @@ def pretrain(cache: ResultCache, arch: Arch, params: Mapping, cifar_train, study
     return entry, config_key("peterson_pretrain", job.key())
 
 
+def _pretrain_config_of(arch: Arch, params: Mapping, seed: int) -> TrainConfig:
+    """The pretraining configuration of ``arch`` under the section's ``params``."""
+    return pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"], seed,
+                           params.get("amp", "auto"), params.get("logits_precision", "float32"))
+
+
 def pretrain_job(arch: Arch, params: Mapping, cifar_train, study: StudyData, seed: int = 0,
                  eval_sets: Mapping[str, np.ndarray] | None = None) -> TrainJob:
     """The training job of :func:`pretrain` (configuration, data, cache fingerprint)."""
     from ...data import views
     idx = stratified_subset(cifar_train.labels, params.get("pretrain_subset"), seed)
-    cfg = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"], seed,
-                          params.get("amp", "auto"), params.get("logits_precision", "float32"))
+    cfg = _pretrain_config_of(arch, params, seed)
     y = cifar_train.labels[idx]
     fp = data_fingerprint(idx, y, provenance=f"peterson-pretrain|{cifar_train_id(cifar_train)}")
     return TrainJob(cfg, fp, (cifar_train.images[idx], views.one_hot(y, 10)),
@@ -139,9 +144,7 @@ def run_pretraining(cache: ResultCache, study: StudyData, params: Mapping, cifar
         entries[arch.label], ids[arch.label] = pretrain(
             cache, arch, params, cifar_train, study, device, seed, progress,
             extra.images if extra is not None else None)
-        cfgs[arch.label] = pretrain_config(arch, arch.param(params, "pretrain_epochs"), params["batch_size"],
-                                           seed, params.get("amp", "auto"),
-                                           params.get("logits_precision", "float32"))
+        cfgs[arch.label] = _pretrain_config_of(arch, params, seed)
     return Pretrained(entries, cfgs, ids)
 
 
