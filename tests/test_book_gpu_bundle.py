@@ -3,7 +3,9 @@ machine without a GPU: under the smoke profile's sections and fixture data, with
 marked ``requires_gpu`` for the runner (the notebooks' kernels see the ordinary smoke profile)
 and CUDA reported absent. Also: section 4 renders from a bundle without model weights, and the
 lazily loaded weights leave the attack results unchanged."""
+import platform
 import shutil
+import time
 from pathlib import Path
 
 import nbformat
@@ -107,6 +109,13 @@ def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
     prov = (gpu_smoke / "book" / "book" / "generated" / "build_provenance.md").read_text()
     assert "| `calibration_ood` | **not computed**" in prov
     assert "| `generalisation` | complete | 0 |" in prov
+    # ... and which machine computed the results the section read (the bundle's, on this CPU)
+    assert "| results computed on |" in prov
+    row = next(x for x in prov.splitlines() if x.startswith("| `generalisation` |"))
+    n = bundle.load_manifest("smoke", smoke_bundle["cache"])["sections"]["generalisation"][
+        "trained"]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert row.endswith(f" | cpu ({platform.node()}): {n} results, {day} |"), row
     book.print_summary()
     summary = capsys.readouterr().out
     assert "NOT COMPUTED" in summary and "complete: cifar10h_data, generalisation, adversarial" \

@@ -14,8 +14,9 @@ from softlib.cache import Entry, ResultCache, config_key
 
 
 def _cache(root: Path, n: int, section: str = "calibration_ood", start: int = 0,
-           complete: bool = True) -> list[tuple[str, str]]:
-    """``n`` entries of ~100 KB of incompressible arrays, recorded as ``section``'s."""
+           complete: bool = True, record: bool = True) -> list[tuple[str, str]]:
+    """``n`` entries of ~100 KB of incompressible arrays, recorded as ``section``'s (unless
+    not ``record``)."""
     cache = ResultCache(root)
     rng = np.random.default_rng(start)
     keys = []
@@ -25,7 +26,9 @@ def _cache(root: Path, n: int, section: str = "calibration_ood", start: int = 0,
         cache.save(kind, cfg, Entry(arrays={"x": rng.random(12_500, dtype=np.float64)},
                                     meta={"i": i}))
         keys.append((kind, config_key(kind, cfg)))
-    bundle.update_manifest("smoke", section, {"entries": keys, "complete": complete}, root=root)
+    if record:
+        bundle.update_manifest("smoke", section, {"entries": keys, "complete": complete},
+                               root=root)
     return keys
 
 
@@ -194,3 +197,68 @@ def test_a_slice_whose_later_sections_never_started_still_exports(tmp_path, caps
         bundle.export_bundle("smoke", out, root=src, sections=["generalisation"])
     with pytest.raises(bundle.BundleError, match="unknown section"):
         bundle.export_bundle("smoke", out, root=src, sections=["calibration_ood", "claim"])
+
+
+def _on(monkeypatch, gpu: str, date: str) -> None:
+    """Make the runs recorded from now on come from a machine with ``gpu``, on ``date``."""
+    monkeypatch.setattr(bundle, "provenance", lambda device=None: {
+        "machine": "vm (Linux-x86_64)", "device": "cuda", "device_name": gpu, "date": date})
+
+
+def test_a_section_computed_in_slices_on_two_machines_lists_both(tmp_path, monkeypatch):
+    """Each slice's record names only its own machine; the manifest keeps every run that
+    computed the section's results (import after import), so a section begun on one GPU and
+    finished on another is not credited to the last one alone."""
+    src, d = tmp_path / "h200", tmp_path / "results"
+    params = {"epochs": 5}
+    _on(monkeypatch, "NVIDIA H200", "2026-11-26T22:18:00Z")
+    done = _cache(src, 3, record=False)
+    bundle.update_manifest("smoke", "calibration_ood", {
+        "entries": done, "complete": False, "params": params, "seed": 0, "trained": 3}, root=src)
+    bundle.export_bundle("smoke", d / "cal-1.tar.gz", root=src)
+    # the next machine imports it, computes the rest and exports what it added
+    nxt = tmp_path / "h100"
+    bundle.import_bundle(d / "cal-1.tar.gz", root=nxt)
+    _on(monkeypatch, "NVIDIA H100", "2026-11-27T08:35:00Z")
+    rest = _cache(nxt, 2, start=3, record=False)
+    bundle.update_manifest("smoke", "calibration_ood", {
+        "entries": done + rest, "complete": True, "params": params, "seed": 0, "trained": 2},
+        root=nxt)
+    runs = bundle.load_manifest("smoke", nxt)["sections"]["calibration_ood"]["computed_by"]
+    assert [(r["device_name"], r["trained"]) for r in runs] == [("NVIDIA H200", 3),
+                                                                ("NVIDIA H100", 2)]
+    bundle.export_bundle("smoke", d / "cal-2.tar.gz", root=nxt, builds_on=[d])
+    # a machine that imports both (twice: nothing is counted twice) knows both runs
+    fresh = tmp_path / "fresh"
+    for _ in range(2):
+        for b in ("cal-1.tar.gz", "cal-2.tar.gz"):
+            bundle.import_bundle(d / b, root=fresh)
+    rec = bundle.load_manifest("smoke", fresh)["sections"]["calibration_ood"]
+    assert rec["complete"] and rec["computed_by"] == runs
+    assert bundle.describe_runs(rec["computed_by"]) == (
+        "NVIDIA H200 (vm): 3 results, 2026-11-26; NVIDIA H100 (vm): 2 results, 2026-11-27")
+    # a record written before the list was kept stands for its own run
+    legacy = {k: v for k, v in rec.items() if k != "computed_by"}
+    assert [r["device_name"] for r in bundle.computed_by(legacy)] == ["NVIDIA H100"]
+    # a run with other parameters starts the list again; a run that trained nothing adds none
+    _on(monkeypatch, "cpu", "2026-11-28T00:00:00Z")
+    bundle.update_manifest("smoke", "calibration_ood", {
+        "entries": done + rest, "complete": True, "params": params, "seed": 0, "trained": 0},
+        root=fresh)
+    assert bundle.load_manifest("smoke", fresh)["sections"]["calibration_ood"][
+        "computed_by"] == runs
+    bundle.update_manifest("smoke", "calibration_ood", {
+        "entries": done, "complete": True, "params": {"epochs": 6}, "seed": 0, "trained": 1},
+        root=fresh)
+    assert [r["device_name"] for r in bundle.load_manifest("smoke", fresh)["sections"][
+        "calibration_ood"]["computed_by"]] == ["cpu"]
+
+
+def test_describe_runs_groups_a_machines_slices():
+    runs = [{"device_name": "NVIDIA H200", "machine": "vm", "date": d, "trained": n}
+            for d, n in (("2026-11-26T22:18:00Z", 48), ("2026-11-27T01:00:00Z", 30))]
+    runs.append({"device_name": "cpu", "machine": "laptop", "date": "2026-11-28T00:00:00Z",
+                 "trained": 1})
+    assert bundle.describe_runs(runs) == ("NVIDIA H200 (vm): 78 results in 2 runs, 2026-11-26 "
+                                          "to 2026-11-27; cpu (laptop): 1 result, 2026-11-28")
+    assert bundle.describe_runs([]) == ""

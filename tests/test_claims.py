@@ -318,6 +318,33 @@ def test_a_book_rendered_from_a_gpu_bundle_names_the_gpu(book_dir):
     assert "NVIDIA H200" not in row["profile / device"]
 
 
+def test_a_section_finished_on_another_gpu_names_both_machines(book_dir):
+    """A section whose slices ran on two GPUs (the manifest's ``computed_by``) is credited to
+    both, with how many results each computed, not to the machine of the last slice alone."""
+    params = {"folds": 10}
+    mp, man = _gpu_manifest(book_dir, "generalisation", params)
+    man["sections"]["generalisation"]["computed_by"] = [
+        {"device_name": "NVIDIA H200", "machine": "gpubox", "date": "2026-11-26T22:18:00Z",
+         "trained": 90},
+        {"device_name": "NVIDIA H100 80GB HBM3", "machine": "otherbox",
+         "date": "2026-11-27T08:35:00Z", "trained": 120}]
+    mp.write_text(json.dumps(man))
+    claims.record(_sec("generalisation", "gpu", params), claims.measure_generalisation(_gen_df()))
+    where = claims.ledger("gpu").set_index("id").loc["peterson.shift_ce_cifar10",
+                                                     "profile / device"]
+    assert ("NVIDIA H200 (gpubox): 90 results, 2026-11-26; NVIDIA H100 80GB HBM3 (otherbox): "
+            "120 results, 2026-11-27") in where
+    assert "imported results bundle" in where and "rendered on cpu" in where
+    # one machine's slices read as before: that machine
+    man["sections"]["generalisation"]["computed_by"][1].update(
+        device_name="NVIDIA H200", machine="gpubox")
+    mp.write_text(json.dumps(man))
+    claims.record(_sec("generalisation", "gpu", params), claims.measure_generalisation(_gen_df()))
+    where = claims.ledger("gpu").set_index("id").loc["peterson.shift_ce_cifar10",
+                                                     "profile / device"]
+    assert where.startswith("gpu · NVIDIA H200 (gpubox) · recorded") and "H100" not in where
+
+
 def test_a_section_rendered_from_its_complete_model_types_names_the_gpu_and_says_partial(
         book_dir):
     """A `gpu` book whose slices have computed some of Laing's model types renders those: the

@@ -100,15 +100,65 @@ def provenance(device: str | None = None) -> dict[str, Any]:
     return info
 
 
+def same_json(a: object, b: object) -> bool:
+    """Whether two JSON-able values are equal as JSON (key order aside)."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def computed_by(rec: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The runs that computed a section record's results, oldest first: device name, machine,
+    date and how many cache entries each computed. A record written before this list was
+    kept stands for its own run alone."""
+    if not rec:
+        return []
+    if "computed_by" in rec:
+        return [dict(r) for r in rec["computed_by"]]
+    p = rec.get("provenance") or {}
+    if not rec.get("trained"):
+        return []
+    return [{"device_name": p.get("device_name") or p.get("device") or "unknown",
+             "machine": str(p.get("machine", "unknown")).split(" (")[0],
+             "date": p.get("date"), "trained": int(rec["trained"])}]
+
+
+def describe_runs(runs: list[dict[str, Any]]) -> str:
+    """The runs of :func:`computed_by` in one line, by device and machine in order of first
+    run: ``NVIDIA H200 (vm): 90 results in 3 runs, 2026-11-26; NVIDIA H100 (vm): 120, ...``."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((str(r.get("device_name")), str(r.get("machine"))), []).append(r)
+    parts = []
+    for (device, machine), rs in groups.items():
+        days = sorted({str(r.get("date") or "?")[:10] for r in rs})
+        n = sum(int(r.get("trained") or 0) for r in rs)
+        parts.append(f"{device} ({machine}): {n} result{'s' if n != 1 else ''}"
+                     f"{f' in {len(rs)} runs' if len(rs) > 1 else ''}, "
+                     f"{days[0] if len(days) == 1 else f'{days[0]} to {days[-1]}'}")
+    return "; ".join(parts)
+
+
+def _with_runs(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """``new`` with ``computed_by``: the runs ``old`` lists when it is the same section
+    configuration (a section computed in slices, on several machines), then new's own."""
+    same = old is not None and same_json(old.get("params"), new.get("params")) \
+        and old.get("seed") == new.get("seed")
+    runs = computed_by(old) if same else []
+    for run in computed_by(new):
+        if run not in runs:
+            runs.append(run)
+    return dict(new, computed_by=runs)
+
+
 def update_manifest(profile: str, section: str, record: dict[str, Any],
                     root: str | os.PathLike | None = None, device: str | None = None) -> Path:
-    """Replace ``section``'s record in the profile's manifest (written atomically)."""
+    """Replace ``section``'s record in the profile's manifest (written atomically), keeping
+    the list of runs that computed its results (:func:`computed_by`)."""
     man = load_manifest(profile, root) or {"format": MANIFEST_FORMAT, "profile": profile,
                                            "sections": {}}
     prov = provenance(device)
     record = dict(record, provenance=prov)
     record["entries"] = [[str(k), str(v)] for k, v in record.get("entries", [])]
-    man["sections"][section] = record
+    man["sections"][section] = _with_runs(record, man["sections"].get(section))
     man["provenance"] = prov
     path = manifest_path(profile, root)
     save_json(path, man)
@@ -686,6 +736,6 @@ def _merge_manifest(man: dict[str, Any], croot: Path) -> None:
         mine = local["sections"].get(name)
         if mine is not None and mine.get("complete") and not rec.get("complete"):
             continue
-        local["sections"][name] = dict(rec, imported=True)
+        local["sections"][name] = _with_runs(dict(rec, imported=True), mine)
     local["provenance"] = man.get("provenance", local.get("provenance"))
     save_json(manifest_path(profile, croot), local)

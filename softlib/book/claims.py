@@ -618,6 +618,12 @@ def provenance(sec: Any) -> dict[str, Any]:
         p = rec.get("provenance", {})
         computed = {"device": p.get("device_name") or p.get("device") or "unknown",
                     "machine": str(p.get("machine", "unknown")).split(" (")[0]}
+        runs = bundle.computed_by(rec)
+        if len({(r["device_name"], r["machine"]) for r in runs}) > 1:
+            # computed in slices on several machines (a GPU section finished on another GPU)
+            computed = {"device": " + ".join(dict.fromkeys(r["device_name"] for r in runs)),
+                        "machine": ", ".join(dict.fromkeys(r["machine"] for r in runs)),
+                        "runs": runs}
         if rec.get("imported"):
             source = "imported results bundle"
         elif computed["machine"] != rendered["machine"]:
@@ -786,8 +792,11 @@ def ledger(profile: str, records: Mapping[str, dict] | None = None) -> pd.DataFr
             continue
         prov = doc.get("provenance", {})
         comp, rend = prov.get("computed_on", {}), prov.get("rendered_on", {})
-        where = (f"{prov.get('profile', profile)} · {comp.get('device', '?')} "
-                 f"({comp.get('machine', '?')}) · recorded {str(doc.get('written', '?'))[:10]}")
+        from .bundle import describe_runs
+        who = (describe_runs(comp["runs"]) if comp.get("runs") else
+               f"{comp.get('device', '?')} ({comp.get('machine', '?')})")
+        where = (f"{prov.get('profile', profile)} · {who} · recorded "
+                 f"{str(doc.get('written', '?'))[:10]}")
         if comp != rend:
             where += f"; rendered on {rend.get('device', '?')} ({rend.get('machine', '?')})"
         if prov.get("source") and prov["source"] != "executed here":

@@ -280,7 +280,8 @@ class _JobProgress:
 
 
 def _same_json(a: object, b: object) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    from .bundle import same_json
+    return same_json(a, b)
 
 
 def _known_total(profile: str, section: str, params: dict, seed: int) -> int | None:
@@ -1042,8 +1043,13 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
             lines.append(f"| `{name}` | {'yes' if present else 'no'} | {summary} |")
     recs = {s: r for s, r in (timings or {}).items() if r.get("profile") == profile}
     if recs:
-        lines += ["", "| section | state | results trained in this build | read from the cache |",
-                  "| --- | --- | --- | --- |"]
+        from . import bundle
+        try:
+            man = bundle.load_manifest(profile) or {}
+        except (OSError, ValueError):
+            man = {}
+        lines += ["", "| section | state | results trained in this build | read from the cache "
+                  "| results computed on |", "| --- | --- | --- | --- | --- |"]
         for s in sorted(recs, key=_book_order):
             r = recs[s]
             state = {"not computed": "**not computed** (its page says how to compute it)",
@@ -1054,7 +1060,10 @@ def write_build_provenance(profile: str, timings: dict[str, dict] | None = None)
             trained = (r.get("trained", f"none (benchmark: {r.get('benchmarked')})"
                              if "benchmarked" in r else "-") if "jobs" in r else "-")
             hits = r.get("cache_hits", "-") if "jobs" in r else "-"
-            lines.append(f"| `{s}` | {state} | {trained} | {hits} |")
+            # every run (machine, GPU) whose results the section's record lists, slices included
+            runs = bundle.computed_by(man.get("sections", {}).get(s)) if "jobs" in r else []
+            lines.append(f"| `{s}` | {state} | {trained} | {hits} | "
+                         f"{bundle.describe_runs(runs) if runs else '-'} |")
         lines.append("")
     path = book_root() / "book" / "generated" / "build_provenance.md"
     save_text(path, "\n".join(lines) + "\n")
