@@ -248,9 +248,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     dropout without augmentation groups and one with it, 45 runs, in ~500 s over three
         #     slices; a group of 3 seeds trained in 17-21 s without Laing's augmentation and
         #     30-34 s with it (one transform per model then; one for all since), its evaluations
-        #     a few seconds more. Left: MC dropout with augmentation (18 runs), SNGP and DUQ
-        #     (21 each), now three groups; on the H200 the fold grid's 10 ResNet-20s at batch 128
-        #     ran 5x the images per second of 3 at batch 64 (graph_reuse), so ~3-6 min.
+        #     a few seconds more. The other 60, MC dropout with augmentation (18 runs), SNGP and
+        #     DUQ (21 each) as three groups, trained and were evaluated in 360 s of one slice on
+        #     a lent H100 (2026-11-27): stacked, the whole grid takes ~10 min, not ~33.
         #   (the seeds train stacked, eagerly. CUDA graphs do not pay in
         #   this profile's slices: on an H100 the graphed step of 5 ResNet-20s at batch 64 ran
         #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture
