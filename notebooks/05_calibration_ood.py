@@ -242,14 +242,18 @@ plt.show()
 
 # %% [markdown]
 # ## This run vs Laing (2024), Table 1
-# Laing's values (mean over 5 seeds) for the rows we have on record; other cells are n/a.
+# Laing's values (mean over 5 seeds) for the rows we have on record, beside this run's (the
+# other rows are in Table 1 above); a cell the paper does not give is n/a.
 # SVHN is the paper's OOD set: where it is absent on this machine, this run's SVHN column is
 # n/a and the Fashion-MNIST AUROC (a farther OOD set, not in the paper) is in Table 1 above.
+# Below the table: where a number is not measured exactly as the author's code measures it.
 
 # %%
-cmp_ = study.paper_comparison(summary)
-display(cmp_.style.format(F.sig, na_rep="n/a").set_caption(
+cmp_ = study.paper_comparison(summary, paper_rows_only=True)
+display(cmp_.drop(columns=["note", "defined differently"]).style.format(
+    F.sig, na_rep="n/a").set_caption(
     "3 significant digits; accuracy in %; AUROC, ECE and attack decrease as fractions"))
+display(Markdown(study.comparison_notes(cmp_)))
 check = study.paper_direction_check(diffs)
 check.style.format({"paper soft - hard": "{:+.3g}", "this run soft - hard": "{:+.3g}",
                     "ses_from_zero": "{:.1f}"}, na_rep="n/a").set_caption(

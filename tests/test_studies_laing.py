@@ -183,6 +183,27 @@ def test_paper_comparison_fills_known_cells_and_leaves_the_rest_nan():
     assert c.loc[("basic", "soft"), "accuracy (paper)"] == pytest.approx(82.917)
     assert c.loc[("basic", "soft"), "accuracy (this run)"] == pytest.approx(83.0)
     assert c.loc[("duq", "hard"), "ece (paper)"] != c.loc[("duq", "hard"), "ece (paper)"]  # NaN
+    # what a reader compares: only the rows the paper reports, each note said once below
+    only = L.paper_comparison(s, paper_rows_only=True)
+    paper_rows = {(r["model_type"], r["condition"]) for r in L.PAPER_TABLE1}
+    assert set(only.index) == set(c.index) & paper_rows and len(only) < len(c)
+    assert only["accuracy (paper)"].notna().all()
+    notes = L.comparison_notes(only).splitlines()
+    assert all(n.startswith("- **") for n in notes)
+    assert sum("true-class probability" in n for n in notes) == 1  # not once per row
+    # every row the paper reports: each difference once, with the model types it concerns
+    idx = pd.MultiIndex.from_tuples([(r["model_type"], r["condition"]) for r in L.PAPER_TABLE1],
+                                    names=["model_type", "condition"])
+    every = L.paper_comparison(pd.DataFrame({("accuracy", "mean"): 80.0}, index=idx),
+                               paper_rows_only=True)
+    notes = L.comparison_notes(every).splitlines()
+    assert len(every) == len(L.PAPER_TABLE1)
+    assert [n for n in notes if "true-class probability" in n] == [
+        "- **basic, sngp, dropout_aug**: " + L.DEFINITION_DIFFERENCES["ece"]]
+    assert sum(n.startswith("- **duq**:") for n in notes) == 2
+    assert any(n.startswith("- **duq, soft**: ECE 0.693") for n in notes)
+    empty = L.paper_comparison(s.iloc[:0], paper_rows_only=True)
+    assert empty.empty and "accuracy (paper)" in empty.columns and L.comparison_notes(empty) == ""
 
 
 # ------------------------------------------------------------------------------ end to end

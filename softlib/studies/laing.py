@@ -764,12 +764,16 @@ def paired_differences(runs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = DE
                                        "n_seeds", "ses_from_zero"])
 
 
-def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
+def paper_comparison(summary: pd.DataFrame, paper_rows_only: bool = False) -> pd.DataFrame:
     """Laing's Table 1 values (:data:`PAPER_TABLE1`) beside this run's, per (model type,
-    condition) in this run's table; paper cells we do not have are NaN (shown as n/a)."""
+    condition) in this run's table; paper cells we do not have are NaN (shown as n/a).
+    ``paper_rows_only``: only the rows the paper reports (the others are in the run's own
+    table), which is what a reader compares."""
     paper = {(r["model_type"], r["condition"]): r for r in PAPER_TABLE1}
     rows = []
     for mt, cond in summary.index:
+        if paper_rows_only and (mt, cond) not in paper:
+            continue
         p = paper.get((mt, cond), {})
         row = {"model_type": mt, "condition": cond}
         for m in ("accuracy", "ood_auroc_svhn", "ece", "attack_decrease"):
@@ -780,7 +784,24 @@ def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
         row["note"] = p.get("note", "")
         row["defined differently"] = definition_differences(mt)
         rows.append(row)
-    return pd.DataFrame(rows).set_index(["model_type", "condition"])
+    columns = ["model_type", "condition"] + [f"{m} ({w})" for m in (
+        "accuracy", "ood_auroc_svhn", "ece", "attack_decrease") for w in ("paper", "this run")]
+    return pd.DataFrame(rows, columns=columns + ["note", "defined differently"]).set_index(
+        ["model_type", "condition"])
+
+
+def comparison_notes(comparison: pd.DataFrame) -> str:
+    """The notes of a :func:`paper_comparison` table as a Markdown list, each said once: a
+    row's own note, then how each model type's metrics differ from the author's code."""
+    lines = [f"- **{mt}, {cond}**: {note}" for (mt, cond), note in comparison["note"].items()
+             if note]
+    seen: dict[str, list[str]] = {}
+    for mt in comparison.index.get_level_values("model_type"):
+        for why in _definition_parts(mt):  # one line per difference, with its model types
+            if mt not in seen.setdefault(why, []):
+                seen[why].append(mt)
+    lines += [f"- **{', '.join(mts)}**: {why}" for why, mts in seen.items()]
+    return "\n".join(lines)
 
 
 #: Where a metric of this section is defined differently from the author's code (one line each).
@@ -794,15 +815,17 @@ DEFINITION_DIFFERENCES = {
 }
 
 
-def definition_differences(model_type: str) -> str:
-    """The one-line reasons why a (model type) row of :func:`paper_comparison` is not measured
-    exactly as the author's code measures it."""
+def _definition_parts(model_type: str) -> list[str]:
     parts = [DEFINITION_DIFFERENCES["ece"] if model_type != "duq"
              else "ECE compared on the author's DUQ output (ece_author_output)"]
     ood = DEFINITION_DIFFERENCES["ood"].get(model_type)
-    if ood:
-        parts.append(ood)
-    return "; ".join(parts)
+    return parts + ([ood] if ood else [])
+
+
+def definition_differences(model_type: str) -> str:
+    """The one-line reasons why a (model type) row of :func:`paper_comparison` is not measured
+    exactly as the author's code measures it."""
+    return "; ".join(_definition_parts(model_type))
 
 
 def temperature_table(runs: pd.DataFrame) -> pd.DataFrame:
