@@ -35,7 +35,6 @@ sec = show_header(profile, "cifar10h_data", datasets=["cifar10h", "cifar10"], pa
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import display

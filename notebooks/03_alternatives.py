@@ -59,7 +59,6 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from softlib import data
 from softlib.book import figures as F
 from softlib.book import sections as S
 from softlib.studies import peterson as P

@@ -41,10 +41,6 @@ sec = show_header(profile, "compute", datasets=["cifar10"], params=locals())
 # engine source; a change to any of them measures again.
 
 # %%
-import json
-import os
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 
