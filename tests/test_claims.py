@@ -343,6 +343,15 @@ def test_a_section_finished_on_another_gpu_names_both_machines(book_dir):
     where = claims.ledger("gpu").set_index("id").loc["peterson.shift_ce_cifar10",
                                                      "profile / device"]
     assert where.startswith("gpu · NVIDIA H200 (gpubox) · recorded") and "H100" not in where
+    # a last run that only read the results (trained nothing) is not who computed them
+    man["sections"]["generalisation"].update(
+        provenance={"device": "cpu", "device_name": "cpu", "machine": "laptop (Linux)"},
+        computed_by=man["sections"]["generalisation"]["computed_by"][:1])
+    mp.write_text(json.dumps(man))
+    claims.record(_sec("generalisation", "gpu", params), claims.measure_generalisation(_gen_df()))
+    where = claims.ledger("gpu").set_index("id").loc["peterson.shift_ce_cifar10",
+                                                     "profile / device"]
+    assert where.startswith("gpu · NVIDIA H200 (gpubox) · recorded") and "laptop" not in where
 
 
 def test_a_section_rendered_from_its_complete_model_types_names_the_gpu_and_says_partial(

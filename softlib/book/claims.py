@@ -619,11 +619,11 @@ def provenance(sec: Any) -> dict[str, Any]:
         computed = {"device": p.get("device_name") or p.get("device") or "unknown",
                     "machine": str(p.get("machine", "unknown")).split(" (")[0]}
         runs = bundle.computed_by(rec)
-        if len({(r["device_name"], r["machine"]) for r in runs}) > 1:
-            # computed in slices on several machines (a GPU section finished on another GPU)
+        if runs:  # the runs that computed the results, not the last one that only read them
             computed = {"device": " + ".join(dict.fromkeys(r["device_name"] for r in runs)),
-                        "machine": ", ".join(dict.fromkeys(r["machine"] for r in runs)),
-                        "runs": runs}
+                        "machine": ", ".join(dict.fromkeys(r["machine"] for r in runs))}
+            if len({(r["device_name"], r["machine"]) for r in runs}) > 1:
+                computed["runs"] = runs  # in slices on several machines: each is named
         if rec.get("imported"):
             source = "imported results bundle"
         elif computed["machine"] != rendered["machine"]:
