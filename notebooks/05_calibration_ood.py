@@ -281,22 +281,16 @@ display(Markdown("**Soft minus hard in this run**\n\n" + _summary_lines()))
 
 # %% [markdown]
 # ## Discussion: where and why this run differs from Laing
-# * **Budget.** Under the `cpu` profile every model is trained for a few epochs only, at reduced
-#   width (see "What this profile shrinks"), on one seed. Accuracies are far below Laing's
-#   ~81-83%, and calibration, OOD and attack numbers of under-trained models are not those of
-#   converged ones: an under-fitted network is usually *under*-confident, which changes the
-#   sign of calibration effects. Only the `paper` profile (a GPU) is a like-for-like test; with
-#   one seed no difference above can be called larger than seed noise.
-# * **OOD data.** Laing's OOD set is SVHN. It is not available on this machine, so the SVHN
-#   AUROC is n/a here (never substituted). Fashion-MNIST (grey, padded to 32x32) is a much
-#   *farther* OOD set and is reported separately; its AUROCs are not comparable to the paper's.
-# * **Choices the paper leaves open.** Colour-jitter strengths and the crop scale of the
-#   augmentation, the early-stopping patience, the dropout placement (here MC dropout on the
-#   pooled features, p = 0.1) and the mixup/CutMix alpha (0.2, from the author's code) are our
-#   settings. ECE bins the top-1 confidence (the paper's definition); the author's public code
-#   bins the true-class probability, which gives different values.
-# * **Data.** The CIFAR-10 pixels on this machine are a JPEG re-encoding of the canonical
-#   release (see the provenance box), a small distribution shift for every model alike.
+# The first four points are written from this run's parameters, results and data.
+
+# %%
+from softlib import data as datasets
+
+display(Markdown(study.run_discussion(
+    sec.profile, P, runs, svhn_present=data.ood.get("svhn") is not None,
+    cifar10_provenance=datasets.provenance("cifar10", root=sec.data_root))))
+
+# %% [markdown]
 # * **Temperature scaling and label smoothing** are not in the paper. If soft labels lose their
 #   ECE disadvantage after temperature scaling, the disadvantage is a global over- or
 #   under-confidence rather than a worse ranking of the test images; label smoothing tells

@@ -335,3 +335,32 @@ def test_duq_ece_is_also_measured_on_the_authors_output_and_compared_with_the_pa
     assert (duq["ece (this run)"] == 0.69).all()
     assert "true-class probability" in c.loc[("basic", "soft"), "defined differently"]
     assert "K_max" in duq["defined differently"].iloc[0]
+
+
+def test_the_discussion_is_written_from_the_run_not_from_one_profile():
+    from softlib.book import profiles
+    runs = _runs()
+    gpu = profiles.resolve("gpu", "calibration_ood")
+    text = L.run_discussion("gpu", gpu, runs, svhn_present=False,
+                            cifar10_provenance="# CIFAR-10 (JPEG re-encoding), test set ...")
+    bullets = text.splitlines()
+    assert [b.split("**")[1] for b in bullets] == ["Budget.", "OOD data.",
+                                                   "Choices the paper leaves open.", "Data."]
+    budget = bullets[0]
+    assert f"`gpu` profile every model trains for {gpu['epochs']} epochs (Laing: 230" in budget
+    assert f"over {len(gpu['seeds'])} seeds (Laing: 5)" in budget
+    assert f"{runs['accuracy'].mean():.1f}%" in budget and "standard errors over" in budget
+    for mt, acc in runs.groupby("model_type")["accuracy"].mean().items():
+        assert f"{mt} {acc:.1f}%" in budget
+    assert "not available on this machine" in bullets[1]
+    assert f"p = {gpu['dropout_p']}" in bullets[2] and "after every ReLU" in bullets[2]
+    assert "JPEG re-encoding" in bullets[3]
+    # Laing's own budget, with SVHN and the canonical pixels: nothing about under-training
+    paper = profiles.resolve("paper", "calibration_ood")
+    text = L.run_discussion("paper", paper, runs, svhn_present=True,
+                            cifar10_provenance="canonical cifar-10-batches-py converted")
+    assert "follows Laing's budget (230 epochs, width 16, 5 seeds)" in text
+    assert "under-trained" not in text and "SVHN, is present" in text
+    assert "JPEG" not in text and "synthetic" not in text
+    one = L.run_discussion("smoke", dict(gpu, seeds=[0]), runs, False, "SYNTHETIC FIXTURE")
+    assert "With one seed" in one and "synthetic fixture, not CIFAR-10" in one

@@ -828,6 +828,64 @@ def definition_differences(model_type: str) -> str:
     return "; ".join(_definition_parts(model_type))
 
 
+PAPER_SEEDS, PAPER_WIDTH = 5, 16
+
+
+def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
+                   svhn_present: bool, cifar10_provenance: str = "") -> str:
+    """The points of the section's discussion that depend on the run, as Markdown bullets:
+    its budget against Laing's protocol (epochs, width, seeds, the accuracy it reached), its
+    OOD data, the settings the paper leaves open with the values this run used, and its
+    CIFAR-10 pixels (``cifar10_provenance``: the dataset's provenance text). Written from the
+    run, so a profile never reads another profile's description."""
+    epochs, width, n = int(params["epochs"]), int(params["width"]), len(params["seeds"])
+    patience = params.get("early_stopping_patience")
+    ok = runs[~runs["diverged"]] if "diverged" in runs.columns else runs
+    acc = float(ok["accuracy"].mean()) if len(ok) else float("nan")
+    by_type = ", ".join(f"{mt} {a:.1f}%" for mt, a in
+                        ok.groupby("model_type", sort=False)["accuracy"].mean().items())
+    if epochs >= PAPER_EPOCHS and width >= PAPER_WIDTH and n >= PAPER_SEEDS:
+        budget = (f"This run follows Laing's budget ({epochs} epochs, width {width}, {n} "
+                  f"seeds); its mean test accuracy is {acc:.1f}% (Laing: ~81-83%).")
+    else:
+        budget = (
+            f"Under the `{profile}` profile every model trains for {epochs} epochs (Laing: "
+            f"{PAPER_EPOCHS}"
+            f"{f', here with early stopping after {patience} epochs without improvement' if patience else ''}"
+            f") at width {width} (Laing: {PAPER_WIDTH}) over {n} seed{'s' if n != 1 else ''} "
+            f"(Laing: {PAPER_SEEDS}). The mean test accuracy of its runs, {acc:.1f}% ({by_type}), "
+            f"is {'far ' if acc < 75 else ''}below Laing's ~81-83%: calibration, OOD and attack "
+            "numbers of under-trained models are not those of converged ones, and an "
+            "under-fitted network is usually *under*-confident, which can change the sign of "
+            "calibration effects. The `paper` profile (a GPU) is the like-for-like test.")
+    budget += (" With one seed, no difference above can be called larger than seed noise."
+               if n == 1 else f" Differences are paired by seed, with standard errors over "
+               f"the {n} seeds.")
+    ood = ("Laing's OOD set, SVHN, is present: its AUROC measures what the paper's does. "
+           if svhn_present else
+           "Laing's OOD set is SVHN. It is not available on this machine, so the SVHN AUROC is "
+           "n/a here (never substituted). ")
+    ood += ("Fashion-MNIST (grey, padded to 32x32) is a much *farther* OOD set, reported "
+            "separately; its AUROCs are not comparable to the paper's.")
+    p, alpha = params.get("dropout_p", 0.05), params.get("mix_alpha")
+    choices = (
+        "Colour-jitter strengths and the crop scale of the augmentation, the early stopping "
+        f"({f'patience {patience} epochs' if patience else 'none: every epoch is trained'}), "
+        f"the dropout (after every ReLU, as in the author's code, p = {p}; the author's: 0.05) "
+        f"and the mixup/CutMix alpha ({alpha}; the author's code: 0.2) are settings the paper "
+        "leaves open. ECE bins the top-1 confidence (the paper's definition); the author's "
+        "public code bins the true-class probability, which gives different values.")
+    pixels = ("The CIFAR-10 pixels on this machine are a JPEG re-encoding of the canonical "
+              "release (see the provenance box), a small distribution shift for every model "
+              "alike." if "jpeg re-encoding" in cifar10_provenance.lower() else
+              "**The images are a synthetic fixture, not CIFAR-10**: no number here is a "
+              "result." if "synthetic" in cifar10_provenance.lower() else
+              "The CIFAR-10 pixels are those the provenance box names.")
+    return "\n".join([f"* **Budget.** {budget}", f"* **OOD data.** {ood}",
+                       f"* **Choices the paper leaves open.** {choices}",
+                       f"* **Data.** {pixels}"])
+
+
 def temperature_table(runs: pd.DataFrame) -> pd.DataFrame:
     """ECE and log loss before and after temperature scaling (fitted on validation), mean over
     seeds, with the fitted temperature, per (model type, condition)."""
