@@ -361,23 +361,13 @@ for metric in ["accuracy", "ce"]:
 display(Markdown("**What this run measured** (computed from the tables above):\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# **Why this run differs from the paper.**
-#
-# * *Training budget and architectures.* Under the `cpu` profile the models are a ResNet-20 and
-#   a narrow VGG-15-BN, each trained for a few to twenty epochs (the box at the top gives each
-#   architecture's count) on one 2-core CPU; the paper trained eight larger networks for up to
-#   150 epochs. Short training leaves every model under-fitted, so absolute accuracies are far
-#   below Figure 2's ~84%, and the hard-label models have not yet become over-confident, which
-#   is where most of the paper's cross-entropy gap comes from. The *direction* of the
-#   soft-vs-hard difference is the comparable quantity; its size is not. Where the paired table
-#   shows a small |t| or folds disagreeing in sign, this run simply cannot tell the two label
-#   types apart: that is the expected outcome of a few-epoch budget, not evidence against the
-#   paper. An under-fitted network can even favour the hard labels consistently over folds
-#   (one-hot targets give a stronger gradient early on); the paper's comparison is between
-#   networks trained to convergence, which only the `paper` profile reaches.
-# * *Folds.* Only the first folds of the 10-fold split are run (the box at the top says how
-#   many), so the error bars rest on few points; the paired table above says whether a
-#   difference is larger than the fold-to-fold spread.
+# **Why this run differs from the paper.** The first three points are written from this run's
+# parameters.
+
+# %%
+display(Markdown(P.generalisation_budget(sec.profile, prm)))
+
+# %% [markdown]
 # * *Pixels.* The CIFAR-10 images on this machine are a JPEG (quality 75) re-encoding of the
 #   canonical release (see the provenance page): both the training images (the test set) and the
 #   CIFAR-10 evaluation images carry the same compression artefacts, which slightly changes every
@@ -385,8 +375,6 @@ display(Markdown("**What this run measured** (computed from the tables above):\n
 # * *Missing shift sets.* CIFAR-10.1 images, CINIC-10 and ImageNet-Far are not on this machine,
 #   so the far end of the shift axis (where the paper's gap is largest) is missing here; the
 #   corruption sets stand in as an additional, different kind of shift.
-# * *Learning rate.* The paper searched {0.2, 0.1, 0.01, 0.001} with Adam and found 0.1 best;
-#   the `cpu` profile uses one learning rate suited to its short schedule.
 # * Under the `smoke` profile all of this is synthetic data and the numbers mean nothing.
 
 # %% [markdown]

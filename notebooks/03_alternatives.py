@@ -278,17 +278,13 @@ for a in ft_archs:
 display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# **Why this run differs from the paper.**
-#
-# * *Budget.* The `cpu` profile pretrains a ResNet-20 and a narrow VGG-15-BN for a few epochs
-#   each (not the repository's 160-300 epoch schedules) and fine-tunes for one to three epochs
-#   (not 150) on the first folds only. The pretrained models are therefore much weaker than the
-#   paper's (their c10 cross-entropy is far above 0.25), and short fine-tuning cannot over-fit the hard labels the way 150 epochs do,
-#   which is what makes the paper's hard-label control so poor on c10H (0.57 for ResNet).
-# * *Architectures and the ensemble.* Two small architectures instead of eight, so the
-#   distillation teacher averages two pretrained models, not eight.
-# * *Grids.* The paper searched three learning rates and ten mixup alphas per method and
-#   reported the best; the `cpu` profile runs one point of each, so mixup is not tuned here.
+# **Why this run differs from the paper.** The first three points are written from this run's
+# parameters.
+
+# %%
+display(Markdown(P.alternatives_budget(sec.profile, prm)))
+
+# %% [markdown]
 # * *Pixels and data.* CIFAR-10 here is a JPEG (quality 75) re-encoding (provenance page), for
 #   both pretraining and fine-tuning images; CIFAR-10.1 images are absent, so v4 / v6 are n/a.
 # * The selection of the best grid point on the held-out folds (as in the paper) is slightly

@@ -195,18 +195,15 @@ for a in archs_:
 display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# **Why this run differs from the paper.**
-#
-# * *Models.* The attacked models are section 3's: under the `cpu` profile a ResNet-20 and a
-#   narrow VGG-15-BN, pretrained and fine-tuned for a few epochs each, not the paper's eight networks after 150 epochs of
-#   fine-tuning. Weaker, less confident models start from lower clean accuracy and lower
-#   cross-entropy, so the attacked cross-entropies are much smaller than Table 2's 2-8 nats.
-# * *Images.* The `cpu` profile attacks the held-out images of the folds it ran (a few thousand),
-#   not all 10,000 test images; these are JPEG re-encoded CIFAR-10 test images (provenance page).
-# * *PGD.* Fewer iterations under `cpu` than under `paper` (the box above), so the curve shows the
-#   start of the rise, not its plateau.
-# * The paper does not state its PGD step size or restarts; the values here are this book's
-#   choice and are given above the figure.
+# **Why this run differs from the paper.** Written from this run's parameters and section 3's.
+
+# %%
+display(Markdown(P.adversarial_budget(sec.profile, prm, dict(  # the architectures attacked here
+    alt, archs=[a for a in alt["archs"] if not only_archs or a[0] in only_archs]))))
+
+# %% [markdown]
+# * *Pixels.* The attacked images are CIFAR-10 test images from the data root; the offline
+#   mirror's are a JPEG (quality 75) re-encoding of the canonical release (provenance page).
 
 # %% [markdown]
 # ## Claims recorded for the ledger

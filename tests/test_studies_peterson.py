@@ -388,3 +388,33 @@ def test_logits_precision_float16_rounds_every_stored_prediction_of_sections_2_t
     j32 = A.attack_jobs(ResultCache(tmp_path / "d"), study, pre, dict(alt, logits_precision="float32"),
                         adv, "cpu", progress=False, train_missing=False)
     assert "logits_precision" not in j32[0].config
+
+
+def test_the_discussion_of_sections_2_to_4_is_written_from_the_profile():
+    """Each profile's pages describe its own budget: the gpu book's architectures, epochs and
+    folds, and no under-training caveat where a run has the paper's budget."""
+    from softlib.book import profiles
+    gen = {p: P.generalisation_budget(p, profiles.resolve(p, "generalisation"))
+           for p in ("cpu", "gpu", "paper")}
+    assert "VGG-15-BN-64 (30 epochs), ResNet-110 (20 epochs)" in gen["gpu"]
+    assert "all 10 folds, as in the paper" in gen["gpu"] and "under-fitted" in gen["gpu"]
+    assert "the first 3 of the 10 folds, so the error bars" in gen["cpu"]
+    assert "ResNet-20 (8 epochs)" in gen["cpu"] and "this run uses 0.002" in gen["cpu"]
+    assert "This is the paper's budget." in gen["paper"] and "under-fitted" not in gen["paper"]
+    assert "this run searches the same grid" in gen["paper"]
+    alt = {p: profiles.resolve(p, "alternatives") for p in ("cpu", "gpu", "paper")}
+    text = P.alternatives_budget("gpu", alt["gpu"])
+    assert "pretrains VGG-15-BN-64 (30 epochs), ResNet-110 (15 epochs)" in text
+    assert "fine-tunes VGG-15-BN-64 (10 epochs), ResNet-110 (4 epochs)" in text
+    assert "averages the 2 pretrained models of this run, not the paper's 8" in text
+    assert "so mixup is not tuned here" in text
+    text = P.alternatives_budget("cpu", alt["cpu"])
+    assert "ResNet-20 (1 epoch)," in text  # singular
+    text = P.alternatives_budget("paper", alt["paper"])
+    assert "(the repository schedule)" in text and "This is the paper's budget." in text
+    assert "as in the paper" in text and "not tuned" not in text
+    adv = P.adversarial_budget("gpu", profiles.resolve("gpu", "adversarial"), alt["gpu"])
+    assert "VGG-15-BN-64 (10 epochs), ResNet-110 (4 epochs) of fine-tuning" in adv
+    assert "PGD up to 2,000" in adv and "40 iterations" in adv and "smaller than Table 2" in adv
+    adv = P.adversarial_budget("paper", profiles.resolve("paper", "adversarial"), alt["paper"])
+    assert "These are the paper's models." in adv

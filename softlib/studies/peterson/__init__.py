@@ -22,3 +22,4 @@ from .common import *  # noqa: F401,F403
 from .generalisation import *  # noqa: F401,F403
 from .alternatives import *  # noqa: F401,F403
 from .adversarial import *  # noqa: F401,F403
+from .discussion import *  # noqa: F401,F403
