@@ -844,9 +844,11 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
     acc = float(ok["accuracy"].mean()) if len(ok) else float("nan")
     by_type = ", ".join(f"{mt} {a:.1f}%" for mt, a in
                         ok.groupby("model_type", sort=False)["accuracy"].mean().items())
+    paper_acc = [r["accuracy"] for r in PAPER_TABLE1]
+    laing = f"Laing's {min(paper_acc):.1f}-{max(paper_acc):.1f}%"
     if epochs >= PAPER_EPOCHS and width >= PAPER_WIDTH and n >= PAPER_SEEDS:
         budget = (f"This run follows Laing's budget ({epochs} epochs, width {width}, {n} "
-                  f"seeds); its mean test accuracy is {acc:.1f}% (Laing: ~81-83%).")
+                  f"seeds); its mean test accuracy is {acc:.1f}% ({laing}).")
     else:
         budget = (
             f"Under the `{profile}` profile every model trains for {epochs} epochs (Laing: "
@@ -854,7 +856,7 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
             f"{f', here with early stopping after {patience} epochs without improvement' if patience else ''}"
             f") at width {width} (Laing: {PAPER_WIDTH}) over {n} seed{'s' if n != 1 else ''} "
             f"(Laing: {PAPER_SEEDS}). The mean test accuracy of its runs, {acc:.1f}% ({by_type}), "
-            f"is {'far ' if acc < 75 else ''}below Laing's ~81-83%: calibration, OOD and attack "
+            f"is {'far ' if acc < 75 else ''}below {laing}: calibration, OOD and attack "
             "numbers of under-trained models are not those of converged ones, and an "
             "under-fitted network is usually *under*-confident, which can change the sign of "
             "calibration effects. The `paper` profile (a GPU) is the like-for-like test.")

@@ -57,7 +57,8 @@ def generalisation_budget(profile: str, params: Mapping[str, Any]) -> str:
         + (_UNDERFIT + " The paper compares networks trained to convergence, which only the "
            "`paper` profile reaches." if short else "This is the paper's budget."),
         f"* *Folds.* This run uses {_folds(int(params['folds']), why=True)}.",
-        f"* *Learning rate.* The paper searched {set(paper_lrs)} with Adam and found 0.1 best; "
+        f"* *Learning rate.* The paper searched {{{', '.join(map(str, paper_lrs))}}} with Adam "
+        "and found 0.1 best; "
         + ("this run searches the same grid." if set(lrs) == set(paper_lrs) else
            f"this run uses {', '.join(map(str, lrs))}, suited to its schedule "
            f"({params.get('schedule', '?')})."),
