@@ -282,7 +282,7 @@ display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 # parameters.
 
 # %%
-display(Markdown(P.alternatives_budget(sec.profile, prm)))
+display(Markdown(P.alternatives_budget(sec.profile, prm, only_archs)))
 
 # %% [markdown]
 # * *Pixels and data.* CIFAR-10 here is a JPEG (quality 75) re-encoding (provenance page), for

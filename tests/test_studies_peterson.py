@@ -408,6 +408,9 @@ def test_the_discussion_of_sections_2_to_4_is_written_from_the_profile():
     assert "fine-tunes VGG-15-BN-64 (10 epochs), ResNet-110 (4 epochs)" in text
     assert "averages the 2 pretrained models of this run, not the paper's 8" in text
     assert "so mixup is not tuned here" in text
+    text = P.alternatives_budget("gpu", alt["gpu"], only_archs=["ResNet-110"])
+    assert "pretrains VGG-15-BN-64 (30 epochs), ResNet-110 (15 epochs) and fine-tunes " \
+        "ResNet-110 (4 epochs) on" in text  # every architecture is pretrained (the teacher)
     text = P.alternatives_budget("cpu", alt["cpu"])
     assert "ResNet-20 (1 epoch)," in text  # singular
     text = P.alternatives_budget("paper", alt["paper"])

@@ -3,7 +3,7 @@ own parameters: a profile's page never reads another profile's description (the 
 VGG-15-BN-64 and ResNet-110 are not "a ResNet-20 and a narrow VGG", nor is `paper` short)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .common import parse_archs
 
@@ -65,10 +65,13 @@ def generalisation_budget(profile: str, params: Mapping[str, Any]) -> str:
     ])
 
 
-def alternatives_budget(profile: str, params: Mapping[str, Any]) -> str:
-    """Section 3's pretraining, fine-tuning and grids against the paper's, as Markdown bullets."""
+def alternatives_budget(profile: str, params: Mapping[str, Any],
+                        only_archs: Sequence[str] | None = None) -> str:
+    """Section 3's pretraining, fine-tuning and grids against the paper's, as Markdown bullets
+    (``only_archs``: the labels fine-tuned in this run, where not all are; all are pretrained)."""
     pre, n, pre_most = _archs(params, "pretrain_epochs")
-    fine, _, fine_most = _archs(params, "finetune_epochs")
+    fine, _, fine_most = _archs(dict(params, archs=[
+        a for a in params["archs"] if not only_archs or a[0] in only_archs]), "finetune_epochs")
     short = (n < PAPER_N_ARCHS or pre_most is not None
              or (fine_most is not None and fine_most < PAPER_EPOCHS))
     n_lr, n_alpha = len(params["lr"]), len(params["mixup_alpha"])
