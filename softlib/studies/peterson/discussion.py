@@ -54,8 +54,11 @@ def generalisation_budget(profile: str, params: Mapping[str, Any]) -> str:
     return "\n".join([
         f"* *Training budget and architectures.* Under the `{profile}` profile: {text}; the "
         f"paper trained {PAPER_N_ARCHS} networks for up to {PAPER_EPOCHS} epochs. "
-        + (_UNDERFIT + " The paper compares networks trained to convergence, which only the "
-           "`paper` profile reaches." if short else "This is the paper's budget."),
+        + (_UNDERFIT + " Where the paired table shows a small |t| or folds disagreeing in "
+           "sign, this run cannot tell the two label types apart: the expected outcome of a "
+           "short budget, not evidence against the paper, which compares networks trained to "
+           "convergence (only the `paper` profile reaches it)." if short
+           else "This is the paper's budget."),
         f"* *Folds.* This run uses {_folds(int(params['folds']), why=True)}.",
         f"* *Learning rate.* The paper searched {{{', '.join(map(str, paper_lrs))}}} with Adam "
         "and found 0.1 best; "
