@@ -11,7 +11,8 @@ __all__ = ["PAPER_N_ARCHS", "PAPER_EPOCHS", "PAPER_FOLDS", "PAPER_LRS", "PAPER_M
            "generalisation_budget", "alternatives_budget", "adversarial_budget"]
 
 #: the paper's budget: eight networks, up to 150 epochs (training from scratch, and fine-tuning),
-#: 10 folds, Adam over these learning rates (§5) and SGD fine-tuning over these (§6), mixup alphas
+#: 10 folds, Adam over these learning rates (§5), fine-tuning over these (§6), 10 mixup alphas
+#: (0.1 ... 1.0)
 PAPER_N_ARCHS, PAPER_EPOCHS, PAPER_FOLDS = 8, 150, 10
 PAPER_LRS = {"generalisation": (0.2, 0.1, 0.01, 0.001), "alternatives": (0.1, 0.01, 0.001)}
 PAPER_MIXUP_ALPHAS = 10
@@ -25,7 +26,7 @@ _UNDERFIT = ("Short training leaves every model under-fitted, so absolute accura
 
 
 def _archs(params: Mapping[str, Any], epochs_param: str) -> tuple[str, int, int | None]:
-    """``"VGG-15-BN-64 (30 epochs), ResNet-110 (20)"``, the number of architectures and the
+    """``"VGG-15-BN-64 (30 epochs), ResNet-110 (20 epochs)"``, the number of architectures and the
     most epochs any of them trains (None: the repository's schedules)."""
     archs = parse_archs(params["archs"])
     epochs = [a.param(params, epochs_param) for a in archs]
