@@ -105,6 +105,12 @@ def same_json(a: object, b: object) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def machine_of(prov: dict[str, Any]) -> dict[str, str]:
+    """The device name and short machine name a :func:`provenance` record names."""
+    return {"device_name": prov.get("device_name") or prov.get("device") or "unknown",
+            "machine": str(prov.get("machine", "unknown")).split(" (")[0]}
+
+
 def computed_by(rec: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The runs that computed a section record's results, oldest first: device name, machine,
     date and how many cache entries each computed. A record written before this list was
@@ -113,12 +119,10 @@ def computed_by(rec: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     if "computed_by" in rec:
         return [dict(r) for r in rec["computed_by"]]
-    p = rec.get("provenance") or {}
     if not rec.get("trained"):
         return []
-    return [{"device_name": p.get("device_name") or p.get("device") or "unknown",
-             "machine": str(p.get("machine", "unknown")).split(" (")[0],
-             "date": p.get("date"), "trained": int(rec["trained"])}]
+    p = rec.get("provenance") or {}
+    return [{**machine_of(p), "date": p.get("date"), "trained": int(rec["trained"])}]
 
 
 def describe_runs(runs: list[dict[str, Any]]) -> str:

@@ -45,6 +45,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .bundle import describe_runs, same_json
+
 RECORD_FORMAT = 1
 LEVEL = 0.95
 
@@ -567,25 +569,20 @@ def records_dir() -> Path:
     return sections_dir() / "claims"
 
 
-def _same_params(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
-
-
 def _part_of(recorded: Any, params: Mapping[str, Any]) -> str | None:
     """The list parameter in which ``params`` (a section rendered from some of its parts, a
     `gpu` book's model types computed so far) keeps fewer items than the ``recorded`` run's,
     every other parameter the same; None where they are not such a part."""
     if not isinstance(recorded, Mapping) or set(recorded) != set(params):
         return None
-    differ = [k for k in params if not _same_params(recorded[k], params[k])]
+    differ = [k for k in params if not same_json(recorded[k], params[k])]
     if len(differ) != 1:
         return None
     key = differ[0]
     whole, sub = recorded[key], params[key]
     if not (isinstance(whole, list) and isinstance(sub, list) and sub and len(sub) < len(whole)):
         return None
-    keys = [json.dumps(x, sort_keys=True, default=str) for x in whole]
-    if not all(json.dumps(x, sort_keys=True, default=str) in keys for x in sub):
+    if not all(any(same_json(x, w) for w in whole) for x in sub):
         return None
     return key
 
@@ -613,17 +610,15 @@ def provenance(sec: Any) -> dict[str, Any]:
     only = getattr(sec, "only_archs", None)  # sections 3-4 by architecture (compute --archs)
     run_had = set((rec or {}).get("only_archs") or [])
     if rec and not misses and (part_of_run or (
-            _same_params(rec.get("params"), sec.params)
+            same_json(rec.get("params"), sec.params)
             and (rec.get("complete") or (only and set(only) <= run_had)))):
-        p = rec.get("provenance", {})
-        computed = {"device": p.get("device_name") or p.get("device") or "unknown",
-                    "machine": str(p.get("machine", "unknown")).split(" (")[0]}
-        runs = bundle.computed_by(rec)
-        if runs:  # the runs that computed the results, not the last one that only read them
-            computed = {"device": " + ".join(dict.fromkeys(r["device_name"] for r in runs)),
-                        "machine": ", ".join(dict.fromkeys(r["machine"] for r in runs))}
-            if len({(r["device_name"], r["machine"]) for r in runs}) > 1:
-                computed["runs"] = runs  # in slices on several machines: each is named
+        # the runs that computed the results, not the last one that only read them; a record
+        # that lists none (it trained nothing itself): the machine it names
+        runs = bundle.computed_by(rec) or [bundle.machine_of(rec.get("provenance", {}))]
+        computed = {"device": " + ".join(dict.fromkeys(r["device_name"] for r in runs)),
+                    "machine": ", ".join(dict.fromkeys(r["machine"] for r in runs))}
+        if len({(r["device_name"], r["machine"]) for r in runs}) > 1:
+            computed["runs"] = runs  # in slices on several machines: each is named
         if rec.get("imported"):
             source = "imported results bundle"
         elif computed["machine"] != rendered["machine"]:
@@ -792,7 +787,6 @@ def ledger(profile: str, records: Mapping[str, dict] | None = None) -> pd.DataFr
             continue
         prov = doc.get("provenance", {})
         comp, rend = prov.get("computed_on", {}), prov.get("rendered_on", {})
-        from .bundle import describe_runs
         who = (describe_runs(comp["runs"]) if comp.get("runs") else
                f"{comp.get('device', '?')} ({comp.get('machine', '?')})")
         where = (f"{prov.get('profile', profile)} · {who} · recorded "

@@ -58,6 +58,7 @@ import time
 from pathlib import Path
 
 from . import profiles
+from .bundle import same_json
 from .toc import NOTEBOOKS, REPO, SECTIONS, book_root, sections_dir  # noqa: F401 (re-exported)
 
 RESULTS = REPO / "results"  # committed results bundles: results/<profile>/*.tar.gz
@@ -279,11 +280,6 @@ class _JobProgress:
         return False
 
 
-def _same_json(a: object, b: object) -> bool:
-    from .bundle import same_json
-    return same_json(a, b)
-
-
 def _known_total(profile: str, section: str, params: dict, seed: int) -> int | None:
     """The number of jobs of ``section``: from the profile's manifest when it records the
     section complete with these parameters, else counted from its structure."""
@@ -293,7 +289,7 @@ def _known_total(profile: str, section: str, params: dict, seed: int) -> int | N
         rec = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
     except (OSError, ValueError):
         rec = None
-    if rec and rec.get("complete") and _same_json(rec.get("params"), params) \
+    if rec and rec.get("complete") and same_json(rec.get("params"), params) \
             and rec.get("seed") == seed:
         return len([e for e in rec.get("entries", []) if e[0] not in _JobProgress.IGNORE])
     planned = getattr(S, "planned_jobs", None)
@@ -349,7 +345,7 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
     if write_manifest and not check_only:
         old = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
         unchanged = (complete and cache.misses == 0 and old and old.get("complete")
-                     and _same_json(old.get("params"), params) and old.get("seed") == seed
+                     and same_json(old.get("params"), params) and old.get("seed") == seed
                      and {tuple(e) for e in old.get("entries", [])} == set(touched))
         if not unchanged:  # else keep the record of where and when it was computed
             bundle.update_manifest(profile, section, {
