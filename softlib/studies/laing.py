@@ -875,8 +875,7 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
         f"({f'patience {patience} epochs' if patience else 'none: every epoch is trained'}), "
         f"the dropout (after every ReLU, as in the author's code, p = {p}; the author's: 0.05) "
         f"and the mixup/CutMix alpha ({alpha}; the author's code: 0.2) are settings the paper "
-        "leaves open. ECE bins the top-1 confidence (the paper's definition); the author's "
-        "public code bins the true-class probability, which gives different values.")
+        f"leaves open. {DEFINITION_DIFFERENCES['ece']}, which gives different values.")
     pixels = ("The CIFAR-10 pixels on this machine are a JPEG re-encoding of the canonical "
               "release (see the provenance box), a small distribution shift for every model "
               "alike." if "jpeg re-encoding" in cifar10_provenance.lower() else
