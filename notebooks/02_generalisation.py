@@ -361,21 +361,13 @@ for metric in ["accuracy", "ce"]:
 display(Markdown("**What this run measured** (computed from the tables above):\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# **Why this run differs from the paper.** The first three points are written from this run's
-# parameters.
+# **Why this run differs from the paper.** Written from this run's parameters and data.
 
 # %%
-display(Markdown(P.generalisation_budget(sec.profile, prm)))
+from softlib import data as sdata
 
-# %% [markdown]
-# * *Pixels.* The CIFAR-10 images on this machine are a JPEG (quality 75) re-encoding of the
-#   canonical release (see the provenance page): both the training images (the test set) and the
-#   CIFAR-10 evaluation images carry the same compression artefacts, which slightly changes every
-#   number but not the comparison between label types.
-# * *Missing shift sets.* CIFAR-10.1 images, CINIC-10 and ImageNet-Far are not on this machine,
-#   so the far end of the shift axis (where the paper's gap is largest) is missing here; the
-#   corruption sets stand in as an additional, different kind of shift.
-# * Under the `smoke` profile all of this is synthetic data and the numbers mean nothing.
+display(Markdown(P.generalisation_budget(sec.profile, prm) + "\n" + P.data_notes(
+    "generalisation", sdata.provenance("cifar10", root=sec.data_root), evalsets.unavailable)))
 
 # %% [markdown]
 # ## Claims recorded for the ledger

@@ -278,15 +278,16 @@ for a in ft_archs:
 display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# **Why this run differs from the paper.** The first three points are written from this run's
-# parameters.
+# **Why this run differs from the paper.** Written from this run's parameters and data; the
+# last point holds for every run.
 
 # %%
-display(Markdown(P.alternatives_budget(sec.profile, prm, only_archs)))
+from softlib import data as sdata
+
+display(Markdown(P.alternatives_budget(sec.profile, prm, only_archs) + "\n" + P.data_notes(
+    "alternatives", sdata.provenance("cifar10", root=sec.data_root), c101.unavailable)))
 
 # %% [markdown]
-# * *Pixels and data.* CIFAR-10 here is a JPEG (quality 75) re-encoding (provenance page), for
-#   both pretraining and fine-tuning images; CIFAR-10.1 images are absent, so v4 / v6 are n/a.
 # * The selection of the best grid point on the held-out folds (as in the paper) is slightly
 #   optimistic for methods with larger grids (mixup under the `paper` profile).
 

@@ -195,15 +195,15 @@ for a in archs_:
 display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
 
 # %% [markdown]
-# **Why this run differs from the paper.** Written from this run's parameters and section 3's.
+# **Why this run differs from the paper.** Written from this run's parameters, section 3's and
+# the data.
 
 # %%
-display(Markdown(P.adversarial_budget(sec.profile, prm, dict(  # the architectures attacked here
-    alt, archs=[a for a in alt["archs"] if not only_archs or a[0] in only_archs]))))
+from softlib import data as sdata
 
-# %% [markdown]
-# * *Pixels.* The attacked images are CIFAR-10 test images from the data root; the offline
-#   mirror's are a JPEG (quality 75) re-encoding of the canonical release (provenance page).
+attacked = dict(alt, archs=[a for a in alt["archs"] if not only_archs or a[0] in only_archs])
+display(Markdown(P.adversarial_budget(sec.profile, prm, attacked) + "\n" + P.data_notes(
+    "adversarial", sdata.provenance("cifar10", root=sec.data_root))))
 
 # %% [markdown]
 # ## Claims recorded for the ledger

@@ -222,6 +222,19 @@ def test_imagenet_real_loads(fixture_root):
     assert r["results"]["imagenet"]["param_count"].dtype.kind == "f"   # "1,0x.5" parsed
 
 
+def test_pixel_origin_reads_the_provenance(fixture_root, tmp_path):
+    """The book's discussions say what the pixels do to the numbers from this: the fixtures are
+    synthetic, a mirror's PROVENANCE.md that says JPEG re-encoding is JPEG, anything else is the
+    canonical release (a user's download)."""
+    for name in ("cifar10", "cifar10h", "svhn"):
+        assert data.pixel_origin(data.provenance(name, fixture_root)) == "synthetic"
+    mirror = tmp_path / "m" / "cifar10"
+    mirror.mkdir(parents=True)
+    (mirror / "PROVENANCE.md").write_text("# CIFAR-10 (JPEG re-encoding), test set in order\n")
+    assert data.pixel_origin(data.provenance("cifar10", tmp_path / "m")) == "jpeg"
+    assert data.pixel_origin('PROVENANCE.json:\n{"synthetic": false}') == "canonical"
+
+
 # ------------------------------------------------------------------ conversion
 
 def test_convert_fake_cifar10_batches(tmp_path):
@@ -230,8 +243,10 @@ def test_convert_fake_cifar10_batches(tmp_path):
     with pytest.raises(DataCorruptError, match="md5"):
         convert_cifar10_batches(src, out)               # fake bytes fail torchvision's md5s
     convert_cifar10_batches(src, out, check_md5=False)
+    assert data.pixel_origin(data.provenance("cifar10", tmp_path / "root")) == "canonical"
     from softlib.data.fetch import update_provenance
     update_provenance(out, synthetic=True)   # 20 images: waive the canonical 50,000/10,000
+    assert data.pixel_origin(data.provenance("cifar10", tmp_path / "root")) == "synthetic"
     tr, te = data.load("cifar10", "train", tmp_path / "root"), data.load("cifar10", "test", tmp_path / "root")
     np.testing.assert_array_equal(tr.images, expect["train_images"])
     np.testing.assert_array_equal(tr.labels, expect["train_labels"])

@@ -421,3 +421,32 @@ def test_the_discussion_of_sections_2_to_4_is_written_from_the_profile():
     assert "PGD up to 2,000" in adv and "40 iterations" in adv and "smaller than Table 2" in adv
     adv = P.adversarial_budget("paper", profiles.resolve("paper", "adversarial"), alt["paper"])
     assert "These are the paper's models." in adv
+
+
+def test_the_data_notes_of_sections_2_to_4_are_written_from_the_data_root():
+    """A user's canonical download does not read the offline mirror's caveats; absent shift sets
+    are named from the run's own list, and the far end of the shift axis only where it is absent."""
+    jpeg, fixture = "# CIFAR-10 (JPEG re-encoding), test set", "SYNTHETIC FIXTURE - not real data"
+    absent = {"cifar10_1_v4": "labels only", "cifar10_1_v6": "labels only",
+              "cinic10": "not under /d", "imagenet_far": "not under /d"}
+    text = P.data_notes("generalisation", jpeg, absent)
+    pixels, shift = text.splitlines()
+    assert "JPEG re-encoding" in pixels and "CIFAR-10's test set" in pixels
+    assert ("CIFAR-10.1 v4, CIFAR-10.1 v6, CINIC-10 (ImageNet part), ImageNet-Far are not "
+            "available under" in shift)
+    assert "far end of the shift axis" in shift and "corruption sets stand in" in shift
+    text = P.data_notes("generalisation", "canonical batches", {"cifar10_1_v6": "x",
+                                                                "c10c_fog_3": "y"})
+    assert "JPEG" not in text and "not re-encoded" in text
+    assert "CIFAR-10.1 v6 is not available under" in text and "far end" not in text
+    assert "1 corruption set(s) are absent" in text
+    assert "Every shift set of the paper is present" in P.data_notes("generalisation", "x", {})
+    text = P.data_notes("alternatives", fixture, {"cifar10_1_v4": "x"})
+    assert "synthetic fixture, not CIFAR-10" in text
+    assert "CIFAR-10.1 v4 is not available under" in text
+    assert "its column is n/a" in text
+    only_pixels = P.data_notes("alternatives", jpeg, {}).splitlines()
+    assert len(only_pixels) == 1 and "the pretraining images" in only_pixels[0]
+    assert "attacked images" in P.data_notes("adversarial", jpeg)
+    with pytest.raises(ValueError, match="unknown section 'laing'"):
+        P.data_notes("laing", jpeg)

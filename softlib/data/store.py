@@ -84,6 +84,19 @@ def provenance(name: str, root: str | os.PathLike | None = None) -> str:
     return "\n\n".join(parts) if parts else f"(no PROVENANCE.md or PROVENANCE.json in {d})"
 
 
+def pixel_origin(provenance_text: str) -> str:
+    """Where a dataset's pixels come from, read from its provenance text (``provenance()``):
+    ``"synthetic"`` (a test fixture: no number computed from it is a result), ``"jpeg"`` (a
+    JPEG re-encoding of the canonical release, as in the offline mirror) or ``"canonical"``.
+    The book's discussions say from this what the pixels do to their numbers."""
+    text = provenance_text.lower()
+    if "synthetic fixture" in text or re.search(r'"synthetic"\s*:\s*true', text):
+        return "synthetic"
+    if "jpeg re-encoding" in text:
+        return "jpeg"
+    return "canonical"
+
+
 def _check_labels(labels: np.ndarray, n_classes: int, where: str) -> None:
     if labels.ndim != 1:
         raise DataCorruptError(f"{where}: labels must be 1-D, found shape {labels.shape}")

@@ -838,6 +838,7 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
     OOD data, the settings the paper leaves open with the values this run used, and its
     CIFAR-10 pixels (``cifar10_provenance``: the dataset's provenance text). Written from the
     run, so a profile never reads another profile's description."""
+    from ..data import pixel_origin
     epochs, width, n = int(params["epochs"]), int(params["width"]), len(params["seeds"])
     patience = params.get("early_stopping_patience")
     ok = runs[~runs["diverged"]] if "diverged" in runs.columns else runs
@@ -876,12 +877,13 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
         f"the dropout (after every ReLU, as in the author's code, p = {p}; the author's: 0.05) "
         f"and the mixup/CutMix alpha ({alpha}; the author's code: 0.2) are settings the paper "
         f"leaves open. {DEFINITION_DIFFERENCES['ece']}, which gives different values.")
-    pixels = ("The CIFAR-10 pixels on this machine are a JPEG re-encoding of the canonical "
-              "release (see the provenance box), a small distribution shift for every model "
-              "alike." if "jpeg re-encoding" in cifar10_provenance.lower() else
-              "**The images are a synthetic fixture, not CIFAR-10**: no number here is a "
-              "result." if "synthetic" in cifar10_provenance.lower() else
-              "The CIFAR-10 pixels are those the provenance box names.")
+    pixels = {"jpeg": "The CIFAR-10 pixels on this machine are a JPEG re-encoding of the "
+                      "canonical release (see the provenance box), a small distribution shift "
+                      "for every model alike.",
+              "synthetic": "**The images are a synthetic fixture, not CIFAR-10**: no number "
+                           "here is a result.",
+              "canonical": "The CIFAR-10 pixels are those the provenance box names.",
+              }[pixel_origin(cifar10_provenance)]
     return "\n".join([f"* **Budget.** {budget}", f"* **OOD data.** {ood}",
                        f"* **Choices the paper leaves open.** {choices}",
                        f"* **Data.** {pixels}"])

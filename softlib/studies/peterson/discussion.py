@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from .common import parse_archs
+from .common import SHIFT_SETS, parse_archs
 
 __all__ = ["PAPER_N_ARCHS", "PAPER_EPOCHS", "PAPER_FOLDS", "PAPER_LRS", "PAPER_MIXUP_ALPHAS",
-           "generalisation_budget", "alternatives_budget", "adversarial_budget"]
+           "generalisation_budget", "alternatives_budget", "adversarial_budget", "data_notes"]
 
 #: the paper's budget: eight networks, up to 150 epochs (training from scratch, and fine-tuning),
 #: 10 folds, Adam over these learning rates (§5), fine-tuning over these (§6), 10 mixup alphas
@@ -118,3 +118,62 @@ def adversarial_budget(profile: str, params: Mapping[str, Any],
         "(the box above); the paper does not state its step size or restarts, so the values "
         "here are this book's choice and are given above the figure.",
     ])
+
+
+#: which CIFAR-10 images each section reads, for its pixels note
+_IMAGES_READ = {
+    "generalisation": "both the training images (CIFAR-10's test set, which CIFAR-10H labels) and "
+                      "the CIFAR-10 evaluation images (its train set)",
+    "alternatives": "both the pretraining images (CIFAR-10's train set) and the fine-tuning "
+                    "images (its test set)",
+    "adversarial": "the attacked images (held-out CIFAR-10 test images)",
+}
+#: the shift sets at the far end of the paper's shift axis, where its gap is largest
+_FAR_SETS = ("cinic10", "imagenet_far")
+
+
+def data_notes(section: str, cifar10_provenance: str,
+               unavailable: Mapping[str, str] | None = None) -> str:
+    """What this run's data do to a section's numbers, as Markdown bullets: its CIFAR-10 pixels
+    (``cifar10_provenance``: the dataset's provenance text) and the evaluation sets it lacks
+    (``unavailable``: key -> why, as in ``EvalSets.unavailable``). Written from the data root,
+    so a user's canonical download never reads the offline mirror's caveats."""
+    from ...data import pixel_origin
+    if section not in _IMAGES_READ:
+        raise ValueError(f"data_notes: unknown section {section!r}; known: "
+                         f"{', '.join(_IMAGES_READ)}")
+    origin = pixel_origin(cifar10_provenance)
+    pixels = {
+        "jpeg": f"The CIFAR-10 images on this machine are a JPEG re-encoding of the canonical "
+                f"release (see the provenance page): {_IMAGES_READ[section]} carry the "
+                "re-encoding's compression artefacts, which shifts every number slightly but "
+                "not the comparison between label types.",
+        "synthetic": "**The images are a synthetic fixture, not CIFAR-10**: no number on this "
+                     "page is a result.",
+        "canonical": "The CIFAR-10 pixels are those the provenance page names (not re-encoded).",
+    }[origin]
+    notes = [f"* *Pixels.* {pixels}"]
+    unavailable = dict(unavailable or {})
+    missing = [title for key, (title, _, _) in SHIFT_SETS.items() if key in unavailable]
+    corruptions = [k for k in unavailable if k not in SHIFT_SETS]
+    if section == "generalisation":
+        if missing:
+            far = any(k in unavailable for k in _FAR_SETS)
+            notes.append(
+                f"* *Missing shift sets.* {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not available under this data root "
+                "(the data box above says why and how to get them), so "
+                + ("the far end of the shift axis, where the paper's gap is largest, is missing "
+                   "here." if far else "those columns are n/a here.")
+                + (f" {len(corruptions)} corruption set(s) are absent too." if corruptions else
+                   " The corruption sets stand in as an additional, different kind of shift."))
+        else:
+            notes.append("* *Shift sets.* Every shift set of the paper is present"
+                         + (f"; {len(corruptions)} corruption set(s) are absent." if corruptions
+                            else ", and the corruption sets add a different kind of shift."))
+    elif section == "alternatives" and missing:
+        notes.append(f"* *CIFAR-10.1.* {', '.join(missing)} "
+                     f"{'is' if len(missing) == 1 else 'are'} not available under this data "
+                     f"root, so {'its column is' if len(missing) == 1 else 'their columns are'} "
+                     "n/a.")
+    return "\n".join(notes)
