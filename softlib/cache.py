@@ -32,7 +32,14 @@ FORMAT_VERSION = 1
 
 
 class BudgetExhausted(RuntimeError):
-    """A compute budget (``set_deadline``) ran out before a result that is not cached yet."""
+    """A compute budget (``set_deadline``) ran out before a result that is not cached yet.
+    ``kind`` and ``config``: that result's, where one entry was asked for (so a caller can say
+    how it differs from what the cache holds: :meth:`ResultCache.nearest`)."""
+
+    def __init__(self, message: str, kind: str | None = None,
+                 config: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.kind, self.config = kind, config
 
 
 _deadline: float | None = None
@@ -53,13 +60,15 @@ def set_deadline(seconds_from_now: float | None, strict: bool = False) -> None:
     _strict = bool(strict) and _deadline is not None
 
 
-def check_budget(what: str = "a result") -> None:
+def check_budget(what: str = "a result", kind: str | None = None,
+                 config: dict[str, Any] | None = None) -> None:
     """Raise :class:`BudgetExhausted` if the deadline set by :func:`set_deadline` has passed
-    (inside :func:`budget_exempt` only under a strict deadline)."""
+    (inside :func:`budget_exempt` only under a strict deadline); ``kind`` and ``config``: the
+    entry that would be computed, carried by the exception."""
     if (_deadline is not None and (_strict or not _exempt)
             and time.monotonic() >= _deadline):
         raise BudgetExhausted(f"compute budget spent before {what} could be computed; "
-                              "rerun to continue from the cache")
+                              "rerun to continue from the cache", kind, config)
 
 
 @contextmanager
@@ -105,6 +114,21 @@ def config_key(kind: str, config: dict[str, Any]) -> str:
     canon = json.dumps({"kind": kind, "config": config, "format": FORMAT_VERSION},
                        sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:20]
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested configuration as ``{"train.lr": 0.1, ...}`` (lists stay whole)."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _canon(value: Any) -> str:
+    """A value as the cache key sees it (JSON, so a tuple equals the list it is stored as)."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _stored(a: Any) -> np.ndarray:
@@ -197,13 +221,33 @@ class ResultCache:
         self._touch("save", kind, config)
         return final
 
+    def nearest(self, kind: str, config: dict[str, Any]
+                ) -> tuple[str, list[tuple[str, Any, Any]]] | None:
+        """The cached entry of ``kind`` whose configuration differs least from ``config``:
+        its key and the differing settings as ``(dotted path, config's value, entry's value)``;
+        None if the cache holds no entry of ``kind``. Says why a result is missing: a changed
+        parameter, or other data (a different data fingerprint)."""
+        want = _flatten(config)
+        best: tuple[str, list[tuple[str, Any, Any]]] | None = None
+        folder = self.root / kind
+        for meta in sorted(folder.glob("*/meta.json")) if folder.is_dir() else ():
+            try:
+                have = _flatten(json.loads(meta.read_text()).get("config", {}))
+            except (OSError, ValueError):
+                continue  # an unreadable entry is no candidate
+            diff = [(k, want.get(k), have.get(k)) for k in sorted(set(want) | set(have))
+                    if _canon(want.get(k)) != _canon(have.get(k))]
+            if best is None or len(diff) < len(best[1]):
+                best = (meta.parent.name, diff)
+        return best
+
     def get_or_compute(self, kind: str, config: dict[str, Any],
                        compute: Callable[[], Entry], force: bool = False) -> Entry:
         """Return the cached entry for ``config``, computing and storing it on a miss."""
         if not force and self.has(kind, config):
             self.hits += 1
             return self.load(kind, config)
-        check_budget(f"{kind} {config_key(kind, config)}")
+        check_budget(f"{kind} {config_key(kind, config)}", kind, config)
         entry = compute()
         self.misses += 1  # counted once computed: a training halted or interrupted is not
         self.save(kind, config, entry)

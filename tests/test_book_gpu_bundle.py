@@ -201,6 +201,63 @@ def test_the_architectures_of_section_2_are_parts_too(smoke_bundle, gpu_smoke, m
     assert book._complete_parts("smoke", "generalisation", {}, "cpu", 0, root, log) is None
 
 
+def test_results_of_other_data_are_named_as_such_never_shown(smoke_bundle, gpu_smoke,
+                                                             monkeypatch):
+    """A data root whose images and labels differ from those a bundle was computed from (here
+    the fixtures of another seed; a user's canonical CIFAR-10 against the mirror's JPEG
+    re-encoding) finds nothing to render: its page says the results are there for other data,
+    the setting in which they differ, and what the manifest records about their data."""
+    from softlib.data import fixtures
+    bundle.import_bundle(smoke_bundle["results"] / "smoke.tar.gz", root=gpu_smoke / "cache")
+    recorded = bundle.load_manifest("smoke", gpu_smoke / "cache")["sections"]["generalisation"]
+    assert recorded["data"]["cifar10"] == {"source": "SYNTHETIC FIXTURE — not real data",
+                                           "origin": "synthetic"}
+    # the smoke profile reads the fixture root in the cache: make it another seed's
+    other = fixtures.write_fixture_root(gpu_smoke / "cache" / "fixture-data", seed=1)
+    (other / ".complete").write_text("fixtures of seed 1\n")
+    monkeypatch.setenv("SOFTLIB_DATA", str(other))
+    params = profiles.resolve("smoke", "generalisation")
+    before = _entries(gpu_smoke / "cache")
+    r = book._compute_one("smoke", "generalisation", params, {}, "cpu", 0, other, "check",
+                          check_only=True, log=gpu_smoke / "check.log", explain=True)
+    assert not r["complete"] and _entries(gpu_smoke / "cache") == before
+    assert book.computed_from_other_data(r)
+    kind, key, diff = r["nearest"]
+    assert kind == "peterson_scratch" and (gpu_smoke / "cache" / kind / key).is_dir()
+    assert r["missing"].startswith(kind)
+    reason = book.not_computed_reason(r)
+    assert f"; the nearest {kind} result in the cache ({key}) differs from it in `" in reason
+    note = book._other_data_note("smoke", "generalisation", other)
+    assert note.startswith("**Computed from other data.**")
+    assert ("records the same dataset sources as this data root's, so the data themselves "
+            "differ") in note
+    page = book._placeholder_notebook("generalisation", "smoke", reason, True, None, note)
+    assert "Computed from other data" in page.cells[0].source
+    assert page.metadata["softlib"]["other_data"] is True
+
+
+def test_a_manifest_names_the_data_its_results_were_computed_from(tmp_path, monkeypatch):
+    """The "other data" paragraph says which datasets differ: the manifest's record of the
+    results' data (source and pixel origin) against this data root's."""
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "cache"))
+    mirror = tmp_path / "mirror" / "cifar10"
+    mirror.mkdir(parents=True)
+    (mirror / "PROVENANCE.md").write_text("# CIFAR-10 (JPEG re-encoding), test set in order\n")
+    canonical = tmp_path / "canonical" / "cifar10"
+    canonical.mkdir(parents=True)
+    (canonical / "PROVENANCE.json").write_text('{"source": "https://www.cs.toronto.edu/"}')
+    from softlib.data.store import describe_data
+    bundle.update_manifest("gpu", "calibration_ood", {
+        "complete": True, "entries": [], "data": describe_data(tmp_path / "mirror")})
+    note = book._other_data_note("gpu", "calibration_ood", tmp_path / "canonical")
+    assert ("records their data as: cifar10: CIFAR-10 (JPEG re-encoding), test set in order "
+            "(pixels: jpeg)") in note
+    assert "cifar10: https://www.cs.toronto.edu/ (pixels: canonical)" in note
+    bundle.update_manifest("gpu", "calibration_ood", {"complete": True, "entries": []})
+    assert "does not record their data" in book._other_data_note(
+        "gpu", "calibration_ood", tmp_path / "canonical")
+
+
 def test_without_bundles_it_says_what_is_missing_and_fails_only_if_nothing_renders(
         gpu_smoke, capsys):
     empty = gpu_smoke / "no-results"

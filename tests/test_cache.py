@@ -76,6 +76,35 @@ def test_budget_exempt_work_runs_past_the_deadline(tmp_path):
         set_deadline(None)
 
 
+def test_a_missing_result_names_its_config_and_the_nearest_cached_one(tmp_path):
+    """Why a result is not in the cache: the budget's exception carries the entry asked for,
+    and ``nearest`` finds the cached entry of that kind that differs in the fewest settings
+    (nested settings by dotted path; a tuple equals the list the cache stores)."""
+    from softlib.cache import BudgetExhausted, config_key, set_deadline
+    cache = ResultCache(tmp_path)
+    base = {"data": "a" * 24, "train": {"lr": 0.1, "epochs": 3, "milestones": (1, 2)}}
+    cache.save("fit", base, Entry(meta={"v": 1}))
+    other = dict(base, data="b" * 24, train=dict(base["train"], lr=0.2))
+    cache.save("fit", other, Entry(meta={"v": 2}))
+    cache.save("eval", {"data": "c" * 24}, Entry())
+    want = dict(base, data="d" * 24, train=dict(base["train"], milestones=[1, 2]))
+    set_deadline(0)
+    try:
+        with pytest.raises(BudgetExhausted) as err:
+            cache.get_or_compute("fit", want, lambda: Entry())
+    finally:
+        set_deadline(None)
+    assert (err.value.kind, err.value.config) == ("fit", want)
+    key, diff = cache.nearest("fit", want)
+    assert key == config_key("fit", base)
+    assert diff == [("data", "d" * 24, "a" * 24)]
+    # a missing setting is a difference too; no entry of the kind: None
+    key, diff = cache.nearest("fit", dict(want, extra=1))
+    assert ("extra", 1, None) in diff and len(diff) == 2
+    assert cache.nearest("attack", want) is None
+    assert cache.nearest("fit", base)[1] == []
+
+
 def test_float16_valued_arrays_are_stored_in_half_the_bytes_and_read_back_exactly(tmp_path):
     cache = ResultCache(tmp_path)
     rng = np.random.default_rng(0)

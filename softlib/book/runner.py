@@ -299,18 +299,21 @@ def _known_total(profile: str, section: str, params: dict, seed: int) -> int | N
 def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, dev: str,
                  seed: int, root: Path, desc: str, *, check_only: bool = False,
                  log: Path | None = None, write_manifest: bool = True,
-                 archs: list[str] | None = None) -> dict:
+                 archs: list[str] | None = None, explain: bool = False) -> dict:
     """Run ``section``'s compute function (:mod:`softlib.book.sections`) into the cache, with a
     progress bar; with ``check_only`` under a zero compute budget, so that the first result
     that is not cached stops it before anything is trained. ``log``: where its stdout goes.
     ``archs``: fine-tune and attack only these architectures (sections 3-4,
-    :func:`softlib.studies.peterson.only_archs`); the section is then recorded as partial."""
+    :func:`softlib.studies.peterson.only_archs`); the section is then recorded as partial.
+    ``explain`` (with ``check_only``): find the cached result nearest to the first missing one
+    (``nearest``: :func:`_nearest_to_missing`)."""
     import contextlib
     import traceback
 
     from . import bundle
     from . import sections as S
     from ..cache import BudgetExhausted, ResultCache, record_access, set_deadline
+    from ..data.store import describe_data
     cache = ResultCache()
     total = _known_total(profile, section, params, seed)
     stopped: BaseException | None = None
@@ -352,17 +355,45 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
                 "complete": complete, "entries": touched, "params": params,
                 "overrides": own_overrides, "seed": seed, "seconds": round(wall, 1),
                 "trained": cache.misses, "cache_hits": cache.hits, "data_root": str(root),
+                "data": describe_data(root),
                 **({"only_archs": list(archs)} if partial_run else {})},
                 device=dev)
-    missing = ""
+    missing, nearest = "", None
     if stopped is not None:
         m = re.search(r"before (.*) could be computed", str(stopped))
         missing = m.group(1) if m else str(stopped)
+        if check_only and explain:
+            nearest = _nearest_to_missing(cache, stopped, profile, section, own_overrides,
+                                          seed, root)
     return {"complete": complete, "partial": partial_run and stopped is None and error is None,
             "seconds": wall, "trained": cache.misses,
             "hits": cache.hits, "entries": len(touched), "jobs": len(prog.first),
-            "planned": total, "stopped": stopped, "missing": missing, "error": error,
-            "traceback": tb, "log": str(log) if log is not None else None}
+            "planned": total, "stopped": stopped, "missing": missing, "nearest": nearest,
+            "error": error, "traceback": tb, "log": str(log) if log is not None else None}
+
+
+def _nearest_to_missing(cache, stopped: BaseException, profile: str, section: str,
+                        overrides: dict, seed: int, root: Path) -> tuple | None:
+    """``(kind, key, differences)``: the cached entry nearest to the first result a check found
+    missing (:meth:`softlib.cache.ResultCache.nearest`), or None. The result is the one the
+    budget stopped at, or, for a group of stacked models (whose stop names no single entry),
+    the first of the section's planned jobs not in the cache."""
+    kind, config = getattr(stopped, "kind", None), getattr(stopped, "config", None)
+    if config is None:
+        from . import plan as PL
+        try:
+            jobs = PL.build_plan(profile, [section], cache, seed, overrides, str(root)).jobs
+        except Exception as exc:  # the page still names the first missing result
+            print(f"note: {section}: no nearest cached result (planning failed: "
+                  f"{type(exc).__name__}: {exc})", flush=True)
+            return None
+        job = next((j for j in jobs if not j.provisional and not cache.has(j.kind, j.config)),
+                   None)
+        if job is None:
+            return None
+        kind, config = job.kind, job.config
+    found = cache.nearest(kind, config)
+    return None if found is None else (kind, *found)
 
 
 def _tail(path: str | os.PathLike | None, lines: int = 40) -> str:
@@ -594,7 +625,65 @@ def not_computed_reason(r: dict) -> str:
         return reason
     done = (f"the first {r['jobs']} of its {r['planned']} jobs are there, the next is not: "
             if r["jobs"] and r["planned"] else "")
-    return f"{done}first result missing: {r['missing']}"
+    reason = f"{done}first result missing: {r['missing']}"
+    if r.get("nearest"):
+        kind, key, diff = r["nearest"]
+        shown = ", ".join(f"`{path}` (here {_short(here)}, cached {_short(cached)})"
+                          for path, here, cached in diff[:4])
+        more = f" and {len(diff) - 4} more" if len(diff) > 4 else ""
+        reason += (f"; the nearest {kind} result in the cache ({key}) differs from it in "
+                   f"{shown}{more}" if diff else "")
+    return reason
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 28 else text[:25] + "..."
+
+
+def _is_fingerprint(value: object) -> bool:
+    """A data fingerprint (:func:`softlib.train.data_fingerprint`: 24 hex digits)."""
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{24}", value) is not None
+
+
+def computed_from_other_data(r: dict) -> bool:
+    """Whether the results a section misses are in the cache for other data: the nearest
+    cached entry differs from the one needed in a data fingerprint (other images, labels or
+    folds under this data root than where the cache's results were computed)."""
+    near = r.get("nearest")
+    return bool(near) and any(_is_fingerprint(here) and _is_fingerprint(cached)
+                              for _, here, cached in near[2])
+
+
+def _other_data_note(profile: str, section: str, data_root: str | os.PathLike) -> str:
+    """The paragraph of a "not computed" page whose results are in the cache for other data:
+    what the bundles' manifest says their data were, and what this data root holds."""
+    from . import bundle
+    from ..data import store
+    rec = ((bundle.load_manifest(profile) or {}).get("sections") or {}).get(section) or {}
+    theirs, here = rec.get("data") or {}, store.describe_data(data_root)
+
+    def say(d: dict) -> str:
+        return "; ".join(f"{name}: {v['source']} (pixels: {v['origin']})"
+                         for name, v in sorted(d.items()))
+    differ = {k: v for k, v in theirs.items() if here.get(k) != v}
+    if theirs and not differ:
+        told = ("The results' manifest records the same dataset sources as this data root's, "
+                "so the data themselves differ (a changed file, labels or folds). ")
+    else:
+        told = (f"The results' manifest records their data as: {say(differ)}. " if differ else
+                "The results' manifest does not record their data (bundles written before it "
+                "did). ")
+        # the datasets that differ; without a record, those every training section reads
+        shown = {k: v for k, v in here.items() if k in (differ or ("cifar10", "cifar10h"))}
+        told += f"This data root ({data_root}) holds: {say(shown) or 'none of them'}. "
+    return (
+        "**Computed from other data.** The cache holds this section's kind of results, but the "
+        "nearest differs from what this data root needs in a *data fingerprint* (a hash of the "
+        "images, labels and folds that keys every result, so that results of other pixels are "
+        f"never shown as this data's). {told}To render them, point `SOFTLIB_DATA` at a copy of "
+        "the data they were computed from; to have results of this data, compute them "
+        "(below).\n\n")
 
 
 def _progress_by_group(profile: str, sections: list[str], overrides: dict, seed: int,
@@ -659,10 +748,11 @@ def _progress_table(rows: list[dict] | None) -> str:
 
 
 def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool,
-                          progress: list[dict] | None = None):
+                          progress: list[dict] | None = None, other_data: str = ""):
     """The page of a section that could not be rendered from the cache: what is missing, how
-    far its jobs are (``progress``: :func:`_progress_by_group`'s rows) and the exact commands
-    that compute it."""
+    far its jobs are (``progress``: :func:`_progress_by_group`'s rows), whether the cache holds
+    them for other data (``other_data``: :func:`_other_data_note`'s paragraph) and the exact
+    commands that compute it."""
     import nbformat
     why = (f"profile `{profile}` is sized for a GPU and this machine has none"
            if gpu_profile else "this build renders only results already in the cache "
@@ -674,7 +764,7 @@ def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: 
 elsewhere ({why}), and the results cache here does not hold everything it needs
 ({reason}). Nothing was trained for it here, so this page has no results yet.
 
-{_progress_table(progress)}To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that can train it'}:
+{other_data}{_progress_table(progress)}To add it, run on {'a machine with a GPU' if gpu_profile else 'a machine that can train it'}:
 
 ```bash
 {compute_command(profile, [section])}
@@ -692,7 +782,7 @@ jobs after that many seconds; the same command continues from its cache.
                                  "language": "python"}
     nb.metadata["softlib"] = {"profile": profile, "section": section, "commit": _commit(),
                               "not_computed": True, "reason": reason,
-                              "progress": progress or []}
+                              "other_data": bool(other_data), "progress": progress or []}
     return nb
 
 
@@ -787,7 +877,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             check = bundles and section in S.DEFAULT_SECTIONS
             stem = Path(SECTIONS[section]).stem
             r = _compute_one(profile, section, params, own, dev, seed, root, f"[{i}/{n}] {section}",
-                             check_only=check, log=staging / f"{stem}.compute.log")
+                             check_only=check, log=staging / f"{stem}.compute.log",
+                             explain=check)
             if isinstance(r["error"], KeyboardInterrupt):
                 raise r["error"]
             jobs = (f"{r['jobs']}/{r['planned']} jobs" if r["planned"] is not None
@@ -804,6 +895,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             elif check:
                 reason = not_computed_reason(r)
                 rec.update(state="not computed", reason=reason)
+                if computed_from_other_data(r):
+                    rec["other_data"] = _other_data_note(profile, section, root)
                 part = _complete_parts(profile, section, own, dev, seed, root,
                                        staging / f"{stem}.parts.log")
                 if part is None:
@@ -869,7 +962,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
         rec = records[section]
         if rec["state"] == "not computed":
             nbformat.write(_placeholder_notebook(section, profile, rec["reason"], gpu_profile,
-                                                 rec.get("progress")), dst)
+                                                 rec.get("progress"), rec.get("other_data", "")),
+                           dst)
             _forget_claims(section)
             timings[section] = {"seconds": rec["compute_seconds"], "peak_rss_mb": None,
                                 "profile": profile, "execute_seconds": 0.0, **rec}

@@ -470,6 +470,19 @@ def _source_line(d: Path) -> str:
     return "(no provenance file)"
 
 
+def describe_data(root: str | os.PathLike | None = None) -> dict[str, dict[str, str]]:
+    """Each dataset folder under the data root: its source line and where its pixels come from
+    (:func:`pixel_origin`). A results manifest records it, so that a machine whose data differ
+    can say from what data the results it cannot use were computed."""
+    out = {}
+    for name in SPECS:
+        d = data_root(root) / name
+        if d.is_dir():
+            out[name] = {"source": _source_line(d),
+                         "origin": pixel_origin(provenance(name, root))}
+    return out
+
+
 def info(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """One row per known dataset: present?, splits present, size on disk, source."""
     rows = []
