@@ -678,8 +678,8 @@ def _other_data_note(profile: str, section: str, data_root: str | os.PathLike) -
         shown = {k: v for k, v in here.items() if k in (differ or ("cifar10", "cifar10h"))}
         told += f"This data root ({data_root}) holds: {say(shown) or 'none of them'}. "
     return (
-        "**Computed from other data.** The cache holds this section's kind of results, but the "
-        "nearest differs from what this data root needs in a *data fingerprint* (a hash of the "
+        "**Computed from other data.** The cache holds results of this kind, but the nearest "
+        "one differs from what this data root needs in a *data fingerprint* (a hash of the "
         "images, labels and folds that keys every result, so that results of other pixels are "
         f"never shown as this data's). {told}To render them, point `SOFTLIB_DATA` at a copy of "
         "the data they were computed from; to have results of this data, compute them "
