@@ -251,8 +251,8 @@ def test_a_manifest_names_the_data_its_results_were_computed_from(tmp_path, monk
         "complete": True, "entries": [], "data": describe_data(tmp_path / "mirror")})
     note = book._other_data_note("gpu", "calibration_ood", tmp_path / "canonical")
     assert ("records their data as: cifar10: CIFAR-10 (JPEG re-encoding), test set in order "
-            "(pixels: jpeg)") in note
-    assert "cifar10: https://www.cs.toronto.edu/ (pixels: canonical)" in note
+            "(JPEG re-encoded)") in note
+    assert "cifar10: https://www.cs.toronto.edu/ (not re-encoded)" in note
     bundle.update_manifest("gpu", "calibration_ood", {"complete": True, "entries": []})
     assert "does not record their data" in book._other_data_note(
         "gpu", "calibration_ood", tmp_path / "canonical")

@@ -663,8 +663,11 @@ def _other_data_note(profile: str, section: str, data_root: str | os.PathLike) -
     rec = ((bundle.load_manifest(profile) or {}).get("sections") or {}).get(section) or {}
     theirs, here = rec.get("data") or {}, store.describe_data(data_root)
 
+    origin = {"jpeg": "JPEG re-encoded", "synthetic": "synthetic fixture",
+              "canonical": "not re-encoded"}
+
     def say(d: dict) -> str:
-        return "; ".join(f"{name}: {v['source']} (pixels: {v['origin']})"
+        return "; ".join(f"{name}: {v['source']} ({origin.get(v['origin'], v['origin'])})"
                          for name, v in sorted(d.items()))
     differ = {k: v for k, v in theirs.items() if here.get(k) != v}
     if theirs and not differ:
