@@ -126,8 +126,9 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _canon(value: Any) -> str:
-    """A value as the cache key sees it (JSON, so a tuple equals the list it is stored as)."""
+def canonical_json(value: Any) -> str:
+    """A JSON-able value as one string, key order aside (a tuple reads as the list a cache
+    entry stores): two settings are the same when these are equal."""
     return json.dumps(value, sort_keys=True, default=str)
 
 
@@ -236,7 +237,7 @@ class ResultCache:
             except (OSError, ValueError):
                 continue  # an unreadable entry is no candidate
             diff = [(k, want.get(k), have.get(k)) for k in sorted(set(want) | set(have))
-                    if _canon(want.get(k)) != _canon(have.get(k))]
+                    if canonical_json(want.get(k)) != canonical_json(have.get(k))]
             if best is None or len(diff) < len(best[1]):
                 best = (meta.parent.name, diff)
         return best

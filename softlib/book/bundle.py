@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .._io import atomic_path, save_json, sha256_file
-from ..cache import config_key
+from ..cache import canonical_json, config_key
 from ..paths import cache_root
 
 BUNDLE_FORMAT = 2  # 2: BUNDLE.json may name entries the bundle builds on ('requires')
@@ -102,7 +102,7 @@ def provenance(device: str | None = None) -> dict[str, Any]:
 
 def same_json(a: object, b: object) -> bool:
     """Whether two JSON-able values are equal as JSON (key order aside)."""
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return canonical_json(a) == canonical_json(b)
 
 
 def machine_of(prov: dict[str, Any]) -> dict[str, str]:
