@@ -299,14 +299,12 @@ def _known_total(profile: str, section: str, params: dict, seed: int) -> int | N
 def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, dev: str,
                  seed: int, root: Path, desc: str, *, check_only: bool = False,
                  log: Path | None = None, write_manifest: bool = True,
-                 archs: list[str] | None = None, explain: bool = False) -> dict:
+                 archs: list[str] | None = None) -> dict:
     """Run ``section``'s compute function (:mod:`softlib.book.sections`) into the cache, with a
     progress bar; with ``check_only`` under a zero compute budget, so that the first result
     that is not cached stops it before anything is trained. ``log``: where its stdout goes.
     ``archs``: fine-tune and attack only these architectures (sections 3-4,
-    :func:`softlib.studies.peterson.only_archs`); the section is then recorded as partial.
-    ``explain`` (with ``check_only``): find the cached result nearest to the first missing one
-    (``nearest``: :func:`_nearest_to_missing`)."""
+    :func:`softlib.studies.peterson.only_archs`); the section is then recorded as partial."""
     import contextlib
     import traceback
 
@@ -358,31 +356,34 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
                 "data": describe_data(root),
                 **({"only_archs": list(archs)} if partial_run else {})},
                 device=dev)
-    missing, nearest = "", None
+    missing = ""
     if stopped is not None:
         m = re.search(r"before (.*) could be computed", str(stopped))
         missing = m.group(1) if m else str(stopped)
-        if check_only and explain:
-            nearest = _nearest_to_missing(cache, stopped, profile, section, own_overrides,
-                                          seed, root)
     return {"complete": complete, "partial": partial_run and stopped is None and error is None,
             "seconds": wall, "trained": cache.misses,
             "hits": cache.hits, "entries": len(touched), "jobs": len(prog.first),
-            "planned": total, "stopped": stopped, "missing": missing, "nearest": nearest,
-            "error": error, "traceback": tb, "log": str(log) if log is not None else None}
+            "planned": total, "stopped": stopped, "missing": missing, "error": error,
+            "traceback": tb, "log": str(log) if log is not None else None}
 
 
-def _nearest_to_missing(cache, stopped: BaseException, profile: str, section: str,
-                        overrides: dict, seed: int, root: Path) -> tuple | None:
+def _nearest_to_missing(stopped: BaseException | None, profile: str, section: str,
+                        overrides: dict, seed: int, root: Path, inputs=None) -> tuple | None:
     """``(kind, key, differences)``: the cached entry nearest to the first result a check found
     missing (:meth:`softlib.cache.ResultCache.nearest`), or None. The result is the one the
-    budget stopped at, or, for a group of stacked models (whose stop names no single entry),
-    the first of the section's planned jobs not in the cache."""
+    budget stopped at (``stopped``), or, for a group of stacked models (whose stop names no
+    single entry), the first of the section's planned jobs not in the cache (``inputs``: the
+    plan's data, loaded once for every plan of the build)."""
+    from ..cache import ResultCache
+    if stopped is None:
+        return None
+    cache = ResultCache()
     kind, config = getattr(stopped, "kind", None), getattr(stopped, "config", None)
     if config is None:
         from . import plan as PL
         try:
-            jobs = PL.build_plan(profile, [section], cache, seed, overrides, str(root)).jobs
+            jobs = PL.build_plan(profile, [section], cache, seed, overrides, str(root),
+                                 inputs).jobs
         except Exception as exc:  # the page still names the first missing result
             print(f"note: {section}: no nearest cached result (planning failed: "
                   f"{type(exc).__name__}: {exc})", flush=True)
@@ -690,16 +691,17 @@ def _other_data_note(profile: str, section: str, data_root: str | os.PathLike) -
 
 
 def _progress_by_group(profile: str, sections: list[str], overrides: dict, seed: int,
-                       data_root: str | os.PathLike) -> dict[str, list[dict]]:
+                       data_root: str | os.PathLike, inputs=None) -> dict[str, list[dict]]:
     """Each of ``sections``' jobs in the cache by group (:func:`plan.progress_by_group`), for
-    the pages of sections not computed yet; {} where the plan cannot be built here (said)."""
+    the pages of sections not computed yet; {} where the plan cannot be built here (said).
+    ``inputs``: the plan's data, loaded once for every plan of the build."""
     from . import plan as PL
     from ..cache import ResultCache
     if not sections:
         return {}
     cache = ResultCache()
     try:
-        p = PL.build_plan(profile, sections, cache, seed, overrides, str(data_root))
+        p = PL.build_plan(profile, sections, cache, seed, overrides, str(data_root), inputs)
     except Exception as exc:  # the pages still say what is missing, without the table
         print(f"note: no progress by group for {', '.join(sections)}: planning them failed "
               f"({type(exc).__name__}: {exc})", flush=True)
@@ -864,6 +866,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
 
     # ---- compute ------------------------------------------------------------------------
     print("compute:", flush=True)
+    from .plan import _Inputs
+    plan_inputs = _Inputs(for_running=False)  # the data of every plan this build makes, once
     records: dict[str, dict] = {}
     env_data = os.environ.get("SOFTLIB_DATA")
     root = S.section_data_root(profile, os.environ.get("SOFTLIB_DATA", ""))
@@ -880,8 +884,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             check = bundles and section in S.DEFAULT_SECTIONS
             stem = Path(SECTIONS[section]).stem
             r = _compute_one(profile, section, params, own, dev, seed, root, f"[{i}/{n}] {section}",
-                             check_only=check, log=staging / f"{stem}.compute.log",
-                             explain=check)
+                             check_only=check, log=staging / f"{stem}.compute.log")
             if isinstance(r["error"], KeyboardInterrupt):
                 raise r["error"]
             jobs = (f"{r['jobs']}/{r['planned']} jobs" if r["planned"] is not None
@@ -896,6 +899,8 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
                 rec["state"] = "complete"
                 print(f"{head}  complete      {counts} | {r['seconds']:.0f} s", flush=True)
             elif check:
+                r["nearest"] = _nearest_to_missing(r["stopped"], profile, section, own, seed,
+                                                   root, plan_inputs)
                 reason = not_computed_reason(r)
                 rec.update(state="not computed", reason=reason)
                 if computed_from_other_data(r):
@@ -922,7 +927,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
             records[section] = rec
         for section, rows in _progress_by_group(
                 profile, [s for s in sections if records[s]["state"] in INCOMPLETE],
-                overrides, seed, root).items():
+                overrides, seed, root, plan_inputs).items():
             records[section]["progress"] = rows
     finally:
         if env_data is None:
