@@ -211,11 +211,17 @@ def js_divergence(p: Any, q: Any) -> float:
     return float(np.maximum(js, 0.0).mean())
 
 
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    """Equal-width bins ``[k/M, (k+1)/M)``; a confidence of exactly 1.0 goes to the last bin."""
+def _bin_edges(n_bins: int) -> np.ndarray:
+    """``k/M`` for k = 0..M, each the double nearest to it (``np.linspace`` gives
+    0.7000000000000001 for 7/10, which would put a confidence of 0.7 in the bin below)."""
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins: expected a positive integer, got {n_bins}")
-    edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
+    return np.arange(int(n_bins) + 1) / int(n_bins)
+
+
+def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """Equal-width bins ``[k/M, (k+1)/M)``; a confidence of exactly 1.0 goes to the last bin."""
+    edges = _bin_edges(n_bins)
     return np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, int(n_bins) - 1)
 
 
@@ -235,7 +241,7 @@ def reliability_diagram_data(probs: Any, labels: Any, n_bins: int = 10) -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.bincount(idx, weights=correct, minlength=n_bins) / count
         mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = _bin_edges(n_bins)
     return {
         "bin_lower": edges[:-1],
         "bin_upper": edges[1:],

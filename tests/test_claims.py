@@ -181,8 +181,8 @@ def _laing_runs(seeds=(0, 1, 2), svhn=True):
                              "accuracy": 80 + soft * 1.5 + 0.1 * s,
                              "ood_auroc_svhn": (0.7 + soft * 0.06 + 0.001 * s) if svhn else np.nan,
                              "ood_auroc_fashion_mnist": 0.8 + soft * 0.02,
-                             "ece": 0.05 + soft * 0.04 + 0.001 * s,
-                             "attack_decrease": (0.15 if mt == "dropout_aug" else 0.4)
+                             "ece": 0.05 + soft * (0.04 + 0.002 * s) + 0.001 * s,
+                             "attack_decrease": (0.15 + 0.004 * s if mt == "dropout_aug" else 0.4)
                              - soft * 0.05 + 0.001 * s})
     return pd.DataFrame(rows)
 
@@ -190,9 +190,9 @@ def _laing_runs(seeds=(0, 1, 2), svhn=True):
 def test_calibration_claims_from_a_constructed_grid():
     ms = {m.claim: m for m in claims.measure_calibration(_laing_runs())}
     assert set(ms) == {c.id for c in claims.claims_of("calibration_ood")}
-    assert ms["laing.ece"].estimate == pytest.approx(0.04) and ms["laing.ece"].n == 3
+    assert ms["laing.ece"].estimate == pytest.approx(0.042) and ms["laing.ece"].n == 3
     assert ms["laing.ece"].verdict() == REPRODUCED
-    assert ms["laing.dropout_defender"].estimate == pytest.approx(-0.25)
+    assert ms["laing.dropout_defender"].estimate == pytest.approx(-0.246)
     assert ms["laing.dropout_defender"].verdict() == REPRODUCED
 
 
@@ -399,3 +399,80 @@ def test_ledger_figure_draws_with_and_without_measurements(book_dir):
     assert len(fig.axes) == 1
     plt.close("all")
     assert math.isfinite(claims.ledger("smoke").set_index("id").loc["laing.ece", "estimate"])
+
+
+# --------------------------------------------------------------------------- audit follow-ups
+def test_identical_values_over_folds_are_no_noise_estimate():
+    m = claims.from_units("laing.accuracy", [0.5, 0.5], "seeds")
+    assert m.se == 0.0 and m.ci() is None and m.verdict() == SAME_DIRECTION
+    assert claims.confidence_interval(0.5, 0.0, 2) is None
+    row = {"estimate": m.estimate, "se": m.se, "n": m.n, "n_what": m.n_what, "ci": None}
+    assert "all 2 seeds gave the same value" in claims._fmt_value(row, claims.CLAIMS_BY_ID[m.claim])
+    one = {"estimate": 1.0, "se": None, "n": 1, "n_what": "people", "ci": None}
+    assert "(no interval: one person)" in claims._fmt_value(one, claims.CLAIMS_BY_ID[m.claim])
+
+
+def test_a_fold_missing_one_architecture_is_dropped_not_averaged_over_fewer():
+    df = pd.DataFrame({"fold": [0] * 4 + [1] * 4 + [2] * 4, "arch": list("AABB") * 3,
+                       "condition": ["hard", "soft"] * 6,
+                       "ce": [2, 1.5, 4, 3.9, 2, 1.5, 4, 3.9, 2, np.nan, 4, 3.9]})
+    d = claims.paired_by_unit(df, "ce", "condition", "soft", "hard", "fold", ("arch",))
+    assert list(d.index) == [0, 1] and list(d) == pytest.approx([-0.3, -0.3])
+    # an architecture with no pair anywhere does not empty the table
+    extra = pd.DataFrame({"fold": [0, 1, 2], "arch": "C", "condition": "hard", "ce": 1.0})
+    d2 = claims.paired_by_unit(pd.concat([df, extra]), "ce", "condition", "soft", "hard", "fold",
+                               ("arch",))
+    assert list(d2) == pytest.approx([-0.3, -0.3])
+
+
+@pytest.mark.parametrize("a_only,b_only", [(10, 22), (0, 5), (0, 6), (20, 63), (30, 30),
+                                           (5, 0), (40, 60), (12, 25), (100, 130), (0, 0)])
+def test_the_paired_interval_agrees_with_mcnemars_exact_test(a_only, b_only):
+    from statsmodels.stats.contingency_tables import mcnemar
+    n = 1000
+    est, (lo, hi) = claims.paired_difference_interval(a_only, b_only, n)
+    assert est == pytest.approx(100 * (b_only - a_only) / n) and lo <= est <= hi
+    if a_only + b_only == 0:
+        assert (lo, hi) == (0.0, 0.0)
+        return
+    p = mcnemar([[n - a_only - b_only, a_only], [b_only, 0]], exact=True).pvalue
+    assert (lo > 0 or hi < 0) == (p < 0.05), (p, lo, hi)
+
+
+def test_the_human_vs_fixed_model_claim_uses_the_exact_interval():
+    # 10 vs 22 discordant images: a Wald interval excludes 0, McNemar's exact p is 0.05
+    table1 = pd.DataFrame({"user": ["human_b", "m1"], "kind": ["human", "model"],
+                           "val": [95, 90], "v2": [94, 85]})
+    mcn = pd.DataFrame([{"dataset": "v2", "model": "FixResNeXt", "other": "human_b", "n": 1000,
+                         "a_only": 10, "b_only": 22, "pvalue": 0.0501}])
+    ms = {m.claim: m for m in claims.measure_imagenet(SimpleNamespace(table1=table1, mcnemar=mcn),
+                                                      None)}
+    fix = ms["shankar.human_beats_fixres_v2"]
+    assert fix.estimate == pytest.approx(1.2) and fix.verdict() == SAME_DIRECTION
+    assert "32 images only one of them got right" in fix.note
+    # one person and one model: no noise estimate for the drop (was a zero model variance)
+    drop = ms["shankar.human_v2_drop"]
+    assert drop.ci() is None and drop.verdict() == SAME_DIRECTION
+
+
+def test_the_human_drop_has_welch_degrees_of_freedom():
+    people = pd.Series([1.0, 0.0, 2.0, 1.0, 0.5])
+    models = pd.Series([5.0, 7.0, 6.0, 9.0])
+    se, dof = claims._mean_minus_median_se(people, models)
+    vh, vm = people.var() / 5, 1.2533 ** 2 * models.var() / 4
+    assert se == pytest.approx(math.sqrt(vh + vm))
+    assert dof == math.floor((vh + vm) ** 2 / (vh ** 2 / 4 + vm ** 2 / 3))
+    assert claims._mean_minus_median_se(people, models[:1])[0] != claims._mean_minus_median_se(
+        people, models[:1])[0]  # NaN
+
+
+def test_the_dropout_defender_is_compared_with_the_type_of_lowest_mean_decrease():
+    # per seed the lowest of basic / sngp alternates; by mean, sngp (0.30) beats basic (0.32)
+    rows = []
+    for seed, (basic, sngp) in enumerate([(0.20, 0.30), (0.44, 0.30), (0.32, 0.30)]):
+        for mt, dec in (("basic", basic), ("sngp", sngp), ("dropout_aug", 0.25)):
+            for cond in ("hard", "soft"):
+                rows.append({"model_type": mt, "condition": cond, "seed": seed, "accuracy": 80.0,
+                             "ece": 0.05, "attack_decrease": dec, "ood_auroc_svhn": np.nan})
+    m = {x.claim: x for x in claims.measure_calibration(pd.DataFrame(rows))}["laing.dropout_defender"]
+    assert m.estimate == pytest.approx(-0.05) and "with sngp" in m.note

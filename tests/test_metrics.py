@@ -79,6 +79,17 @@ def test_ece_uses_top1_confidence_and_last_bin_includes_one():
     assert d["accuracy"][-1] == 0.5 and d["confidence"][-1] == 1.0
 
 
+def test_a_confidence_on_a_bin_edge_opens_that_bin():
+    # k/10 belongs to [k/10, (k+1)/10) for every k, 0.7 included (np.linspace's edge 7 is
+    # 0.7000000000000001, which put it in [0.6, 0.7))
+    conf = np.arange(10) / 10
+    assert M._bin_index(conf, 10).tolist() == list(range(10))
+    # top-1 confidences 0.5, 0.6, ..., 1.0 (1.0 joins the last bin)
+    d = M.reliability_diagram_data(np.array([[c, 1 - c] if c >= 0.5 else [1 - c, c]
+                                             for c in np.arange(5, 11) / 10]), np.zeros(6, int))
+    assert d["count"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 2]
+
+
 def test_reliability_diagram_data_consistent():
     p, y, _ = _data(seed=4)
     d = M.reliability_diagram_data(p, y, n_bins=10)

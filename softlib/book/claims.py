@@ -61,9 +61,9 @@ NOT_MEASURED = "not measured in this build"
 VERDICTS: dict[str, str] = {
     REPRODUCED: "the paper's direction, and the 95% interval excludes the null (beyond noise)",
     SAME_DIRECTION: "the paper's direction, but the 95% interval includes the null (or there is "
-                    "only one fold / seed, so no noise estimate)",
-    WITHIN_NOISE: "the opposite direction, but the 95% interval includes the null (or only one "
-                  "fold / seed)",
+                    "no noise estimate: one fold / seed, or all of them equal)",
+    WITHIN_NOISE: "the opposite direction, but the 95% interval includes the null (or no noise "
+                  "estimate)",
     CONTRADICTED: "the opposite direction, and the 95% interval excludes the null",
     NOT_MEASURABLE: "the data the claim needs are absent here (the row says which)",
     NOT_MEASURED: "the claim's section was not executed in this build (or under another profile)",
@@ -74,11 +74,13 @@ VERDICT_COLOURS = {REPRODUCED: "#1a7f37", SAME_DIRECTION: "#6a9f3a", WITHIN_NOIS
 RULE_MARKDOWN = (
     "**Verdict rule.** Each claim predicts the *sign* of one quantity relative to a null value "
     "(0 for a difference, 1 for a ratio). This build's 95% confidence interval is the mean over "
-    "folds or seeds ± the Student-t quantile (n − 1 degrees of freedom) × its standard error "
-    "(paired images, as for McNemar's test: the normal approximation of the paired difference). "
-    "*Beyond noise* means that the interval excludes the null; with one fold or seed there is no "
-    "noise estimate, so nothing is beyond noise. The verdict judges the direction only; the "
-    "size is shown beside the paper's.\n\n"
+    "folds or seeds ± the Student-t quantile (n − 1 degrees of freedom) × its standard error. "
+    "For paired images (two classifiers on the same images) it is the exact (Clopper-Pearson) "
+    "interval of the difference given the images only one of them got right, which excludes "
+    "the null exactly when McNemar's exact test rejects at the 5% level. "
+    "*Beyond noise* means that the interval excludes the null; with one fold or seed, or folds "
+    "or seeds that all gave the same value, there is no noise estimate, so nothing is beyond "
+    "noise. The verdict judges the direction only; the size is shown beside the paper's.\n\n"
     + "\n".join(f"* **{v}**: {d}" for v, d in VERDICTS.items()))
 
 
@@ -138,7 +140,8 @@ CLAIMS: tuple[Claim, ...] = (
           "Second-best accuracy on the held-out folds (paper Figure 2, right)",
           "Figure 2 (right): 'about +5 points'", +1),
     Claim("peterson.fgsm_ce_halved", _PET,
-          "Under FGSM (eps 4/255) the cross-entropy of soft-label models is roughly halved",
+          "Under FGSM (eps 4/255) soft-label models have a lower cross-entropy (the paper: "
+          "about half)",
           "soft / hard, cross-entropy under FGSM at eps 4/255 (ratio)", "adversarial",
           "FGSM at eps = 4/255 (paper Table 2)", "Table 2: mean over its 8 rows of CE soft / CE hard",
           -1, null=1.0, unit="ratio"),
@@ -173,8 +176,8 @@ CLAIMS: tuple[Claim, ...] = (
           "Table 1, basic: soft − hard", -1),
     Claim("laing.dropout_defender", _LAING,
           "MC dropout is the best adversarial defender",
-          "attack decrease of MC dropout (augmentation) minus the lowest of basic / SNGP / DUQ, "
-          "soft labels", "calibration_ood", _LT1,
+          "attack decrease of MC dropout (augmentation) minus that of the best of basic / SNGP / "
+          "DUQ (lowest mean decrease), soft labels", "calibration_ood", _LT1,
           "Table 1, soft: dropout − min(basic, SNGP, DUQ)", -1),
     Claim("shankar.human_v2_drop", _SHANKAR,
           "People lose less accuracy than models from ImageNet to ImageNetV2",
@@ -266,9 +269,10 @@ def _finite(x: Any) -> bool:
 def confidence_interval(estimate: float, se: float | None, n: int | None, level: float = LEVEL,
                         df: int | None = None) -> tuple[float, float] | None:
     """``estimate ± t(level, df) * se`` with ``df = n - 1`` unless given; None without a noise
-    estimate (se not finite, or fewer than two folds / seeds)."""
+    estimate (se not finite or zero, or fewer than two folds / seeds): identical values over
+    folds say nothing about the spread, and a zero-width interval would call any sign certain."""
     from scipy.stats import t as student_t
-    if not (_finite(estimate) and _finite(se) and float(se) >= 0):
+    if not (_finite(estimate) and _finite(se) and float(se) > 0):
         return None
     dof = (int(n) - 1) if df is None and n is not None else df
     if dof is None or dof < 1:
@@ -358,7 +362,9 @@ def paired_by_unit(df: pd.DataFrame, value: str, col: str, a: str, b: str, unit:
                    within: Sequence[str] = (), how: str = "difference") -> pd.Series:
     """Per ``unit`` (fold or seed): ``value[a] - value[b]`` (or ``a / b`` with ``how='ratio'``)
     of rows with ``col == a`` and ``col == b`` matched on ``unit`` and ``within`` (e.g. the
-    architecture), then averaged over ``within``. Units missing either side are dropped."""
+    architecture), then averaged over ``within``. A unit that lacks either side for a
+    ``within`` level that has both in other units is dropped whole, so that every unit averages over the same
+    architectures (a fold with one architecture missing would mix another population in)."""
     if df is None or df.empty or value not in df.columns:
         return pd.Series(dtype=float)
     keys = [unit, *within]
@@ -371,8 +377,10 @@ def paired_by_unit(df: pd.DataFrame, value: str, col: str, a: str, b: str, unit:
         d = wide[a] / wide[b].where(wide[b] != 0)
     else:
         raise ValueError(f"how: expected 'difference' or 'ratio', got {how!r}")
-    d = d.replace([np.inf, -np.inf], np.nan).dropna()
-    return d.groupby(level=unit).mean() if len(keys) > 1 else d
+    if len(keys) == 1:
+        return d.replace([np.inf, -np.inf], np.nan).dropna()
+    per_unit = d.replace([np.inf, -np.inf], np.nan).unstack(list(within)).dropna(axis=1, how="all")
+    return per_unit.dropna().mean(axis=1)
 
 
 def _n_archs(df: pd.DataFrame) -> str:
@@ -495,12 +503,50 @@ def measure_calibration(runs: pd.DataFrame, ood: Mapping[str, Any] | None = None
     else:
         soft = runs[runs["condition"] == "soft"].pivot_table(
             index="seed", columns="model_type", values="attack_decrease", aggfunc="mean")
-        cols = [m for m in others if m in soft.columns]
-        d = (soft["dropout_aug"] - soft[cols].min(axis=1)) if "dropout_aug" in soft and cols \
-            else pd.Series(dtype=float)
-        out.append(from_units("laing.dropout_defender", d, "seeds",
-                              f"soft labels; compared with the lowest of {', '.join(cols)} per seed"))
+        cols = [m for m in others if m in soft.columns and soft[m].notna().any()]
+        if "dropout_aug" in soft and cols:
+            # as the paper's number: the other type with the lowest mean decrease, then paired
+            # per seed (the lowest per seed would be biased low, against the claim)
+            best = min(cols, key=lambda m: float(soft[m].mean()))
+            d = soft["dropout_aug"] - soft[best]
+            note = (f"soft labels; compared per seed with {best}, the lowest mean decrease of "
+                    f"{', '.join(cols)}")
+        else:
+            d, note = pd.Series(dtype=float), "soft labels"
+        out.append(from_units("laing.dropout_defender", d, "seeds", note))
     return out
+
+
+def _mean_minus_median_se(people: pd.Series, models: pd.Series) -> tuple[float, int | None]:
+    """Standard error and Welch-Satterthwaite degrees of freedom of ``mean(people) -
+    median(models)``: the median's s.e. is the large-sample ``1.2533 s / sqrt(n)``. NaN (no
+    noise estimate) unless both sides have at least two values."""
+    nh, nm = len(people), len(models)
+    if nh < 2 or nm < 2:
+        return float("nan"), None
+    var_h = float(people.var(ddof=1)) / nh
+    var_m = 1.2533 ** 2 * float(models.var(ddof=1)) / nm
+    if var_h + var_m <= 0:
+        return 0.0, None
+    dof = (var_h + var_m) ** 2 / (var_h ** 2 / (nh - 1) + var_m ** 2 / (nm - 1))
+    return math.sqrt(var_h + var_m), max(1, int(math.floor(dof)))
+
+
+def paired_difference_interval(a_only: int, b_only: int, n: int, level: float = LEVEL
+                               ) -> tuple[float, tuple[float, float]]:
+    """Accuracy of b minus that of a on ``n`` shared images, in points, with its exact interval.
+
+    Given the ``a_only + b_only`` images only one of them got right, ``b_only`` is binomial
+    with probability pi, and the difference is ``(a_only + b_only) (2 pi - 1) / n``; the
+    Clopper-Pearson interval of pi makes an interval that excludes 0 exactly when McNemar's
+    exact test rejects (a Wald interval rejects more often with few discordant images)."""
+    from ..multilabel import clopper_pearson
+    m = a_only + b_only
+    est = 100.0 * (b_only - a_only) / n
+    if m == 0:
+        return est, (0.0, 0.0)
+    lo, hi = clopper_pearson(b_only, m, alpha=1 - level)
+    return est, (100.0 * m * (2 * float(lo) - 1) / n, 100.0 * m * (2 * float(hi) - 1) / n)
 
 
 _RELEASE_ABSENT = ("the human-study release (dataset 'imagenet_human', human_accuracy.pickle) "
@@ -521,14 +567,14 @@ def measure_imagenet(study: Any | None, zoo: pd.DataFrame | None) -> list[Measur
             out.append(not_measurable("shankar.human_v2_drop",
                                       "the release lacks people or models with val and V2 images"))
         else:
-            # s.e. of a mean of the people's drops and of the models' median (1.2533 s / sqrt n)
-            var_h = dh.var(ddof=1) / len(dh) if len(dh) > 1 else float("nan")
-            var_m = (1.2533 ** 2) * dm.var(ddof=1) / len(dm) if len(dm) > 1 else 0.0
+            se, dof = _mean_minus_median_se(dh, dm)
             out.append(Measurement(
-                "shankar.human_v2_drop", float(dh.mean() - dm.median()),
-                float(math.sqrt(var_h + var_m)), int(len(dh)), "people",
+                "shankar.human_v2_drop", float(dh.mean() - dm.median()), se, int(len(dh)),
+                "people", df=dof,
                 note=f"{len(dh)} people vs the median of {len(dm)} models on the human-labelled "
-                     "images; s.e. combines the people's spread and the models' median"))
+                     "images; s.e. combines the people's spread and the models' median (the "
+                     "large-sample 1.2533 s / √n, rough for few models), Welch's degrees of "
+                     "freedom"))
     if zoo is None or "v2_minus_val" not in zoo or zoo["v2_minus_val"].dropna().empty:
         out.append(not_measurable("shankar.models_v2_drop",
                                   "the timm results with ImageNetV2 (dataset 'imagenet_real') are "
@@ -549,12 +595,12 @@ def measure_imagenet(study: Any | None, zoo: pd.DataFrame | None) -> list[Measur
         else:
             r = row.iloc[0]
             n, a, b = int(r["n"]), int(r["a_only"]), int(r["b_only"])
-            est = 100.0 * (b - a) / n
-            se = 100.0 * math.sqrt(max((a + b) / n - ((b - a) / n) ** 2, 0.0) / n)
+            est, interval = paired_difference_interval(a, b, n)
             out.append(Measurement(
-                "shankar.human_beats_fixres_v2", est, se, n, "paired images",
-                interval=(est - 1.96 * se, est + 1.96 * se),
-                note=f"{r['model']} (fixed in advance); McNemar p = {float(r['pvalue']):.2g}"))
+                "shankar.human_beats_fixres_v2", est, None, n, "paired images",
+                interval=interval,
+                note=f"{r['model']} (fixed in advance); {a + b} images only one of them got "
+                     f"right; McNemar p = {float(r['pvalue']):.2g}"))
     return out
 
 
@@ -715,17 +761,30 @@ def _fmt_value(r: Mapping[str, Any], claim: Claim) -> str:
     if r.get("ci"):
         s += f" [{_signed(r['ci'][0], claim.unit)}, {_signed(r['ci'][1], claim.unit)}]"
     else:
-        s += " (no interval: one fold / seed)" if r.get("n") == 1 else " (no interval)"
+        s += f" ({_no_interval_why(r)})"
     return s
+
+
+def _no_interval_why(r: Mapping[str, Any]) -> str:
+    """Why a recorded measurement has no interval, in the words of its units."""
+    what = str(r.get("n_what") or "units")
+    if r.get("n") == 1:
+        return f"no interval: one {_singular(what)}"
+    if r.get("se") == 0:
+        return f"no interval: all {r['n']} {what} gave the same value"
+    return "no interval"
 
 
 def _fmt_n(r: Mapping[str, Any]) -> str:
     if not r.get("n"):
         return "–"
     what = str(r.get("n_what") or "")
-    if r["n"] == 1 and what.endswith("s"):
-        what = what[:-1]
-    return f"{r['n']} {what}".strip()
+    return f"{r['n']} {_singular(what) if r['n'] == 1 else what}".strip()
+
+
+def _singular(what: str) -> str:
+    """'folds' -> 'fold', 'paired images' -> 'paired image', 'people' -> 'person'."""
+    return "person" if what == "people" else what[:-1] if what.endswith("s") else what
 
 
 def _fmt_paper(claim: Claim) -> str:
