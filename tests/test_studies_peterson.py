@@ -168,6 +168,12 @@ def test_pretrain_config_uses_repository_schedule_when_epochs_is_none():
     with pytest.raises(ValueError, match="pretrain_epochs"):
         P.pretrain_config(P.Arch("tiny", "resnet"), None, 128)
     assert P.pretrain_config(P.Arch("tiny", "resnet"), 3, 64).schedule == "cosine"
+    # the repository's batch size and augmentation come with its schedule, as for fine-tuning
+    dense = P.pretrain_config(P.Arch("DenseNet", "densenet_BC_100_12"), None, 128)
+    shake = P.pretrain_config(P.Arch("Shake", "shake_shake_26_2x64d_SSI"), None, 128)
+    assert (dense.batch_size, dense.augment) == (64, "crop_flip")
+    assert (shake.batch_size, shake.augment) == (128, "crop_flip_cutout16")
+    assert P.pretrain_config(P.Arch("DenseNet", "densenet_BC_100_12"), 3, 128).batch_size == 128
 
 
 # ------------------------------------------------------------------------------ whole pipeline
@@ -450,3 +456,41 @@ def test_the_data_notes_of_sections_2_to_4_are_written_from_the_data_root():
     assert "attacked images" in P.data_notes("adversarial", jpeg)
     with pytest.raises(ValueError, match="unknown section 'laing'"):
         P.data_notes("laing", jpeg)
+
+
+def test_section_4_attacks_table_1s_models_at_one_rate_per_architecture(monkeypatch):
+    """With several fine-tuning rates, the attacked hard and soft models share Table 1's rate:
+    the best mean held-out accuracy over every method and fold (not each method's own best CE)."""
+    from types import SimpleNamespace
+
+    from softlib.cache import Entry
+    from softlib.studies.peterson import adversarial as A
+    labels = np.repeat(np.arange(10), 4)
+    folds = [(np.arange(20, 40), np.arange(20)), (np.arange(20), np.arange(20, 40))]
+    study = SimpleNamespace(labels=labels)
+    # rate 0.1: most methods right on every image; 0.01: only the 'soft' runs right (they would
+    # have won for 'soft' alone); one 0.1 run diverged on fold 1 for a third method
+    params = {"lr": [0.1, 0.01], "mixup_alpha": [0.2]}
+
+    def fake_finetune(cache, study_, pre, arch, method, lr, k, folds_, p, alpha, ev, dev, seed,
+                      progress):
+        te = folds_[k][1]
+        right = (lr == 0.1) != (method == "soft")
+        pred = labels[te] if right else (labels[te] + 1) % 10
+        meta = {"result": {"diverged": lr == 0.1 and method == "class_level" and k == 1}}
+        return Entry(arrays={"logits_heldout": np.eye(10)[pred]}, meta=meta), None, None
+
+    monkeypatch.setattr(A, "finetune", fake_finetune)
+    arch = P.Arch("ResNet-20", "resnet_20")
+    lr, final = A._attacked_lr(None, study, None, arch, folds, params, None, 0, False, True)
+    assert final and lr == 0.01  # 0.1 has a diverged run: the rate with fewer loses none
+
+    def no_divergence(*a):
+        e = fake_finetune(*a)[0]
+        e.meta["result"]["diverged"] = False
+        return e, None, None
+
+    monkeypatch.setattr(A, "finetune", no_divergence)
+    assert A._attacked_lr(None, study, None, arch, folds, params, None, 0, False, True) == (0.1, True)
+    assert A._attacked_lr(None, study, None, arch, folds, {"lr": [0.5]}, None, 0, False,
+                          True) == (0.5, True)

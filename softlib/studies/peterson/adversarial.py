@@ -12,10 +12,11 @@ import pandas as pd
 
 from ... import metrics
 from ...cache import Entry, ResultCache
-from ...train import TrainConfig, data_fingerprint, load_model
+from ...train import TrainConfig, data_fingerprint, diverged_epoch, load_model
 from .common import (Arch, PAPER_TABLE2, StudyData, fine_tuned_archs, parse_archs, select_folds,
                      stratified_subset)
-from .alternatives import (Pretrained, finetune, finetune_job)
+from .alternatives import Pretrained, finetune, finetune_job, method_variants
+from .generalisation import _best_candidates
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,32 +131,36 @@ def attack_config(model: Mapping, images: np.ndarray, labels: np.ndarray,
     return cfg
 
 
-def _attacked_lr(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, method: str,
-                 folds, alt_params: Mapping, device, seed: int, progress: bool,
+def _attacked_lr(cache: ResultCache, study: StudyData, pre: Pretrained, arch: Arch, folds,
+                 alt_params: Mapping, device, seed: int, progress: bool,
                  train_missing: bool) -> tuple[float, bool]:
-    """Table 1's learning rate of (arch, method): the lowest mean held-out c10H. Returns the
-    rate and whether it is final (False: the models needed to choose are not cached yet)."""
+    """Table 1's learning rate of ``arch`` (:func:`select_variants`' rule): the one with the best
+    mean held-out accuracy over every fine-tuning method (and mixup alpha) and fold together,
+    among the rates with the fewest diverged runs, so that the hard and the soft models attacked
+    are Table 1's and share a rate. Returns the rate and whether it is final (False: the models
+    needed to choose are not cached yet)."""
     lrs = [float(x) for x in alt_params["lr"]]
     if len(lrs) == 1:
         return lrs[0], True
-    best_lr, best = lrs[0], math.inf
-    for lr in lrs:
-        ces = []
-        for k in range(len(folds)):
-            if train_missing:
-                e = finetune(cache, study, pre, arch, method, lr, k, folds, alt_params, None,
-                             None, device, seed, progress)[0]
-            else:
-                job = finetune_job(study, pre, arch, method, lr, k, folds, alt_params, None,
-                                   None, seed)[0]
-                if not cache.has("peterson_finetune", job.key()):
-                    return lrs[0], False
-                e = cache.load("peterson_finetune", job.key())
-            ces.append(metrics.cross_entropy_from_logits(e.arrays["logits_heldout"],
-                                                         study.human[folds[k][1]]))
-        if np.mean(ces) < best:
-            best_lr, best = lr, float(np.mean(ces))
-    return best_lr, True
+    rows = []
+    for method, alpha in method_variants(alt_params):
+        for lr in lrs:
+            for k, (_, te) in enumerate(folds):
+                if train_missing:
+                    e = finetune(cache, study, pre, arch, method, lr, k, folds, alt_params,
+                                 alpha, None, device, seed, progress)[0]
+                else:
+                    job = finetune_job(study, pre, arch, method, lr, k, folds, alt_params,
+                                       alpha, None, seed)[0]
+                    if not cache.has("peterson_finetune", job.key()):
+                        return lrs[0], False
+                    e = cache.load("peterson_finetune", job.key())
+                pred = np.asarray(e.arrays["logits_heldout"]).argmax(1)
+                rows.append({"arch": arch.label, "_l": lr,
+                             "diverged": diverged_epoch(e) is not None,
+                             "accuracy": float(np.mean(pred == study.labels[te]))})
+    keep = _best_candidates(pd.DataFrame(rows), ["arch"], ["_l"], "accuracy", True)
+    return float(next(iter(keep))[1]), True
 
 
 def attack_jobs(cache: ResultCache, study: StudyData, pre: Pretrained, alt_params: Mapping,
@@ -167,14 +172,14 @@ def attack_jobs(cache: ResultCache, study: StudyData, pre: Pretrained, alt_param
     trained and an attack whose learning rate cannot be chosen yet is ``provisional``."""
     folds = select_folds(study.labels, alt_params["folds"], 10, seed)
     per_fold = int(math.ceil(adv_params["attack_subset"] / len(folds)))
-    pgd_n = int(math.ceil(adv_params.get("pgd_subset", per_fold) / len(folds)))
+    pgd_n = int(math.ceil(adv_params.get("pgd_subset", adv_params["attack_subset"]) / len(folds)))
     eps_list = [float(e) for e in adv_params["eps_sweep"]]
     pgd_list = pgd_eps_list(adv_params["pgd_eps"])
     out = []
     for arch in fine_tuned_archs(parse_archs(alt_params["archs"])):
+        lr, final = _attacked_lr(cache, study, pre, arch, folds, alt_params, device, seed,
+                                 progress, train_missing)
         for method in ATTACK_METHODS:
-            lr, final = _attacked_lr(cache, study, pre, arch, method, folds, alt_params, device,
-                                     seed, progress, train_missing)
             for k, (_, te) in enumerate(folds):
                 job, cfg, ft_key = finetune_job(study, pre, arch, method, lr, k, folds,
                                                 alt_params, None, None, seed)
@@ -203,8 +208,8 @@ def run_adversarial(cache: ResultCache, study: StudyData, pre: Pretrained, alt_p
     """Attack every fine-tuned hard / soft fold model on the images it held out.
 
     The models are the alternatives section's (same :func:`finetune` call, so cached entries are
-    reused; missing ones are trained through it). With several learning rates the one with the
-    best held-out c10H is used, as in Table 1. ``attack_subset`` caps the attacked images per
+    reused; missing ones are trained through it). With several learning rates each architecture's
+    hard and soft models are attacked at Table 1's one rate (:func:`_attacked_lr`). ``attack_subset`` caps the attacked images per
     fold model (stratified). Returns (FGSM table: arch, condition, fold, eps, accuracy, ce;
     PGD table: arch, condition, fold, eps, step, ce, final accuracy).
     """

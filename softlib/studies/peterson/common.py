@@ -252,8 +252,10 @@ def heldout_monitor(study: "StudyData", heldout: np.ndarray, params: Mapping[str
 
 def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int = 0,
                     amp: Any = "auto", logits_precision: str = "float32") -> TrainConfig:
-    """Pretraining on CIFAR-10 (paper §6): SGD + Nesterov, the repository's schedule when
-    ``epochs`` is None (needs a known preset), else ``epochs`` of cosine decay from 0.1."""
+    """Pretraining on CIFAR-10 (paper §6): SGD + Nesterov. When ``epochs`` is None (needs a
+    known preset) the repository's whole recipe for the architecture, "the best
+    hyperparameters": its schedule, weight decay, batch size (DenseNet 64) and augmentation
+    (Shake-Shake's cutout 16); else ``epochs`` of cosine decay from 0.1 at ``batch_size``."""
     if epochs is None:
         if arch.name not in REPO_SCHEDULES:
             raise ValueError(f"pretrain_epochs=None needs the repository schedule of {arch.name!r}; "
@@ -263,7 +265,8 @@ def pretrain_config(arch: Arch, epochs: int | None, batch_size: int, seed: int =
             schedule="multistep", milestones=ms, gamma=gamma)
         return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="sgd", lr=lr,
                            weight_decay=wd, nesterov=True, momentum=0.9,
-                           batch_size=int(batch_size), epochs=ep, augment="crop_flip",
+                           batch_size=REPO_BATCH_SIZES.get(arch.name, int(batch_size)), epochs=ep,
+                           augment=REPO_AUGMENT.get(arch.name, "crop_flip"),
                            seed=int(seed), amp=amp, logits_precision=logits_precision, **sched)
     return TrainConfig(arch=arch.name, arch_kwargs=arch.kwargs, optimizer="sgd", lr=0.1,
                        weight_decay=5e-4, nesterov=True, momentum=0.9, batch_size=int(batch_size),
