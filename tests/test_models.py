@@ -460,3 +460,27 @@ def test_duq_author_eval_probs_cap_top1_confidence():
     correct = torch.rand(500, generator=torch.Generator().manual_seed(1)) < 0.82
     ece_one_bin = abs(correct.float().mean() - conf.mean())
     assert 0.62 < float(ece_one_bin) < 0.73
+
+
+def test_duq_centroid_update_embeds_in_eval_mode_as_the_original():
+    """The original DUQ (and Laing's code) call model.eval() before updating the centroids:
+    BatchNorm normalises with its running statistics and does not update them; the mode is
+    restored. 'train' keeps the earlier behaviour (a second BatchNorm update per step)."""
+    x = images(4)
+    targets = torch.full((4, 10), 0.1)
+    for mode, bn_moves in (("eval", False), ("train", True)):
+        torch.manual_seed(0)
+        m = build("resnet20_duq", **SMALL["resnet20_duq"], centroid_update=mode).train()
+        bn = next(b for b in m.modules() if isinstance(b, nn.BatchNorm2d))
+        stats, m0 = bn.running_mean.clone(), m.m.clone()
+        with torch.no_grad():
+            z_eval = m.eval().embed(x).float()
+        m.train()
+        m.after_optimizer_step(x, targets)
+        assert m.training and all(c.training for c in m.modules())
+        assert (not torch.equal(bn.running_mean, stats)) == bn_moves
+        if mode == "eval":
+            expect = 0.999 * m0 + 0.001 * torch.einsum("bkc,bc->kc", z_eval, targets)
+            assert torch.allclose(m.m, expect, atol=1e-6)
+    with pytest.raises(ValueError, match="centroid_update"):
+        build("resnet20_duq", **SMALL["resnet20_duq"], centroid_update="sometimes")

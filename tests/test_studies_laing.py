@@ -228,7 +228,21 @@ def test_tiny_grid_end_to_end_and_cached(tmp_path, monkeypatch):
               "extra_conditions": ["label_smoothing"]}
     cache = ResultCache(tmp_path)
     data = _tiny_data()
+    import softlib.attacks as attacks
+    real_attack, attacked_through = attacks.attack_decrease, []
+
+    def recording_attack(model, *a, use_inference=None, **k):
+        attacked_through.append(use_inference)
+        return real_attack(model, *a, use_inference=use_inference, **k)
+
+    monkeypatch.setattr(attacks, "attack_decrease", recording_attack)
     g = L.run_grid(data, params, cache, device="cpu", progress=False)
+    # MC dropout is attacked through its averaged passes (what its accuracy counts)
+    assert attacked_through == [True] * 3
+    assert L.eval_job(data, "dropout_noaug", "hard", 0, params)[0].config["attack"] == "inference"
+    assert "attack" not in L.eval_job(data, "basic", "hard", 0, params)[0].config
+    assert [L.attacks_inference(t) for t in L.MODEL_TYPES] == [
+        t in ("dropout_noaug", "dropout_aug", "duq") for t in L.MODEL_TYPES]
     assert len(g.table) == 3
     assert set(L.METRICS) <= set(g.table.columns)
     assert g.table["ood_auroc_svhn"].isna().all()          # absent: NaN, never faked
@@ -310,6 +324,9 @@ def test_mc_dropout_rate_and_logit_averaging_reach_the_model():
     cfg = L.train_config(params, "dropout_aug", "soft", 0, 0.3, 0.0)
     assert cfg.arch_kwargs == {"width": 8, "p": 0.07, "average": "logits"}
     assert L.train_config(params, "basic", "soft", 0, 0.3, 0.0).arch_kwargs == {"width": 8}
+    # DUQ's centroids from eval-mode embeddings, as the original (and in the cache key)
+    duq = L.train_config(params, "duq", "soft", 0, 0.3, 0.0)
+    assert duq.arch_kwargs == {"width": 8, "centroid_update": "eval"}
     from softlib.train import _default_build
     from softlib.models.mc_dropout import MCDropout
     m = _default_build(cfg)

@@ -38,6 +38,13 @@ def author_eval_probs(log_kernel: torch.Tensor) -> torch.Tensor:
     return torch.softmax(q / (1.0 + q), dim=-1)
 
 
+#: How the centroid update embeds the batch: 'eval' (the original DUQ and Laing's code call
+#: ``model.eval()`` first: BatchNorm uses its running statistics and does not update them) or
+#: 'train' (the model's training mode, BatchNorm seeing the batch a second time: what softlib
+#: did before 2026-11-27, kept so that those results stay reproducible).
+CENTROID_UPDATES = ("eval", "train")
+
+
 class DUQResNet(nn.Module):
     output_kind = "RBF kernel values in (0, 1]"
     requires_input_grad = True
@@ -46,8 +53,12 @@ class DUQResNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, depth: int = 20, width: int = 16,
                  centroid_size: int = 1024, length_scale: float = 0.1, momentum: float = 0.999,
-                 gradient_penalty: float = 0.1):
+                 gradient_penalty: float = 0.1, centroid_update: str = "eval"):
         super().__init__()
+        if centroid_update not in CENTROID_UPDATES:
+            raise ValueError(f"resnet20_duq: centroid_update={centroid_update!r}, expected one of "
+                             f"{CENTROID_UPDATES}")
+        self.centroid_update = centroid_update
         if length_scale <= 0:
             raise ValueError(f"resnet20_duq: length_scale={length_scale} must be > 0")
         if not 0.0 <= momentum < 1.0:
@@ -119,10 +130,17 @@ class DUQResNet(nn.Module):
     def after_optimizer_step(self, x: torch.Tensor, targets: torch.Tensor) -> None:
         """EMA update of the centroids with soft class memberships ``targets`` [B, C].
 
-        The embeddings are recomputed in the model's current mode, as in the original DUQ (in
-        training mode BatchNorm therefore sees the batch a second time).
+        The embeddings are recomputed in eval mode, as the original DUQ does
+        (``centroid_update='eval'``), or in the current mode (``'train'``, see
+        :data:`CENTROID_UPDATES`); the model's mode is restored afterwards.
         """
-        z = self.embed(x.detach()).float()
+        was_training = self.training
+        if self.centroid_update == "eval":
+            self.eval()
+        try:
+            z = self.embed(x.detach()).float()
+        finally:
+            self.train(was_training)
         t = targets.detach().float()
         if t.shape != (z.shape[0], z.shape[2]):
             raise ValueError(f"resnet20_duq.after_optimizer_step: targets {tuple(t.shape)}, "

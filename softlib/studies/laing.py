@@ -294,7 +294,9 @@ def schedule_for(epochs: int) -> tuple[int, list[int]]:
 def train_config(params: Mapping[str, Any], model_type: str, condition: str, seed: int,
                  mix_prob: float, smoothing_eps: float):
     """The :class:`softlib.train.TrainConfig` of one run (SGD Nesterov, lr, wd 5e-4, warm-up then
-    x0.5 multistep, early stopping on validation loss, the model type's augmentation).
+    x0.5 multistep, early stopping on validation loss, the model type's augmentation). Laing's
+    code uses plain momentum, not Nesterov: the section's discussion says so (kept until the
+    `gpu` grid is recomputed, so its committed results stay this configuration's).
     ``params['amp']``: bf16 autocast for training (True / False / 'auto' = CUDA only);
     ``params['compile']``: ``TrainConfig.compile`` of the model types without training hooks
     (SNGP and DUQ train eagerly, :data:`EAGER_ONLY`)."""
@@ -322,6 +324,9 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
                                average=str(params.get("mc_average", "logits")))
         if params.get("mc_samples") is not None:  # MC passes per prediction (model default 10)
             cfg.arch_kwargs["samples"] = int(params["mc_samples"])
+    if mt.arch == "resnet20_duq":  # centroids from eval-mode embeddings, as the original and
+        # Laing's code (in the key: runs before 2026-11-27 embedded in training mode)
+        cfg.arch_kwargs["centroid_update"] = "eval"
     return cfg
 
 
@@ -504,13 +509,20 @@ def _evaluate_run(model_type: str, cfg, seed: int, fgsm_eps: float, ood_names: S
     dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(dev).eval()
     torch.manual_seed(int(seed))  # MC dropout samples
-    # attack the logits: ``forward`` unless it returns something else (DUQ: kernel values),
-    # then the logits-like ``inference`` output (DUQ: log kernel values)
-    kernel_out = not str(getattr(model, "output_kind", "logits")).startswith("logits")
+    # attack what is scored: ``inference`` where the forward is not the prediction (DUQ: kernel
+    # values; MC dropout: one random mask, whose gradient is nearly unrelated to the averaged
+    # passes the accuracy counts), else the logits of ``forward``
     atk = attack_decrease(model, test_images, y_test, fgsm_eps, device=dev,
-                          use_inference=True if kernel_out else None)
+                          use_inference=True if attacks_inference(model_type) else None)
     mets["attack_decrease"] = float(atk["decrease"])
     return Entry(meta={"metrics": mets, "info": _run_info(entry, **info)})
+
+
+def attacks_inference(model_type: str) -> bool:
+    """Whether FGSM takes its gradient through the model's ``inference`` (DUQ's log kernel, MC
+    dropout's mean of the sampled logits: an expectation over the masks) rather than through one
+    ``forward``."""
+    return _model_type(model_type).arch in ("resnet20_duq", "resnet20_dropout")
 
 
 def probs_on_test(train_entry, eval_entry=None) -> np.ndarray:
@@ -544,6 +556,8 @@ def eval_job(data: LaingData, model_type: str, condition: str, seed: int,
     ekey = {"train": job.config.to_dict(), "data": job.data_fingerprint, "fgsm_eps": fgsm_eps,
             "ood": {k: (None if v is None else data_fingerprint(v)) for k, v in ood.items()},
             "version": 2}
+    if _model_type(model_type).arch == "resnet20_dropout":  # attacked through the averaged
+        ekey["attack"] = "inference"  # passes since 2026-11-27 (one sampled mask before)
     info = {"mix_prob": mix_prob, "smoothing_eps": eps, "n_train": int(len(sp.train))}
     run = partial(_evaluate_run, model_type, job.config, int(seed), fgsm_eps, list(ood),
                   data.images[sp.test], data.labels[sp.test], data.labels[sp.val], info, device)
@@ -876,7 +890,11 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
         f"({f'patience {patience} epochs' if patience else 'none: every epoch is trained'}), "
         f"the dropout (after every ReLU, as in the author's code, p = {p}; the author's: 0.05) "
         f"and the mixup/CutMix alpha ({alpha}; the author's code: 0.2) are settings the paper "
-        f"leaves open. {DEFINITION_DIFFERENCES['ece']}, which gives different values.")
+        f"leaves open. FGSM takes the gradient of what each model predicts: for MC dropout the "
+        f"mean of its sampled logits (one random dropout mask would give a weaker, nearly "
+        f"random attack and flatter the defender); the author's attack code is not public. "
+        f"{DEFINITION_DIFFERENCES['ece']}, which gives different values. The optimiser is SGD "
+        f"with Nesterov momentum 0.9; the author's code uses plain momentum 0.9.")
     pixels = {"jpeg": "The CIFAR-10 pixels on this machine are a JPEG re-encoding of the "
                       "canonical release (see the provenance box), a small distribution shift "
                       "for every model alike.",
