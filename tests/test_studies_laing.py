@@ -87,7 +87,8 @@ PARAMS = {"epochs": 10, "width": 4, "lr": 0.05, "batch_size": 16, "mix_alpha": 0
 def test_train_config_sets_mixing_and_smoothing_only_where_the_condition_asks():
     hard = L.train_config(PARAMS, "basic", "hard", 1, mix_prob=0.3, smoothing_eps=0.1)
     assert (hard.mix, hard.mix_prob, hard.label_smoothing) == ("none", 1.0, 0.0)
-    assert hard.arch == "resnet_20" and hard.augment == "laing" and hard.nesterov
+    assert hard.arch == "resnet_20" and hard.augment == "laing"
+    assert hard.momentum == 0.9 and not hard.nesterov  # the author's torch.optim.SGD call
     assert hard.gamma == 0.5 and hard.seed == 1 and hard.arch_kwargs == {"width": 4}
     mix = L.train_config(PARAMS, "dropout_noaug", "soft_cutmix", 0, 0.3, 0.1)
     assert (mix.mix, mix.mix_prob, mix.mix_alpha, mix.augment) == ("cutmix", 0.3, 0.2, "none")

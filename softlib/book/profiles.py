@@ -250,7 +250,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         #     30-34 s with it (one transform per model then; one for all since), its evaluations
         #     a few seconds more. The other 60, MC dropout with augmentation (18 runs), SNGP and
         #     DUQ (21 each) as three groups, trained and were evaluated in 360 s of one slice on
-        #     a lent H100 (2026-11-27): stacked, the whole grid takes ~10 min, not ~33.
+        #     a lent H100 (2026-11-27): stacked, the whole grid took ~10 min at 5 epochs, not
+        #     ~33. Since 2026-11-27 the profile trains 15 epochs: ~3x the training, so ~15-20 min
+        #     of an H100 for the grid (one lent session's slices).
         #   (the seeds train stacked, eagerly. CUDA graphs do not pay in
         #   this profile's slices: on an H100 the graphed step of 5 ResNet-20s at batch 64 ran
         #   78,800 img/s against 12,600 eager, but compiling costs ~60-80 s per architecture
@@ -262,7 +264,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         #   seeds) that graphs would cut to ~1 min, against ~2-3 min of compiling in every
         #   slice, and with their evaluations these groups span at least two slices.
         #   `-p compile=reduce-overhead` turns them on for a run that goes through on one machine)
-        # Sum ~60 min plus start-up of the Peterson groups (~2 min): about one GPU-hour; Laing's
+        # Sum ~50 min plus start-up of the Peterson groups (~2 min): under one GPU-hour; Laing's
         # grid is the largest part, and its per-run overheads do not shrink with fewer epochs.
         # On a lent H100 VGG-15-BN-64's 10 folds of one condition took 113-153 s through
         # `compute` (benchmarks/nvidia-h100-2026-11-26-stacked.json).
@@ -292,7 +294,10 @@ PROFILES: dict[str, dict[str, Any]] = {
             },
             "adversarial": {"pgd_subset": 2000},
             "calibration_ood": {
-                "seeds": [0, 1, 2], "epochs": 5, "early_stopping_patience": 3,
+                # 15 epochs: at 5 the runs reached 43% test accuracy (SNGP 35%, DUQ 28%), too
+                # far from Laing's 81-83% for calibration and attack numbers to mean much; a
+                # basic run of this profile at 15 epochs reached 68% (2026-11-27, CPU)
+                "seeds": [0, 1, 2], "epochs": 15, "early_stopping_patience": 3,
                 "keep_best_checkpoint": False,
             },
         },

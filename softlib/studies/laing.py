@@ -293,10 +293,9 @@ def schedule_for(epochs: int) -> tuple[int, list[int]]:
 
 def train_config(params: Mapping[str, Any], model_type: str, condition: str, seed: int,
                  mix_prob: float, smoothing_eps: float):
-    """The :class:`softlib.train.TrainConfig` of one run (SGD Nesterov, lr, wd 5e-4, warm-up then
-    x0.5 multistep, early stopping on validation loss, the model type's augmentation). Laing's
-    code uses plain momentum, not Nesterov: the section's discussion says so (kept until the
-    `gpu` grid is recomputed, so its committed results stay this configuration's).
+    """The :class:`softlib.train.TrainConfig` of one run (SGD with plain momentum 0.9 as the
+    author's code, lr, wd 5e-4, warm-up then x0.5 multistep, early stopping on validation loss,
+    the model type's augmentation).
     ``params['amp']``: bf16 autocast for training (True / False / 'auto' = CUDA only);
     ``params['compile']``: ``TrainConfig.compile`` of the model types without training hooks
     (SNGP and DUQ train eagerly, :data:`EAGER_ONLY`)."""
@@ -307,7 +306,7 @@ def train_config(params: Mapping[str, Any], model_type: str, condition: str, see
     patience = params.get("early_stopping_patience")
     cfg = TrainConfig(
         arch=mt.arch, arch_kwargs={"width": int(params["width"])}, optimizer="sgd",
-        lr=float(params["lr"]), momentum=0.9, weight_decay=5e-4, nesterov=True,
+        lr=float(params["lr"]), momentum=0.9, weight_decay=5e-4, nesterov=False,
         batch_size=int(params["batch_size"]), epochs=epochs, schedule="multistep",
         milestones=milestones, gamma=0.5, warmup_epochs=warmup, augment=mt.augment,
         mix=cond.mix, mix_alpha=float(params["mix_alpha"]),
@@ -893,8 +892,7 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
         f"leaves open. FGSM takes the gradient of what each model predicts: for MC dropout the "
         f"mean of its sampled logits (one random dropout mask would give a weaker, nearly "
         f"random attack and flatter the defender); the author's attack code is not public. "
-        f"{DEFINITION_DIFFERENCES['ece']}, which gives different values. The optimiser is SGD "
-        f"with Nesterov momentum 0.9; the author's code uses plain momentum 0.9.")
+        f"{DEFINITION_DIFFERENCES['ece']}, which gives different values.")
     pixels = {"jpeg": "The CIFAR-10 pixels on this machine are a JPEG re-encoding of the "
                       "canonical release (see the provenance box), a small distribution shift "
                       "for every model alike.",
