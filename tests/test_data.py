@@ -298,6 +298,61 @@ def test_cli_info_and_verify(fixture_root, capsys):
     assert main(["--root", str(fixture_root), "verify", "cifar10h"]) == 0
 
 
+def test_cli_verify_refuses_a_missing_or_empty_root(tmp_path, capsys):
+    from softlib.data.__main__ import main
+    nope = tmp_path / "nonexistent"
+    for argv in (["verify"], ["verify", "cifar10h"]):
+        assert main(["--root", str(nope)] + argv) == 1
+        out, err = capsys.readouterr()
+        assert f"data root {nope} does not exist" in err and len(err.strip().splitlines()) == 1
+        assert out == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--root", str(empty), "verify"]) == 1
+    out, err = capsys.readouterr()
+    assert f"no datasets under {empty} to verify" in err
+    assert "python -m softlib.data fetch NAME" in err and out == ""
+
+
+def test_cli_info_says_the_root_is_missing(tmp_path, capsys):
+    from softlib.data.__main__ import main
+    nope = tmp_path / "nonexistent"
+    assert main(["--root", str(nope), "info"]) == 0
+    out = capsys.readouterr().out
+    assert f"data root {nope} does not exist" in out
+    assert "cifar10h" in out and "absent" in out   # the listing stays
+
+
+def test_cifar10h_bad_row_sum_prints_a_plain_number(root_copy):
+    path = root_copy / "cifar10h" / "cifar10h-probs.npy"
+    probs = np.load(path)
+    probs[0] = 0.0
+    probs[0, :3] = 0.5
+    np.save(path, probs)
+    with pytest.raises(DataCorruptError, match=r"row 0 sums to 1\.5\)") as e:
+        data.load_cifar10h(root_copy)
+    assert "np." not in str(e.value)
+
+
+def test_laing_split_size_error_prints_plain_numbers():
+    from softlib.data.splits import laing_split
+    with pytest.raises(ValueError, match=r"sizes \(5, 3, 3\) add up to 11, but there are 10") as e:
+        laing_split(10, sizes=(np.int64(5), np.int64(3), np.int64(3)))
+    assert "np." not in str(e.value)
+
+
+def test_missing_hint_names_no_dev_files_nor_the_wrong_root_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_DATA", str(tmp_path))
+    with pytest.raises(DataMissingError) as e:
+        data.load_cifar10h()
+    msg = str(e.value)
+    assert "materialize" not in msg and "shared/" not in msg
+    assert f"data root {tmp_path} (SOFTLIB_DATA or --data-root)" in msg
+    assert "from SOFTLIB_DATA=" not in msg
+    assert msg.index("python -m softlib.data fetch cifar10h") \
+        < msg.index("offline mirror prepared by the project's developers")
+
+
 # ------------------------------------------------------------------ restricted unpickler
 
 def test_restricted_unpickler_allows_plain_containers():

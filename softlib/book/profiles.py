@@ -18,6 +18,7 @@ clear error listing the valid ones.
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 
@@ -333,6 +334,29 @@ def get_profile(name: str) -> dict[str, Any]:
     return copy.deepcopy(PROFILES[name])
 
 
+def _checked_override(section: str, name: str, value: Any, default: Any) -> Any:
+    """``value`` for parameter ``name`` where its kind matches the profile's value ``default``:
+    a list for a list, a whole number for an integer (2.0 becomes 2), a number for a float;
+    otherwise a ProfileError naming the parameter. Strings, booleans and None-valued defaults
+    are not checked: several parameters take either ('auto' / True / False, 'entropy' / 0.3)."""
+    def bad(want: str) -> ProfileError:
+        return ProfileError(f"parameter {name!r} of section {section!r}: expected {want}, got "
+                            f"{value!r} (the profile's value: {default!r})")
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            eg = json.dumps(default[:1])
+            raise bad(f"a list, e.g. -p '{name}={eg}' (papermill: -y '{name}: {eg}')")
+    elif isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+    return value
+
+
 def resolve(profile: str, section: str, **overrides: Any) -> dict[str, Any]:
     """A section's parameters under ``profile`` with papermill overrides applied.
 
@@ -349,7 +373,8 @@ def resolve(profile: str, section: str, **overrides: Any) -> dict[str, Any]:
         raise ProfileError(
             f"unknown parameter(s) {', '.join(unknown)} for section {section!r}; "
             f"valid parameters: {', '.join(sorted(params))}")
-    explicit = {k: v for k, v in overrides.items() if v is not None}
+    explicit = {k: _checked_override(section, k, v, params[k])
+                for k, v in overrides.items() if v is not None}
     params.update(explicit)
     # an architecture's own schedule length (4th element of an ``archs`` entry) gives way to an
     # explicit override of the same parameter: ``-p epochs=30`` means 30 epochs for every model

@@ -52,8 +52,17 @@ def _run(a) -> int:
         for n in a.names:
             print(f"{n}: {fetch(n, a.root)}")
     elif a.cmd == "verify":
+        from ..paths import data_root
+        root = data_root(a.root)
+        if not root.exists():
+            raise DataError(f"data root {root} does not exist")
+        if not root.is_dir():
+            raise DataError(f"data root {root} is not a folder")
         names = a.names or [r["name"] for r in store.info(a.root)
                             if r["present"] or r["bytes"] > 0]
+        if not names:
+            raise DataError(f"no datasets under {root} to verify; fetch some with "
+                            f"`python -m softlib.data fetch NAME`")
         bad = 0
         for n in names:
             try:
@@ -69,7 +78,11 @@ def _run(a) -> int:
         return 1 if bad else 0
     elif a.cmd == "info":
         from ..paths import data_root
-        print(f"data root: {data_root(a.root)}")
+        root = data_root(a.root)
+        print(f"data root: {root}")
+        if not root.is_dir():
+            print(f"data root {root} {'is not a folder' if root.exists() else 'does not exist'}; "
+                  f"every dataset below is absent")
         for r in store.info(a.root):
             state = "present" if r["present"] else "absent"
             extra = f" labels only: {r['labels_only']}" if r.get("labels_only") else ""

@@ -21,7 +21,8 @@ def _root_note(root: str | os.PathLike | None) -> str:
         return f"data root {data_root(root)} (passed as root=)"
     env = os.environ.get("SOFTLIB_DATA")
     if env:
-        return f"data root {data_root(None)} (from SOFTLIB_DATA={env})"
+        # the book runner copies its --data-root flag into SOFTLIB_DATA, so either may have set it
+        return f"data root {data_root(None)} (SOFTLIB_DATA or --data-root)"
     return f"data root {data_root(None)} (default; SOFTLIB_DATA is not set)"
 
 
@@ -38,8 +39,8 @@ def missing_error(name: str, searched: Path | list[Path], root: str | os.PathLik
            f"  {_root_note(root)}\n"
            f"  canonical source: {spec.url}\n"
            f"  to get it: {get};\n"
-           f"  or point SOFTLIB_DATA at a folder (e.g. a mirror prepared with "
-           f"shared/data/materialize.py) that holds {name}/ in the prepared format.")
+           f"  or point SOFTLIB_DATA at a folder that holds {name}/ in the prepared format\n"
+           f"  (e.g. an offline mirror prepared by the project's developers).")
     if note:
         msg += f"\n  note: {note}"
     return DataMissingError(msg)

@@ -38,8 +38,8 @@ def laing_split(labels_or_n: np.ndarray | int, seed: int = 0, sizes: tuple[int, 
         n, strat = len(labels), labels
     n_tr, n_va, n_te = sizes
     if n_tr + n_va + n_te != n:
-        raise ValueError(f"laing_split: sizes {sizes} add up to {sum(sizes)}, but there are "
-                         f"{n} images")
+        raise ValueError(f"laing_split: sizes ({n_tr}, {n_va}, {n_te}) add up to "
+                         f"{n_tr + n_va + n_te}, but there are {n} images")
     idx = np.arange(n)
     rest, test = train_test_split(idx, test_size=n_te, random_state=seed, stratify=strat)
     train, val = train_test_split(rest, test_size=n_va, random_state=seed + 1,

@@ -250,7 +250,7 @@ def load_cifar10h(root: str | os.PathLike | None = None, n_images: int = 10000) 
     if bad.any():
         i = int(np.argmax(bad))
         raise DataCorruptError(f"{ppath}: {int(bad.sum())} rows do not sum to 1 within 1e-6 "
-                               f"(first: row {i} sums to {sums[i]!r})")
+                               f"(first: row {i} sums to {float(sums[i]):.9g})")
     csum = counts.sum(axis=1, keepdims=True)
     if (csum == 0).any() or np.abs(counts / np.maximum(csum, 1) - probs).max() > 1e-6:
         raise DataCorruptError(f"{ppath}: probabilities are not the normalised counts of {cpath}")
