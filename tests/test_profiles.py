@@ -56,3 +56,17 @@ def test_gpu_profile_stores_sections_2_to_4_predictions_at_float16_and_no_other_
             assert (p == "float16") == (name == "gpu"), (name, section)
         # Laing's grid keeps float32: its committed gpu results were stored so (their keys hold)
         assert "logits_precision" not in profiles.resolve(name, "calibration_ood")
+
+
+def test_overrides_of_the_wrong_kind_are_refused_by_name():
+    from softlib.book import profiles as P
+    assert P.resolve("smoke", "generalisation", epochs=2.0)["epochs"] == 2  # YAML 2.0: whole
+    assert P.resolve("smoke", "calibration_ood", lr=1)["lr"] == 1          # a number for a float
+    assert P.resolve("smoke", "calibration_ood", amp=False)["amp"] is False  # 'auto' / bools: free
+    for name, value, says in (("epochs", 1.5, "whole number"), ("epochs", "abc", "whole number"),
+                              ("epochs", True, "whole number"), ("lr", 0.01, "a list"),
+                              ("archs", "resnet", "a list")):
+        with pytest.raises(P.ProfileError, match=f"'{name}'.*{says}"):
+            P.resolve("smoke", "generalisation", **{name: value})
+    with pytest.raises(P.ProfileError, match="'lr'.*a number"):
+        P.resolve("smoke", "calibration_ood", lr="fast")
