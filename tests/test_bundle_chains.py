@@ -262,3 +262,147 @@ def test_describe_runs_groups_a_machines_slices():
     assert bundle.describe_runs(runs) == ("NVIDIA H200 (vm): 78 results in 2 runs, 2026-11-26 "
                                           "to 2026-11-27; cpu (laptop): 1 result, 2026-11-28")
     assert bundle.describe_runs([]) == ""
+
+
+# --------------------------------------------------------------------------------------------
+# the export / split / import commands' answers to common mistakes
+# --------------------------------------------------------------------------------------------
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_export_never_overwrites_a_bundle_unless_forced(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    _cache(src, 2)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(src))
+    out = tmp_path / "r" / "cal.tar.gz"
+    assert book.main(["export", "--profile", "smoke", str(out)]) == 0
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask(), "a bundle is a normal file"
+    before = out.read_bytes()
+    _cache(src, 1, start=2, section="generalisation")  # the cache moved on since
+    assert book.main(["export", "--profile", "smoke", str(out)]) == 2
+    assert "already exists" in _one_line_error(capsys) and out.read_bytes() == before
+    with pytest.raises(bundle.BundleError, match="already exists"):
+        bundle.export_bundle("smoke", out, root=src)
+    # nor the parts a split wrote beside it
+    out.unlink()
+    (out.parent / "cal-part1of2.tar.gz").write_bytes(before)
+    assert book.main(["export", "--profile", "smoke", str(out)]) == 2
+    assert "cal-part1of2.tar.gz" in _one_line_error(capsys) and not out.exists()
+    out.write_bytes(before)
+    assert book.main(["export", "--profile", "smoke", "--force", str(out)]) == 0
+    assert out.read_bytes() != before
+    assert bundle.read_bundle_listing(out)["complete"] == {"calibration_ood": True,
+                                                          "generalisation": True}
+    # a directory, or a name import would not read, is refused in one line
+    assert book.main(["export", "--profile", "smoke", str(tmp_path / "r")]) == 2
+    assert "is a directory" in _one_line_error(capsys)
+    assert book.main(["export", "--profile", "smoke", str(tmp_path / "cal.tgz")]) == 2
+    assert ".tar.gz" in _one_line_error(capsys) and not (tmp_path / "cal.tgz").exists()
+
+
+def _umask() -> int:
+    import os
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_export_of_no_results_is_refused_unless_allowed(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    _cache(src, 2)
+    bundle.update_manifest("smoke", "generalisation", {"entries": [], "complete": False},
+                           root=src)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(src))
+    out = tmp_path / "gen.tar.gz"
+    assert book.main(["export", "--profile", "smoke", "--sections", "generalisation",
+                      str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert "generalisation" in err and "compute --profile smoke --sections generalisation" in err
+    assert "--allow-empty" in err and not out.exists()
+    assert book.main(["export", "--profile", "smoke", "--sections", "generalisation",
+                      "--allow-empty", str(out)]) == 0
+    assert bundle.read_bundle_listing(out)["entries"] == 0
+    # a slice that added nothing to the bundles it builds on says so
+    d = tmp_path / "results"
+    bundle.export_bundle("smoke", d / "cal-1.tar.gz", root=src, sections=["calibration_ood"])
+    with pytest.raises(bundle.BundleError, match="already in the bundles it builds on"):
+        bundle.export_bundle("smoke", d / "cal-2.tar.gz", root=src, sections=["calibration_ood"],
+                             builds_on=[d])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # the help names the flag
+        book.main(["export", "--help"])
+    assert "--allow-empty" in capsys.readouterr().out
+
+
+def test_export_checks_the_profile_name_first(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path))
+    assert book.main(["export", "--profile", "foo", str(tmp_path / "x.tar.gz")]) == 2
+    err = _one_line_error(capsys)
+    assert "unknown profile 'foo'" in err and "smoke" in err and "compute" not in err
+
+
+def test_split_needs_a_positive_size(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "src"
+    _cache(src, 3)
+    out = tmp_path / "r" / "cal.tar.gz"
+    bundle.export_bundle("smoke", out, root=src)
+    for bad in ("0", "-1", "nan", "inf"):
+        assert book.main(["split", str(out), "--max-mib", bad]) == 2
+        assert "positive" in _one_line_error(capsys)
+    assert sorted(out.parent.iterdir()) == [out]
+    monkeypatch.setenv("SOFTLIB_CACHE", str(src))
+    assert book.main(["export", "--profile", "smoke", "--max-mib", "0",
+                      str(tmp_path / "y.tar.gz")]) == 2
+    assert "positive" in _one_line_error(capsys) and not (tmp_path / "y.tar.gz").exists()
+    with pytest.raises(bundle.BundleError, match="positive"):
+        bundle.split_bundle(out, 0)
+
+
+def test_importing_a_tar_gz_that_is_not_a_bundle_names_it(tmp_path, capsys, monkeypatch):
+    import io
+    plain = tmp_path / "docs.tar.gz"
+    with tarfile.open(plain, "w:gz") as tar:
+        info = tarfile.TarInfo("README.md")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "cache"))
+    assert book.main(["import", str(plain)]) == 2
+    assert f"{plain}: not a results bundle (no BUNDLE.json)" in _one_line_error(capsys)
+    # a bundle with a foreign member: the unsafe-path message names the file
+    src = tmp_path / "src"
+    _cache(src, 1)
+    good = tmp_path / "good.tar.gz"
+    bundle.export_bundle("smoke", good, root=src)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(good) as tin, tarfile.open(evil, "w:gz") as tout:
+        for m in tin:
+            tout.addfile(m, tin.extractfile(m) if m.isfile() else None)
+        info = tarfile.TarInfo("README.md")
+        info.size = 5
+        tout.addfile(info, io.BytesIO(b"hello"))
+    with pytest.raises(bundle.BundleError, match=f"{evil}.*unsafe or foreign path 'README.md'"):
+        bundle.import_bundle(evil, root=tmp_path / "c2")
+
+
+def test_with_weights_before_the_bundle_name(tmp_path, capsys, monkeypatch):
+    """``export --with-weights OUT.tar.gz``: the flag without sections, then the bundle."""
+    src = tmp_path / "src"
+    _cache(src, 2)
+    monkeypatch.setenv("SOFTLIB_CACHE", str(src))
+    out = tmp_path / "w.tar.gz"
+    assert book.main(["export", "--profile", "smoke", "--with-weights", str(out)]) == 0
+    assert bundle.read_bundle_listing(out)["with_weights"] == ["all"]
+    assert book.main(["export", "--profile", "smoke", "--with-weights=calibration_ood",
+                      str(tmp_path / "s.tar.gz")]) == 0
+    assert bundle.read_bundle_listing(tmp_path / "s.tar.gz")["with_weights"] == ["calibration_ood"]
+    # a bundle name as the sections, with another bundle name: a clear error, nothing written
+    assert book.main(["export", "--profile", "smoke", "--with-weights", str(tmp_path / "a.tar.gz"),
+                      str(tmp_path / "b.tar.gz")]) == 2
+    assert "--with-weights" in _one_line_error(capsys)
+    assert not (tmp_path / "a.tar.gz").exists() and not (tmp_path / "b.tar.gz").exists()
+    assert book.main(["export", "--profile", "smoke"]) == 2
+    assert "OUT.tar.gz" in _one_line_error(capsys)

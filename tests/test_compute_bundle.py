@@ -462,3 +462,49 @@ def test_float16_predictions_travel_in_a_bundle_and_read_back_exactly(tmp_path):
             assert np.array_equal(v, y.arrays[k], equal_nan=True)
     again = _book_without_jupyter(["compute", *args], _env(dst))
     assert again.returncode == 0 and "trained 0" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_failed_compute_leaves_the_sections_record_as_it_was(computed, tmp_path):
+    """A run that dies on bad input (here a batch size of 0, caught by the training config)
+    must not replace a complete section's manifest record with an empty, failed one."""
+    import shutil
+    cache = tmp_path / "cache"
+    shutil.copytree(computed["cache"], cache)
+    man = cache / "manifests" / "smoke.json"
+    before = json.loads(man.read_text())["sections"]["generalisation"]
+    assert before["complete"] and before["entries"]
+    r = _book_without_jupyter(["compute", "--profile", "smoke", "--sections", "generalisation",
+                               "-p", "batch_size=0"], _env(cache))
+    assert r.returncode != 0 and "FAILED" in r.stdout, r.stdout + r.stderr
+    assert json.loads(man.read_text())["sections"]["generalisation"] == before
+
+
+def test_bad_input_to_the_command_line_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SOFTLIB_CACHE", str(tmp_path / "c"))
+    cases = [
+        (["plan", "--profile", "cpu", "--sections", "generalisation", "--data-root",
+          str(tmp_path / "nowhere")], "nowhere"),
+        (["compute", "--profile", "smoke", "--sections", "generalisation", "--device", "nonsense"],
+         "--device 'nonsense'"),
+        (["compute", "--profile", "smoke", "--sections", "generalisation", "-p", "epochs=abc"],
+         "expected a whole number"),
+        (["compute", "--profile", "smoke", "--sections", "generalisation", "-p", "lr=0.01"],
+         "expected a list"),
+    ]
+    import torch
+    if not torch.cuda.is_available():
+        cases.append((["compute", "--profile", "smoke", "--sections", "generalisation",
+                       "--device", "cuda"], "no CUDA device"))
+    for argv, says in cases:
+        assert book.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and says in err and "Traceback" not in err, (argv, err)
+
+
+def test_ctrl_c_says_how_to_continue_and_exits_130(monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(book, "compute_sections", interrupted)
+    assert book.main(["compute", "--profile", "smoke"]) == 130
+    assert "run the same command again to continue" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -207,7 +208,47 @@ def read_bundle_listing(path: str | os.PathLike) -> dict[str, Any]:
                     return json.loads(tar.extractfile(member).read())
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib_error()) as exc:
         raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
-    raise BundleError(f"{path} is not a softlib results bundle (no {TOP}/BUNDLE.json)")
+    raise BundleError(f"{path}: not a results bundle (no BUNDLE.json)")
+
+
+def _names_listing(path: Path) -> bool:
+    """Whether the archive at ``path`` has a ``BUNDLE.json`` member (True where it cannot be
+    read: the caller's own error then says what is wrong)."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            return any(m.name == f"{TOP}/BUNDLE.json" for m in tar)
+    except (tarfile.TarError, EOFError, OSError, zlib_error()):
+        return True
+
+
+def max_bytes_of(mib: float | None) -> int | None:
+    """``--max-mib`` in bytes (None stays None); a BundleError unless a positive number."""
+    if mib is None:
+        return None
+    if not (math.isfinite(mib) and mib > 0) or int(mib * 2**20) < 1:
+        raise BundleError(f"--max-mib must be a positive number of MiB (e.g. 4), got {mib:g}")
+    return int(mib * 2**20)
+
+
+def _check_out(out: Path) -> None:
+    """A BundleError unless ``out`` can name a new bundle file."""
+    if out.is_dir():
+        raise BundleError(f"{out} is a directory: give the bundle's file name, e.g. "
+                          f"{out / 'NAME.tar.gz'}")
+    if not out.name.endswith(".tar.gz") or out.name == ".tar.gz":
+        raise BundleError(f"{out}: a results bundle's name must end in .tar.gz (import and "
+                          "--builds-on read only *.tar.gz files)")
+
+
+def _existing_outputs(out: Path) -> list[Path]:
+    """``out`` and the parts of an earlier split of it (``<stem>-part<i>of<n>.tar.gz``) that
+    already exist."""
+    stem = re.escape(out.name[:-len(".tar.gz")])
+    found = [out] if out.exists() else []
+    if out.parent.is_dir():
+        found += sorted(p for p in out.parent.iterdir()
+                        if re.fullmatch(stem + r"-part\d+of\d+\.tar\.gz", p.name))
+    return found
 
 
 def carried_entries(paths: Iterable[str | os.PathLike]) -> dict[tuple[str, str], dict[str, str]]:
@@ -268,7 +309,8 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
                   sections: Iterable[str] | None = None,
                   builds_on: Iterable[str | os.PathLike] | None = None,
                   pretrained_weights: Iterable[str] | None = None,
-                  max_bytes: int | None = None) -> dict[str, Any]:
+                  max_bytes: int | None = None, force: bool = False,
+                  allow_empty: bool = False) -> dict[str, Any]:
     """Write the profile's manifest entries as a ``.tar.gz`` bundle at ``out``.
 
     ``with_weights``: None (no ``model.pt``), ``'all'``, or section names whose entries keep
@@ -281,8 +323,18 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
     ``pretrained_weights``: section 3's architecture labels whose pretrained models keep their
     weights, so that another machine can fine-tune them (``compute --archs`` ran the others).
     ``max_bytes``: a bundle larger than this is split into parts (:func:`split_bundle`), listed
-    in the result's ``parts``. Returns the bundle manifest (of the whole, not of a part).
+    in the result's ``parts``. ``force``: overwrite an existing bundle at ``out`` (and the
+    parts of an earlier split of it), else refused. ``allow_empty``: write a bundle that
+    carries no cache entry (the requested sections recorded none, or every one is in the
+    bundles it builds on), else refused. Returns the bundle manifest (of the whole, not of a
+    part).
     """
+    from .profiles import get_profile
+    get_profile(profile)  # an unknown profile: the one error every command gives
+    out = Path(out)
+    _check_out(out)
+    if max_bytes is not None and max_bytes < 1:
+        raise BundleError(f"the size limit must be positive, got {max_bytes} bytes")
     croot = cache_root(root)
     man = recorded = load_manifest(profile, croot)  # recorded: every section, for their params
     if man is None:
@@ -343,6 +395,14 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
         raise BundleError(f"{len(missing)} entr{'y' if len(missing) == 1 else 'ies'} of the "
                           f"manifest are not in the cache {croot} (e.g. {missing[0]}); rerun "
                           f"`python -m softlib.book compute --profile {profile}`")
+    if not allow_empty and len(requires) == len(entries):
+        raise BundleError(_nothing_to_export(profile, man, not_recorded, requires))
+    if not force:
+        there = _existing_outputs(out)
+        if there:
+            raise BundleError(f"{', '.join(map(str, there))} already exist"
+                              f"{'s' if len(there) == 1 else ''} (a bundle others may build "
+                              "on): give a new name, or --force to overwrite")
     manifest_bytes = (json.dumps(man, indent=2, sort_keys=True) + "\n").encode()
     listing = {"manifest.json": {"sha256": hashlib.sha256(manifest_bytes).hexdigest(),
                                  "size": len(manifest_bytes)}}
@@ -362,11 +422,39 @@ def export_bundle(profile: str, out: str | os.PathLike, with_weights: str | Iter
               "files": listing}
     if not_recorded:
         bundle["not_started"] = not_recorded
-    out = Path(out)
-    _write_bundle(out, bundle, manifest_bytes, files)
+    try:
+        _write_bundle(out, bundle, manifest_bytes, files)
+    except OSError as exc:
+        raise BundleError(f"cannot write {out}: {exc}") from None
     if max_bytes is not None and out.stat().st_size > max_bytes:
         bundle = dict(bundle, parts=[p.name for p in split_bundle(out, max_bytes)])
     return bundle
+
+
+def _nothing_to_export(profile: str, man: dict[str, Any], not_recorded: list[str],
+                       requires: dict[str, Any]) -> str:
+    """Why a bundle would carry no cache entry, and what to run instead."""
+    none = [s for s, r in man.get("sections", {}).items() if not r.get("entries")] + not_recorded
+    based = [s for s in man.get("sections", {}) if s not in none]
+    what = []
+    if none:
+        what.append(f"section(s) {', '.join(none)} have no results in the cache")
+    if based:
+        bases = sorted({str(r.get("bundle")) for r in requires.values()})
+        what.append(f"every result of {', '.join(based)} is already in the bundles it builds on "
+                    f"({', '.join(bases[:3])}{', ...' if len(bases) > 3 else ''})")
+    todo = ""
+    if none or not based:  # something to compute (not: every result exported already)
+        only = f" --sections {','.join(none)}" if none else ""
+        todo = f"compute them first (python -m softlib.book compute --profile {profile}{only}), or "
+    return (f"nothing to export for profile {profile!r}: {'; '.join(what) or 'no sections'}; "
+            f"{todo}pass --allow-empty to write a bundle of the manifest alone")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _write_bundle(out: Path, bundle: dict[str, Any], manifest_bytes: bytes,
@@ -385,6 +473,7 @@ def _write_bundle(out: Path, bundle: dict[str, Any], manifest_bytes: bytes,
                 info.mode = 0o644
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # a normal file (the temporary file was 0600)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -414,6 +503,10 @@ def split_bundle(path: str | os.PathLike, max_bytes: int) -> list[Path]:
     (paths, checksums, manifest) before anything is written.
     """
     path = Path(path)
+    if max_bytes < 1:
+        raise BundleError(f"the size limit must be positive, got {max_bytes} bytes")
+    if not path.is_file():
+        raise BundleError(f"no bundle at {path}")
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=".split."))
     try:
         bundle, man, have = _unpack(path, staging)
@@ -497,29 +590,29 @@ def _write_parts(path: Path, bundle: dict[str, Any], man: dict[str, Any],
 # Import
 # --------------------------------------------------------------------------------------------
 
-def _member_rel(member: tarfile.TarInfo) -> str | None:
+def _member_rel(member: tarfile.TarInfo, path: Path) -> str | None:
     """The path of a member below ``softlib-bundle/`` if it is a plain file at an allowed
     place; None for the allowed directories; else a BundleError."""
     name = member.name
     parts = name.split("/")
     if (name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts[:-1])
             or parts[-1] in (".", "..") or parts[0] != TOP):
-        raise BundleError(f"refusing bundle: unsafe or foreign path {name!r}")
+        raise BundleError(f"refusing bundle {path}: unsafe or foreign path {name!r}")
     rel = "/".join(p for p in parts[1:] if p)
     if member.isdir():
         ok = rel in ("", "entries") or re.fullmatch(r"entries/[a-z][a-z0-9_]*(/[0-9a-f]{20})?", rel)
         if not ok:
-            raise BundleError(f"refusing bundle: unexpected directory {name!r}")
+            raise BundleError(f"refusing bundle {path}: unexpected directory {name!r}")
         return None
     if not member.isfile():  # symlinks, hard links, devices, fifos
-        raise BundleError(f"refusing bundle: {name!r} is not a regular file (links and special "
-                          "files are never extracted)")
+        raise BundleError(f"refusing bundle {path}: {name!r} is not a regular file (links and "
+                          "special files are never extracted)")
     if rel in ("BUNDLE.json", "manifest.json"):
         return rel
     p = rel.split("/")
     if not (len(p) == 4 and p[0] == "entries" and _KIND.match(p[1]) and _KEY.match(p[2])
             and p[3] in ENTRY_FILES):
-        raise BundleError(f"refusing bundle: unexpected file {name!r}")
+        raise BundleError(f"refusing bundle {path}: unexpected file {name!r}")
     return rel
 
 
@@ -570,11 +663,17 @@ def _unpack(path: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any], 
     try:
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
-                rel = _member_rel(member)
+                try:
+                    rel = _member_rel(member, path)
+                except BundleError:
+                    if "BUNDLE.json" not in got and not _names_listing(path):
+                        raise BundleError(f"{path}: not a results bundle (no BUNDLE.json)"
+                                          ) from None
+                    raise
                 if rel is None:
                     continue
                 if rel in got:
-                    raise BundleError(f"refusing bundle: {member.name!r} appears twice")
+                    raise BundleError(f"refusing bundle {path}: {member.name!r} appears twice")
                 dst = staging / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 h, size = hashlib.sha256(), 0
@@ -591,7 +690,7 @@ def _unpack(path: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any], 
         raise BundleError(f"refusing bundle {path}: not a readable .tar.gz results bundle "
                           f"({type(exc).__name__}: {exc})") from None
     if "BUNDLE.json" not in got:
-        raise BundleError(f"refusing bundle {path}: no {TOP}/BUNDLE.json (not a softlib bundle)")
+        raise BundleError(f"{path}: not a results bundle (no BUNDLE.json)")
     try:
         bundle = json.loads((staging / "BUNDLE.json").read_text())
         listing = dict(bundle["files"])

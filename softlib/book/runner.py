@@ -109,10 +109,13 @@ def _parse_overrides(pairs: list[str]) -> dict[str, object]:
 
 
 def _check_overrides(profile: str, sections: list[str], overrides: dict[str, object]) -> None:
-    """Every override must be a parameter of at least one requested section."""
+    """Every override must be a parameter of at least one requested section, of the kind the
+    profile gives it (checked here, before any data is loaded)."""
     known = set()
     for s in sections:
-        known |= set(profiles.resolve(profile, s))
+        params = profiles.resolve(profile, s)
+        known |= set(params)
+        profiles.resolve(profile, s, **{k: v for k, v in overrides.items() if k in params})
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise profiles.ProfileError(
@@ -157,6 +160,23 @@ def _rel(path: Path) -> str:
         return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+def _checked_device(device: str | None) -> str:
+    """``--device`` resolved ('auto': CUDA when there is one), or a BookError before any data
+    is loaded: an unknown name, or a CUDA device on a machine without one."""
+    import torch
+
+    from ..train import resolve_device
+    try:
+        dev = resolve_device(device)
+    except RuntimeError as exc:
+        raise BookError(f"--device {device!r}: not a torch device name ({exc}); use auto, cpu, "
+                        "cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BookError(f"--device {device}: torch sees no CUDA device on this machine; use "
+                        "--device auto or cpu")
+    return str(dev)
 
 
 def _gpu_here(device: str, cuda_available: bool | None = None) -> bool:
@@ -343,7 +363,10 @@ def _compute_one(profile: str, section: str, params: dict, own_overrides: dict, 
             set_deadline(None)
     wall = time.perf_counter() - t0
     complete = stopped is None and error is None and not partial_run
-    if write_manifest and not check_only:
+    # a run that failed (bad input, Ctrl-C, a crash) leaves the section's record as it was: its
+    # entries are in the cache, and the next run that gets through records them; recording it
+    # would replace a complete section's record with an empty, failed one
+    if write_manifest and not check_only and error is None:
         old = (bundle.load_manifest(profile) or {}).get("sections", {}).get(section)
         unchanged = (complete and cache.misses == 0 and old and old.get("complete")
                      and same_json(old.get("params"), params) and old.get("seed") == seed
@@ -860,6 +883,7 @@ def run_sections(profile: str, sections: list[str] | None = None, data_root: str
               "a section whose results are not all there gets a 'not computed' page", flush=True)
         import_results(profile, results)
     else:
+        dev = _checked_device(device) if cuda_available is None else dev
         print("plan: compute every section's results into the cache (trained here where "
               "missing), then execute the notebooks (they only read the cache), then build",
               flush=True)
@@ -1288,7 +1312,6 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     from . import sections as S
     from ..cache import ResultCache, set_deadline
     from ..checkpoint import TrainingHalted, checkpoint_seconds, set_halt
-    from ..train import resolve_device
 
     if halt_seconds is not None and budget_seconds is not None and halt_seconds < budget_seconds:
         raise BookError(f"--halt-seconds ({halt_seconds:g}) must not come before "
@@ -1306,8 +1329,8 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     _check_overrides(profile, names, overrides)
     if archs is not None and set(check_archs(profile, names, archs, overrides)) <= set(archs):
         archs = None  # every architecture: the sections are computed whole
+    dev = _checked_device(device)
     root = S.section_data_root(profile, data_root)
-    dev = str(resolve_device(device))
     if prof.get("requires_gpu") and dev == "cpu" and not allow_cpu:
         raise BookError(f"profile {profile!r} is sized for a GPU ({prof['description']}); the "
                         f"device here is the CPU. Use a GPU, or pass --allow-cpu to run it anyway")
@@ -1338,8 +1361,9 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
             wall = r["seconds"]
             if r["error"] is not None:
                 state[section] = "failed"
-                print(f"{head}: FAILED after {wall:.0f} s ({type(r['error']).__name__})",
-                      flush=True)
+                print(f"{head}: " + ("interrupted" if isinstance(r["error"], KeyboardInterrupt)
+                                     else "FAILED") + f" after {wall:.0f} s "
+                      f"({type(r['error']).__name__})", flush=True)
                 raise r["error"]
             if r["partial"]:
                 state[section] = "partial"
@@ -1539,10 +1563,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", action="store_true", help="also list every job")
     p = sub.add_parser("export", help="pack a profile's cached results into a bundle")
     p.add_argument("--profile", required=True)
-    p.add_argument("out", help="the bundle to write (.tar.gz)")
+    p.add_argument("out", nargs="?", metavar="OUT.tar.gz",
+                   help="the bundle to write (required; a new file unless --force)")
     p.add_argument("--with-weights", nargs="?", const="all", default=None, metavar="SECTIONS",
                    help="include model weights (model.pt): of every entry, or of the entries of "
-                        "the given comma-separated sections (e.g. adversarial)")
+                        "the given comma-separated sections (e.g. adversarial); "
+                        "`--with-weights OUT.tar.gz` means every entry's")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing OUT (and the parts of an earlier split of it)")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="write the bundle even if it carries no cache entry (the sections "
+                        "recorded none, or all are in the bundles it builds on); else refused")
     p.add_argument("--sections", default="",
                    help="comma-separated: only these sections' results (default: every section "
                         "the profile's manifest records)")
@@ -1559,13 +1590,15 @@ def main(argv: list[str] | None = None) -> int:
                         "before (results committed to git stay a few MB a file)")
     p = sub.add_parser("split", help="split a results bundle into parts of at most --max-mib")
     p.add_argument("file", help="the bundle (.tar.gz); its last part keeps its name")
-    p.add_argument("--max-mib", type=float, required=True, metavar="MIB")
+    p.add_argument("--max-mib", type=float, required=True, metavar="MIB",
+                   help="the largest part, in MiB (a positive number, e.g. 4)")
     p = sub.add_parser("import", help="add results bundles to this machine's cache")
     p.add_argument("file", nargs="+", help="bundles, or directories of them (e.g. results/gpu): "
                                            "each is imported after the bundles it builds on")
     sub.add_parser("build", help="build the HTML book from executed sections")
     sub.add_parser("list", help="list sections and profiles")
     args = ap.parse_args(argv)
+    from ..data.errors import DataError
     from .bundle import BundleError
     try:
         if args.cmd == "plan":
@@ -1597,28 +1630,36 @@ def main(argv: list[str] | None = None) -> int:
                              archs=archs, halt_seconds=args.halt_seconds)
             return 0
         if args.cmd == "export":
-            from .bundle import export_bundle
-            w = args.with_weights
+            from .bundle import export_bundle, max_bytes_of
+            out, w = args.out, args.with_weights
+            if out is None and w is not None and w.endswith(".tar.gz"):
+                out, w = w, "all"  # `--with-weights OUT.tar.gz`: the flag alone, then OUT
+            if out is None:
+                raise BundleError("export: name the bundle to write, OUT.tar.gz")
+            if w is not None and w.endswith(".tar.gz"):
+                raise BundleError(f"--with-weights {w}: takes section names, not a bundle; write "
+                                  f"--with-weights=SECTIONS, or put {out} before the flag")
             if w not in (None, "all", "none"):
                 w = [s for s in w.split(",") if s]
-            b = export_bundle(args.profile, args.out, with_weights=w,
+            b = export_bundle(args.profile, out, with_weights=w,
                               sections=[s for s in args.sections.split(",") if s] or None,
                               builds_on=args.builds_on,
                               pretrained_weights=None if args.pretrained_weights is None else
                               [a.strip() for a in args.pretrained_weights.split(",") if a.strip()],
-                              max_bytes=None if args.max_mib is None else int(args.max_mib * 2**20))
-            size = Path(args.out).stat().st_size
+                              max_bytes=max_bytes_of(args.max_mib), force=args.force,
+                              allow_empty=args.allow_empty)
+            size = Path(out).stat().st_size
             incomplete = [s for s, c in b["complete"].items() if not c]
             based = (f" ({len(b['requires'])} more in the bundles it builds on)"
                      if b["requires"] else "")
-            print(f"bundle {args.out}: profile {args.profile}, "
+            print(f"bundle {out}: profile {args.profile}, "
                   f"{b['entries'] - len(b['requires'])} cache entries{based}, "
                   f"{len(b['files'])} files, {size / 2**20:.1f} MiB; weights: "
                   f"{', '.join(b['with_weights']) or 'none'}")
             if b.get("parts"):
                 print(f"split into {len(b['parts'])} bundles of at most {args.max_mib:g} MiB, "
                       f"each building on the ones before; import them all (a directory): "
-                      + ", ".join(f"{p} ({(Path(args.out).parent / p).stat().st_size / 2**20:.1f}"
+                      + ", ".join(f"{p} ({(Path(out).parent / p).stat().st_size / 2**20:.1f}"
                                   " MiB)" for p in b["parts"]))
             if incomplete:
                 print(f"note: section(s) {', '.join(incomplete)} were not complete when exported")
@@ -1632,8 +1673,8 @@ def main(argv: list[str] | None = None) -> int:
                       "--with-weights adversarial")
             return 0
         if args.cmd == "split":
-            from .bundle import split_bundle
-            parts = split_bundle(args.file, int(args.max_mib * 2**20))
+            from .bundle import max_bytes_of, split_bundle
+            parts = split_bundle(args.file, max_bytes_of(args.max_mib))
             print(f"{args.file}: " + ("within the limit, left as it is" if len(parts) == 1 else
                   f"{len(parts)} parts: " + ", ".join(
                       f"{p.name} ({p.stat().st_size / 2**20:.1f} MiB)" for p in parts)))
@@ -1668,9 +1709,14 @@ def main(argv: list[str] | None = None) -> int:
             index = build_book()
             if args.cmd == "all":
                 print_summary(index)
-    except (BookError, BundleError, profiles.ProfileError) as exc:
+    except (BookError, BundleError, profiles.ProfileError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: every result finished so far is in the cache (and a training in "
+              "progress keeps its last epoch checkpoint); run the same command again to "
+              "continue", file=sys.stderr)
+        return 130
     return 0
 
 
