@@ -56,10 +56,10 @@ class TrainConfig:
     """Everything that determines a training run (JSON-serialisable; ``to_dict()`` is the cache key).
 
     ``optimizer='adam'`` is Peterson et al.'s choice; ``'sgd'`` with ``nesterov=True`` and
-    momentum 0.9 is the training repository's (Laing's code: ``nesterov=False``). ``schedule``: 'constant',
-    'multistep' (multiply by ``gamma`` at each epoch in ``milestones``) or 'cosine' (to 0 at the
-    last epoch, or at ``schedule_epochs`` when set: a longer recipe cut short keeps its own
-    curve), each after ``warmup_epochs`` of linear warm-up (per step). ``mix_prob`` is a
+    momentum 0.9 is the training repository's (Laing's code: ``nesterov=False``).
+    ``schedule``: 'constant', 'multistep' (multiply by ``gamma`` at each epoch in
+    ``milestones``) or 'cosine' (to 0 at the last epoch, or at ``schedule_epochs`` when set: a
+    longer recipe cut short keeps its own curve), each after ``warmup_epochs`` of linear warm-up (per step). ``mix_prob`` is a
     probability or ``'entropy'`` (Laing: the mean entropy of the training targets).
     ``keep_best`` (needs ``val``) trains every epoch and ends with the weights of the epoch with
     the lowest validation loss (Laing's protocol). ``early_stopping_patience`` (epochs, on

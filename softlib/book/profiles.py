@@ -297,7 +297,8 @@ PROFILES: dict[str, dict[str, Any]] = {
             "calibration_ood": {
                 # 15 epochs: at 5 the runs reached 43% test accuracy (SNGP 35%, DUQ 28%), too
                 # far from Laing's 81-83% for calibration and attack numbers to mean much; a
-                # basic run of this profile at 15 epochs reached 68% (2026-11-27, CPU)
+                # basic run of this profile at 15 epochs reached 68% (2026-11-27, CPU, with
+                # Nesterov momentum then)
                 "seeds": [0, 1, 2], "epochs": 15, "early_stopping_patience": 3,
                 "keep_best_checkpoint": False,
             },

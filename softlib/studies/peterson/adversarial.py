@@ -208,9 +208,10 @@ def run_adversarial(cache: ResultCache, study: StudyData, pre: Pretrained, alt_p
     """Attack every fine-tuned hard / soft fold model on the images it held out.
 
     The models are the alternatives section's (same :func:`finetune` call, so cached entries are
-    reused; missing ones are trained through it). With several learning rates each architecture's
-    hard and soft models are attacked at Table 1's one rate (:func:`_attacked_lr`). ``attack_subset`` caps the attacked images per
-    fold model (stratified). Returns (FGSM table: arch, condition, fold, eps, accuracy, ce;
+    reused; missing ones are trained through it). With several learning rates each
+    architecture's hard and soft models are attacked at Table 1's one rate
+    (:func:`_attacked_lr`). ``attack_subset`` caps the attacked images per fold model
+    (stratified). Returns (FGSM table: arch, condition, fold, eps, accuracy, ce;
     PGD table: arch, condition, fold, eps, step, ce, final accuracy).
     """
     eps_list = [float(e) for e in adv_params["eps_sweep"]]
