@@ -363,8 +363,8 @@ def paired_by_unit(df: pd.DataFrame, value: str, col: str, a: str, b: str, unit:
     """Per ``unit`` (fold or seed): ``value[a] - value[b]`` (or ``a / b`` with ``how='ratio'``)
     of rows with ``col == a`` and ``col == b`` matched on ``unit`` and ``within`` (e.g. the
     architecture), then averaged over ``within``. A unit that lacks either side for a
-    ``within`` level that has both in other units is dropped whole, so that every unit averages over the same
-    architectures (a fold with one architecture missing would mix another population in)."""
+    ``within`` level that has both in other units is dropped whole, so that every unit averages
+    over the same architectures (a fold with one missing would mix another population in)."""
     if df is None or df.empty or value not in df.columns:
         return pd.Series(dtype=float)
     keys = [unit, *within]
@@ -379,8 +379,8 @@ def paired_by_unit(df: pd.DataFrame, value: str, col: str, a: str, b: str, unit:
         raise ValueError(f"how: expected 'difference' or 'ratio', got {how!r}")
     if len(keys) == 1:
         return d.replace([np.inf, -np.inf], np.nan).dropna()
-    per_unit = d.replace([np.inf, -np.inf], np.nan).unstack(list(within)).dropna(axis=1, how="all")
-    return per_unit.dropna().mean(axis=1)
+    per_unit = d.replace([np.inf, -np.inf], np.nan).unstack(list(within))
+    return per_unit.dropna(axis=1, how="all").dropna().mean(axis=1)
 
 
 def _n_archs(df: pd.DataFrame) -> str:
