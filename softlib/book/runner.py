@@ -1313,6 +1313,9 @@ def compute_sections(profile: str, sections: list[str] | None = None, data_root:
     from ..cache import ResultCache, set_deadline
     from ..checkpoint import TrainingHalted, checkpoint_seconds, set_halt
 
+    for flag, v in (("--budget-seconds", budget_seconds), ("--halt-seconds", halt_seconds)):
+        if v is not None and not v >= 0:
+            raise BookError(f"{flag} must be a number of seconds >= 0, got {v:g}")
     if halt_seconds is not None and budget_seconds is not None and halt_seconds < budget_seconds:
         raise BookError(f"--halt-seconds ({halt_seconds:g}) must not come before "
                         f"--budget-seconds ({budget_seconds:g})")
@@ -1488,27 +1491,43 @@ def _add_common_args(p: argparse.ArgumentParser) -> None:
     parameter overrides."""
     p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
                    help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
-    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
+    p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""),
+                   help="the data root (default: $SOFTLIB_DATA, else ~/.cache/softlib/data; the "
+                        "smoke profile writes its own synthetic fixtures instead); results "
+                        "go to $SOFTLIB_CACHE (default ~/.cache/softlib/results)")
     p.add_argument("--sections", default="",
                    help="comma-separated, computed in this order (section 3 before 4, whose "
                         "models it reuses; default: generalisation, alternatives, adversarial, "
                         "calibration_ood)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the seed of folds, splits and training (default: 0)")
     p.add_argument("-p", "--param", action="append", default=[],
-                   help="override a section parameter, name=value (YAML value)")
+                   help="override a section parameter, name=value (YAML value, e.g. -p epochs=3 "
+                        "-p 'lr=[0.01]'; each section's box in the book lists its parameters)")
+
+
+DEVICE_HELP = ("auto (default: CUDA when torch sees one, else the CPU), cpu, cuda or cuda:N; "
+               "checked before any data is loaded")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m softlib.book", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name in ("run", "all"):
-        p = sub.add_parser(name, help="execute sections" + (" and build" if name == "all" else ""))
+        p = sub.add_parser(name, help=(
+            "compute what the sections need (train where missing), execute their notebooks"
+            + (" and build the HTML book (what `make book` runs)" if name == "all" else
+               " (no HTML: `build` makes it)")))
         p.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"),
                        help=f"one of {', '.join(profiles.profile_names())} (default: cpu)")
-        p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""))
+        p.add_argument("--data-root", default=os.environ.get("SOFTLIB_DATA", ""),
+                       help="the data root (default: $SOFTLIB_DATA, else ~/.cache/softlib/data; the "
+                            "smoke profile writes its own synthetic fixtures instead); results "
+                            "go to $SOFTLIB_CACHE (default ~/.cache/softlib/results)")
         p.add_argument("--sections", default="", help="comma-separated (default: all)")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="auto", help=DEVICE_HELP)
+        p.add_argument("--seed", type=int, default=0,
+                       help="the seed of folds, splits and training (default: 0)")
         p.add_argument("-p", "--param", action="append", default=[],
                        help="override a section parameter, name=value (YAML value)")
         p.add_argument("--from-bundles", action=argparse.BooleanOptionalAction, default=None,
@@ -1532,7 +1551,7 @@ def main(argv: list[str] | None = None) -> int:
                         "after the start at the end of its last epoch that fits, keeping a "
                         "checkpoint the next call resumes from (a machine whose time ends "
                         "then loses nothing it trained)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--allow-cpu", action="store_true",
                    help="run a profile that requires a GPU on the CPU anyway")
     p.add_argument("--archs", default=None, metavar="LABEL,...",
@@ -1595,8 +1614,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("import", help="add results bundles to this machine's cache")
     p.add_argument("file", nargs="+", help="bundles, or directories of them (e.g. results/gpu): "
                                            "each is imported after the bundles it builds on")
-    sub.add_parser("build", help="build the HTML book from executed sections")
-    sub.add_parser("list", help="list sections and profiles")
+    sub.add_parser("build", help="build the HTML book from executed sections",
+                   description="Build the HTML book (jupyter-book) from the notebooks that "
+                               "`run` executed into book/sections/.")
+    sub.add_parser("list", help="list sections and profiles",
+                   description="List the sections (and their notebooks) and the profiles.")
     args = ap.parse_args(argv)
     from ..data.errors import DataError
     from .bundle import BundleError
