@@ -1415,6 +1415,8 @@ def print_plan(profile: str, sections: list[str] | None = None, data_root: str =
     overrides = overrides or {}
     _check_overrides(profile, sections or list(SECTIONS), overrides)
     cache = ResultCache()
+    print(f"plan: profile {profile}: loading the data and listing every job (a minute for "
+          "paper's thousands; nothing is trained) ...", file=sys.stderr, flush=True)
     try:
         p = PL.build_plan(profile, sections, cache, seed, overrides, data_root)
     except ValueError as exc:
