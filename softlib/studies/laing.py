@@ -509,7 +509,7 @@ def _evaluate_run(model_type: str, cfg, seed: int, fgsm_eps: float, ood_names: S
     model.to(dev).eval()
     torch.manual_seed(int(seed))  # MC dropout samples
     # attack what is scored: ``inference`` where the forward is not the prediction (DUQ: kernel
-    # values; MC dropout: one random mask, whose gradient is nearly unrelated to the averaged
+    # values; MC dropout: one random mask, whose gradient only partly follows the averaged
     # passes the accuracy counts), else the logits of ``forward``
     atk = attack_decrease(model, test_images, y_test, fgsm_eps, device=dev,
                           use_inference=True if attacks_inference(model_type) else None)
@@ -890,8 +890,8 @@ def run_discussion(profile: str, params: Mapping[str, Any], runs: pd.DataFrame,
         f"the dropout (after every ReLU, as in the author's code, p = {p}; the author's: 0.05) "
         f"and the mixup/CutMix alpha ({alpha}; the author's code: 0.2) are settings the paper "
         f"leaves open. FGSM takes the gradient of what each model predicts: for MC dropout the "
-        f"mean of its sampled logits (one random dropout mask would give a weaker, nearly "
-        f"random attack and flatter the defender); the author's attack code is not public. "
+        f"mean of its sampled logits (the gradient of one random dropout mask is a weaker "
+        f"attack, which would flatter the defender); the author's attack code is not public. "
         f"{DEFINITION_DIFFERENCES['ece']}, which gives different values.")
     pixels = {"jpeg": "The CIFAR-10 pixels on this machine are a JPEG re-encoding of the "
                       "canonical release (see the provenance box), a small distribution shift "
