@@ -140,3 +140,13 @@ def test_bundle_identity_reads_arrays_as_the_cache_does(tmp_path):
     assert _same_arrays(tmp_path / "old.npz", tmp_path / "new.npz")
     assert not _same_arrays(tmp_path / "old.npz", tmp_path / "other.npz")
     assert not _same_arrays(tmp_path / "old.npz", tmp_path / "f64.npz")
+
+
+def test_atomic_writes_give_files_the_mode_a_direct_write_would(tmp_path):
+    """The temporary file of an atomic write is 0600 (mkstemp); the file it becomes is not:
+    manifests, data files and bundles are readable by whoever could read a plain write."""
+    from softlib._io import save_json
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    save_json(tmp_path / "m.json", {"a": 1})
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -451,12 +451,6 @@ def _nothing_to_export(profile: str, man: dict[str, Any], not_recorded: list[str
             f"{todo}pass --allow-empty to write a bundle of the manifest alone")
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _write_bundle(out: Path, bundle: dict[str, Any], manifest_bytes: bytes,
                   files: dict[str, Path]) -> None:
     """Write ``BUNDLE.json``, ``manifest.json`` and ``files`` (bundle path -> file, each as
@@ -473,7 +467,6 @@ def _write_bundle(out: Path, bundle: dict[str, Any], manifest_bytes: bytes,
                 info.mode = 0o644
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
-        os.chmod(tmp, 0o666 & ~_umask())  # a normal file (the temporary file was 0600)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
