@@ -71,3 +71,17 @@ def save_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write a text file."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def exit_with(main: Any) -> None:
+    """Exit with ``main()``'s status; a reader that closes the pipe early (``... | head``) ends
+    the command quietly, as ``ls | head`` does, instead of with a BrokenPipeError traceback."""
+    import sys
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # stdout is gone: point it at devnull so the interpreter's own final flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141  # 128 + SIGPIPE, what a shell reports for a pipe closed by its reader
+    sys.exit(status)

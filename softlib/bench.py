@@ -336,4 +336,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ._io import exit_with
+    exit_with(main)

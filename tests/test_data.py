@@ -323,6 +323,22 @@ def test_cli_info_says_the_root_is_missing(tmp_path, capsys):
     assert "cifar10h" in out and "absent" in out   # the listing stays
 
 
+def test_cli_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """``python -m softlib.data info | head -1``: the reader closing the pipe early is no error
+    worth a traceback; the command ends as ``ls | head`` does (status 141, nothing on stderr)."""
+    import subprocess
+    import sys
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write meets EPIPE
+    try:
+        r = subprocess.run([sys.executable, "-m", "softlib.data", "--root", str(tmp_path), "info"],
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                           cwd=Path(__file__).resolve().parents[1])
+    finally:
+        os.close(write_end)
+    assert r.stderr == "" and r.returncode == 141
+
+
 def test_cifar10h_bad_row_sum_prints_a_plain_number(root_copy):
     path = root_copy / "cifar10h" / "cifar10h-probs.npy"
     probs = np.load(path)

@@ -462,6 +462,33 @@ def test_duq_author_eval_probs_cap_top1_confidence():
     assert 0.62 < float(ece_one_bin) < 0.73
 
 
+def test_duq_keeps_float64_and_lifts_only_lower_precisions_to_float32():
+    """A float64 DUQ (the exactness checks of stacked training) keeps float64 in its kernel,
+    loss and centroid update: rounding to float32 there set stacked and alone runs 3e-3 apart.
+    Under bf16 autocast the kernel and the loss still run in float32, as before."""
+    torch.manual_seed(0)
+    m = small("resnet20_duq").double().train()
+    x = images(4).double().requires_grad_()
+    targets = torch.full((4, 10), 0.1, dtype=torch.float64)
+    k = m(x)
+    assert k.dtype == torch.float64 and m.inference(x).dtype == torch.float64
+    assert m.training_loss(x, k, targets).dtype == torch.float64
+    m.after_optimizer_step(x, targets)
+    assert m.m.dtype == torch.float64
+    m0 = m.m.clone()
+    m.after_optimizer_step(x, targets)  # a second update in float64: exact to float64's rounding
+    z = m.eval().embed(x.detach()).detach()
+    m.train()
+    expect = 0.999 * m0 + 0.001 * torch.einsum("bkc,bc->kc", z, targets)
+    assert torch.allclose(m.m, expect, rtol=0, atol=1e-12)
+    m32 = small("resnet20_duq").train()
+    x32 = images(4).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        k32 = m32(x32)
+        assert k32.dtype == torch.float32 and m32.inference(x32).dtype == torch.float32
+        assert m32.training_loss(x32, k32, targets.float()).dtype == torch.float32
+
+
 def test_duq_centroid_update_embeds_in_eval_mode_as_the_original():
     """The original DUQ (and Laing's code) call model.eval() before updating the centroids:
     BatchNorm normalises with its running statistics and does not update them; the mode is

@@ -1,6 +1,5 @@
 """``python -m softlib.book``: see :mod:`softlib.book.runner`."""
-import sys
-
+from .._io import exit_with
 from .runner import main
 
-sys.exit(main())
+exit_with(main)

@@ -106,4 +106,5 @@ def _run(a) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .._io import exit_with
+    exit_with(main)

@@ -45,6 +45,13 @@ def author_eval_probs(log_kernel: torch.Tensor) -> torch.Tensor:
 CENTROID_UPDATES = ("eval", "train")
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a lower precision (autocast's bf16/fp16), else unchanged: the
+    kernel is touchy (``exp(-d / 0.02)``), and a float64 model (the exactness checks) keeps
+    float64 throughout instead of rounding its distances and centroids to float32."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+
+
 class DUQResNet(nn.Module):
     output_kind = "RBF kernel values in (0, 1]"
     requires_input_grad = True
@@ -84,7 +91,7 @@ class DUQResNet(nn.Module):
         return self.m / self.n
 
     def log_kernel(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.float()  # distances in float32 even under autocast: exp(-d / 0.02) is touchy
+        z = _at_least_float32(z)  # distances in float32 even under autocast
         d2 = (z - self.centroids()).pow(2).mean(1)
         return -d2 / (2 * self.length_scale**2)
 
@@ -116,7 +123,8 @@ class DUQResNet(nn.Module):
             raise ValueError(f"resnet20_duq.training_loss: x {tuple(x.shape)} does not match "
                              f"output {tuple(output.shape)}")
         with torch.autocast(device_type=output.device.type, enabled=False):
-            bce = F.binary_cross_entropy(output.float(), targets.float(), reduction="none")
+            out = _at_least_float32(output)
+            bce = F.binary_cross_entropy(out, targets.to(out.dtype), reduction="none")
             bce = bce.flatten(-2).mean(-1)  # per model: the mean over its batch and classes
         # each image's gradient: the outputs of other images (and other models) are constants
         # for it, except through BatchNorm's batch statistics, as in the original
@@ -138,10 +146,10 @@ class DUQResNet(nn.Module):
         if self.centroid_update == "eval":
             self.eval()
         try:
-            z = self.embed(x.detach()).float()
+            z = self.embed(x.detach()).to(self.m.dtype)
         finally:
             self.train(was_training)
-        t = targets.detach().float()
+        t = targets.detach().to(self.m.dtype)
         if t.shape != (z.shape[0], z.shape[2]):
             raise ValueError(f"resnet20_duq.after_optimizer_step: targets {tuple(t.shape)}, "
                              f"expected {(z.shape[0], z.shape[2])}")
