@@ -14,14 +14,12 @@
 # %% [markdown]
 # # Claims ledger: what this build reproduced
 #
-# One row per headline claim of the three papers: the paper's number, this build's number with
-# its 95% interval and the number of folds, seeds, people or images behind it, and a verdict
-# computed by the rule stated below. Nothing on this page is typed in except the claims: each
-# section computes its claims' numbers from what it has just computed and records them, with
-# the profile and the device that produced them; this page only reads those records (it is
-# executed after the sections). A claim whose data are absent on the machine that built the
-# book says so and which data it lacks; a claim whose section was not executed in this build
-# says that instead. Each row links to the section and the figure or table the number comes from.
+# The three papers' headline claims, each beside what this build measured, with a verdict
+# computed by the rule at the end of this page. Nothing here is typed in except the claims:
+# each section records its claims' numbers as it computes them, with the profile and the
+# device that produced them, and this page (executed after the sections) only reads those
+# records. Every row links to the figure or table its number comes from. The code of this
+# page is folded away: "Show code cell source" opens it.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -35,7 +33,7 @@ from softlib.book.header import show_header
 
 sec = show_header(profile, "claims", params=locals())
 
-# %%
+# %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
@@ -43,10 +41,10 @@ from softlib.book import claims
 from softlib.book import figures as F
 
 table = claims.ledger(sec.profile)
-display(HTML(claims.ledger_html(table)))
-
-# %%
-display(Markdown(claims.RULE_MARKDOWN))
+display(Markdown(claims.summary_markdown(table, sec.profile)))
+fig = claims.plot_verdicts(table)
+F.question_title(fig.axes[0], "How many of each paper's claims does this build reproduce?")
+plt.show()
 
 # %% [markdown]
 # ## The effects next to the papers'
@@ -55,11 +53,22 @@ display(Markdown(claims.RULE_MARKDOWN))
 # the direction; this figure shows how large the effect is. Claims without a number in the
 # paper, or without a measurement here, are listed without a point.
 
-# %%
+# %% tags=["hide-input", "full-width"]
 fig = claims.plot_ledger(table)
 F.question_title(fig.axes[0], "Does this build reproduce each claim, and how large is its effect?",
                  "paper's effect = 1, dotted line",
                  "points: this build's effect / the paper's; bars: 95% interval")
 fig.tight_layout()
 plt.show()
-claims.verdict_counts(table)
+
+# %% [markdown]
+# ## Claim by claim
+# Each row: the claim and the quantity that tests it, the paper's number and where it comes
+# from, this build's number with its 95% interval, how many folds, seeds, people or images are
+# behind it, the verdict, and a link to the section's figure or table that shows it.
+
+# %% tags=["hide-input", "full-width"]
+display(HTML(claims.ledger_html(table)))
+
+# %% tags=["remove-input"]
+display(Markdown(claims.RULE_MARKDOWN))

@@ -132,16 +132,19 @@ curves = P.heldout_curves_frame(runs)
 if len(curves):
     chosen = df.groupby("arch").lr.first()
     curves = curves[np.isclose(curves.lr, curves.arch.map(chosen))]
-fig, ax = plt.subplots(figsize=(7, 3.8))
-if F.heldout_curves(ax, curves, ["arch", "condition"]):
+if not len(curves):
+    print(F.NO_HELDOUT_CURVES)  # nothing to draw: one line instead of an empty figure and table
+else:
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    F.heldout_curves(ax, curves, ["arch", "condition"])
     F.question_title(ax, "Does the held-out fit to humans still improve at the last epoch?",
-                     "paper §5: at most 150 epochs", F.spread_note(curves.fold.nunique(),
-                                                                   drawn="bands"))
+                     "paper §5: at most 150 epochs",
+                     F.spread_note(curves.fold.nunique(), drawn="bands"))
     F.legend_unique(ax, fontsize=7)
-fig.tight_layout()
-plt.show()
-P.heldout_epochs_table(runs).style.format(F.sig).hide(axis="index").set_caption(
-    "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds")
+    fig.tight_layout()
+    plt.show()
+    display(P.heldout_epochs_table(runs).style.format(F.sig).hide(axis="index").set_caption(
+        "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds"))
 
 # %% [markdown]
 # ## Accuracy and cross-entropy as the shift grows (paper Figure 2, left and centre)

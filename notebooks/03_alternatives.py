@@ -173,15 +173,19 @@ if len(curves):
     curves = curves.merge(shown, on=["arch", "method", "lr"], suffixes=("", "_t1"))
     a, b = curves.alpha.astype(float), curves.alpha_t1.astype(float)
     curves = curves[(a.isna() & b.isna()) | np.isclose(a, b)]
-fig, ax = plt.subplots(figsize=(7, 3.8))
-if F.heldout_curves(ax, curves, ["arch", "method"]):
+if not len(curves):
+    print(F.NO_HELDOUT_CURVES)  # nothing to draw: one line instead of an empty figure and table
+else:
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    F.heldout_curves(ax, curves, ["arch", "method"])
     F.question_title(ax, "Does fine-tuning still improve the held-out fit at the last epoch?",
-                     "paper §6: 150 epochs", F.spread_note(curves.fold.nunique(), drawn="bands"))
+                     "paper §6: 150 epochs",
+                     F.spread_note(curves.fold.nunique(), drawn="bands"))
     F.legend_unique(ax, fontsize=7)
-fig.tight_layout()
-plt.show()
-P.heldout_epochs_table(runs).style.format(F.sig).hide(axis="index").set_caption(
-    "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds")
+    fig.tight_layout()
+    plt.show()
+    display(P.heldout_epochs_table(runs).style.format(F.sig).hide(axis="index").set_caption(
+        "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds"))
 
 # %% [markdown]
 # ## Table 1 of this run

@@ -401,6 +401,59 @@ def test_ledger_figure_draws_with_and_without_measurements(book_dir):
     assert math.isfinite(claims.ledger("smoke").set_index("id").loc["laing.ece", "estimate"])
 
 
+def test_summary_and_verdict_bars_count_the_ledgers_verdicts(book_dir):
+    """The page's first lines and bars are computed from the table: measured = neither
+    'not measurable here' nor 'not measured'; each study's bar sums to its claims."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    empty = claims.ledger("smoke")
+    text = claims.summary_markdown(empty, "smoke")
+    assert f"measured **0 of the papers' {len(claims.CLAIMS)} headline claims**" in text
+    assert f"{len(claims.CLAIMS)} were not measured" in text and "could not be measured" not in text
+    claims.record(_sec("calibration_ood"), claims.measure_calibration(_laing_runs()))
+    claims.record(_sec("imagenet_humans"), claims.measure_imagenet(None, None))
+    table = claims.ledger("smoke")
+    v = table["verdict"]
+    measured = int((~v.isin([NOT_MEASURABLE, NOT_MEASURED])).sum())
+    assert 0 < measured < len(table)
+    text = claims.summary_markdown(table, "smoke")
+    assert f"measured **{measured} of the papers' {len(table)} headline claims**" in text
+    assert f"{int((v == NOT_MEASURABLE).sum())} could not be measured" in text
+    for study in set(table["study"]):
+        c = table[table["study"] == study]["verdict"].value_counts()
+        line = next(x for x in text.splitlines() if x.startswith(f"* {study}: "))
+        assert sorted(line.split(": ", 1)[1].split(", ")) == sorted(
+            f"{n} {k}" for k, n in c.items())
+    fig = claims.plot_verdicts(table)
+    widths = {}
+    for bar in fig.axes[0].patches:
+        y = round(bar.get_y() + bar.get_height() / 2)
+        widths[y] = widths.get(y, 0) + bar.get_width()
+    studies = list(dict.fromkeys(table["study"]))
+    assert [widths[i] for i in range(len(studies))] == [
+        int((table["study"] == s).sum()) for s in studies]
+    plt.close("all")
+
+
+def test_ledger_html_says_a_shared_provenance_once_and_keeps_differing_ones_per_row(book_dir):
+    claims.record(_sec("calibration_ood"), claims.measure_calibration(_laing_runs()))
+    table = claims.ledger("smoke")
+    shared = claims.shared_provenance(table)
+    assert shared is not None
+    page = claims.ledger_html(table)
+    assert f"Every measured row: {shared}." in page and "<th" in page
+    assert ">profile / device</th>" not in page
+    assert page.count("<tr data-claim=") == len(claims.CLAIMS)
+    assert page.count("class='softlib-study'") == len(set(table["study"]))
+    mixed = table.copy()
+    mixed.loc[mixed.index[0], "profile / device"] = "gpu · NVIDIA H200 (box) · recorded 2026-11-27"
+    assert claims.shared_provenance(mixed) is None
+    page = claims.ledger_html(mixed)
+    assert ">profile / device</th>" in page and "Every measured row" not in page
+    assert "NVIDIA H200 (box)" in page
+
+
 # --------------------------------------------------------------------------- audit follow-ups
 def test_identical_values_over_folds_are_no_noise_estimate():
     m = claims.from_units("laing.accuracy", [0.5, 0.5], "seeds")

@@ -16,9 +16,10 @@ The verdict rule (:func:`verdict`, shown on the page as :data:`RULE_MARKDOWN`): 
 predicts the sign of a quantity relative to a null value (0 for a difference, 1 for a ratio).
 Its 95% confidence interval is the mean over folds / seeds plus or minus the Student-t quantile
 (n - 1 degrees of freedom) times the standard error of the mean, or an interval the section
-gives itself (McNemar's paired images: normal approximation). *Beyond noise* means the
-interval excludes the null; with fewer than two folds or seeds there is no noise estimate and
-nothing is beyond noise. Then:
+gives itself (McNemar's paired images: the exact interval from the discordant pairs).
+*Beyond noise* means the interval excludes the null; with fewer than two folds or seeds, or
+folds or seeds that all gave the same value, there is no noise estimate and nothing is beyond
+noise. Then:
 
 * **reproduced**: the paper's direction, beyond noise;
 * **same direction**: the paper's direction, but not beyond noise;
@@ -866,31 +867,78 @@ def ledger(profile: str, records: Mapping[str, dict] | None = None) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def shared_provenance(table: pd.DataFrame) -> str | None:
+    """The one "profile / device" every measured row shares, or None if they differ (a book
+    rendered from bundles computed on several machines) or nothing was measured."""
+    where = {w for w in table["profile / device"] if w != "–"}
+    return where.pop() if len(where) == 1 else None
+
+
 def ledger_html(table: pd.DataFrame) -> str:
-    """The ledger as an HTML table (one ``<tr data-claim=...>`` per claim, verdicts coloured,
-    each row linking to the section's figure)."""
+    """The ledger as an HTML table: the claims under one heading row per study, one ``<tr
+    data-claim=...>`` per claim, verdicts coloured, each row linking to the section's figure.
+    Where every measured row comes from the same profile and machine, that is said once above
+    the table instead of in a column."""
     e = html.escape
-    head = ["#", "study", "claim", "paper", "this build (95% interval)", "n", "verdict",
-            "profile / device", "where"]
-    out = ['<table class="softlib-claims" style="font-size:0.85em;border-collapse:collapse">',
-           "<thead><tr>" + "".join(f"<th style='text-align:left;border-bottom:1px solid #888;"
-                                   f"padding:2px 4px'>{h}</th>" for h in head) + "</tr></thead><tbody>"]
+    shared = shared_provenance(table)
+    head = ["#", "claim", "paper", "this build (95% interval)", "n", "verdict"]
+    head += ([] if shared else ["profile / device"]) + ["where"]
+    th = "<th style='text-align:left;border-bottom:1px solid #888;padding:2px 4px'>"
+    out = [f"<p style='font-size:0.85em'>Every measured row: {e(shared)}.</p>" if shared else "",
+           '<table class="softlib-claims" style="font-size:0.85em;border-collapse:collapse">',
+           "<thead><tr>" + "".join(f"{th}{h}</th>" for h in head) + "</tr></thead><tbody>"]
     td = "<td style='vertical-align:top;border-bottom:1px solid #ddd;padding:2px 4px'>"
+    study = None
     for _, r in table.iterrows():
+        if r["study"] != study:
+            study = r["study"]
+            out.append(f"<tr class='softlib-study'><th colspan='{len(head)}' style='text-align:"
+                       "left;padding:8px 4px 2px;border-bottom:1px solid #888'>"
+                       f"{e(study)}</th></tr>")
         col = VERDICT_COLOURS.get(r["verdict"], "#333")
         note = f"<br><small style='color:#555'>{e(str(r['note']))}</small>" if r["note"] else ""
+        where = "" if shared else f"{td}<small>{e(r['profile / device'])}</small></td>"
         out.append(
-            f"<tr data-claim='{e(r['id'])}'>{td}{r['#']}</td>{td}{e(r['study'])}</td>"
+            f"<tr data-claim='{e(r['id'])}'>{td}{r['#']}</td>"
             f"{td}{e(r['claim'])}<br><small style='color:#555'>{e(r['quantity'])}</small></td>"
             f"{td}{e(r['paper'])}<br><small style='color:#555'>{e(r['paper source'])}</small></td>"
             f"{td}{e(r['this build'])}{note}</td>{td}{e(str(r['n']))}</td>"
             f"<td class='verdict' data-verdict='{e(r['verdict'])}' style='vertical-align:top;"
             f"border-bottom:1px solid #ddd;padding:2px 4px;color:{col};font-weight:bold'>"
-            f"{e(r['verdict'])}</td>{td}<small>{e(r['profile / device'])}</small></td>"
+            f"{e(r['verdict'])}</td>{where}"
             f"{td}<a href='{e(r['link'])}'>{e(r['section'])}</a><br><small>"
             f"<a href='{e(r['link'])}'>{e(r['figure'])}</a></small></td></tr>")
     out.append("</tbody></table>")
-    return "\n".join(out)
+    return "\n".join(x for x in out if x)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{'none' if n == 0 else n} {what}"
+
+
+def summary_markdown(table: pd.DataFrame, profile: str) -> str:
+    """The ledger's answer in a few sentences, computed from the table: how many claims this
+    build measured and how many got each verdict, per study; what a reader sees first."""
+    v = table["verdict"].value_counts()
+    n = len(table)
+    measured = n - int(v.get(NOT_MEASURABLE, 0)) - int(v.get(NOT_MEASURED, 0))
+    lines = [f"**In brief.** This `{profile}` build measured **{measured} of the papers' {n} "
+             f"headline claims**: **{_count(int(v.get(REPRODUCED, 0)), 'reproduced')}** (the "
+             f"paper's direction, beyond noise), "
+             f"{_count(int(v.get(SAME_DIRECTION, 0)), 'in the same direction within noise')}, "
+             f"{_count(int(v.get(WITHIN_NOISE, 0)), 'in the opposite direction within noise')} "
+             f"and {_count(int(v.get(CONTRADICTED, 0)), 'contradicted')} (the opposite "
+             "direction, beyond noise)."]
+    missing = [(NOT_MEASURABLE, "could not be measured: the data they need are absent on the "
+                                "machine that built this book (their rows say which)"),
+               (NOT_MEASURED, "were not measured: their sections were not executed in this "
+                              "build, or under another profile")]
+    lines += [f"{int(v[k])} {why}." for k, why in missing if v.get(k, 0)]
+    per = []
+    for study, t in table.groupby("study", sort=False):
+        c = t["verdict"].value_counts()
+        per.append(f"* {study}: " + ", ".join(f"{int(c[k])} {k}" for k in VERDICTS if c.get(k)))
+    return " ".join(lines) + "\n\n" + "\n".join(per)
 
 
 def verdict_counts(table: pd.DataFrame) -> pd.DataFrame:
@@ -901,13 +949,41 @@ def verdict_counts(table: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
+def plot_verdicts(table: pd.DataFrame):
+    """The verdicts at a glance: one bar per study, its claims counted by verdict, in the
+    verdicts' colours."""
+    import matplotlib.pyplot as plt
+    counts = verdict_counts(table).reindex(list(dict.fromkeys(table["study"])))
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(counts) + 1.2))
+    left = np.zeros(len(counts))
+    for v in VERDICTS:
+        k = counts[v].to_numpy(dtype=float)
+        ax.barh(range(len(counts)), k, left=left, color=VERDICT_COLOURS[v], label=v,
+                edgecolor="white")
+        for y, (x0, w) in enumerate(zip(left, k)):
+            if w:
+                ax.text(x0 + w / 2, y, str(int(w)), ha="center", va="center", color="white",
+                        fontsize=9, fontweight="bold")
+        left += k
+    ax.set_yticks(range(len(counts)), counts.index)
+    ax.set_ylim(len(counts) - 0.5, -0.5)
+    ax.set_xlabel("claims")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="verdict",
+              title_fontsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
 def plot_ledger(table: pd.DataFrame):
     """Each claim's effect in this build relative to the paper's (1 = the paper's size, 0 = no
     effect, < 0 = the opposite direction), with its 95% interval, coloured by verdict. Claims
     without a paper number or a measurement are listed without a point."""
     import matplotlib.pyplot as plt
     n = len(table)
-    fig, ax = plt.subplots(figsize=(10, 0.38 * n + 1.4))
+    fig, ax = plt.subplots(figsize=(11, 0.42 * n + 1.6))
     lim = 3.0
     labels = []
     for y, (_, r) in enumerate(table.iterrows()):
@@ -917,7 +993,7 @@ def plot_ledger(table: pd.DataFrame):
         col = VERDICT_COLOURS.get(r["verdict"], "#333")
         if not _finite(r["estimate"]) or not _finite(pv) or pv == c.null:
             why = "no number in the paper" if _finite(r["estimate"]) else r["verdict"]
-            ax.text(0, y, why, ha="center", va="center", fontsize=7, color=col, style="italic")
+            ax.text(0, y, why, ha="center", va="center", fontsize=8, color=col, style="italic")
             continue
         scale = float(pv) - c.null
         x = (float(r["estimate"]) - c.null) / scale
@@ -930,7 +1006,7 @@ def plot_ledger(table: pd.DataFrame):
     ax.axvline(1, color="grey", lw=0.8, ls=":")
     ax.set_xlim(-lim, lim)
     ax.set_ylim(n - 0.5, -0.5)
-    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=8)
     ax.set_xlabel("this build's effect / the paper's (0: none; 1, dotted: the paper's size; "
                   "< 0: opposite); bars: 95% interval")
     for v, colr in VERDICT_COLOURS.items():

@@ -115,14 +115,18 @@ def legend_unique(ax, **kw):
     return ax.legend(list(seen.values()), list(seen), **{"fontsize": 8, **kw})
 
 
+#: What a section says instead of an empty held-out-curve figure and table.
+NO_HELDOUT_CURVES = ("no per-epoch held-out curves recorded (profile parameter "
+                     "heldout_per_epoch is off, or the runs were cached without it)")
+
+
 def heldout_curves(ax, frame, by: Sequence[str]) -> int:
     """Mean held-out CE vs humans per epoch (a line per ``by`` group, a band of ±1 s.d. over
     folds) from :func:`softlib.studies.peterson.heldout_curves_frame`; each line's best epoch is
     marked with a triangle. Returns the number of lines drawn."""
     if frame is None or not len(frame):
-        ax.text(0.5, 0.5, "no per-epoch held-out curves recorded\n(profile parameter "
-                "heldout_per_epoch is off, or the runs were cached without it)",
-                ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.text(0.5, 0.5, NO_HELDOUT_CURVES.replace(" (", "\n("), ha="center", va="center",
+                transform=ax.transAxes, fontsize=9)
         ax.set_axis_off()
         return 0
     n = 0
