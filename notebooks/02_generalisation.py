@@ -119,6 +119,18 @@ print(f"{len(runs.logits)} fold models ready in {time.perf_counter() - t0:.0f} s
 train_seconds.to_frame()
 
 # %% [markdown]
+# ## In brief: the paper's claims tested here
+# This section's numbers for the paper's headline claims, computed from the runs above by the
+# rule of the [claims ledger](00_claims.ipynb) (which gathers every section's); the figures and
+# tables below show where each comes from. A claim whose data are absent here is recorded as
+# not measurable, with the reason.
+
+# %%
+from softlib.book import claims
+
+claims.styled(claims.record(sec, claims.measure_generalisation(df, evalsets.unavailable)))
+
+# %% [markdown]
 # ## Held-out loss per epoch: the final epoch and the best one
 # The paper trains "a maximum of 150 epochs". Where the profile records the held-out
 # cross-entropy against the human labels after every epoch (`heldout_per_epoch`), this shows
@@ -371,14 +383,3 @@ from softlib import data as sdata
 
 display(Markdown(P.generalisation_budget(sec.profile, prm) + "\n" + P.data_notes(
     "generalisation", sdata.provenance("cifar10", root=sec.data_root), evalsets.unavailable)))
-
-# %% [markdown]
-# ## Claims recorded for the ledger
-# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
-# are absent here is recorded as not measurable, with the reason.
-
-# %%
-from softlib.book import claims
-
-claims.record(sec, claims.measure_generalisation(df, evalsets.unavailable))

@@ -188,6 +188,18 @@ else:
         "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds"))
 
 # %% [markdown]
+# ## In brief: the paper's claims tested here
+# This section's numbers for the paper's headline claims, computed from the runs above by the
+# rule of the [claims ledger](00_claims.ipynb) (which gathers every section's); the figures and
+# tables below show where each comes from. A claim whose data are absent here is recorded as
+# not measurable, with the reason.
+
+# %%
+from softlib.book import claims
+
+claims.styled(claims.record(sec, claims.measure_alternatives(df)))
+
+# %% [markdown]
 # ## Table 1 of this run
 # Cross-entropy on the held-out folds against the human labels (**c10H**) and against the
 # CIFAR-10 labels (**c10**), and accuracy; mean over folds with the fold-to-fold standard
@@ -294,14 +306,3 @@ display(Markdown(P.alternatives_budget(sec.profile, prm, only_archs) + "\n" + P.
 # %% [markdown]
 # * The selection of the best grid point on the held-out folds (as in the paper) is slightly
 #   optimistic for methods with larger grids (mixup under the `paper` profile).
-
-# %% [markdown]
-# ## Claims recorded for the ledger
-# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
-# are absent here is recorded as not measurable, with the reason.
-
-# %%
-from softlib.book import claims
-
-claims.record(sec, claims.measure_alternatives(df))

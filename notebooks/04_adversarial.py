@@ -80,6 +80,18 @@ print(f"attacks done in {time.perf_counter() - t0:.0f} s; cache hits {sec.cache.
       "not trained yet)")
 
 # %% [markdown]
+# ## In brief: the paper's claims tested here
+# This section's numbers for the paper's headline claims, computed from the runs above by the
+# rule of the [claims ledger](00_claims.ipynb) (which gathers every section's); the figures and
+# tables below show where each comes from. A claim whose data are absent here is recorded as
+# not measurable, with the reason.
+
+# %%
+from softlib.book import claims
+
+claims.styled(claims.record(sec, claims.measure_adversarial(fg, pg, eps=4)))
+
+# %% [markdown]
 # ## FGSM at eps = 4/255 (paper Table 2)
 # Accuracy and cross-entropy (against the CIFAR-10 labels) on the attacked held-out images;
 # mean over fold models with the fold-to-fold standard deviation.
@@ -204,14 +216,3 @@ from softlib import data as sdata
 attacked = dict(alt, archs=[a for a in alt["archs"] if not only_archs or a[0] in only_archs])
 display(Markdown(P.adversarial_budget(sec.profile, prm, attacked) + "\n" + P.data_notes(
     "adversarial", sdata.provenance("cifar10", root=sec.data_root))))
-
-# %% [markdown]
-# ## Claims recorded for the ledger
-# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
-# are absent here is recorded as not measurable, with the reason.
-
-# %%
-from softlib.book import claims
-
-claims.record(sec, claims.measure_adversarial(fg, pg, eps=4))

@@ -124,6 +124,18 @@ timing = runs.groupby("model_type", sort=False)[["train_seconds", "images_per_se
 timing.round(1)
 
 # %% [markdown]
+# ## In brief: the paper's claims tested here
+# This section's numbers for the paper's headline claims, computed from the runs above by the
+# rule of the [claims ledger](00_claims.ipynb) (which gathers every section's); the figures and
+# tables below show where each comes from. A claim whose data are absent here is recorded as
+# not measurable, with the reason.
+
+# %%
+from softlib.book import claims
+
+claims.styled(claims.record(sec, claims.measure_calibration(runs, data.ood)))
+
+# %% [markdown]
 # ## Table 1: hard vs soft labels across model types
 # Mean ± standard error over seeds (no ± with a single seed). Accuracy in %; OOD AUROC uses the
 # max logit (max log-probability for MC dropout, max log-kernel for DUQ) with as many OOD images
@@ -295,14 +307,3 @@ display(Markdown(study.run_discussion(
 #   ECE disadvantage after temperature scaling, the disadvantage is a global over- or
 #   under-confidence rather than a worse ranking of the test images; label smoothing tells
 #   whether the human labels' *per-image* information matters beyond their average softness.
-
-# %% [markdown]
-# ## Claims recorded for the ledger
-# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
-# are absent here is recorded as not measurable, with the reason.
-
-# %%
-from softlib.book import claims
-
-claims.record(sec, claims.measure_calibration(runs, data.ood))

@@ -66,6 +66,23 @@ else:
     for note in HS.notes:
         print("note:", note)
 
+# %%
+# the model zoo (section 5 below): ReaL multi-labels and timm's published accuracies
+real = study.load_real(sec.data_root)
+zoo, zoo_fits = study.zoo_study(real)
+
+# %% [markdown]
+# ## In brief: the paper's claims tested here
+# This section's numbers for the paper's headline claims, computed from the human study and
+# the model zoo by the rule of the [claims ledger](00_claims.ipynb) (which gathers every
+# section's); the figures and tables below show where each comes from. A claim whose data are
+# absent here is recorded as not measurable, with the reason.
+
+# %%
+from softlib.book import claims
+
+claims.styled(claims.record(sec, claims.measure_imagenet(HS, zoo)))
+
 # %% [markdown]
 # ## 1. Multi-label accuracy of people and models (Table 1)
 #
@@ -191,7 +208,6 @@ else:
 # Shankar et al. studied. First, how many val images have more than one ReaL label:
 
 # %%
-real = study.load_real(sec.data_root)
 real_stats = ml.real_label_stats(real["real"])
 display(pd.DataFrame([real_stats]))
 print(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val images have more "
@@ -199,7 +215,6 @@ print(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val imag
       f"Shankar et al. report 18.2% (2.3 on average) on their 20,000 val images.")
 
 # %%
-zoo, zoo_fits = study.zoo_study(real)
 display(zoo_fits.style.format(F.sig).set_caption("linear fits between top-1 accuracies (%)"))
 display(zoo.head(10).style.format(F.sig).set_caption("top-1 accuracies in %; first 10 models"))
 
@@ -239,14 +254,3 @@ plt.show()
 # %%
 for line in study.takeaways(zoo, zoo_fits, HS, real_stats):
     print("*", line)
-
-# %% [markdown]
-# ## Claims recorded for the ledger
-# The numbers this section contributes to the [claims ledger](00_claims.ipynb), computed from the
-# tables above (`softlib.book.claims`), with the verdict of the ledger's rule. A claim whose data
-# are absent here is recorded as not measurable, with the reason.
-
-# %%
-from softlib.book import claims
-
-claims.record(sec, claims.measure_imagenet(HS, zoo))

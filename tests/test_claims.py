@@ -128,6 +128,13 @@ def test_every_section_with_claims_records_them_and_the_ledger_runs_after_them()
         text = (book.NOTEBOOKS / book.SECTIONS[section]).read_text()
         assert "claims.record(sec, claims.measure_" in text, section
         assert order.index(section) < order.index("claims"), section
+        # the answer comes first: the verdicts right after the runs, before the paper's figures
+        heads = re.findall(r"^# ## (.+)$", text, flags=re.M)
+        brief = next(i for i, h in enumerate(heads) if h.startswith("In brief"))
+        figures = {c.heading for c in claims.claims_of(section)}
+        assert all(heads.index(h) > brief for h in figures if h in heads), section
+        after = text.split("# ## " + heads[brief], 1)[1].split("# %% [markdown]", 1)[0]
+        assert "claims.styled(claims.record(sec, claims.measure_" in after, section
     toc = (book.REPO / "_toc.yml").read_text()
     files = re.findall(r"file: (\S+)", toc)
     assert files[0] == "book/sections/" + book.SECTIONS["claims"][:-3]  # first after the intro
@@ -434,6 +441,13 @@ def test_summary_and_verdict_bars_count_the_ledgers_verdicts(book_dir):
     assert [widths[i] for i in range(len(studies))] == [
         int((table["study"] == s).sum()) for s in studies]
     plt.close("all")
+
+
+def test_a_sections_in_brief_colours_each_verdict_as_the_ledger(book_dir):
+    shown = claims.record(_sec("imagenet_humans"), claims.measure_imagenet(None, None))
+    page = re.sub(r"\s+", "", claims.styled(shown).to_html())
+    for v in set(shown["verdict"]):
+        assert f"color:{claims.VERDICT_COLOURS[v]};font-weight:bold" in page
 
 
 def test_ledger_html_says_a_shared_provenance_once_and_keeps_differing_ones_per_row(book_dir):

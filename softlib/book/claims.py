@@ -1,8 +1,9 @@
 """The claims ledger: the three papers' headline claims, each beside what this build measured.
 
-Every section that tests a headline claim ends with a cell that computes the claim's number
-from what the section has just computed (``measure_<section>``: paired soft-minus-hard
-differences over folds or seeds, and so on) and :func:`record`\\ s it, with its uncertainty,
+Every section that tests a headline claim has, right after its runs, an "In brief" cell that
+computes the claim's number from what the section has just computed (``measure_<section>``:
+paired soft-minus-hard differences over folds or seeds, and so on) and :func:`record`\\ s it,
+with its uncertainty,
 the number of folds / seeds / people / images behind it and where it was computed, in
 ``<book>/book/sections/claims/<section>.json`` (written atomically, one file per section, so a
 section that runs again replaces exactly its own rows). Where the data a claim needs are absent
@@ -717,6 +718,15 @@ def record(sec: Any, measurements: Sequence[Measurement], directory: str | Path 
                           "n": _fmt_n(r), "verdict": r["verdict"],
                           "note": r["reason"] or r["note"]} for c, r in rows.items()]
                         ).set_index("claim")
+
+
+def styled(recorded: pd.DataFrame):
+    """A section's recorded claims (:func:`record`'s table) with each verdict in its ledger
+    colour, for the section's "In brief" near its top."""
+    sty = recorded.style
+    colour = getattr(sty, "map", None) or sty.applymap  # Styler.map from pandas 2.1
+    return colour(lambda v: f"color:{VERDICT_COLOURS.get(v, '#333')};font-weight:bold",
+                  subset=["verdict"])
 
 
 def load_records(directory: str | Path | None = None) -> dict[str, dict]:
