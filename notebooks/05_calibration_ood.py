@@ -101,7 +101,7 @@ pd.Series(facts, name="value").to_frame()
 paper = profiles.resolve("paper", "calibration_ood")
 pd.DataFrame([{"parameter": k, "this run": repr(P[k]), "paper profile": repr(paper[k]),
                "shrunk": "yes" if P[k] != paper[k] else ""}
-              for k in P]).set_index("parameter")
+              for k in P]).set_index("parameter").style  # a Styler: long lists shown whole
 
 # %% [markdown]
 # ## Training the grid
