@@ -3,10 +3,9 @@
 Every section that tests a headline claim has, right after its runs, an "In brief" cell that
 computes the claim's number from what the section has just computed (``measure_<section>``:
 paired soft-minus-hard differences over folds or seeds, and so on) and :func:`record`\\ s it,
-with its uncertainty,
-the number of folds / seeds / people / images behind it and where it was computed, in
-``<book>/book/sections/claims/<section>.json`` (written atomically, one file per section, so a
-section that runs again replaces exactly its own rows). Where the data a claim needs are absent
+with its uncertainty, the number of folds / seeds / people / images behind it and where it was
+computed, in ``<book>/book/sections/claims/<section>.json`` (written atomically, one file per
+section, so a section that runs again replaces exactly its own rows). Where the data a claim needs are absent
 the section records it as *not measurable here*, naming the missing data. The ledger page
 (``notebooks/00_claims.py``, the first page after the introduction, executed after the sections
 it reads) turns the records into one table with :func:`ledger` and :func:`ledger_html`; nothing
