@@ -5,12 +5,13 @@ computes the claim's number from what the section has just computed (``measure_<
 paired soft-minus-hard differences over folds or seeds, and so on) and :func:`record`\\ s it,
 with its uncertainty, the number of folds / seeds / people / images behind it and where it was
 computed, in ``<book>/book/sections/claims/<section>.json`` (written atomically, one file per
-section, so a section that runs again replaces exactly its own rows). Where the data a claim needs are absent
-the section records it as *not measurable here*, naming the missing data. The ledger page
-(``notebooks/00_claims.py``, the first page after the introduction, executed after the sections
-it reads) turns the records into one table with :func:`ledger` and :func:`ledger_html`; nothing
-in it is typed in except the claims themselves (:data:`CLAIMS`). The papers' numbers are
-computed from the studies' ``PAPER_*`` / ``PUBLISHED_*`` constants (:func:`paper_value`).
+section, so a section that runs again replaces exactly its own rows). Where the data a claim
+needs are absent the section records it as *not measurable here*, naming the missing data. The
+ledger page (``notebooks/00_claims.py``, the first page after the introduction, executed after
+the sections it reads) turns the records into one table with :func:`ledger` and
+:func:`ledger_html`; nothing in it is typed in except the claims themselves (:data:`CLAIMS`).
+The papers' numbers are computed from the studies' ``PAPER_*`` / ``PUBLISHED_*`` constants
+(:func:`paper_value`).
 
 The verdict rule (:func:`verdict`, shown on the page as :data:`RULE_MARKDOWN`): each claim
 predicts the sign of a quantity relative to a null value (0 for a difference, 1 for a ratio).
