@@ -12,7 +12,8 @@ import pytest
 
 from softlib.book import runner as book, claims
 from softlib.book.claims import (CONTRADICTED, NOT_MEASURABLE, NOT_MEASURED, REPRODUCED,
-                            SAME_DIRECTION, WITHIN_NOISE, verdict)
+                            NO_DIFFERENCE, OPPOSITE_WITHIN_NOISE, SAME_WITHIN_NOISE,
+                            verdict)
 
 
 # --------------------------------------------------------------------------- the verdict rule
@@ -23,11 +24,11 @@ def test_reproduced_same_direction_beyond_noise():
 
 
 def test_same_direction_within_noise():
-    assert verdict(-0.2, -1, se=0.2, n=5) == SAME_DIRECTION
+    assert verdict(-0.2, -1, se=0.2, n=5) == SAME_WITHIN_NOISE
 
 
 def test_within_noise_opposite_direction():
-    assert verdict(0.05, -1, se=0.2, n=5) == WITHIN_NOISE
+    assert verdict(0.05, -1, se=0.2, n=5) == OPPOSITE_WITHIN_NOISE
 
 
 def test_contradicted_opposite_direction_beyond_noise():
@@ -42,7 +43,7 @@ def test_not_measurable_without_an_estimate():
 
 def test_noise_uses_the_student_t_interval_of_the_folds():
     # 3 folds: t(0.975, 2) = 4.303, so |mean| / se = 4 is NOT beyond noise, 4.5 is
-    assert verdict(-4.0, -1, se=1.0, n=3) == SAME_DIRECTION
+    assert verdict(-4.0, -1, se=1.0, n=3) == SAME_WITHIN_NOISE
     assert verdict(-4.5, -1, se=1.0, n=3) == REPRODUCED
     lo, hi = claims.confidence_interval(0.0, 1.0, 3)
     assert hi == pytest.approx(4.3027, abs=1e-3) and lo == pytest.approx(-hi)
@@ -51,14 +52,14 @@ def test_noise_uses_the_student_t_interval_of_the_folds():
 
 
 def test_one_fold_or_seed_is_never_beyond_noise():
-    assert verdict(-5.0, -1, se=float("nan"), n=1) == SAME_DIRECTION
-    assert verdict(5.0, -1, se=None, n=1) == WITHIN_NOISE
+    assert verdict(-5.0, -1, se=float("nan"), n=1) == SAME_WITHIN_NOISE
+    assert verdict(5.0, -1, se=None, n=1) == OPPOSITE_WITHIN_NOISE
     assert claims.confidence_interval(1.0, 0.1, 1) is None
 
 
 def test_an_explicit_interval_replaces_the_standard_error():
     assert verdict(4.3, +1, interval=(1.0, 7.6)) == REPRODUCED
-    assert verdict(4.3, +1, interval=(-1.0, 9.6)) == SAME_DIRECTION
+    assert verdict(4.3, +1, interval=(-1.0, 9.6)) == SAME_WITHIN_NOISE
     assert verdict(-4.3, +1, interval=(-7.6, -1.0)) == CONTRADICTED
     with pytest.raises(ValueError, match="interval"):
         verdict(1.0, +1, interval=(2.0, 1.0))
@@ -67,12 +68,17 @@ def test_an_explicit_interval_replaces_the_standard_error():
 def test_ratio_claims_are_judged_against_one():
     assert verdict(0.5, -1, se=0.05, n=5, null=1.0) == REPRODUCED
     assert verdict(1.2, -1, se=0.02, n=5, null=1.0) == CONTRADICTED
-    assert verdict(0.9, -1, se=0.5, n=5, null=1.0) == SAME_DIRECTION
+    assert verdict(0.9, -1, se=0.5, n=5, null=1.0) == SAME_WITHIN_NOISE
 
 
-def test_an_estimate_at_the_null_is_not_the_papers_direction():
-    assert verdict(0.0, +1, se=0.1, n=5) == WITHIN_NOISE
-    assert verdict(0.0, -1, se=0.0, n=5) == WITHIN_NOISE
+def test_an_estimate_at_the_null_is_no_difference_not_either_direction():
+    """Soft and hard equally accurate (one seed, +0.00) is neither the paper's direction nor
+    the opposite: it was counted as 'within noise' (the opposite direction) before."""
+    assert verdict(0.0, +1, se=0.1, n=5) == NO_DIFFERENCE
+    assert verdict(0.0, -1, se=0.0, n=5) == NO_DIFFERENCE
+    assert verdict(0.0, +1) == NO_DIFFERENCE  # one seed: no interval
+    assert verdict(1.0, -1, null=1.0) == NO_DIFFERENCE  # a ratio at its null
+    assert verdict(1e-9, -1) == OPPOSITE_WITHIN_NOISE and verdict(-1e-9, -1) == SAME_WITHIN_NOISE
 
 
 def test_expected_sign_must_be_plus_or_minus_one():
@@ -81,7 +87,8 @@ def test_expected_sign_must_be_plus_or_minus_one():
 
 
 def test_every_verdict_is_in_the_legend_shown_on_the_page():
-    for v in (REPRODUCED, SAME_DIRECTION, WITHIN_NOISE, CONTRADICTED, NOT_MEASURABLE, NOT_MEASURED):
+    for v in (REPRODUCED, SAME_WITHIN_NOISE, NO_DIFFERENCE, OPPOSITE_WITHIN_NOISE, CONTRADICTED,
+              NOT_MEASURABLE, NOT_MEASURED):
         assert v in claims.VERDICTS and f"**{v}**" in claims.RULE_MARKDOWN
 
 
@@ -209,7 +216,7 @@ def test_svhn_absent_makes_the_ood_claims_not_measurable_and_one_seed_is_within_
     for cid in ("laing.ood_auroc", "laing.ood_auroc_sngp"):
         assert ms[cid].verdict() == NOT_MEASURABLE
         assert "SVHN" in ms[cid].reason and "Fashion-MNIST" in ms[cid].note
-    assert ms["laing.accuracy"].n == 1 and ms["laing.accuracy"].verdict() == SAME_DIRECTION
+    assert ms["laing.accuracy"].n == 1 and ms["laing.accuracy"].verdict() == SAME_WITHIN_NOISE
 
 
 def test_imagenet_claims_without_the_release_or_real_are_not_measurable():
@@ -274,6 +281,9 @@ def test_record_requires_each_claim_of_the_section_once(book_dir):
 def test_ledger_has_one_row_per_claim_and_marks_sections_not_run(book_dir):
     shown = claims.record(_sec("generalisation"), claims.measure_generalisation(_gen_df()))
     assert len(shown) == len(claims.claims_of("generalisation"))
+    # a section's "In brief" sets each number beside the paper's
+    assert list(shown.columns[:2]) == ["paper", "this build"]
+    assert list(shown["paper"]) == [claims._fmt_paper(c) for c in claims.claims_of("generalisation")]
     claims.record(_sec("imagenet_humans"), claims.measure_imagenet(None, None))
     claims.record(_sec("calibration_ood", profile="cpu"), claims.measure_calibration(_laing_runs()))
     path = book.sections_dir() / "claims" / "generalisation.json"
@@ -430,7 +440,7 @@ def test_summary_and_verdict_bars_count_the_ledgers_verdicts(book_dir):
     for study in set(table["study"]):
         c = table[table["study"] == study]["verdict"].value_counts()
         line = next(x for x in text.splitlines() if x.startswith(f"* {study}: "))
-        assert sorted(line.split(": ", 1)[1].split(", ")) == sorted(
+        assert sorted(line.split(": ", 1)[1].split("; ")) == sorted(
             f"{n} {k}" for k, n in c.items())
     fig = claims.plot_verdicts(table)
     widths = {}
@@ -471,7 +481,7 @@ def test_ledger_html_says_a_shared_provenance_once_and_keeps_differing_ones_per_
 # --------------------------------------------------------------------------- audit follow-ups
 def test_identical_values_over_folds_are_no_noise_estimate():
     m = claims.from_units("laing.accuracy", [0.5, 0.5], "seeds")
-    assert m.se == 0.0 and m.ci() is None and m.verdict() == SAME_DIRECTION
+    assert m.se == 0.0 and m.ci() is None and m.verdict() == SAME_WITHIN_NOISE
     assert claims.confidence_interval(0.5, 0.0, 2) is None
     row = {"estimate": m.estimate, "se": m.se, "n": m.n, "n_what": m.n_what, "ci": None}
     assert "all 2 seeds gave the same value" in claims._fmt_value(row, claims.CLAIMS_BY_ID[m.claim])
@@ -515,11 +525,11 @@ def test_the_human_vs_fixed_model_claim_uses_the_exact_interval():
     ms = {m.claim: m for m in claims.measure_imagenet(SimpleNamespace(table1=table1, mcnemar=mcn),
                                                       None)}
     fix = ms["shankar.human_beats_fixres_v2"]
-    assert fix.estimate == pytest.approx(1.2) and fix.verdict() == SAME_DIRECTION
+    assert fix.estimate == pytest.approx(1.2) and fix.verdict() == SAME_WITHIN_NOISE
     assert "32 images only one of them got right" in fix.note
     # one person and one model: no noise estimate for the drop (was a zero model variance)
     drop = ms["shankar.human_v2_drop"]
-    assert drop.ci() is None and drop.verdict() == SAME_DIRECTION
+    assert drop.ci() is None and drop.verdict() == SAME_WITHIN_NOISE
 
 
 def test_the_human_drop_has_welch_degrees_of_freedom():

@@ -23,8 +23,9 @@ folds or seeds that all gave the same value, there is no noise estimate and noth
 noise. Then:
 
 * **reproduced**: the paper's direction, beyond noise;
-* **same direction**: the paper's direction, but not beyond noise;
-* **within noise**: the opposite direction, not beyond noise;
+* **same direction, within noise**: the paper's direction, but not beyond noise;
+* **no difference**: exactly the null (and not beyond noise);
+* **opposite, within noise**: the opposite direction, not beyond noise;
 * **contradicted**: the opposite direction, beyond noise;
 * **not measurable here**: the data the claim needs are absent (which is said);
 * **not measured in this build**: the section did not run (or ran under another profile).
@@ -53,8 +54,9 @@ RECORD_FORMAT = 1
 LEVEL = 0.95
 
 REPRODUCED = "reproduced"
-SAME_DIRECTION = "same direction"
-WITHIN_NOISE = "within noise"
+SAME_WITHIN_NOISE = "same direction, within noise"
+NO_DIFFERENCE = "no difference"
+OPPOSITE_WITHIN_NOISE = "opposite, within noise"
 CONTRADICTED = "contradicted"
 NOT_MEASURABLE = "not measurable here"
 NOT_MEASURED = "not measured in this build"
@@ -62,16 +64,18 @@ NOT_MEASURED = "not measured in this build"
 #: Every verdict with its rule, in the order of the legend.
 VERDICTS: dict[str, str] = {
     REPRODUCED: "the paper's direction, and the 95% interval excludes the null (beyond noise)",
-    SAME_DIRECTION: "the paper's direction, but the 95% interval includes the null (or there is "
-                    "no noise estimate: one fold / seed, or all of them equal)",
-    WITHIN_NOISE: "the opposite direction, but the 95% interval includes the null (or no noise "
-                  "estimate)",
+    SAME_WITHIN_NOISE: "the paper's direction, but the 95% interval includes the null (or there "
+                       "is no noise estimate: one fold / seed, or all of them equal)",
+    NO_DIFFERENCE: "exactly the null (e.g. soft and hard equally accurate): neither direction",
+    OPPOSITE_WITHIN_NOISE: "the opposite direction, but the 95% interval includes the null (or "
+                           "no noise estimate)",
     CONTRADICTED: "the opposite direction, and the 95% interval excludes the null",
     NOT_MEASURABLE: "the data the claim needs are absent here (the row says which)",
     NOT_MEASURED: "the claim's section was not executed in this build (or under another profile)",
 }
-VERDICT_COLOURS = {REPRODUCED: "#1a7f37", SAME_DIRECTION: "#6a9f3a", WITHIN_NOISE: "#b08800",
-                   CONTRADICTED: "#c62828", NOT_MEASURABLE: "#777777", NOT_MEASURED: "#999999"}
+VERDICT_COLOURS = {REPRODUCED: "#1a7f37", SAME_WITHIN_NOISE: "#6a9f3a", NO_DIFFERENCE: "#8d6e63",
+                   OPPOSITE_WITHIN_NOISE: "#b08800", CONTRADICTED: "#c62828",
+                   NOT_MEASURABLE: "#777777", NOT_MEASURED: "#999999"}
 
 RULE_MARKDOWN = (
     "**Verdict rule.** Each claim predicts the *sign* of one quantity relative to a null value "
@@ -292,8 +296,8 @@ def verdict(estimate: float | None, expected: int, se: float | None = None, n: i
     ``expected`` the sign (+1 / -1) of ``estimate - null`` that the paper predicts. Noise is
     ``interval`` when given, else the Student-t interval of :func:`confidence_interval` from
     ``se`` and ``n`` folds / seeds. Beyond noise = the interval excludes ``null``; without an
-    interval nothing is beyond noise. Same direction = ``sign(estimate - null) == expected``
-    (an estimate exactly at the null is not the paper's direction).
+    interval nothing is beyond noise. Same direction = ``sign(estimate - null) == expected``;
+    an estimate exactly at the null (and not beyond noise) is *no difference*.
     """
     if expected not in (1, -1):
         raise ValueError(f"verdict: expected must be +1 or -1, got {expected!r}")
@@ -308,10 +312,12 @@ def verdict(estimate: float | None, expected: int, se: float | None = None, n: i
     else:
         ci = confidence_interval(est, se, n, level, df)
     beyond = ci is not None and (ci[0] > null or ci[1] < null)
+    if est == null and not beyond:
+        return NO_DIFFERENCE
     same = np.sign(est - null) == expected
     if same:
-        return REPRODUCED if beyond else SAME_DIRECTION
-    return CONTRADICTED if beyond else WITHIN_NOISE
+        return REPRODUCED if beyond else SAME_WITHIN_NOISE
+    return CONTRADICTED if beyond else OPPOSITE_WITHIN_NOISE
 
 
 # --------------------------------------------------------------------------------------------
@@ -714,10 +720,10 @@ def record(sec: Any, measurements: Sequence[Measurement], directory: str | Path 
            "provenance": prov, "claims": rows}
     path = Path(directory) if directory is not None else records_dir()
     save_json(path / f"{section}.json", doc)
-    return pd.DataFrame([{"claim": CLAIMS_BY_ID[c].statement, "this build": _fmt_value(r, CLAIMS_BY_ID[c]),
-                          "n": _fmt_n(r), "verdict": r["verdict"],
-                          "note": r["reason"] or r["note"]} for c, r in rows.items()]
-                        ).set_index("claim")
+    return pd.DataFrame([{"claim": CLAIMS_BY_ID[c].statement, "paper": _fmt_paper(CLAIMS_BY_ID[c]),
+                          "this build": _fmt_value(r, CLAIMS_BY_ID[c]), "n": _fmt_n(r),
+                          "verdict": r["verdict"], "note": r["reason"] or r["note"]}
+                         for c, r in rows.items()]).set_index("claim")
 
 
 def styled(recorded: pd.DataFrame):
@@ -934,11 +940,13 @@ def summary_markdown(table: pd.DataFrame, profile: str) -> str:
     measured = n - int(v.get(NOT_MEASURABLE, 0)) - int(v.get(NOT_MEASURED, 0))
     lines = [f"**In brief.** This `{profile}` build measured **{measured} of the papers' {n} "
              f"headline claims**: **{_count(int(v.get(REPRODUCED, 0)), 'reproduced')}** (the "
-             f"paper's direction, beyond noise), "
-             f"{_count(int(v.get(SAME_DIRECTION, 0)), 'in the same direction within noise')}, "
-             f"{_count(int(v.get(WITHIN_NOISE, 0)), 'in the opposite direction within noise')} "
-             f"and {_count(int(v.get(CONTRADICTED, 0)), 'contradicted')} (the opposite "
-             "direction, beyond noise)."]
+             f"paper's direction, beyond noise); "
+             f"{_count(int(v.get(SAME_WITHIN_NOISE, 0)), 'in the same direction')} and "
+             f"{_count(int(v.get(OPPOSITE_WITHIN_NOISE, 0)), 'in the opposite direction')} but "
+             "within noise, "
+             f"{_count(int(v.get(NO_DIFFERENCE, 0)), 'with no difference at all')}; "
+             f"{_count(int(v.get(CONTRADICTED, 0)), 'contradicted')} (the opposite direction, "
+             "beyond noise)."]
     missing = [(NOT_MEASURABLE, "could not be measured: the data they need are absent on the "
                                 "machine that built this book (their rows say which)"),
                (NOT_MEASURED, "were not measured: their sections were not executed in this "
@@ -947,7 +955,7 @@ def summary_markdown(table: pd.DataFrame, profile: str) -> str:
     per = []
     for study, t in table.groupby("study", sort=False):
         c = t["verdict"].value_counts()
-        per.append(f"* {study}: " + ", ".join(f"{int(c[k])} {k}" for k in VERDICTS if c.get(k)))
+        per.append(f"* {study}: " + "; ".join(f"{int(c[k])} {k}" for k in VERDICTS if c.get(k)))
     return " ".join(lines) + "\n\n" + "\n".join(per)
 
 
