@@ -140,7 +140,10 @@ claims.styled(claims.record(sec, claims.measure_calibration(runs, data.ood)))
 # Mean ± standard error over seeds (no ± with a single seed). Accuracy in %; OOD AUROC uses the
 # max logit (max log-probability for MC dropout, max log-kernel for DUQ) with as many OOD images
 # as test images; ECE bins the top-1 confidence in 10 bins; the attack decrease is the share of
-# correctly classified test images that FGSM (eps = `fgsm_eps` in pixel units) makes wrong.
+# correctly classified test images that FGSM (eps = `fgsm_eps` on the 0-1 pixel scale:
+# Laing's 0.005 is about 1.3/255, a third of section 4's smallest bound) makes wrong.
+# Higher is better for accuracy and AUROC (0.5 is chance; below 0.5 the score finds the test
+# images more unusual than the OOD ones), lower for ECE and the attack decrease.
 # `*` marks the best label condition within each model type.
 
 # %%

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # Humans vs machines on ImageNet (Shankar et al. 2020)
+# # 6. Humans vs machines on ImageNet (Shankar et al. 2020)
 #
 # ImageNet gives every image one label, yet many images show several objects, or objects
 # that fit more than one class. Shankar et al. (2020) had experts review 40,683 images
@@ -58,7 +58,7 @@ HS = None if release is None else study.run_human_study(release, trials=trials, 
 if HS is None:
     print("The human-study release (human_accuracy.pickle) is NOT present on this machine "
           f"(looked under {sec.data_root / 'imagenet_human'}).\n"
-          "Sections 1-4 below say what they would show; section 5 (the model zoo) runs in full.")
+          "Parts 1-4 below say what they would show; part 5 (the model zoo) runs in full.")
 else:
     print(f"{len(HS.frame):,} (user, image) predictions on {HS.frame['image'].nunique():,} usable "
           f"images; {HS.frame['user'].nunique()} users; McNemar model (fixed in advance): "

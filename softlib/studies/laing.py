@@ -126,7 +126,8 @@ PAPER_TABLE1: list[dict[str, Any]] = [
              "with 'ece_author_output' (that output), not our normalised-kernel ECE"},
     {"model_type": "dropout_aug", "condition": "soft", "accuracy": 82.933, "accuracy_se": None,
      "ood_auroc_svhn": 0.785, "ece": 0.0999, "attack_decrease": 0.1518,
-     "note": "paper row 'dropout soft'; dropout variant not recorded in our notes"},
+     "note": "the paper's row 'dropout soft', set against ours with augmentation: the "
+             "reference notes do not say which of the two dropout variants it is"},
 ]
 
 
