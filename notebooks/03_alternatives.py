@@ -209,8 +209,10 @@ claims.styled(claims.record(sec, claims.measure_alternatives(df)))
 # tuned differently from the soft run it is compared with). For mixup the row then shows the
 # alpha with the lowest c10H at that rate, as the paper selected alpha.
 #
-# In the figure below, bars are this run (grey: the pretrained model before fine-tuning; blue:
-# hard-label targets; orange: targets built from the human labels) and hollow diamonds are the
+# In the figure below, bars are this run (grey: the pretrained model before fine-tuning; orange:
+# targets from each image's own human labels, i.e. soft, sampled and mixup on human labels;
+# blue: every other target, i.e. the CIFAR-10 labels, mixup on them, the class-level averages of
+# the human labels and the distillation teacher) and hollow diamonds are the
 # paper's Table 1 cells typed into the repository (`peterson.PAPER_TABLE1`, for the architecture
 # of the same family, and the eight-network distillation teacher's c10H,
 # `PAPER_TABLE1_ENSEMBLE_C10H`); rows without a diamond have no transcribed paper cell.
@@ -224,6 +226,8 @@ t1.style.format(fmt, na_rep="n/a").set_caption(
     "held-out folds: c10H, c10, v4, v6 cross-entropy (nats), accuracy (fraction); std over folds")
 
 # %%
+from matplotlib.patches import Patch
+
 t1p = P.table1(df)
 fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(t1p) + 1.5), sharey=True)
 labels_ = [f"{m} ({a})" if len(archs_) > 1 else m for a, m in t1p.index]
@@ -240,9 +244,13 @@ for k, (ax, col) in enumerate(zip(axes, ["c10H", "c10"])):
     if col == "c10H" and teacher in t1p.index:
         F.paper_marks(ax, P.PAPER_TABLE1_ENSEMBLE_C10H, y[t1p.index.get_loc(teacher)], marker="s",
                       label="paper: distillation teacher, ensemble of 8 pretrained CNNs")
-    ax.set(xlabel=f"cross-entropy vs {'human' if col == 'c10H' else 'CIFAR-10'} labels, "
-                  f"{col} (nats; lower is better)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set(xlabel=f"{col}: CE vs {'human' if col == 'c10H' else 'CIFAR-10'} labels (nats, lower "
+                  "is better)")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Patch(color="C7", label="pretrained, not fine-tuned"),
+                Patch(color="C1", label="each image's human labels"),
+                Patch(color="C0", label="other targets")]
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
 F.question_title(axes[0], "Do human labels beat the other targets on human-label loss?",
                  note="paper Table 1, c10H; " + F.spread_note(int(t1p["folds"].max())))
 F.question_title(axes[1], "... and do they cost anything on the CIFAR-10 labels?",

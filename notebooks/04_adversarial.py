@@ -110,6 +110,9 @@ P.table2(fg, eps0).style.format("{:.3f}").set_caption(
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 n_fold_models = int(fg.groupby(["arch", "condition", "eps"]).size().max())
+# colour: the labels; line style (and the paper's marker): the architecture
+arch_style = dict(zip([a.label for a in archs_], ["-", "--", ":", "-."] * 4))
+paper_marker = dict(zip(dict.fromkeys(a.family for a in archs_), "DsPX" * 4))
 questions = {"accuracy": "Do human labels keep more accuracy under FGSM?",
              "ce": "Are human-label models less confidently wrong under FGSM?"}
 for ax, metric in zip(axes, ["accuracy", "ce"]):
@@ -117,6 +120,7 @@ for ax, metric in zip(axes, ["accuracy", "ce"]):
         s = g.groupby("eps")[metric].agg(["mean", "std"])
         j = P.ATTACK_METHODS.index(cond)
         ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o^"[j], capsize=3, color=f"C{j}",
+                    linestyle=arch_style.get(arch, "-"),
                     label=f"fine-tuned on {cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
     for a in archs_:  # Table 2: (accuracy hard, accuracy soft, CE hard, CE soft) at eps 4/255
         ref = P.PAPER_TABLE2.get(a.family)
@@ -124,7 +128,7 @@ for ax, metric in zip(axes, ["accuracy", "ce"]):
             continue
         for j, cond in enumerate(P.ATTACK_METHODS):
             F.paper_marks(ax, 4, ref[j if metric == "accuracy" else 2 + j], color=f"C{j}",
-                          label=f"paper Table 2, {cond} ({a.family})")
+                          marker=paper_marker[a.family], label=f"paper Table 2, {cond} ({a.family})")
     ax.set(xlabel="FGSM eps (pixel units /255; 0 = clean)",
            ylabel="accuracy vs CIFAR-10 labels (fraction)" if metric == "accuracy"
            else "cross-entropy vs CIFAR-10 labels (nats)")
@@ -164,6 +168,7 @@ else:
         s = g.groupby("step")["ce"].agg(["mean", "std"])
         j = P.ATTACK_METHODS.index(cond)
         ax.plot(s.index, s["mean"], color=f"C{j}", marker="o^"[j], ms=3,
+                linestyle=arch_style.get(arch, "-"),
                 label=f"{cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
         ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=f"C{j}", alpha=0.2)
     ax.set(xlabel="PGD iteration (0 = random start)",
