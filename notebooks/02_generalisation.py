@@ -244,8 +244,11 @@ F.question_title(ax, "Do soft labels make the runner-up class more human?", "pap
                  + "; dots: folds")
 F.legend_unique(ax, fontsize=7)
 plt.show()
-P.summarise(held, ["accuracy", "ce", "ce_human", "sba", "kl_human"], ["arch", "condition"]).style.format(
-    "{:.3f}").set_caption("held-out folds: accuracy and SBA (fraction), ce, ce_human and kl_human (nats)")
+plain = {"ce": "CE vs CIFAR-10 labels", "ce_human": "CE vs human labels",
+         "sba": "second-best accuracy", "kl_human": "KL(humans || model)"}
+P.summarise(held, ["accuracy", "ce", "ce_human", "sba", "kl_human"], ["arch", "condition"]).rename(
+    columns=plain, level=0).style.format(F.sig).set_caption(
+    "held-out folds: accuracies (fraction), cross-entropies and KL (nats); mean, std and folds")
 
 # %% [markdown]
 # ## Confidence on correct and incorrect predictions (paper Figure 3a)

@@ -300,6 +300,10 @@ for a in ft_archs:
                  + ", ".join(f"{m} {v:.3f}" for m, v in ranked.items())
                  + f"; the hard-label control is at {base:.3f}.")
 display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
+answers = P.regulariser_answers(P.select_variants(df[df.method != "pretrained"]))
+display(Markdown("**Are human distributions just a fancy regulariser?** Soft labels against the "
+                 "best of mixup, class-level targets and distillation, fold by fold:\n\n"
+                 + ("\n".join(f"- {a}" for a in answers) or "- not measured in this run")))
 
 # %% [markdown]
 # **Why this run differs from the paper.** Written from this run's parameters and data; the

@@ -496,3 +496,28 @@ def test_section_4_attacks_table_1s_models_at_one_rate_per_architecture(monkeypa
     assert A._attacked_lr(None, study, None, arch, folds, params, None, 0, False, True) == (0.1, True)
     assert A._attacked_lr(None, study, None, arch, folds, {"lr": [0.5]}, None, 0, False,
                           True) == (0.5, True)
+
+
+def test_regulariser_answers_pair_soft_with_the_best_regulariser_by_fold():
+    """Section 3's question ('just a fancy regulariser?') answered from the numbers: soft vs
+    the best target without per-image human labels, paired by fold, t-interval as the ledger."""
+    def frame(soft_shift, noise, folds=5):
+        rows = []
+        for f in range(folds):
+            wiggle = noise * (-1) ** f
+            for m, v in (("hard", 0.95), ("mixup_hard", 0.90), ("class_level", 0.85),
+                         ("distill", 0.88), ("soft", 0.85 + soft_shift)):
+                rows.append(dict(arch="A", method=m, fold=f,
+                                 c10H=v + (wiggle if m == "soft" else 0.0)))
+        return pd.DataFrame(rows)
+    better = P.regulariser_answers(frame(-0.05, 0.001))
+    assert len(better) == 1 and "(class_level)" in better[0]
+    assert "soft - class_level = -0.050" in better[0] and "more than a regulariser" in better[0]
+    worse = P.regulariser_answers(frame(+0.05, 0.001))
+    assert "(class_level)" in worse[0] and "the regulariser fits the humans better" in worse[0]
+    tie = P.regulariser_answers(frame(0.0, 0.02))
+    assert "not told apart" in tie[0]
+    one = P.regulariser_answers(frame(-0.05, 0.0, folds=1))
+    assert "no noise estimate" in one[0] and "cannot tell" in one[0]
+    no_soft = frame(-0.05, 0.001)
+    assert P.regulariser_answers(no_soft[no_soft.method != "soft"]) == []

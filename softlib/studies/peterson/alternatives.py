@@ -17,7 +17,7 @@ from .common import (Arch, EvalSets, PAPER_TABLE1, PAPER_TABLE1_ENSEMBLE_C10H, S
                      cap_train, fine_tuned_archs, heldout_monitor, load_shift_sets, parse_archs,
                      pretrain_config, scratch_config, select_folds, stratified_subset)
 from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _run_divergence,
-                             heldout_curve, probs_of)
+                             heldout_curve, paired_difference, probs_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -26,6 +26,9 @@ from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _ru
 
 #: Fine-tuning methods of Table 1, in the paper's order; mixup methods take an alpha.
 METHODS = ("hard", "mixup_hard", "class_level", "distill", "soft", "sampled", "mixup_soft")
+#: The targets that carry no per-image human information: the regularisers Peterson et al.
+#: set human labels against ("are human distributions just a fancy regulariser?").
+REGULARISERS = ("mixup_hard", "class_level", "distill")
 METHOD_TITLES = {
     "pretrained": "pretrained on CIFAR-10 (no fine-tuning)",
     "hard": "fine-tune: CIFAR-10 hard labels (control)",
@@ -454,3 +457,38 @@ def figure1_examples(human: np.ndarray, model: np.ndarray, n: int = 6,
                          "human 2nd": rest_h[idx].argmax(1), "model 2nd": rest_m[idx].argmax(1),
                          "human mass off top": doubt[idx], "model mass off top":
                          1.0 - model[idx, top[idx]], "other-choice TV": tv[idx]})
+
+
+def regulariser_answers(selected: pd.DataFrame, level: float = 0.95) -> list[str]:
+    """Section 3's question, answered per architecture from ``selected`` (one variant per
+    method, :func:`select_variants`): is soft-label fine-tuning better on c10H than the best of
+    the :data:`REGULARISERS`, paired by fold? "Better" when the Student-t interval of the
+    per-fold difference excludes 0 (the claims ledger's rule); one sentence per architecture."""
+    from scipy import stats
+    out = []
+    for arch, sub in selected.groupby("arch", sort=False):
+        means = sub.groupby("method")["c10H"].mean()
+        regs = [m for m in REGULARISERS if m in means.index and np.isfinite(means[m])]
+        if "soft" not in means.index or not regs:
+            continue
+        best = min(regs, key=lambda m: means[m])
+        d = paired_difference(sub, "c10H", a="soft", b=best, by=("arch",), col="method")
+        if d.empty or not d["folds"].iloc[0]:
+            continue
+        mean, sd, n = (float(d[c].iloc[0]) for c in ("mean diff", "std over folds", "folds"))
+        n = int(n)
+        head = (f"{arch}: soft labels reach c10H {means['soft']:.3f} nats, the best target "
+                f"without per-image human labels ({best}) {means[best]:.3f}; soft - {best} = "
+                f"{mean:+.3f} nats per fold")
+        if n < 2 or not np.isfinite(sd) or sd == 0:
+            out.append(head + f" ({n} fold{'s' if n != 1 else ''}, no noise estimate): this run "
+                       "cannot tell.")
+            continue
+        half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+        lo, hi = mean - half, mean + half
+        verdict = ("more than a regulariser here: soft labels fit the humans better, beyond "
+                   "fold-to-fold noise" if hi < 0 else
+                   "here the regulariser fits the humans better, beyond fold-to-fold noise"
+                   if lo > 0 else "not told apart from the regulariser at this budget")
+        out.append(head + f" (95% interval {lo:+.3f} to {hi:+.3f}, {n} folds): {verdict}.")
+    return out
