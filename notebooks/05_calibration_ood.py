@@ -254,6 +254,9 @@ for ax, m, unit, q in zip(axes, ("ECE", "log loss"), ("fraction, 10 bins", "nats
     ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
+display(Markdown("**Does temperature scaling undo soft labels' ECE cost?**\n\n" + (
+    "\n".join(f"- {a}" for a in study.temperature_answers(ts, n_seeds))
+    or "- no model type has both hard and soft runs here")))
 
 # %% [markdown]
 # ## This run vs Laing (2024), Table 1

@@ -382,3 +382,18 @@ def test_the_discussion_is_written_from_the_run_not_from_one_profile():
     assert "JPEG" not in text and "synthetic" not in text
     one = L.run_discussion("smoke", dict(gpu, seeds=[0]), runs, False, "SYNTHETIC FIXTURE")
     assert "With one seed" in one and "synthetic fixture, not CIFAR-10" in one
+
+
+def test_temperature_answers_say_whether_one_temperature_removes_the_ece_cost():
+    idx = pd.MultiIndex.from_tuples(
+        [("basic", "hard"), ("basic", "soft"), ("sngp", "hard"), ("sngp", "soft"),
+         ("duq", "hard"), ("duq", "soft"), ("dropout_aug", "soft")],
+        names=["model_type", "condition"])
+    ts = pd.DataFrame({"ece": [0.03, 0.05, 0.04, 0.08, 0.05, 0.04, 0.1],
+                       "ece_ts": [0.02, 0.021, 0.03, 0.07, 0.03, 0.03, 0.05]}, index=idx)
+    lines = L.temperature_answers(ts, 1)
+    assert len(lines) == 3  # dropout_aug has no hard run
+    basic, sngp, duq = lines
+    assert basic.startswith("basic: soft - hard ECE +0.0200 before temperature scaling, +0.0010 after")
+    assert "removes most" in basic and basic.endswith("(means over 1 seed).")
+    assert "does not remove most" in sngp and "no ECE cost here" in duq

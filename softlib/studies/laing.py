@@ -914,6 +914,33 @@ def temperature_table(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.groupby(["model_type", "condition"], sort=False)[have].mean()
 
 
+def temperature_answers(ts: pd.DataFrame, n_seeds: int) -> list[str]:
+    """The temperature-scaling question answered per model type from :func:`temperature_table`:
+    soft minus hard ECE before and after one fitted temperature, and whether the temperature
+    removes (at least half of) soft labels' ECE cost; descriptive (means over ``n_seeds``), the
+    figure's error bars give the seed-to-seed noise."""
+    out = []
+    for mt in dict.fromkeys(ts.index.get_level_values("model_type")):
+        sub = ts.xs(mt, level="model_type")
+        if not {"hard", "soft"} <= set(sub.index) or not {"ece", "ece_ts"} <= set(sub.columns):
+            continue
+        before = float(sub.loc["soft", "ece"] - sub.loc["hard", "ece"])
+        after = float(sub.loc["soft", "ece_ts"] - sub.loc["hard", "ece_ts"])
+        if not (np.isfinite(before) and np.isfinite(after)):
+            continue
+        if before <= 0:
+            what = "soft labels had no ECE cost here to remove"
+        elif after <= before / 2:
+            what = ("one temperature removes most of soft labels' ECE cost: a global "
+                    "under- or over-confidence, not a worse ranking of the images")
+        else:
+            what = "one temperature does not remove most of soft labels' ECE cost"
+        out.append(f"{mt}: soft - hard ECE {before:+.4f} before temperature scaling, "
+                   f"{after:+.4f} after: {what}")
+    seeds = f"means over {n_seeds} seed{'s' if n_seeds != 1 else ''}"
+    return [f"{line} ({seeds})." for line in out]
+
+
 def pooled_reliability(runs: Sequence[RunResult], model_type: str, condition: str,
                        n_bins: int = 10) -> dict[str, np.ndarray] | None:
     """Reliability / proportion diagram data of one (model type, condition), test predictions
