@@ -137,8 +137,11 @@ for ax, metric in zip(axes, ["accuracy", "ce"]):
     ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
-fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]).unstack("condition").style.format(
-    "{:.3f}").set_caption("eps in pixel units /255; accuracy (fraction), ce (nats); std over fold models")
+fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]).unstack(
+    "condition").rename(columns={"ce": "cross-entropy"}, level=0).style.format("{:.3f}").format_index(
+    "{:g}", axis=0, level="eps").set_caption(
+    "eps in pixel units /255; accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); mean "
+    "and std over fold models")
 
 # %% [markdown]
 # ### Soft minus hard within each fold

@@ -289,10 +289,17 @@ def test_paper_direction_check_compares_signs():
     d = L.paired_differences(runs, pairs=[("soft", "hard")], metrics=["accuracy", "ece"])
     chk = L.paper_direction_check(d).set_index(["model_type", "metric"])
     assert chk.loc[("basic", "accuracy"), "paper soft - hard"] == pytest.approx(82.917 - 81.367)
-    assert chk.loc[("basic", "accuracy"), "same sign"] is True     # both soft better
-    assert chk.loc[("basic", "ece"), "same sign"] is True          # both soft worse ECE
-    assert chk.loc[("sngp", "accuracy"), "same sign"] is None      # not run here
-    assert chk.loc[("basic", "ood_auroc_svhn"), "same sign"] is None
+    assert chk.loc[("basic", "accuracy"), "same sign"] == "yes"    # both soft better
+    assert chk.loc[("basic", "ece"), "same sign"] == "yes"         # both soft worse ECE
+    assert pd.isna(chk.loc[("sngp", "accuracy"), "same sign"])       # not run here
+    assert pd.isna(chk.loc[("basic", "ood_auroc_svhn"), "same sign"])
+    # a tie is neither sign (the ledger's 'no difference'); the opposite sign is 'no'
+    tie = d.copy()
+    tie.loc[(tie.model_type == "basic") & (tie.metric == "accuracy"), "difference"] = 0.0
+    tie.loc[(tie.model_type == "basic") & (tie.metric == "ece"), "difference"] *= -1
+    chk = L.paper_direction_check(tie).set_index(["model_type", "metric"])
+    assert chk.loc[("basic", "accuracy"), "same sign"] == "no difference"
+    assert chk.loc[("basic", "ece"), "same sign"] == "no"
 
 
 def test_load_inputs_reports_an_absent_ood_set_as_none(tmp_path):

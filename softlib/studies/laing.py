@@ -958,7 +958,8 @@ def pooled_reliability(runs: Sequence[RunResult], model_type: str, condition: st
 def paper_direction_check(diffs: pd.DataFrame) -> pd.DataFrame:
     """For each model type whose soft and hard rows are both in :data:`PAPER_TABLE1`, Laing's
     soft - hard difference beside this run's (from :func:`paired_differences`), and whether the
-    two have the same sign. ``ses_from_zero`` says whether this run's effect exceeds seed noise
+    two have the same sign ("yes", "no", or "no difference" where this run's is exactly 0, as
+    the claims ledger calls it). ``ses_from_zero`` says whether this run's effect exceeds seed noise
     (NaN with one seed)."""
     paper = {(r["model_type"], r["condition"]): r for r in PAPER_TABLE1}
     rows = []
@@ -974,6 +975,7 @@ def paper_direction_check(diffs: pd.DataFrame) -> pd.DataFrame:
             ses = float(sel.ses_from_zero.iloc[0]) if len(sel) else float("nan")
             rows.append({"model_type": mt, "metric": m, "paper soft - hard": pd_,
                          "this run soft - hard": ours, "ses_from_zero": ses,
-                         "same sign": (bool(np.sign(ours) == np.sign(pd_))
-                                       if np.isfinite(ours) else None)})
+                         "same sign": ("no difference" if ours == 0 else
+                                       "yes" if np.sign(ours) == np.sign(pd_) else "no")
+                         if np.isfinite(ours) else None})
     return pd.DataFrame(rows)
