@@ -428,6 +428,8 @@ def test_summary_and_verdict_bars_count_the_ledgers_verdicts(book_dir):
     text = claims.summary_markdown(empty, "smoke")
     assert f"measured **0 of the papers' {len(claims.CLAIMS)} headline claims**" in text
     assert f"{len(claims.CLAIMS)} were not measured" in text and "could not be measured" not in text
+    assert "**none reproduced**" in text and "none contradicted" in text
+    assert "within noise" not in text and "no difference" not in text  # empty kinds left out
     claims.record(_sec("calibration_ood"), claims.measure_calibration(_laing_runs()))
     claims.record(_sec("imagenet_humans"), claims.measure_imagenet(None, None))
     table = claims.ledger("smoke")
@@ -437,6 +439,11 @@ def test_summary_and_verdict_bars_count_the_ledgers_verdicts(book_dir):
     text = claims.summary_markdown(table, "smoke")
     assert f"measured **{measured} of the papers' {len(table)} headline claims**" in text
     assert f"{int((v == NOT_MEASURABLE).sum())} could not be measured" in text
+    for k, what in ((SAME_WITHIN_NOISE, "in the same direction but within noise"),
+                    (OPPOSITE_WITHIN_NOISE, "in the opposite direction but within noise"),
+                    (NO_DIFFERENCE, "with no difference at all")):
+        n_k = int((v == k).sum())
+        assert (f"{n_k} {what}" in text) == (n_k > 0), (k, text)
     for study in set(table["study"]):
         c = table[table["study"] == study]["verdict"].value_counts()
         line = next(x for x in text.splitlines() if x.startswith(f"* {study}: "))

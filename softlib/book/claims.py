@@ -938,14 +938,14 @@ def summary_markdown(table: pd.DataFrame, profile: str) -> str:
     v = table["verdict"].value_counts()
     n = len(table)
     measured = n - int(v.get(NOT_MEASURABLE, 0)) - int(v.get(NOT_MEASURED, 0))
+    noisy = [f"{int(v[k])} {what}" for k, what in (
+        (SAME_WITHIN_NOISE, "in the same direction but within noise"),
+        (OPPOSITE_WITHIN_NOISE, "in the opposite direction but within noise"),
+        (NO_DIFFERENCE, "with no difference at all")) if v.get(k, 0)]
     lines = [f"**In brief.** This `{profile}` build measured **{measured} of the papers' {n} "
              f"headline claims**: **{_count(int(v.get(REPRODUCED, 0)), 'reproduced')}** (the "
-             f"paper's direction, beyond noise); "
-             f"{_count(int(v.get(SAME_WITHIN_NOISE, 0)), 'in the same direction')} and "
-             f"{_count(int(v.get(OPPOSITE_WITHIN_NOISE, 0)), 'in the opposite direction')} but "
-             "within noise, "
-             f"{_count(int(v.get(NO_DIFFERENCE, 0)), 'with no difference at all')}; "
-             f"{_count(int(v.get(CONTRADICTED, 0)), 'contradicted')} (the opposite direction, "
+             "paper's direction, beyond noise); " + "".join(f"{x}; " for x in noisy)
+             + f"{_count(int(v.get(CONTRADICTED, 0)), 'contradicted')} (the opposite direction, "
              "beyond noise)."]
     missing = [(NOT_MEASURABLE, "could not be measured: the data they need are absent on the "
                                 "machine that built this book (their rows say which)"),
