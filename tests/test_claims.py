@@ -283,7 +283,8 @@ def test_ledger_has_one_row_per_claim_and_marks_sections_not_run(book_dir):
     assert len(shown) == len(claims.claims_of("generalisation"))
     # a section's "In brief" sets each number beside the paper's
     assert list(shown.columns[:2]) == ["paper", "this build"]
-    assert list(shown["paper"]) == [claims._fmt_paper(c) for c in claims.claims_of("generalisation")]
+    assert list(shown["paper"]) == [claims._fmt_paper(c)
+                                    for c in claims.claims_of("generalisation")]
     claims.record(_sec("imagenet_humans"), claims.measure_imagenet(None, None))
     claims.record(_sec("calibration_ood", profile="cpu"), claims.measure_calibration(_laing_runs()))
     path = book.sections_dir() / "claims" / "generalisation.json"

@@ -931,8 +931,8 @@ def temperature_answers(ts: pd.DataFrame, n_seeds: int) -> list[str]:
         if before <= 0:
             what = "soft labels had no ECE cost here to remove"
         elif after <= before / 2:
-            what = ("one temperature removes most of soft labels' ECE cost: a global "
-                    "under- or over-confidence, not a worse ranking of the images")
+            what = ("one temperature removes most of soft labels' ECE cost, as a global "
+                    "under- or over-confidence would rather than a worse ranking of the images")
         else:
             what = "one temperature does not remove most of soft labels' ECE cost"
         out.append(f"{mt}: soft - hard ECE {before:+.4f} before temperature scaling, "
@@ -959,8 +959,8 @@ def paper_direction_check(diffs: pd.DataFrame) -> pd.DataFrame:
     """For each model type whose soft and hard rows are both in :data:`PAPER_TABLE1`, Laing's
     soft - hard difference beside this run's (from :func:`paired_differences`), and whether the
     two have the same sign ("yes", "no", or "no difference" where this run's is exactly 0, as
-    the claims ledger calls it). ``ses_from_zero`` says whether this run's effect exceeds seed noise
-    (NaN with one seed)."""
+    the claims ledger calls it). ``ses_from_zero`` says whether this run's effect exceeds seed
+    noise (NaN with one seed)."""
     paper = {(r["model_type"], r["condition"]): r for r in PAPER_TABLE1}
     rows = []
     for (mt, cond), soft in paper.items():
