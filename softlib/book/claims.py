@@ -48,6 +48,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..intervals import confidence_interval
+from ..intervals import is_finite as _finite
 from .bundle import describe_runs, same_json
 
 RECORD_FORMAT = 1
@@ -264,28 +266,6 @@ def _paper_values() -> dict[str, float | None]:
 # --------------------------------------------------------------------------------------------
 # The verdict rule
 # --------------------------------------------------------------------------------------------
-
-def _finite(x: Any) -> bool:
-    try:
-        return x is not None and math.isfinite(float(x))
-    except (TypeError, ValueError):
-        return False
-
-
-def confidence_interval(estimate: float, se: float | None, n: int | None, level: float = LEVEL,
-                        df: int | None = None) -> tuple[float, float] | None:
-    """``estimate ± t(level, df) * se`` with ``df = n - 1`` unless given; None without a noise
-    estimate (se not finite or zero, or fewer than two folds / seeds): identical values over
-    folds say nothing about the spread, and a zero-width interval would call any sign certain."""
-    from scipy.stats import t as student_t
-    if not (_finite(estimate) and _finite(se) and float(se) > 0):
-        return None
-    dof = (int(n) - 1) if df is None and n is not None else df
-    if dof is None or dof < 1:
-        return None
-    half = float(student_t.ppf(0.5 + level / 2, dof)) * float(se)
-    return float(estimate) - half, float(estimate) + half
-
 
 def verdict(estimate: float | None, expected: int, se: float | None = None, n: int | None = None,
             interval: Sequence[float] | None = None, null: float = 0.0, level: float = LEVEL,
@@ -935,7 +915,8 @@ def _count(n: int, what: str) -> str:
 def summary_markdown(table: pd.DataFrame, profile: str) -> str:
     """The ledger's answer in a few sentences, computed from the table: how many claims this
     build measured and how many got each verdict, per study; what a reader sees first."""
-    v = table["verdict"].value_counts()
+    counts = verdict_counts(table)
+    v = counts.sum()  # over the studies: verdict -> claims
     n = len(table)
     measured = n - int(v.get(NOT_MEASURABLE, 0)) - int(v.get(NOT_MEASURED, 0))
     noisy = [f"{int(v[k])} {what}" for k, what in (
@@ -952,26 +933,25 @@ def summary_markdown(table: pd.DataFrame, profile: str) -> str:
                (NOT_MEASURED, "were not measured: their sections were not executed in this "
                               "build, or under another profile")]
     lines += [f"{int(v[k])} {why}." for k, why in missing if v.get(k, 0)]
-    per = []
-    for study, t in table.groupby("study", sort=False):
-        c = t["verdict"].value_counts()
-        per.append(f"* {study}: " + "; ".join(f"{int(c[k])} {k}" for k in VERDICTS if c.get(k)))
+    per = [f"* {study}: " + "; ".join(f"{int(c[k])} {k}" for k in VERDICTS if c[k])
+           for study, c in counts.iterrows()]
     return " ".join(lines) + "\n\n" + "\n".join(per)
 
 
 def verdict_counts(table: pd.DataFrame) -> pd.DataFrame:
-    """How many claims got each verdict, per study (every verdict listed, zeros included)."""
+    """How many claims got each verdict, per study (every verdict listed, zeros included; the
+    studies in the ledger's order)."""
     t = pd.crosstab(table["study"], pd.Categorical(table["verdict"], categories=list(VERDICTS)),
                     dropna=False)
     t.columns.name = "verdict"
-    return t
+    return t.reindex(list(dict.fromkeys(table["study"])))
 
 
 def plot_verdicts(table: pd.DataFrame):
     """The verdicts at a glance: one bar per study, its claims counted by verdict, in the
     verdicts' colours."""
     import matplotlib.pyplot as plt
-    counts = verdict_counts(table).reindex(list(dict.fromkeys(table["study"])))
+    counts = verdict_counts(table)
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(counts) + 1.2))
     left = np.zeros(len(counts))
     for v in VERDICTS:

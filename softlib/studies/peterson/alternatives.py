@@ -463,8 +463,9 @@ def regulariser_answers(selected: pd.DataFrame, level: float = 0.95) -> list[str
     """Section 3's question, answered per architecture from ``selected`` (one variant per
     method, :func:`select_variants`): is soft-label fine-tuning better on c10H than the best of
     the :data:`REGULARISERS`, paired by fold? "Better" when the Student-t interval of the
-    per-fold difference excludes 0 (the claims ledger's rule); one sentence per architecture."""
-    from scipy import stats
+    per-fold difference excludes 0 (:func:`softlib.intervals.confidence_interval`, the claims
+    ledger's rule); one sentence per architecture."""
+    from ...intervals import confidence_interval
     out = []
     for arch, sub in selected.groupby("arch", sort=False):
         means = sub.groupby("method")["c10H"].mean()
@@ -480,12 +481,12 @@ def regulariser_answers(selected: pd.DataFrame, level: float = 0.95) -> list[str
         head = (f"{arch}: soft labels reach c10H {means['soft']:.3f} nats, the best target "
                 f"without per-image human labels ({best}) {means[best]:.3f}; soft - {best} = "
                 f"{mean:+.3f} nats per fold")
-        if n < 2 or not np.isfinite(sd) or sd == 0:
+        ci = confidence_interval(mean, sd / np.sqrt(n), n, level)
+        if ci is None:  # one fold, or every fold the same: no noise estimate
             out.append(head + f" ({n} fold{'s' if n != 1 else ''}, no noise estimate): this run "
                        "cannot tell.")
             continue
-        half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
-        lo, hi = mean - half, mean + half
+        lo, hi = ci
         verdict = ("more than a regulariser here: soft labels fit the humans better, beyond "
                    "fold-to-fold noise" if hi < 0 else
                    "here the regulariser fits the humans better, beyond fold-to-fold noise"

@@ -107,13 +107,14 @@ def adversarial_budget(profile: str, params: Mapping[str, Any],
     bullets (``alternatives_params``: section 3's, whose fine-tuned models are attacked)."""
     fine, n, most = _archs(alternatives_params, "finetune_epochs")
     weak = n < PAPER_N_ARCHS or (most is not None and most < PAPER_EPOCHS)
+    attacked_ce = [v for row in PAPER_TABLE2.values() for v in row[2:]]  # CE hard, CE soft
     return "\n".join([
         f"* *Models.* The attacked models are section 3's under the `{profile}` profile: {fine} "
         f"of fine-tuning, against the paper's {PAPER_N_ARCHS} networks after {PAPER_EPOCHS} "
         "epochs. "
         + ("Shorter training gives weaker models than the paper's, whose attacked "
-           f"cross-entropies span {min(v for r in PAPER_TABLE2.values() for v in r[2:]):.1f}-"
-           f"{max(v for r in PAPER_TABLE2.values() for v in r[2:]):.1f} nats (Table 2): the "
+           f"cross-entropies span {min(attacked_ce):.1f}-{max(attacked_ce):.1f} nats "
+           "(Table 2): the "
            "soft-vs-hard comparison below is the like-for-like test, the absolute numbers are "
            "not." if weak else "These are the paper's models."),
         f"* *Images.* FGSM attacks up to {int(params['attack_subset']):,} held-out CIFAR-10 test "
