@@ -215,19 +215,25 @@ print(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val imag
       f"Shankar et al. report 18.2% (2.3 on average) on their 20,000 val images.")
 
 # %%
-display(zoo_fits.style.format(F.sig).set_caption("linear fits between top-1 accuracies (%)"))
+display(zoo_fits.style.format(F.sig).set_caption(
+    "fits between top-1 accuracies (%): linear, and probit_* on the probit scale; rmse: rms "
+    "residual in points; gaps in points"))
 display(zoo.head(10).style.format(F.sig).set_caption("top-1 accuracies in %; first 10 models"))
 
 # %% [markdown]
-# Left: ReaL top-1 against original top-1, with a linear fit; middle: each model's gain under
-# ReaL. A fit slope below one means the single label under-counts less as models improve (the
-# conclusions at the end state what this run found). Right: ImageNetV2 against ImageNet, the
-# distribution-shift gap Shankar et al. asked about, with the models' fit. Only models are
-# plotted: no people are measured on these test sets, and the paper's published human
-# accuracies (multi-label, on 2,000 images, no intervals) would not be comparable with the
-# models' top-1 here. People and models are compared on one footing only in Figure 1 above,
-# which needs the human release. For the same reason no paper values are marked here. timm
-# publishes one accuracy per model and test set without an interval, so no error bars are drawn.
+# Left: ReaL top-1 against original top-1; middle: each model's gain under ReaL. Right:
+# ImageNetV2 against ImageNet, the distribution-shift gap Shankar et al. asked about. Each
+# scatter has two fits: a straight line (solid) and a line on the probit scale of both
+# accuracies (dashed, curved here), the scale on which Recht et al. (2019) found such
+# relations straight; the legend gives each fit's rms residual, so the closer one is visible.
+# Where the points bend, one straight-line slope misstates how the gain changes with
+# accuracy, so the conclusions at the end compare the least and the most accurate third of
+# the models instead. Only models are plotted: no people are measured on these test sets, and
+# the paper's published human accuracies (multi-label, on 2,000 images, no intervals) would
+# not be comparable with the models' top-1 here. People and models are compared on one
+# footing only in Figure 1 above, which needs the human release. For the same reason no paper
+# values are marked here. timm publishes one accuracy per model and test set without an
+# interval, so no error bars are drawn.
 
 # %%
 fig = study.plot_zoo(zoo, zoo_fits)

@@ -562,6 +562,44 @@ def linear_fit(x, y) -> dict:
             "r2": float(r.rvalue ** 2), "stderr": float(r.stderr), "n": int(ok.sum())}
 
 
+def probit_fit(x_pct, y_pct) -> dict:
+    """Least-squares line between probit-scaled accuracies, ``Φ⁻¹(y) = slope · Φ⁻¹(x) +
+    intercept`` (accuracies in %, strictly between 0 and 100): the scale on which Recht et al.
+    (2019) found ImageNet-to-ImageNetV2 accuracies of models to lie on a line. Also ``rmse``,
+    the root-mean-square residual back in percentage points, to compare with a linear fit."""
+    from scipy.stats import norm
+
+    x = np.asarray(x_pct, dtype=float)
+    y = np.asarray(y_pct, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ((x[ok] <= 0) | (x[ok] >= 100) | (y[ok] <= 0) | (y[ok] >= 100)).any():
+        raise ValueError("probit_fit: accuracies must lie strictly between 0 and 100 (%)")
+    f = linear_fit(norm.ppf(x[ok] / 100), norm.ppf(y[ok] / 100))
+    resid = y[ok] - probit_curve(f, x[ok])
+    return {**f, "rmse": float(np.sqrt(np.mean(resid ** 2)))}
+
+
+def probit_curve(fit: dict, x_pct) -> np.ndarray:
+    """The accuracies (%) a :func:`probit_fit` predicts at ``x_pct``."""
+    from scipy.stats import norm
+
+    z = norm.ppf(np.asarray(x_pct, dtype=float) / 100)
+    return 100 * norm.cdf(fit["slope"] * z + fit["intercept"])
+
+
+def gap_by_band(x, gap, bands: int = 3) -> pd.DataFrame:
+    """Mean ``gap`` within equal-count bands of ``x`` (lowest first): ``lo``, ``hi`` (the band's
+    range of ``x``), ``mean_gap``, ``n``. A model-free view of how a gap changes along ``x``
+    that a single straight-line slope hides when the relation is curved."""
+    d = pd.DataFrame({"x": np.asarray(x, dtype=float), "gap": np.asarray(gap, dtype=float)}).dropna()
+    if len(d) < bands:
+        raise ValueError(f"gap_by_band: need at least {bands} points, got {len(d)}")
+    d["band"] = pd.qcut(d["x"].rank(method="first"), bands, labels=False)
+    g = d.groupby("band")
+    return pd.DataFrame({"lo": g["x"].min(), "hi": g["x"].max(), "mean_gap": g["gap"].mean(),
+                         "n": g.size()}).reset_index(drop=True)
+
+
 def model_trend(acc: pd.DataFrame, metric: str = "multilabel") -> dict:
     """Linear fit of the models' V2 accuracy on their val accuracy (Figure 1's line)."""
     w = wide_val_v2(acc[acc["kind"] == "model"], metric).dropna(subset=["val", "v2"])
@@ -609,14 +647,36 @@ def timm_table(imagenet: pd.DataFrame, real: pd.DataFrame, v2: pd.DataFrame) -> 
     return t.sort_values("top1_val", ascending=False).reset_index(drop=True)
 
 
+def timm_architecture(model: str) -> str:
+    """The architecture of a timm model name: the part before its pretrained tag
+    (``resnet50.a1_in1k`` -> ``resnet50``), so that weights of one network count once."""
+    return str(model).split(".", 1)[0]
+
+
+def per_architecture(t: pd.DataFrame, column: str) -> pd.Series:
+    """Mean of ``column`` over the rows of each timm architecture (:func:`timm_architecture`),
+    NaNs left out: models sharing a network and recipe are not independent samples."""
+    if "model" not in t.columns or column not in t.columns:
+        raise ValueError(f"per_architecture: need columns 'model' and {column!r}")
+    v = t[["model", column]].dropna()
+    return v.groupby(v["model"].map(timm_architecture), sort=False)[column].mean()
+
+
 def timm_summary(t: pd.DataFrame) -> pd.DataFrame:
-    """Linear fits ReaL-on-val and V2-on-val top-1 across the zoo, plus the mean gaps."""
+    """Fits of ReaL-on-val and V2-on-val top-1 across the zoo, linear (``slope``, ``intercept``,
+    ``r2``, ``rmse``) and on a probit scale (``probit_*``, :func:`probit_fit`), plus the gaps."""
     rows = []
     for y, label in (("top1_real", "ReaL top-1 vs ImageNet top-1"),
                      ("top1_v2", "ImageNetV2 top-1 vs ImageNet top-1")):
         f = linear_fit(t["top1_val"], t[y])
+        ok = t[["top1_val", y]].dropna()
+        f["rmse"] = float(np.sqrt(np.mean(
+            (ok[y] - (f["slope"] * ok["top1_val"] + f["intercept"])) ** 2)))
+        p = probit_fit(t["top1_val"], t[y])
         gap = t[y] - t["top1_val"]
-        rows.append({"relation": label, **f, "mean_gap": float(gap.mean()),
+        rows.append({"relation": label, **f,
+                     **{f"probit_{k}": p[k] for k in ("slope", "intercept", "r2", "rmse")},
+                     "mean_gap": float(gap.mean()),
                      "median_gap": float(gap.median()), "min_gap": float(gap.min()),
                      "max_gap": float(gap.max())})
     return pd.DataFrame(rows)

@@ -240,6 +240,12 @@ def test_imagenet_claims_from_a_constructed_study():
     fix = ms["shankar.human_beats_fixres_v2"]
     assert fix.estimate == pytest.approx(4.3) and fix.verdict() == REPRODUCED
     assert ms["shankar.models_v2_drop"].verdict() == REPRODUCED
+    # a zoo with model names counts architectures, not the many weights of one network
+    named = pd.DataFrame({"model": ["r50.a", "r50.b", "r50.c", "vit.a", "eff.a"],
+                          "v2_minus_val": [-8.0, -10.0, -9.0, -6.0, np.nan]})
+    z = {m.claim: m for m in claims.measure_imagenet(None, named)}["shankar.models_v2_drop"]
+    assert z.n == 2 and z.n_what == "architectures" and z.estimate == pytest.approx(-7.5)
+    assert "4 of 4 models lose accuracy" in z.note and "-10.0 to -6.0" in z.note
 
 
 def test_adversarial_claims_and_pgd_switched_off():

@@ -384,6 +384,36 @@ def test_timm_table():
         ml.timm_table(val.drop(columns="top5"), real, v2)
 
 
+def test_probit_fit_recovers_a_probit_line_that_a_straight_line_misses():
+    from scipy.stats import norm
+    x = np.linspace(40, 90, 60)
+    y = 100 * norm.cdf(0.9 * norm.ppf(x / 100) + 0.3)  # curved in percent
+    f = ml.probit_fit(x, y)
+    assert f["slope"] == pytest.approx(0.9) and f["intercept"] == pytest.approx(0.3)
+    assert f["rmse"] == pytest.approx(0, abs=1e-9) and f["n"] == 60
+    np.testing.assert_allclose(ml.probit_curve(f, x), y, atol=1e-9)
+    t = pd.DataFrame({"top1_val": x, "top1_real": y, "top1_v2": y - 5})
+    s = ml.timm_summary(t).set_index("relation").loc["ReaL top-1 vs ImageNet top-1"]
+    assert s["probit_rmse"] < 1e-9 < s["rmse"]  # the straight line leaves residuals
+    with pytest.raises(ValueError, match="strictly between 0 and 100"):
+        ml.probit_fit([50, 60, 100], [40, 50, 60])
+
+
+def test_gap_by_band_and_per_architecture():
+    b = ml.gap_by_band([1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60], bands=3)
+    assert list(b["lo"]) == [1, 3, 5] and list(b["hi"]) == [2, 4, 6]
+    assert list(b["mean_gap"]) == [15, 35, 55] and list(b["n"]) == [2, 2, 2]
+    with pytest.raises(ValueError, match="at least 3 points"):
+        ml.gap_by_band([1, 2], [1, 2])
+    assert ml.timm_architecture("resnet50.a1_in1k") == "resnet50"
+    assert ml.timm_architecture("vgg16") == "vgg16"
+    t = pd.DataFrame({"model": ["r50.a", "r50.b", "vit.x", "eff.y"],
+                      "gap": [-8.0, -10.0, -6.0, np.nan]})
+    assert ml.per_architecture(t, "gap").to_dict() == {"r50": -9.0, "vit": -6.0}
+    with pytest.raises(ValueError, match="need columns"):
+        ml.per_architecture(t, "top1")
+
+
 # --------------------------------------------------------------------------- the study module
 def test_human_study_tables_and_plots(release):
     import matplotlib
@@ -454,6 +484,9 @@ def test_takeaways_follow_what_was_computed():
     text = " ".join(lines)
     assert "3 of 3 timm models score higher" in text and "+7.0 points" in text
     assert "3 of 3 models lose top-1" in text and "-12.0 points" in text
+    # how the gain changes is read off the models' thirds, not off one straight-line slope
+    assert ("most accurate third of the models (top-1 80.0-80.0%) the gain is smaller, "
+            "+6.0 points, than for the least accurate third (60.0-60.0%, +8.0 points)") in text
     assert "not measured in this run" in text
     assert "hardly do, on multi-label" in text and "people, measured the same way" not in text
     # a zoo where V2 is higher: the text must follow the numbers, not a fixed claim

@@ -35,7 +35,7 @@ from scipy.special import log_softmax, softmax
 from .. import metrics as M
 
 __all__ = [
-    "MODEL_TYPES", "LABEL_CONDITIONS", "PAPER_TABLE1", "METRICS", "HIGHER_IS_BETTER",
+    "MODEL_TYPES", "LABEL_CONDITIONS", "PAPER_TABLE1", "METRICS", "SUMMARISED", "HIGHER_IS_BETTER",
     "PAPER_MILESTONES", "LaingData", "Split", "RunResult", "GridResult",
     "to_cifar_format", "load_inputs", "make_split", "matched_smoothing_eps", "targets_for",
     "schedule_for", "train_config", "fit_temperature", "evaluate_logits", "run_one", "run_grid",
@@ -89,6 +89,9 @@ LABEL_CONDITIONS: dict[str, Condition] = {c.name: c for c in [
 #: The metrics of Table 1, in order, and the direction in which each is better.
 METRICS = ["accuracy", "ood_auroc_svhn", "ood_auroc_fashion_mnist", "ece", "attack_decrease",
            "brier", "nll"]
+#: What :func:`summary_table` summarises by default: Table 1's metrics plus the ECE of the
+#: author's DUQ output, which only :func:`paper_comparison` shows (beside the paper's DUQ 0.69).
+SUMMARISED = [*METRICS, "ece_author_output"]
 HIGHER_IS_BETTER = {"accuracy": True, "ood_auroc_svhn": True, "ood_auroc_fashion_mnist": True,
                     "ece": False, "attack_decrease": False, "brier": False, "nll": False,
                     "ece_ts": False, "nll_ts": False, "brier_ts": False}
@@ -677,7 +680,7 @@ def _se(x: pd.Series) -> float:
     return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
-def summary_table(runs: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+def summary_table(runs: pd.DataFrame, metrics: Sequence[str] = SUMMARISED) -> pd.DataFrame:
     """Mean, standard error over seeds (NaN with one seed) and seed count per (model type,
     condition): columns ``(metric, 'mean'|'se'|'n')``, rows in the grid's order.
 
@@ -715,13 +718,14 @@ def best_per_model_type(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table(summary: pd.DataFrame, digits: Mapping[str, int] | None = None,
-                 mark: str = " *") -> pd.DataFrame:
+                 mark: str = " *", metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """Strings ``mean ± se`` (``mean`` alone with one seed, ``n/a`` where unavailable, and
     ``diverged`` where every run of the row diverged), the best condition per model type marked
-    with ``mark``; columns labelled for readers. With diverged runs in the summary, a last
-    column says how many per row."""
+    with ``mark``; one column per metric of ``metrics`` that the summary has, labelled for
+    readers. With diverged runs in the summary, a last column says how many per row."""
     digits = {"accuracy": 2, **(digits or {})}
     best = best_per_model_type(summary)
+    best = best[[m for m in best.columns if m in metrics]]
     has_div = ("diverged", "n") in summary.columns
     all_div = ((summary[("diverged", "n")] >= summary[("diverged", "runs")]) if has_div
                else pd.Series(False, index=summary.index))

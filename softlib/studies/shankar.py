@@ -311,6 +311,19 @@ def plot_figure4(study: HumanStudy):
     return fig
 
 
+def _zoo_fits(ax, f: pd.Series, xs, color: str) -> None:
+    """A zoo panel's straight-line fit and, where the summary has it, its probit-scale fit
+    (curved here), each labelled with its residual in points so the closer one is visible."""
+    rmse = f" (rms residual {f['rmse']:.2f})" if "rmse" in f else ""
+    _line(ax, f, xs, color=color, lw=1,
+          label=f"linear fit: y = {f['slope']:.3f}x {f['intercept']:+.2f}{rmse}")
+    if "probit_slope" in f and np.isfinite(f["probit_slope"]):
+        x = np.linspace(min(xs), max(xs), 100)
+        ax.plot(x, ml.probit_curve({"slope": f["probit_slope"], "intercept": f["probit_intercept"]},
+                                   x), color=color, ls="--", lw=1.4,
+                label=f"probit-scale fit (rms residual {f['probit_rmse']:.2f})")
+
+
 def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool = False):
     """The model zoo: ReaL vs ImageNet top-1, the gap, and ImageNetV2 vs ImageNet top-1.
 
@@ -326,9 +339,7 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     ax = axes[0]
     ax.scatter(table["top1_val"], table["top1_real"], s=6, alpha=0.4, color="tab:green")
-    f = s.loc["ReaL top-1 vs ImageNet top-1"]
-    _line(ax, f, table["top1_val"], color="darkgreen",
-          label=f"fit: y = {f['slope']:.3f}x {f['intercept']:+.2f} (R² {f['r2']:.3f})")
+    _zoo_fits(ax, s.loc["ReaL top-1 vs ImageNet top-1"], table["top1_val"], "darkgreen")
     _diag(ax, table["top1_val"].min(), 100)
     ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ReaL top-1 (%)",
            title=f"ReaL vs original labels ({len(table)} timm models)")
@@ -345,9 +356,7 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
     ax = axes[2]
     ax.scatter(table["top1_val"], table["top1_v2"], s=6, alpha=0.4, color="tab:blue",
                label="timm models (top-1)")
-    f = s.loc["ImageNetV2 top-1 vs ImageNet top-1"]
-    _line(ax, f, table["top1_val"], color="navy",
-          label=f"fit: y = {f['slope']:.3f}x {f['intercept']:+.2f} (R² {f['r2']:.3f})")
+    _zoo_fits(ax, s.loc["ImageNetV2 top-1 vs ImageNet top-1"], table["top1_val"], "navy")
     lo = table["top1_val"].min()
     if published_humans:
         hum = PUBLISHED_TABLE1[PUBLISHED_TABLE1["kind"] == "human"]
@@ -391,11 +400,15 @@ def takeaways(zoo: pd.DataFrame | None = None, zoo_fits: pd.DataFrame | None = N
         sent = (f"Under ReaL's multi-labels {up} of {n} timm models score higher than under the "
                 f"single label (mean {_pts(gain.mean())}, range {gain.min():+.1f} to "
                 f"{gain.max():+.1f}); the rank correlation of the two top-1 scores is {rho:.3f}.")
-        if zoo_fits is not None:
-            f = zoo_fits.set_index("relation").loc["ReaL top-1 vs ImageNet top-1"]
-            trend = ("stays about the same" if abs(f["slope"] - 1) < 0.01
-                     else "shrinks" if f["slope"] < 1 else "grows")
-            sent += f" The ReaL-on-val slope is {f['slope']:.3f}: the gain {trend} as models improve."
+        if n >= 3:
+            b = ml.gap_by_band(zoo["top1_val"], zoo["real_minus_val"], 3)
+            lo, hi = b.iloc[0], b.iloc[-1]
+            trend = ("about the same" if abs(hi["mean_gap"] - lo["mean_gap"]) < 0.1
+                     else "smaller" if hi["mean_gap"] < lo["mean_gap"] else "larger")
+            sent += (f" For the most accurate third of the models (top-1 {hi['lo']:.1f}-"
+                     f"{hi['hi']:.1f}%) the gain is {trend}, {_pts(hi['mean_gap'])}, than for the "
+                     f"least accurate third ({lo['lo']:.1f}-{lo['hi']:.1f}%, "
+                     f"{_pts(lo['mean_gap'])}).")
         out.append(sent)
         d = (zoo["top1_v2"] - zoo["top1_val"]).dropna()
         sent = (f"On ImageNetV2 {int((d < 0).sum())} of {len(d)} models lose top-1 accuracy "
@@ -404,6 +417,10 @@ def takeaways(zoo: pd.DataFrame | None = None, zoo_fits: pd.DataFrame | None = N
             f = zoo_fits.set_index("relation").loc["ImageNetV2 top-1 vs ImageNet top-1"]
             sent += (f", along V2 = {f['slope']:.3f} val {f['intercept']:+.2f} "
                      f"(R² {f['r2']:.3f})")
+            if "probit_rmse" in f and f["probit_rmse"] < f.get("rmse", np.inf):
+                sent += (f"; a line on the probit scale of both accuracies, as Recht et al. "
+                         f"(2019) found, fits closer (rms residual {f['probit_rmse']:.2f} vs "
+                         f"{f['rmse']:.2f} points)")
         out.append(sent + ".")
     if study is None:
         out.append("People: not measured in this run (the human-study release is absent), so "
