@@ -141,7 +141,8 @@ plt.show()
 display(study.top_confusions(conf).style.format({"share of votes": "{:.3f}"}).set_caption(
     "largest off-diagonal cells: share of the true class's votes (fraction)"))
 study.per_class_table(counts, labels).style.format("{:.3f}").set_caption(
-    "per CIFAR-10 class, mean over its images: human accuracy (fraction of votes) and entropy (nats)")
+    "per CIFAR-10 class, mean over its images: human accuracy (fraction of votes) "
+    "and entropy (nats)")
 
 # %% [markdown]
 # ## A gallery: certain, split and systematically confused images
@@ -187,7 +188,8 @@ summary = study.vote_summary(counts)
 pd.DataFrame([
     {"quantity": "images", "paper": 10000, "this run": summary["images"]},
     {"quantity": "judgments", "paper": 511400, "this run": summary["judgments"]},
-    {"quantity": "votes per image (mean)", "paper": "about 51", "this run": round(summary["mean_votes"], 1)},
+    {"quantity": "votes per image (mean)", "paper": "about 51",
+     "this run": round(summary["mean_votes"], 1)},
     {"quantity": "votes per image (range)", "paper": "47-63",
      "this run": f"{summary['min_votes']}-{summary['max_votes']}"},
 ]).set_index("quantity")

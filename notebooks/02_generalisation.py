@@ -113,7 +113,8 @@ if runs.diverged:  # NaN / inf training loss: a result, left out of lr selection
     display(Markdown("**Diverged runs** (not in the lr selection or the means):"),
             P.diverged_table(runs))
 df = P.select_lr(df)
-train_seconds = pd.Series(runs.seconds).groupby(level=[0, 1]).sum().rename("training seconds (all folds)")
+train_seconds = (pd.Series(runs.seconds).groupby(level=[0, 1]).sum()
+                 .rename("training seconds (all folds)"))
 print(f"{len(runs.logits)} fold models ready in {time.perf_counter() - t0:.0f} s "
       f"(cache hits {sec.cache.hits}, trained {sec.cache.misses})")
 train_seconds.to_frame()
@@ -175,7 +176,8 @@ short = {"heldout": "held-out\nCIFAR-10H", "cifar10_train": "CIFAR-10\ntrain",
 summary = P.summarise(df, ["accuracy", "ce"], ["arch", "condition", "dataset"])
 n_folds = int(summary[("accuracy", "folds")].max())
 questions = {"accuracy": ("Do soft labels raise accuracy as the shift grows?", "paper Fig. 2 left"),
-             "ce": ("Do soft labels lower cross-entropy as the shift grows?", "paper Fig. 2 centre")}
+             "ce": ("Do soft labels lower cross-entropy as the shift grows?",
+                    "paper Fig. 2 centre")}
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
 for ax, metric in zip(axes, ["accuracy", "ce"]):
     for i, arch in enumerate(a.label for a in archs_):
@@ -233,7 +235,8 @@ for i, arch in enumerate(a.label for a in archs_):
         v = held[(held.arch == arch) & (held.condition == cond)]["sba"]
         ax.bar(i * 3 + j, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0, color=f"C{j}",
                capsize=4, label=f"{cond} labels" if i == 0 else None)
-        ax.plot(np.full(len(v), i * 3 + j), v, "k.", ms=5, label="one fold" if i == j == 0 else None)
+        ax.plot(np.full(len(v), i * 3 + j), v, "k.", ms=5,
+                label="one fold" if i == j == 0 else None)
     hard = held[(held.arch == arch) & (held.condition == "hard")]["sba"].mean()
     F.paper_marks(ax, i * 3 + 1, hard + P.PAPER_FIG2_SBA_GAIN, color="C1",
                   label=f"paper: hard + {P.PAPER_FIG2_SBA_GAIN:.2f} (its soft-label gain)")
@@ -267,7 +270,8 @@ for i, ((arch, cond), r) in enumerate(conf.iterrows()):
 ax.set_xticks([i * 3 + 0.5 for i in range(len(labels_))], labels_)
 ax.set(xlabel="training labels", ylabel="mean top-1 probability on held-out images (fraction)")
 F.question_title(ax, "Do soft labels lower confidence most where the model is wrong?",
-                 "paper Fig. 3a", F.spread_note(held.groupby(["arch", "condition"]).fold.nunique().max()))
+                 "paper Fig. 3a",
+                 F.spread_note(held.groupby(["arch", "condition"]).fold.nunique().max()))
 ax.legend(fontsize=8, title="predictions", title_fontsize=8)
 fig.tight_layout()
 plt.show()
@@ -330,9 +334,11 @@ pd.DataFrame({c: {"KL(human || model), held-out": M.kl_divergence(study.human[id
 # %%
 cs = P.corruption_summary(df)
 if cs.empty:
-    print("No corrupted images were available: " + "; ".join(sorted(set(corr.unavailable.values()))))
+    print("No corrupted images were available: "
+          + "; ".join(sorted(set(corr.unavailable.values()))))
 else:
-    clean = df[df.dataset == "cifar10_train"].groupby(["arch", "condition"])[["accuracy", "ce"]].mean()
+    clean = (df[df.dataset == "cifar10_train"].groupby(["arch", "condition"])[["accuracy", "ce"]]
+             .mean())
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     n_c = len(prm['corruptions']) if prm['corruptions'] != 'all' else 15
     for ax, metric in zip(axes, ["accuracy", "ce"]):
@@ -365,8 +371,8 @@ else:
 
 # %%
 cmp = P.paper_vs_run_generalisation(df, evalsets)
-cmp.style.format({c: "{:.3f}" for c in ["paper hard", "paper soft", "run hard", "run soft"]}).set_caption(
-    "accuracy and SBA as fractions, ce in nats")
+cmp.style.format({c: "{:.3f}" for c in ["paper hard", "paper soft", "run hard", "run soft"]}
+                 ).set_caption("accuracy and SBA as fractions, ce in nats")
 
 # %%
 lines = []
@@ -375,8 +381,10 @@ for metric in ["accuracy", "ce"]:
         if ds in ("heldout", "cifar10_train", "imagenet_far", "cinic10"):
             lines.append(f"- {metric} on {P.SHIFT_SETS[ds][0]} ({arch}): soft minus hard "
                          f"{r['mean diff']:+.3f} (fold-to-fold std {r['std over folds']:.3f}, "
-                         f"{int(r['folds with same sign'])} of {int(r['folds'])} folds agree in sign)")
-display(Markdown("**What this run measured** (computed from the tables above):\n\n" + "\n".join(lines)))
+                         f"{int(r['folds with same sign'])} of {int(r['folds'])} folds "
+                         "agree in sign)")
+display(Markdown("**What this run measured** (computed from the tables above):\n\n"
+                 + "\n".join(lines)))
 
 # %% [markdown]
 # **Why this run differs from the paper.** Written from this run's parameters and data.

@@ -267,14 +267,16 @@ plt.show()
 
 # %%
 mix = df[df.method.str.startswith("mixup")]
-display(mix.groupby(["arch", "method", "alpha", "lr"])[["c10H", "c10", "accuracy"]].agg(["mean", "std"]).style.format(
+display(mix.groupby(["arch", "method", "alpha", "lr"])[["c10H", "c10", "accuracy"]]
+        .agg(["mean", "std"]).style.format(
     "{:.3f}").set_caption("held-out folds: c10H, c10 cross-entropy (nats), accuracy (fraction)"))
 sel = P.select_variants(df[df.method != "pretrained"])
 paired = pd.concat({(m, meth): P.paired_difference(sel, m, a=meth, b="hard", by=("arch",),
                                                    col="method")
                     for m in ["c10H", "c10", "accuracy"] for meth in P.METHODS if meth != "hard"},
                    names=["metric", "method minus hard"])
-paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]).set_caption(
+paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]
+                    ).set_caption(
     "method minus hard, same fold: c10H, c10 in nats, accuracy in fraction; t is unitless")
 
 # %% [markdown]

@@ -99,7 +99,8 @@ claims.styled(claims.record(sec, claims.measure_adversarial(fg, pg, eps=4)))
 # %%
 eps0 = prm["eps_sweep"][0]
 P.table2(fg, eps0).style.format("{:.3f}").set_caption(
-    f"FGSM eps {eps0}/255: accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); std over folds")
+    f"FGSM eps {eps0}/255: accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); "
+    "std over folds")
 
 # %% [markdown]
 # ## FGSM sweep over eps (4..8 / 255)
@@ -121,14 +122,16 @@ for ax, metric in zip(axes, ["accuracy", "ce"]):
         j = P.ATTACK_METHODS.index(cond)
         ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o^"[j], capsize=3, color=f"C{j}",
                     linestyle=arch_style.get(arch, "-"),
-                    label=f"fine-tuned on {cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
+                    label=f"fine-tuned on {cond} labels"
+                    + (f" ({arch})" if len(archs_) > 1 else ""))
     for a in archs_:  # Table 2: (accuracy hard, accuracy soft, CE hard, CE soft) at eps 4/255
         ref = P.PAPER_TABLE2.get(a.family)
         if ref is None:
             continue
         for j, cond in enumerate(P.ATTACK_METHODS):
             F.paper_marks(ax, 4, ref[j if metric == "accuracy" else 2 + j], color=f"C{j}",
-                          marker=paper_marker[a.family], label=f"paper Table 2, {cond} ({a.family})")
+                          marker=paper_marker[a.family],
+                          label=f"paper Table 2, {cond} ({a.family})")
     ax.set(xlabel="FGSM eps (pixel units /255; 0 = clean)",
            ylabel="accuracy vs CIFAR-10 labels (fraction)" if metric == "accuracy"
            else "cross-entropy vs CIFAR-10 labels (nats)")
@@ -138,8 +141,8 @@ for ax, metric in zip(axes, ["accuracy", "ce"]):
 fig.tight_layout()
 plt.show()
 fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]).unstack(
-    "condition").rename(columns={"ce": "cross-entropy"}, level=0).style.format("{:.3f}").format_index(
-    "{:g}", axis=0, level="eps").set_caption(
+    "condition").rename(columns={"ce": "cross-entropy"}, level=0).style.format(
+    "{:.3f}").format_index("{:g}", axis=0, level="eps").set_caption(
     "eps in pixel units /255; accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); mean "
     "and std over fold models")
 
@@ -149,7 +152,8 @@ fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]
 # %%
 pd.concat({m: P.paired_difference(fg.rename(columns={"condition": "cond"}), m, by=("arch", "eps"),
                                   col="cond") for m in ["accuracy", "ce"]},
-          names=["metric"]).style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]).set_caption(
+          names=["metric"]).style.format(
+    "{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]).set_caption(
     "soft minus hard: accuracy in fraction, ce in nats; eps in pixel units /255")
 
 # %% [markdown]
@@ -173,13 +177,15 @@ else:
         ax.plot(s.index, s["mean"], color=f"C{j}", marker="o^"[j], ms=3,
                 linestyle=arch_style.get(arch, "-"),
                 label=f"{cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=f"C{j}", alpha=0.2)
+        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=f"C{j}",
+                        alpha=0.2)
     ax.set(xlabel="PGD iteration (0 = random start)",
            ylabel="cross-entropy vs CIFAR-10 labels (nats)")
     F.question_title(ax, "Does the human-label models' loss rise more slowly under PGD?",
                      f"paper Fig. 4; eps {pgd_bounds[0]:g}/255",
-                     F.spread_note(int(pg.groupby(["arch", "condition", "eps", "step"]).size().max()),
-                                   "fold models", drawn="band"))
+                     F.spread_note(
+                         int(pg.groupby(["arch", "condition", "eps", "step"]).size().max()),
+                         "fold models", drawn="band"))
     ax.legend(fontsize=8)
     plt.show()
     last = pg[pg["step"] == pg["step"].max()]
@@ -198,13 +204,15 @@ else:
 
 # %%
 cmp = P.paper_vs_run_table2(fg, archs_, eps0)
-display(cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c != "paper row"], na_rep="n/a")
+display(cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c != "paper row"],
+                         na_rep="n/a")
         .set_caption("accuracy (fraction), cross-entropy (nats)"))
 if not pg.empty:
     acc = pg[pg["eps"] == pg["eps"].min()].groupby("condition")["final_accuracy"].mean()
     display(pd.DataFrame({"paper": P.PAPER_PGD_ACCURACY,
                           "this run": [acc.get("hard", np.nan), acc.get("soft", np.nan)]},
-                         index=["accuracy after PGD, hard", "accuracy after PGD, soft"]).style.format("{:.3f}")
+                         index=["accuracy after PGD, hard", "accuracy after PGD, soft"])
+            .style.format("{:.3f}")
             .set_caption("accuracy (fraction)"))
 
 # %%

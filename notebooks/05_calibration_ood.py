@@ -57,7 +57,8 @@ mc_average = None
 # %%
 from softlib.book.header import show_header
 
-sec = show_header(profile, "calibration_ood", datasets=["cifar10", "cifar10h", "svhn", "fashion_mnist"],
+sec = show_header(profile, "calibration_ood",
+                  datasets=["cifar10", "cifar10h", "svhn", "fashion_mnist"],
                   params=locals())
 P = sec.params
 
@@ -77,7 +78,8 @@ data = S.calibration_inputs(sec.data_root)  # the calls of `python -m softlib.bo
 split0 = study.make_split(data.labels, P["seeds"][0], P["train_subset"])
 facts = {
     "images (CIFAR-10H)": len(data.labels),
-    "train / val / test (first seed)": f"{len(split0.train)} / {len(split0.val)} / {len(split0.test)}",
+    "train / val / test (first seed)":
+        f"{len(split0.train)} / {len(split0.val)} / {len(split0.test)}",
     "mixing probability (mean entropy of the training soft labels, nats)":
         round(mix_probability_from_entropy(data.probs[split0.train]), 4),
     "matched label-smoothing eps": round(study.matched_smoothing_eps(
@@ -148,7 +150,8 @@ claims.styled(claims.record(sec, claims.measure_calibration(runs, data.ood)))
 
 # %%
 summary = study.summary_table(runs)
-study.format_table(summary, digits={"accuracy": 1, "ood_auroc_svhn": 3, "ood_auroc_fashion_mnist": 3,
+study.format_table(summary, digits={"accuracy": 1, "ood_auroc_svhn": 3,
+                                    "ood_auroc_fashion_mnist": 3,
                                     "brier": 3, "nll": 3, "attack_decrease": 3}).style.set_caption(
     "accuracy in %; OOD AUROC, ECE and attack decrease as fractions; Brier score (unitless); "
     "log loss in nats")
@@ -165,8 +168,8 @@ diffs = study.paired_differences(runs)
 wide = diffs.assign(value=[f"{d:+.3g}" + (f" ± {s:.2g}" if np.isfinite(s) else "")
                            for d, s in zip(diffs.difference, diffs.se)])
 wide.pivot_table(index=["model_type", "comparison"], columns="metric", values="value",
-                 aggfunc="first", sort=False).reindex(columns=[m for m in study.METRICS
-                                                               if m in set(diffs.metric)]).style.set_caption(
+                 aggfunc="first", sort=False).reindex(
+    columns=[m for m in study.METRICS if m in set(diffs.metric)]).style.set_caption(
     "difference ± s.e. over seeds: accuracy in percentage points; AUROC, ECE, attack decrease "
     "as fractions; Brier unitless; log loss (nll) in nats")
 
@@ -236,7 +239,8 @@ n_seeds = int(runs.groupby(["model_type", "condition"]).size().max())
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 x = np.arange(len(mts))
 for k, cond in enumerate(conds):
-    sub, sub_se = ts.xs(cond, level="condition").reindex(mts), se.xs(cond, level="condition").reindex(mts)
+    sub, sub_se = (ts.xs(cond, level="condition").reindex(mts),
+                   se.xs(cond, level="condition").reindex(mts))
     for ax, m in zip(axes, ("ece", "nll")):
         ax.bar(x + (k - 1) * 0.27, sub[m], width=0.25, color=f"C{k}", alpha=0.35,
                yerr=sub_se[m].fillna(0) if n_seeds > 1 else None, ecolor=f"C{k}", capsize=2)
@@ -250,7 +254,8 @@ for ax, m, unit, q in zip(axes, ("ECE", "log loss"), ("fraction, 10 bins", "nats
     ax.set_xticks(x, mts, rotation=20, fontsize=8)
     ax.set(ylabel=f"{m} on the test split ({unit})", xlabel="model type")
     F.question_title(ax, q, "beyond the paper", "pale: before TS, narrow: after; "
-                     + F.spread_note(n_seeds, "seeds", "±1 s.e.").replace(" (no spread to show)", ""))
+                     + F.spread_note(n_seeds, "seeds", "±1 s.e.").replace(
+                         " (no spread to show)", ""))
     ax.legend(fontsize=7)
 fig.tight_layout()
 plt.show()
@@ -291,7 +296,8 @@ def _summary_lines():
             noise = ("exceeds 2 s.e." if np.isfinite(r.ses_from_zero) and r.ses_from_zero >= 2
                      else "within seed noise" if np.isfinite(r.ses_from_zero)
                      else "one seed: not separable from noise")
-            lines.append(f"- {mt}, {study.METRIC_LABELS[m]}: soft - hard = {r.difference:+.4f} ({noise})")
+            lines.append(f"- {mt}, {study.METRIC_LABELS[m]}: "
+                         f"soft - hard = {r.difference:+.4f} ({noise})")
     return "\n".join(lines)
 
 

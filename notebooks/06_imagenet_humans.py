@@ -136,14 +136,16 @@ else:
         rows = pub[pub["kind"] == kind]
         F.paper_marks(ax0, rows["paper_val"], rows["paper_v2"], marker=marker, color=color,
                       markersize=12 if marker == "*" else 8,
-                      label=f"paper Table 1: {'humans A-E' if kind == 'human' else ', '.join(rows['who'])}")
+                      label="paper Table 1: "
+                      f"{'humans A-E' if kind == 'human' else ', '.join(rows['who'])}")
     F.paper_fit(ax0, study.PUBLISHED_FACTS["models' V2-on-val slope (authors' notebook)"],
                 study.PUBLISHED_FACTS["models' V2-on-val intercept (authors' notebook)"],
                 ax0.get_xlim(), color="tab:blue", label="paper: models' fit (authors' notebook)")
     for ax, which in zip(fig.axes, ("all classes", "objects only")):
         F.question_title(ax, "Do people keep their ImageNetV2 accuracy, unlike models?",
                          f"paper Fig. 1, {which}",
-                         "people: 95% Clopper-Pearson intervals; models: one point each, no intervals")
+                         "people: 95% Clopper-Pearson intervals; "
+                         "models: one point each, no intervals")
         ax.legend(fontsize=7, loc="upper left")
     plt.show()
 
@@ -170,7 +172,8 @@ if HS is None:
           "FixResNeXt (fixed in advance) vs each person (paper: vs Human E on val p = 0.037; "
           "vs Human B on V2 p = 2e-4).")
 else:
-    print(f"bootstrap trials: {trials}; fast images among the human-labelled ones: {HS.fast_counts}")
+    print(f"bootstrap trials: {trials}; "
+          f"fast images among the human-labelled ones: {HS.fast_counts}")
     display(HS.subsets)
     display(HS.mcnemar[["dataset", "model", "other", "model_acc", "other_acc", "a_only",
                         "b_only", "pvalue", "exact"]])
@@ -246,7 +249,8 @@ for ax, q, src, note in zip(fig.axes,
                        "the histogram is the spread over models; timm gives no intervals",
                        "one point per model; timm gives no intervals")):
     F.question_title(ax, q, src, note)
-fig.axes[1].set(xlabel="ReaL top-1 minus ImageNet top-1 (percentage points)", ylabel="models (count)")
+fig.axes[1].set(xlabel="ReaL top-1 minus ImageNet top-1 (percentage points)",
+                ylabel="models (count)")
 fig.tight_layout()
 plt.show()
 

@@ -56,7 +56,8 @@ speeds = rows[rows["unit"].str.contains("/s")]
 fig, ax = plt.subplots(figsize=(7, 0.45 * len(speeds) + 1))
 ax.barh(speeds["measurement"], speeds["value"], color="C0")
 ax.invert_yaxis()
-machine = bench["machine"]["cpu"] if bench["machine"]["device"] == "cpu" else bench["machine"]["gpu"]
+machine = (bench["machine"]["cpu"] if bench["machine"]["device"] == "cpu"
+           else bench["machine"]["gpu"])
 ax.set(xlabel="throughput (images/s; higher is better)")
 F.question_title(ax, "How fast does softlib train, evaluate and attack on this machine?",
                  f"{bench['machine']['device']}: {machine}",
@@ -95,5 +96,6 @@ else:
                      "before this one", "one build, one measurement each: no error bars")
     fig.tight_layout()
     plt.show()
-timings.style.format({"seconds": "{:.0f}", "minutes": "{:.1f}", "peak_rss_mb": "{:.0f}"}, na_rep="n/a") \
+timings.style.format({"seconds": "{:.0f}", "minutes": "{:.1f}", "peak_rss_mb": "{:.0f}"},
+                     na_rep="n/a") \
     if not timings.empty else timings

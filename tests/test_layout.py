@@ -98,3 +98,10 @@ def test_progress_bars_go_through_softlib_progress():
             if any(n == "tqdm" or n.startswith("tqdm.") for n in names) and m != "softlib.progress":
                 bad.append(m)
     assert bad == []
+
+
+def test_notebook_lines_fit_the_rendered_book():
+    """The book shows each notebook's code: a line over 100 characters scrolls sideways there."""
+    long_ = [f"{p.name}:{i}" for p in sorted((ROOT.parent / "notebooks").glob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 100]
+    assert long_ == []
