@@ -23,6 +23,8 @@
 #
 # 1. How much does the single-label score under-count what a model gets right?
 # 2. Do the best models match people, and do they lose accuracy on ImageNetV2 as people do not?
+#
+# A third runs on another group of people: how far is one person's label from experts'?
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -58,7 +60,8 @@ HS = None if release is None else study.run_human_study(release, trials=trials, 
 if HS is None:
     print("The human-study release (human_accuracy.pickle) is NOT present on this machine "
           f"(looked under {sec.data_root / 'imagenet_human'}).\n"
-          "Parts 1-4 below say what they would show; part 5 (the model zoo) runs in full.")
+          "Parts 1-4 below say what they would show; parts 5 (the model zoo) and 6 (ReaL's "
+          "raters) do not need it.")
 else:
     print(f"{len(HS.frame):,} (user, image) predictions on {HS.frame['image'].nunique():,} usable "
           f"images; {HS.frame['user'].nunique()} users; McNemar model (fixed in advance): "
@@ -255,6 +258,44 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
+# ## 6. How far one person's label is from the experts' (ReaL's golden questions)
+#
+# Multi-labels come from people, so how reliable is one person's answer? Beyer et al. (2020)
+# built ReaL by asking crowd raters whether each proposed class fits a val image (no, maybe
+# or yes). On 1,135 such "golden" questions five of the authors answered too, and so did all
+# 78 raters. We score each rater against the experts' majority, each expert against the
+# majority of the *other* four (so that no one is scored against their own answer; ties are
+# left out), and the raters' majority vote against the experts, with 95% Clopper-Pearson
+# intervals. These are ReaL's raters, not Shankar et al.'s five labellers, and a yes/no
+# judgement of one proposed class, not a free choice among 1,000: a measurement of human
+# label uncertainty on ImageNet that runs without the human-study release.
+
+# %%
+golden = study.load_golden(sec.data_root)
+RS = None if golden is None else study.rater_study(golden)
+if RS is None:
+    print("ReaL's golden-question files (golden.npz, raters_golden.npz in imagenet_real/) are "
+          f"NOT present under {sec.data_root / 'imagenet_real'}; `python -m softlib.data fetch "
+          "imagenet_real` downloads them. This part is skipped.")
+else:
+    t = RS.table
+    show = t[t["kind"] != "rater"].assign(
+        **{c: 100 * t[c] for c in ("rate", "lo", "hi", "maybe")})
+    raters_only = t[t["kind"] == "rater"]
+    display(show.style.format(F.sig).hide(axis="index").set_caption(
+        "agreement with the experts' majority in %, 95% Clopper-Pearson interval (lo-hi); "
+        "n: questions scored; maybe: % of answers that were 'maybe'"))
+    display((100 * raters_only[["rate", "maybe"]]).describe().T.style.format(F.sig).set_caption(
+        f"the {len(raters_only)} raters: agreement and 'maybe' answers in %"))
+    fig = study.plot_raters(RS)
+    F.question_title(fig.axes[0], "How often does one rater agree with the experts?",
+                     "ReaL golden questions", "95% Clopper-Pearson intervals")
+    F.question_title(fig.axes[1], "Do raters split where experts agree?",
+                     "ReaL golden questions", "one count per question; no intervals")
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
 # ## What to take away
 #
 # Generated from the numbers computed above (nothing here is a fixed sentence): what the
@@ -262,5 +303,5 @@ plt.show()
 # Without the human release it says that people were not measured.
 
 # %%
-for line in study.takeaways(zoo, zoo_fits, HS, real_stats):
+for line in study.takeaways(zoo, zoo_fits, HS, real_stats, raters=RS):
     print("*", line)

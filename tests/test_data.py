@@ -222,6 +222,56 @@ def test_imagenet_real_loads(fixture_root):
     assert r["results"]["imagenet"]["param_count"].dtype.kind == "f"   # "1,0x.5" parsed
 
 
+def test_real_golden_loads_and_rejects_what_is_not_the_release(fixture_root, root_copy):
+    g = data.load_real_golden(fixture_root)
+    assert g["experts"].shape == (5, 60) and g["raters"].shape == (12, 60)
+    assert g["experts"].dtype == np.int8 and set(np.unique(g["experts"])) <= {0, 2}
+    assert g["info"].shape == (60, 2) and list(g["expert_ids"]) == [100, 101, 102, 103, 104]
+    folder = root_copy / "imagenet_real"
+    with np.load(folder / "raters_golden.npz") as z:
+        t, info, ids = z["tensor"], z["info"], z["ids"]
+    t[0, 0] = [1, 0, 1]  # two answers at once
+    np.savez(folder / "raters_golden.npz", tensor=t, info=info, ids=ids)
+    with pytest.raises(DataCorruptError, match="one-hot"):
+        data.load_real_golden(root_copy)
+    t[0, 0] = [0, 0, 0]  # not asked: allowed, coded -1
+    info = info.copy()
+    info[0, 1] = "999" if info[0, 1] != "999" else "998"
+    np.savez(folder / "raters_golden.npz", tensor=t, info=info, ids=ids)
+    with pytest.raises(DataCorruptError, match="questions .'info'. differ"):
+        data.load_real_golden(root_copy)
+    # the files are optional: without them ReaL still counts as present, verify says so
+    (folder / "golden.npz").unlink()
+    (folder / "raters_golden.npz").unlink()
+    assert data.available("imagenet_real", root=root_copy)
+    with pytest.raises(DataMissingError, match="golden.npz"):
+        data.load_real_golden(root_copy)
+    notes = data.verify("imagenet_real", root_copy)["notes"]
+    assert any(n.startswith("golden.npz: ") and "absent" in n for n in notes)
+
+
+def test_fetch_checks_optional_files_and_goes_on_without_them(tmp_path, monkeypatch):
+    import importlib
+    F = importlib.import_module("softlib.data.fetch")  # the module, not data.fetch the function
+    asked = {}
+
+    def fake_download(url, dest, sha256=None, desc=None):
+        asked[Path(dest).name] = sha256
+        if Path(dest).name == "raters_golden.npz":
+            raise OSError("network unreachable")
+        Path(dest).write_bytes(b"x")
+        return "0" * 64
+
+    monkeypatch.setattr(F, "download", fake_download)
+    data.fetch("imagenet_real", tmp_path)
+    spec = data.get_spec("imagenet_real")
+    # the optional file was asked for with its canonical checksum, and its failure is not fatal
+    assert asked["golden.npz"] == spec.optional_sha256["golden.npz"]
+    assert asked["raters_golden.npz"] == spec.optional_sha256["raters_golden.npz"]
+    assert asked["real.json"] == spec.file_sha256["real.json"]
+    assert not (tmp_path / "imagenet_real" / "raters_golden.npz").exists()
+
+
 def test_pixel_origin_reads_the_provenance(fixture_root, tmp_path):
     """The book's discussions say what the pixels do to the numbers from this: the fixtures are
     synthetic, a mirror's PROVENANCE.md that says JPEG re-encoding is JPEG, anything else is the

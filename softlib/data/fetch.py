@@ -100,7 +100,8 @@ def _fetch_direct(name: str, folder: Path) -> None:
         if fname in done:
             continue
         dest = folder / fname
-        want = spec.file_sha256.get(fname) or recorded.get(fname)
+        want = (spec.file_sha256.get(fname) or spec.optional_sha256.get(fname)
+                or recorded.get(fname))
         if dest.exists() and (want is None or sha256_file(dest) == want):
             done.add(fname)
             continue

@@ -157,6 +157,27 @@ def _imagenet_real(root: Path, rng, seed: int, n: int = 100) -> None:
         (folder / fname).write_text("\n".join(rows) + "\n")
     (folder / "timm_imagenet_synsets.txt").write_text(
         "\n".join(f"n{i:08d}" for i in range(1000)) + "\n")
+    _real_golden(folder, rng)
+
+
+def _real_golden(folder: Path, rng, questions: int = 60, raters: int = 12) -> None:
+    """ReaL's golden-question files: one-hot no/maybe/yes votes [R, N, 3] of 5 experts (no
+    'maybe', as in the release) and of raters who agree with the experts' majority 80% of
+    the time; the two files ask the same (file name, class) questions."""
+    truth = rng.choice([0, 2], questions, p=[0.75, 0.25])
+    info = np.array([(f"ILSVRC2012_val_{1 + q // 3:08d}.JPEG", str(int(rng.integers(1000))))
+                     for q in range(questions)])
+
+    def votes(n: int, p_agree: float, answers: tuple[int, ...]) -> np.ndarray:
+        agree = rng.random((n, questions)) < p_agree
+        other = rng.choice(answers, (n, questions))
+        codes = np.where(agree, truth[None, :], other)
+        return np.eye(3)[codes]
+
+    np.savez_compressed(folder / "golden.npz", tensor=votes(5, 0.95, (0, 2)), info=info,
+                        ids=np.arange(100, 105))
+    np.savez_compressed(folder / "raters_golden.npz", tensor=votes(raters, 0.8, (0, 1, 2)),
+                        info=info, ids=np.arange(raters))
 
 
 def write_fixture_root(path: str | os.PathLike, seed: int = 0, n_train: int = 500,
@@ -186,17 +207,19 @@ def write_fixture_root(path: str | os.PathLike, seed: int = 0, n_train: int = 50
         generate(indices=np.arange(min(4, n_train)), root=root, seed=seed)
     _imagenet_human(root, rng, seed)
     _imagenet_real(root, rng, seed)
-    for name in ("cifar10_1", "imagenet_human", "imagenet_real"):
+    for name in ("cifar10_1", "imagenet_human"):
         _record_files(root / name)
+    _record_files(root / "imagenet_real", npz=True)  # raw release files, not prepared splits
     return root
 
 
-def _record_files(folder: Path) -> None:
-    """Record the sha256 of the synthetic raw files (they take precedence over the canonical)."""
+def _record_files(folder: Path, npz: bool = False) -> None:
+    """Record the sha256 of the synthetic raw files (they take precedence over the canonical);
+    ``.npz`` files only with ``npz`` (elsewhere they are prepared splits, checked by array)."""
     from .fetch import update_provenance
     from .._io import sha256_file
     files = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
-             if p.is_file() and not p.name.startswith("PROVENANCE") and p.suffix != ".npz"}
+             if p.is_file() and not p.name.startswith("PROVENANCE") and (npz or p.suffix != ".npz")}
     update_provenance(folder, files=files)
 
 

@@ -132,3 +132,55 @@ def load_imagenet_real(root: str | os.PathLike | None = None) -> dict[str, Any]:
         if (d / f).exists():
             out["synsets"] = (d / f).read_text().split()
     return out
+
+
+GOLDEN_FILES = {"experts": "golden.npz", "raters": "raters_golden.npz"}
+#: the answer codes of :func:`load_real_golden`, in the order of the release's one-hot axis
+ANSWERS = ("no", "maybe", "yes")
+
+
+def _answers(path, t, n: int | None) -> Any:
+    """One-hot ``[R, N, 3]`` votes -> int8 ``[R, N]`` answer codes (-1: not asked)."""
+    import numpy as np
+    if t.ndim != 3 or t.shape[2] != 3 or (n is not None and t.shape[1] != n):
+        raise DataCorruptError(f"{path}: 'tensor' must have shape [raters, questions, 3], got "
+                               f"{list(t.shape)}")
+    if not np.isin(t, (0, 1)).all() or (t.sum(2) > 1).any():
+        raise DataCorruptError(f"{path}: 'tensor' must be one-hot no/maybe/yes votes (0/1, at "
+                               "most one per rater and question)")
+    codes = t.argmax(2).astype(np.int8)
+    codes[t.sum(2) == 0] = -1
+    return codes
+
+
+def load_real_golden(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """ReaL's golden questions (Beyer et al. 2020): ``experts`` int8 [5, N] and ``raters`` int8
+    [R, N] answers (0 no, 1 maybe, 2 yes, -1 not asked; :data:`ANSWERS`), ``info`` [N, 2]
+    (val file name, proposed class id), ``expert_ids``, ``rater_ids``. Each question asks
+    whether a class fits an image; the experts' answers are the reference for the raters'."""
+    import numpy as np
+    d = dataset_dir("imagenet_real", root)
+    paths = {k: d / f for k, f in GOLDEN_FILES.items()}
+    missing = [p for p in paths.values() if not p.exists()]
+    if missing:
+        raise missing_error("imagenet_real", missing, root,
+                            note="the golden-question files are optional parts of ReaL's release")
+    out: dict[str, Any] = {"path": d}
+    info = None
+    for key, p in paths.items():
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                t, inf, ids = z["tensor"], z["info"], z["ids"]
+        except (OSError, ValueError, KeyError) as e:
+            raise DataCorruptError(f"{p}: cannot read 'tensor', 'info' and 'ids' ({e})") from e
+        codes = _answers(p, t, None if info is None else len(info))
+        if inf.shape != (t.shape[1], 2) or len(ids) != t.shape[0]:
+            raise DataCorruptError(f"{p}: 'info' must be [questions, 2] and 'ids' one per rater; "
+                                   f"got {list(inf.shape)} and {len(ids)}")
+        if info is not None and not np.array_equal(inf, info):
+            raise DataCorruptError(f"{p}: its questions ('info') differ from those of "
+                                   f"{paths['experts']}")
+        info = inf
+        out[key], out[f"{key[:-1]}_ids"] = codes, np.asarray(ids)
+    out["info"] = info
+    return out

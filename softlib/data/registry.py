@@ -39,6 +39,10 @@ class Spec:
     how: str = ""                  # how ``fetch`` obtains it, shown in errors
     #: sha256 of files (relative to the dataset folder) with a single canonical content
     file_sha256: dict[str, str] = field(default_factory=dict)
+    #: sha256 of optional files: fetched where possible and checked where present, but not
+    #: needed for the dataset to count as available (a part of a section that uses one says
+    #: when it is absent)
+    optional_sha256: dict[str, str] = field(default_factory=dict)
     #: known content hashes of prepared arrays: variant -> split -> {array: sha256}
     array_sha256: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     fetchable: bool = True
@@ -100,7 +104,10 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
              "real.json": "d83e9bff374c631aae8439eb064c7019acc56e1b3bc3f56b8380c2a710b0220b",
              "timm_results-imagenet.csv": "30972bf7c7ab451bbd4480ec6116b13d0a84441c57bbc946896fd312264acfcd",
              "timm_results-imagenet-real.csv": "e94696aed665475e4d0235195733775c5e1b3f36d6f5f7de99f4386e7ed11630",
-             "timm_results-imagenetv2-matched-frequency.csv": "1d066d8897c40224b14f3cf1d02029c49ebdc56b761ba9a3841bd3bdd3bd0a8e"}),
+             "timm_results-imagenetv2-matched-frequency.csv": "1d066d8897c40224b14f3cf1d02029c49ebdc56b761ba9a3841bd3bdd3bd0a8e"},
+         optional_sha256={  # ReaL's golden questions: 5 experts' and 78 raters' answers
+             "golden.npz": "738a795e88351799934669ac48bb70e2ebe484b447fc3e09e0c36fbd987d06d2",
+             "raters_golden.npz": "6fd910fc7389c3d695ac5e18269689797d0246a378c536e218854f9d93bc8ea6"}),
 ]}
 
 #: direct-download files per dataset: (file name in the dataset folder, URL, required?)
@@ -114,7 +121,9 @@ DOWNLOADS: dict[str, list[tuple[str, str, bool]]] = {
                       ("timm_results-imagenet.csv", _TIMM + "results-imagenet.csv", True),
                       ("timm_results-imagenet-real.csv", _TIMM + "results-imagenet-real.csv", True),
                       ("timm_results-imagenetv2-matched-frequency.csv",
-                       _TIMM + "results-imagenetv2-matched-frequency.csv", True)],
+                       _TIMM + "results-imagenetv2-matched-frequency.csv", True),
+                      ("golden.npz", _REAL + "golden.npz", False),
+                      ("raters_golden.npz", _REAL + "raters_golden.npz", False)],
     # The authors' repositories have pointed at several buckets over time; tried in this order.
     "imagenet_human": [("human_accuracy_v3.0.0.pickle", SPECS["imagenet_human"].url, True),
                        ("human_accuracy_v3.0.0.pickle",

@@ -360,14 +360,15 @@ def verify(name: str, root: str | os.PathLike | None = None, progress: bool = Fa
     refs: dict[str, tuple[str, str]] = {}
     for f, h in _md_checksums(d).items():
         refs[f] = (h, "PROVENANCE.md")
-    for f, h in spec.file_sha256.items():
+    for f, h in {**spec.optional_sha256, **spec.file_sha256}.items():
         refs[f] = (h, "registry (canonical)")
     for f, h in (pj.get("files") or {}).items():
         refs[f] = (h, "PROVENANCE.json")
     for f, (h, src) in sorted(refs.items()):
         p = d / f
         if not p.exists():
-            report["notes"].append(f"{f}: listed in {src} but absent")
+            report["notes"].append(f"{f}: optional, absent" if f in spec.optional_sha256
+                                   else f"{f}: listed in {src} but absent")
             continue
         got = sha256_file(p)
         if got != h:

@@ -77,6 +77,114 @@ def load_real(root=None) -> dict:
     return data.load_imagenet_real(root=root)
 
 
+def load_golden(root=None) -> dict | None:
+    """ReaL's golden questions (``softlib.data.load_real_golden``), or ``None`` when these
+    optional files are not on this machine."""
+    from .. import data
+    try:
+        return data.load_real_golden(root=root)
+    except data.DataMissingError:
+        return None
+
+
+# --------------------------------------------------------------------------- ReaL's raters
+@dataclass
+class RaterStudy:
+    """Agreement of ReaL's raters with its experts (:mod:`softlib.raters`): ``table`` from
+    ``golden_agreement``, ``unanimity`` from ``expert_unanimity``, per question the raters'
+    ``yes_share`` and the experts' majority ``reference``, and how many val ``images`` the
+    questions are about."""
+    table: pd.DataFrame
+    unanimity: dict
+    yes_share: np.ndarray
+    reference: np.ndarray
+    images: int
+
+
+def rater_study(golden: dict) -> RaterStudy:
+    """Everything part 6 of the section shows, from :func:`load_golden`'s dict."""
+    from .. import raters as R
+    return RaterStudy(R.golden_agreement(golden), R.expert_unanimity(golden["experts"]),
+                      R.yes_share(golden["raters"]), R.majority(golden["experts"]),
+                      int(len(set(np.asarray(golden["info"])[:, 0]))))
+
+
+def plot_raters(rs: RaterStudy):
+    """Left: each rater's agreement with the experts' majority, sorted, with 95% intervals,
+    beside each expert's agreement with the other experts and the raters' majority vote.
+    Right: per question, the share of raters who said the class fits, split by what the
+    experts' majority answered: the crowd's soft label against the experts' verdict."""
+    import matplotlib.pyplot as plt
+
+    from .. import raters as R
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+    ax = axes[0]
+    t = rs.table
+    rat = t[t["kind"] == "rater"].sort_values("rate").reset_index(drop=True)
+    x = np.arange(len(rat))
+    ax.errorbar(x, 100 * rat["rate"], yerr=[100 * (rat["rate"] - rat["lo"]),
+                                            100 * (rat["hi"] - rat["rate"])],
+                fmt="o", ms=3, color="tab:blue", elinewidth=0.8, label="one rater (95% CI)")
+    ex = t[t["kind"] == "expert"]
+    ax.axhspan(100 * ex["lo"].min(), 100 * ex["hi"].max(), color="tab:red", alpha=0.15,
+               label=f"experts, each vs the other {len(ex) - 1} (95% CIs)")
+    for r in ex["rate"]:
+        ax.axhline(100 * r, color="tab:red", lw=0.8)
+    maj = t[t["kind"] == "raters' majority"]
+    if len(maj):
+        ax.axhline(100 * maj["rate"].iloc[0], color="tab:green", ls="--", lw=1.4,
+                   label=f"{maj['who'].iloc[0]}")
+    ax.set(xlabel="raters, sorted by agreement", ylabel="agreement with the experts (%)",
+           ylim=(max(0, 100 * rat["lo"].min() - 5), 100))
+    ax.legend(fontsize=8, loc="lower right")
+
+    ax = axes[1]
+    bins = np.linspace(0, 1, 11)
+    for ans, name, c in ((R.NO, "no", "tab:gray"), (R.YES, "yes", "tab:orange")):
+        v = rs.yes_share[(rs.reference == ans) & np.isfinite(rs.yes_share)]
+        ax.hist(v, bins=bins, alpha=0.6, color=c, weights=np.full(len(v), 100 / max(len(v), 1)),
+                label=f"experts' majority: {name} ({len(v)} questions)")
+    ax.set(xlabel="share of raters who said the class fits",
+           ylabel="questions (% of those with this expert answer)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def rater_takeaways(rs: RaterStudy) -> list[str]:
+    """The part's conclusions, written from its numbers."""
+    from .. import raters as R
+    t = rs.table
+    rat, ex = t[t["kind"] == "rater"], t[t["kind"] == "expert"]
+    u = rs.unanimity
+    out = [f"ReaL's {len(ex)} experts gave the same answer on {u['unanimous']:,} of {u['n']:,} "
+           f"golden questions ({100 * u['rate']:.1f}%, 95% CI {100 * u['lo']:.1f}-"
+           f"{100 * u['hi']:.1f}%, about {rs.images} val images): even experts disagree on "
+           f"whether a class fits an image about one time in {1 / max(1 - u['rate'], 1e-9):.0f}."]
+    below = int((rat["hi"] < ex["rate"].min()).sum())
+    r = 100 * rat["rate"]
+    sent = (f"One rater agrees with the experts' majority on a median {r.median():.1f}% of the "
+            f"questions (range {r.min():.1f}-{r.max():.1f}%), "
+            f"against {100 * ex['rate'].min():.1f}-{100 * ex['rate'].max():.1f}% for an expert "
+            f"scored against the other experts; for {below} of {len(rat)} raters the whole 95% "
+            f"interval lies below the least consistent expert")
+    maj = t[t["kind"] == "raters' majority"]
+    if len(maj):
+        m = maj.iloc[0]
+        sent += (f", and the majority of all {len(rat)} raters reaches {100 * m['rate']:.1f}% "
+                 f"({100 * m['lo']:.1f}-{100 * m['hi']:.1f}%)")
+    out.append(sent + ".")
+    yes = rs.yes_share[(rs.reference == R.YES) & np.isfinite(rs.yes_share)]
+    no = rs.yes_share[(rs.reference == R.NO) & np.isfinite(rs.yes_share)]
+    if len(yes) and len(no):
+        out.append(f"Where the experts' majority said a class fits, {100 * np.mean(yes):.0f}% of "
+                   f"the raters said so on average; where it said no, {100 * np.mean(no):.0f}%. "
+                   f"Raters answered 'maybe' {100 * rat['maybe'].mean():.1f}% of the time, the "
+                   f"experts {100 * ex['maybe'].mean():.1f}%: the crowd's answers are a soft "
+                   "label, much as CIFAR-10H's are.")
+    return out
+
+
 # --------------------------------------------------------------------------- human study
 @dataclass
 class HumanStudy:
@@ -378,11 +486,13 @@ def _pts(x: float) -> str:
 
 
 def takeaways(zoo: pd.DataFrame | None = None, zoo_fits: pd.DataFrame | None = None,
-              study: HumanStudy | None = None, real_stats: dict | None = None) -> list[str]:
+              study: HumanStudy | None = None, real_stats: dict | None = None,
+              raters: RaterStudy | None = None) -> list[str]:
     """The section's conclusions, one sentence each, written from what this run computed.
 
     ``zoo``/``zoo_fits`` come from :func:`zoo_study`, ``study`` from :func:`run_human_study`
-    (``None`` when the release is absent), ``real_stats`` from ``ml.real_label_stats``. No
+    (``None`` when the release is absent), ``real_stats`` from ``ml.real_label_stats``,
+    ``raters`` from :func:`rater_study` (``None`` without ReaL's golden questions). No
     sentence states a result that was not computed: without the human study the statement
     about people says that this run did not measure them.
     """
@@ -422,6 +532,8 @@ def takeaways(zoo: pd.DataFrame | None = None, zoo_fits: pd.DataFrame | None = N
                          f"(2019) found, fits closer (rms residual {f['probit_rmse']:.2f} vs "
                          f"{f['rmse']:.2f} points)")
         out.append(sent + ".")
+    if raters is not None:
+        out.extend(rater_takeaways(raters))
     if study is None:
         out.append("People: not measured in this run (the human-study release is absent), so "
                    "it cannot say whether people lose accuracy on ImageNetV2. The paper reports "
