@@ -43,7 +43,7 @@ sec = show_header(profile, section="imagenet_humans",
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from softlib import multilabel as ml
 from softlib.book import figures as F
@@ -221,7 +221,7 @@ print(f"{real_stats['multi_pct_of_labelled']:.1f}% of the ReaL-labelled val imag
       f"Shankar et al. report 18.2% (2.3 on average) on their 20,000 val images.")
 
 # %%
-display(zoo_fits.style.format(F.sig).set_caption(
+display(zoo_fits.set_index("relation").T.style.format(F.sig).set_caption(
     "fits between top-1 accuracies (%): linear, and probit_* on the probit scale; rmse: rms "
     "residual in points; gaps in points"))
 display(zoo.head(10).style.format(F.sig).set_caption("top-1 accuracies in %; first 10 models"))
@@ -303,5 +303,5 @@ else:
 # Without the human release it says that people were not measured.
 
 # %%
-for line in study.takeaways(zoo, zoo_fits, HS, real_stats, raters=RS):
-    print("*", line)
+display(Markdown("\n".join(f"- {line}" for line in study.takeaways(
+    zoo, zoo_fits, HS, real_stats, raters=RS))))

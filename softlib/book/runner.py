@@ -1246,7 +1246,8 @@ def build_book(strict: bool = True) -> Path:
         raise BookError(f"the executed sections mix profiles {sorted(map(str, used))}; "
                         "rerun them all under one profile")
     if root != REPO:  # an outside book directory gets the current sources
-        for src in [REPO / "_config.yml", REPO / "_toc.yml", *(REPO / "book").glob("*.md")]:
+        for src in [REPO / "_config.yml", REPO / "_toc.yml", *(REPO / "book").glob("*.md"),
+                    *(REPO / "book" / "_static").glob("*")]:
             dst = root / src.relative_to(REPO)
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
