@@ -262,11 +262,11 @@ plt.show()
 #
 # Multi-labels come from people, so how reliable is one person's answer? Beyer et al. (2020)
 # built ReaL by asking crowd raters whether each proposed class fits a val image (no, maybe
-# or yes). On 1,135 such "golden" questions five of the authors answered too, and so did all
-# 78 raters. We score each rater against the experts' majority, each expert against the
-# majority of the *other* four (so that no one is scored against their own answer; ties are
-# left out), and the raters' majority vote against the experts, with 95% Clopper-Pearson
-# intervals. These are ReaL's raters, not Shankar et al.'s five labellers, and a yes/no
+# or yes). On a set of "golden" questions some of the authors (the experts) answered too, and
+# so did every rater. We score each rater against the experts' majority, each expert against
+# the majority of the *other* experts (so that no one is scored against their own answer;
+# ties are left out), and the raters' majority vote against the experts, with 95%
+# Clopper-Pearson intervals. These are ReaL's raters, not Shankar et al.'s five labellers, and a yes/no
 # judgement of one proposed class, not a free choice among 1,000: a measurement of human
 # label uncertainty on ImageNet that runs without the human-study release.
 

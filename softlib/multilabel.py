@@ -672,7 +672,10 @@ def timm_summary(t: pd.DataFrame) -> pd.DataFrame:
         ok = t[["top1_val", y]].dropna()
         f["rmse"] = float(np.sqrt(np.mean(
             (ok[y] - (f["slope"] * ok["top1_val"] + f["intercept"])) ** 2)))
-        p = probit_fit(t["top1_val"], t[y])
+        try:
+            p = probit_fit(t["top1_val"], t[y])
+        except ValueError:  # an accuracy of 0 or 100%: no probit scale; the table says n/a
+            p = dict.fromkeys(("slope", "intercept", "r2", "rmse"), float("nan"))
         gap = t[y] - t["top1_val"]
         rows.append({"relation": label, **f,
                      **{f"probit_{k}": p[k] for k in ("slope", "intercept", "r2", "rmse")},

@@ -19,7 +19,8 @@ NO, MAYBE, YES = 0, 1, 2
 def _check(codes: np.ndarray, what: str) -> np.ndarray:
     a = np.asarray(codes)
     if a.ndim != 2:
-        raise ValueError(f"{what}: expected answers [raters, questions], got shape {list(a.shape)}")
+        raise ValueError(f"{what}: expected answers [raters, questions], got shape "
+                         f"{list(a.shape)}")
     if not np.isin(a, (-1, NO, MAYBE, YES)).all():
         raise ValueError(f"{what}: answers must be -1 (not asked), 0 no, 1 maybe or 2 yes")
     return a

@@ -397,6 +397,10 @@ def test_probit_fit_recovers_a_probit_line_that_a_straight_line_misses():
     assert s["probit_rmse"] < 1e-9 < s["rmse"]  # the straight line leaves residuals
     with pytest.raises(ValueError, match="strictly between 0 and 100"):
         ml.probit_fit([50, 60, 100], [40, 50, 60])
+    # a zoo with a perfect score still gets its linear fits; the probit ones are n/a
+    s = ml.timm_summary(t.assign(top1_real=np.r_[100.0, y[1:]])).set_index("relation")
+    assert np.isnan(s.loc["ReaL top-1 vs ImageNet top-1", "probit_slope"])
+    assert np.isfinite(s.loc["ReaL top-1 vs ImageNet top-1", "slope"])
 
 
 def test_gap_by_band_and_per_architecture():

@@ -94,3 +94,8 @@ def test_the_section_part_from_the_fixture(tmp_path):
     assert len(fig.axes) == 2 and fig.axes[0].get_ylabel().startswith("agreement")
     plt.close(fig)
     assert shankar.load_golden(tmp_path / "nowhere") is None
+    assert "concern 20 val images" in lines[0] and "one time in" in lines[0]
+    # experts who never disagree: no "one time in N" (N would be infinite)
+    agreeing = dict(g, experts=np.repeat(g["experts"][:1], 5, axis=0))
+    first = shankar.rater_takeaways(shankar.rater_study(agreeing))[0]
+    assert "60 of 60 golden questions (100.0%" in first and "one time in" not in first

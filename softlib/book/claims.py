@@ -548,9 +548,9 @@ def _zoo_v2_drop(zoo: pd.DataFrame) -> Measurement:
     the interval as the zoo grows more variants."""
     from ..multilabel import per_architecture
     d = zoo["v2_minus_val"].dropna()
-    per_arch = (per_architecture(zoo, "v2_minus_val") if "model" in zoo.columns
-                else d.set_axis(range(len(d))))
-    unit = "architectures" if "model" in zoo.columns else "models"
+    named = "model" in zoo.columns
+    per_arch = per_architecture(zoo, "v2_minus_val") if named else d
+    unit = "architectures" if named else "models"
     return from_units("shankar.models_v2_drop", per_arch, unit,
                       f"top-1 of today's timm models on ImageNetV2 (matched frequency) vs ImageNet "
                       f"val: {int((d < 0).sum())} of {len(d)} models lose accuracy (range "

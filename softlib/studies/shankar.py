@@ -135,7 +135,7 @@ def plot_raters(rs: RaterStudy):
         ax.axhline(100 * maj["rate"].iloc[0], color="tab:green", ls="--", lw=1.4,
                    label=f"{maj['who'].iloc[0]}")
     ax.set(xlabel="raters, sorted by agreement", ylabel="agreement with the experts (%)",
-           ylim=(max(0, 100 * rat["lo"].min() - 5), 100))
+           ylim=(max(0, 100 * np.nanmin(rat["lo"]) - 5), 100))
     ax.legend(fontsize=8, loc="lower right")
 
     ax = axes[1]
@@ -157,10 +157,13 @@ def rater_takeaways(rs: RaterStudy) -> list[str]:
     t = rs.table
     rat, ex = t[t["kind"] == "rater"], t[t["kind"] == "expert"]
     u = rs.unanimity
-    out = [f"ReaL's {len(ex)} experts gave the same answer on {u['unanimous']:,} of {u['n']:,} "
-           f"golden questions ({100 * u['rate']:.1f}%, 95% CI {100 * u['lo']:.1f}-"
-           f"{100 * u['hi']:.1f}%, about {rs.images} val images): even experts disagree on "
-           f"whether a class fits an image about one time in {1 / max(1 - u['rate'], 1e-9):.0f}."]
+    sent = (f"ReaL's {len(ex)} experts gave the same answer on {u['unanimous']:,} of {u['n']:,} "
+            f"golden questions ({100 * u['rate']:.1f}%, 95% CI {100 * u['lo']:.1f}-"
+            f"{100 * u['hi']:.1f}%; the questions concern {rs.images} val images)")
+    if u["unanimous"] < u["n"]:
+        sent += (": even experts disagree on whether a class fits an image about one time in "
+                 f"{1 / (1 - u['rate']):.0f}")
+    out = [sent + "."]
     below = int((rat["hi"] < ex["rate"].min()).sum())
     r = 100 * rat["rate"]
     sent = (f"One rater agrees with the experts' majority on a median {r.median():.1f}% of the "
