@@ -266,9 +266,10 @@ plt.show()
 # so did every rater. We score each rater against the experts' majority, each expert against
 # the majority of the *other* experts (so that no one is scored against their own answer;
 # ties are left out), and the raters' majority vote against the experts, with 95%
-# Clopper-Pearson intervals. These are ReaL's raters, not Shankar et al.'s five labellers, and a yes/no
-# judgement of one proposed class, not a free choice among 1,000: a measurement of human
-# label uncertainty on ImageNet that runs without the human-study release.
+# Clopper-Pearson intervals. These are ReaL's raters, not Shankar et al.'s five labellers,
+# and a yes/no judgement of one proposed class, not a free choice among 1,000 classes: a
+# measurement of human label uncertainty on ImageNet that runs without the human-study
+# release.
 
 # %%
 golden = study.load_golden(sec.data_root)
