@@ -269,11 +269,12 @@ plt.show()
 # Clopper-Pearson intervals. These are ReaL's raters, not Shankar et al.'s five labellers,
 # and a yes/no judgement of one proposed class, not a free choice among 1,000 classes: a
 # measurement of human label uncertainty on ImageNet that runs without the human-study
-# release.
+# release. Where ReaL's votes on all its questions are present (`raters.npz`), a last figure
+# shows how often the raters asked about one (image, class) pair split.
 
 # %%
 golden = study.load_golden(sec.data_root)
-RS = None if golden is None else study.rater_study(golden)
+RS = None if golden is None else study.rater_study(golden, study.load_votes(sec.data_root))
 if RS is None:
     print("ReaL's golden-question files (golden.npz, raters_golden.npz in imagenet_real/) are "
           f"NOT present under {sec.data_root / 'imagenet_real'}; `python -m softlib.data fetch "
@@ -295,6 +296,11 @@ else:
                      "ReaL golden questions", "one count per question; no intervals")
     fig.tight_layout()
     plt.show()
+    if RS.votes is not None:
+        fig = study.plot_votes(RS)
+        F.question_title(fig.axes[0], "How often do raters split on one question?",
+                         f"all {len(RS.votes):,} ReaL questions", "one count per question")
+        plt.show()
 
 # %% [markdown]
 # ## What to take away

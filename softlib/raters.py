@@ -103,3 +103,29 @@ def yes_share(raters: np.ndarray) -> np.ndarray:
     asked = (a >= 0).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(asked > 0, (a == YES).sum(0) / np.maximum(asked, 1), np.nan)
+
+
+def vote_counts(codes: np.ndarray) -> pd.DataFrame:
+    """Per question: how many raters were ``asked`` and how many said ``no``, ``maybe``,
+    ``yes``; ``unanimous`` when everyone asked gave the same answer."""
+    a = _check(codes, "vote_counts")
+    out = pd.DataFrame({"asked": (a >= 0).sum(0), "no": (a == NO).sum(0),
+                        "maybe": (a == MAYBE).sum(0), "yes": (a == YES).sum(0)})
+    out["unanimous"] = (out[["no", "maybe", "yes"]].max(axis=1) == out["asked"]) & (out["asked"] > 0)
+    return out
+
+
+def vote_summary(votes: pd.DataFrame, images) -> dict:
+    """ReaL's crowd votes at a glance, from :func:`vote_counts` and each question's image:
+    ``questions``, ``images``, the median raters per question, the shares of questions all
+    answered yes, all no and not unanimous (``split``), and the share of images with at least
+    one split question."""
+    asked = votes["asked"] > 0
+    v, img = votes[asked], np.asarray(images)[asked.to_numpy()]
+    split = ~v["unanimous"].to_numpy()
+    per_image = pd.Series(split).groupby(img).any()
+    return {"questions": int(len(v)), "images": int(per_image.size),
+            "raters_per_question": float(v["asked"].median()),
+            "all_yes": float((v["yes"] == v["asked"]).mean()),
+            "all_no": float((v["no"] == v["asked"]).mean()),
+            "split": float(split.mean()), "images_with_split": float(per_image.mean())}

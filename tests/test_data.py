@@ -240,10 +240,15 @@ def test_real_golden_loads_and_rejects_what_is_not_the_release(fixture_root, roo
     np.savez(folder / "raters_golden.npz", tensor=t, info=info, ids=ids)
     with pytest.raises(DataCorruptError, match="questions .'info'. differ"):
         data.load_real_golden(root_copy)
+    v = data.load_real_votes(fixture_root)
+    assert v["raters"].shape == (12, 60) and ((v["raters"] >= 0).sum(0) == 5).all()
     # the files are optional: without them ReaL still counts as present, verify says so
     (folder / "golden.npz").unlink()
     (folder / "raters_golden.npz").unlink()
+    (folder / "raters.npz").unlink()
     assert data.available("imagenet_real", root=root_copy)
+    with pytest.raises(DataMissingError, match="raters.npz"):
+        data.load_real_votes(root_copy)
     with pytest.raises(DataMissingError, match="golden.npz"):
         data.load_real_golden(root_copy)
     notes = data.verify("imagenet_real", root_copy)["notes"]

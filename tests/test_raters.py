@@ -72,6 +72,19 @@ def test_unanimity_and_yes_share():
     assert np.isnan(share[2])
 
 
+def test_vote_counts_and_summary():
+    codes = np.array([[Y, N, -1, -1],
+                      [Y, Y, N, -1],
+                      [Y, M, N, -1]])
+    c = R.vote_counts(codes)
+    assert c["asked"].tolist() == [3, 3, 2, 0] and c["yes"].tolist() == [3, 1, 0, 0]
+    assert c["unanimous"].tolist() == [True, False, True, False]
+    s = R.vote_summary(c, ["a.JPEG", "a.JPEG", "b.JPEG", "c.JPEG"])
+    assert s["questions"] == 3 and s["images"] == 2  # the unasked question and its image out
+    assert s["all_yes"] == pytest.approx(1 / 3) and s["all_no"] == pytest.approx(1 / 3)
+    assert s["split"] == pytest.approx(1 / 3) and s["images_with_split"] == pytest.approx(0.5)
+
+
 def test_the_section_part_from_the_fixture(tmp_path):
     import matplotlib
     matplotlib.use("Agg")
@@ -94,6 +107,18 @@ def test_the_section_part_from_the_fixture(tmp_path):
     assert len(fig.axes) == 2 and fig.axes[0].get_ylabel().startswith("agreement")
     plt.close(fig)
     assert shankar.load_golden(tmp_path / "nowhere") is None
+    assert shankar.load_votes(tmp_path / "nowhere") is None
+    assert rs.votes is None
+    # with the votes on all questions: a third panel and a sentence
+    from softlib.data import load_real_votes
+    full = shankar.rater_study(g, load_real_votes(tmp_path))
+    assert (full.votes["asked"] == 5).all() and full.vote_summary["questions"] == 60
+    assert "Across all 60 (image, class) questions" in " ".join(shankar.rater_takeaways(full))
+    fig = shankar.plot_votes(full)
+    assert fig.axes[0].get_ylabel() == "questions (%)"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="raters.npz was absent"):
+        shankar.plot_votes(rs)
     assert "concern 20 val images" in lines[0] and "one time in" in lines[0]
     # experts who never disagree: no "one time in N" (N would be infinite)
     agreeing = dict(g, experts=np.repeat(g["experts"][:1], 5, axis=0))

@@ -10,7 +10,7 @@ Data lives under ``softlib.paths.data_root()`` (``$SOFTLIB_DATA``). ``load`` nev
 from . import splits, views
 from .errors import DataCorruptError, DataError, DataMissingError
 from .fetch import fetch
-from .imagenet import load_imagenet_human, load_imagenet_real, load_real_golden
+from .imagenet import load_imagenet_human, load_imagenet_real, load_real_golden, load_real_votes
 from .registry import CIFAR10_CLASSES, CORRUPTIONS, SEVERITIES, SPECS, get_spec
 from .store import (HumanLabels, ImageSet, available, dataset_dir, info, load, load_cifar10_1_labels,
                     load_cifar10h, load_cifar10h_raw, pixel_origin, provenance, verify)
@@ -18,7 +18,8 @@ from .store import (HumanLabels, ImageSet, available, dataset_dir, info, load, l
 DATASETS = tuple(SPECS)
 
 __all__ = ["load", "load_cifar10h", "load_cifar10_1_labels", "load_cifar10h_raw",
-           "load_imagenet_human", "load_imagenet_real", "load_real_golden", "available",
-           "pixel_origin", "provenance", "verify", "info", "fetch", "dataset_dir", "ImageSet",
-           "HumanLabels", "DataError", "DataMissingError", "DataCorruptError", "CIFAR10_CLASSES",
-           "CORRUPTIONS", "SEVERITIES", "DATASETS", "get_spec", "splits", "views"]
+           "load_imagenet_human", "load_imagenet_real", "load_real_golden", "load_real_votes",
+           "available", "pixel_origin", "provenance", "verify", "info", "fetch", "dataset_dir",
+           "ImageSet", "HumanLabels", "DataError", "DataMissingError", "DataCorruptError",
+           "CIFAR10_CLASSES", "CORRUPTIONS", "SEVERITIES", "DATASETS", "get_spec", "splits",
+           "views"]

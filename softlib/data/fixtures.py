@@ -178,6 +178,11 @@ def _real_golden(folder: Path, rng, questions: int = 60, raters: int = 12) -> No
                         ids=np.arange(100, 105))
     np.savez_compressed(folder / "raters_golden.npz", tensor=votes(raters, 0.8, (0, 1, 2)),
                         info=info, ids=np.arange(raters))
+    # raters.npz: every question asked of 5 of the raters, the others not asked (all zeros)
+    asked = np.argsort(rng.random((raters, questions)), axis=0) < 5
+    np.savez_compressed(folder / "raters.npz",
+                        tensor=votes(raters, 0.8, (0, 1, 2)) * asked[..., None], info=info,
+                        ids=np.arange(raters))
 
 
 def write_fixture_root(path: str | os.PathLike, seed: int = 0, n_train: int = 500,

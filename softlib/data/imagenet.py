@@ -184,3 +184,26 @@ def load_real_golden(root: str | os.PathLike | None = None) -> dict[str, Any]:
         out[key], out[f"{key[:-1]}_ids"] = codes, np.asarray(ids)
     out["info"] = info
     return out
+
+
+def load_real_votes(root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """ReaL's crowd votes on every (image, class) question it asked (``raters.npz``):
+    ``raters`` int8 [R, N] answers coded as in :func:`load_real_golden`, ``info`` [N, 2] (val
+    file name, proposed class id), ``rater_ids``. The release stores them as a dense float64
+    one-hot tensor (about 0.4 GB in memory while it is read)."""
+    import numpy as np
+    p = dataset_dir("imagenet_real", root) / "raters.npz"
+    if not p.exists():
+        raise missing_error("imagenet_real", p, root,
+                            note="raters.npz is an optional part of ReaL's release")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            t, info, ids = z["tensor"], z["info"], z["ids"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataCorruptError(f"{p}: cannot read 'tensor', 'info' and 'ids' ({e})") from e
+    codes = _answers(p, t, None)
+    del t
+    if info.shape != (codes.shape[1], 2) or len(ids) != codes.shape[0]:
+        raise DataCorruptError(f"{p}: 'info' must be [questions, 2] and 'ids' one per rater; got "
+                               f"{list(info.shape)} and {len(ids)}")
+    return {"raters": codes, "info": info, "rater_ids": np.asarray(ids), "path": p}

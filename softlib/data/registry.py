@@ -107,7 +107,9 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
              "timm_results-imagenetv2-matched-frequency.csv": "1d066d8897c40224b14f3cf1d02029c49ebdc56b761ba9a3841bd3bdd3bd0a8e"},
          optional_sha256={  # ReaL's golden questions: 5 experts' and 78 raters' answers
              "golden.npz": "738a795e88351799934669ac48bb70e2ebe484b447fc3e09e0c36fbd987d06d2",
-             "raters_golden.npz": "6fd910fc7389c3d695ac5e18269689797d0246a378c536e218854f9d93bc8ea6"}),
+             "raters_golden.npz": "6fd910fc7389c3d695ac5e18269689797d0246a378c536e218854f9d93bc8ea6",
+             # the raters' votes on every (image, class) question ReaL asked
+             "raters.npz": "d3ffe8082e4e61e9716cbc93a7a4e877e3b1d1240032a176e797b43f19107ec8"}),
 ]}
 
 #: direct-download files per dataset: (file name in the dataset folder, URL, required?)
@@ -123,7 +125,8 @@ DOWNLOADS: dict[str, list[tuple[str, str, bool]]] = {
                       ("timm_results-imagenetv2-matched-frequency.csv",
                        _TIMM + "results-imagenetv2-matched-frequency.csv", True),
                       ("golden.npz", _REAL + "golden.npz", False),
-                      ("raters_golden.npz", _REAL + "raters_golden.npz", False)],
+                      ("raters_golden.npz", _REAL + "raters_golden.npz", False),
+                      ("raters.npz", _REAL + "raters.npz", False)],
     # The authors' repositories have pointed at several buckets over time; tried in this order.
     "imagenet_human": [("human_accuracy_v3.0.0.pickle", SPECS["imagenet_human"].url, True),
                        ("human_accuracy_v3.0.0.pickle",

@@ -77,6 +77,16 @@ def load_real(root=None) -> dict:
     return data.load_imagenet_real(root=root)
 
 
+def load_votes(root=None) -> dict | None:
+    """ReaL's crowd votes on every question it asked (``softlib.data.load_real_votes``), or
+    ``None`` when this optional file is not on this machine."""
+    from .. import data
+    try:
+        return data.load_real_votes(root=root)
+    except data.DataMissingError:
+        return None
+
+
 def load_golden(root=None) -> dict | None:
     """ReaL's golden questions (``softlib.data.load_real_golden``), or ``None`` when these
     optional files are not on this machine."""
@@ -93,20 +103,28 @@ class RaterStudy:
     """Agreement of ReaL's raters with its experts (:mod:`softlib.raters`): ``table`` from
     ``golden_agreement``, ``unanimity`` from ``expert_unanimity``, per question the raters'
     ``yes_share`` and the experts' majority ``reference``, and how many val ``images`` the
-    questions are about."""
+    questions are about; with ReaL's votes on all its questions, ``votes`` (``vote_counts``)
+    and their ``vote_summary``."""
     table: pd.DataFrame
     unanimity: dict
     yes_share: np.ndarray
     reference: np.ndarray
     images: int
+    votes: pd.DataFrame | None = None
+    vote_summary: dict | None = None
 
 
-def rater_study(golden: dict) -> RaterStudy:
-    """Everything part 6 of the section shows, from :func:`load_golden`'s dict."""
+def rater_study(golden: dict, votes: dict | None = None) -> RaterStudy:
+    """Everything part 6 of the section shows, from :func:`load_golden`'s dict and, where
+    present, :func:`load_votes`'."""
     from .. import raters as R
+    counts = summary = None
+    if votes is not None:
+        counts = R.vote_counts(votes["raters"])
+        summary = R.vote_summary(counts, np.asarray(votes["info"])[:, 0])
     return RaterStudy(R.golden_agreement(golden), R.expert_unanimity(golden["experts"]),
                       R.yes_share(golden["raters"]), R.majority(golden["experts"]),
-                      int(len(set(np.asarray(golden["info"])[:, 0]))))
+                      int(len(set(np.asarray(golden["info"])[:, 0]))), counts, summary)
 
 
 def plot_raters(rs: RaterStudy):
@@ -117,7 +135,7 @@ def plot_raters(rs: RaterStudy):
     import matplotlib.pyplot as plt
 
     from .. import raters as R
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     ax = axes[0]
     t = rs.table
     rat = t[t["kind"] == "rater"].sort_values("rate").reset_index(drop=True)
@@ -147,6 +165,25 @@ def plot_raters(rs: RaterStudy):
     ax.set(xlabel="share of raters who said the class fits",
            ylabel="questions (% of those with this expert answer)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_votes(rs: RaterStudy):
+    """How many of the raters asked about one (image, class) question said the class fits,
+    over every question ReaL asked (needs ``rs.votes``): the crowd's soft labels at scale."""
+    import matplotlib.pyplot as plt
+
+    if rs.votes is None:
+        raise ValueError("plot_votes: this RaterStudy has no votes (raters.npz was absent)")
+    v = rs.votes[rs.votes["asked"] > 0]
+    k = int(v["asked"].max())
+    share = 100 * v["yes"].value_counts(normalize=True).reindex(range(k + 1), fill_value=0)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(share.index, share.to_numpy(), color="tab:purple", alpha=0.8)
+    ax.set(xticks=range(k + 1), ylabel="questions (%)",
+           xlabel=f"raters who said the class fits (of {v['asked'].median():.0f} asked per "
+                  "question, median)")
     fig.tight_layout()
     return fig
 
@@ -185,6 +222,15 @@ def rater_takeaways(rs: RaterStudy) -> list[str]:
                    f"Raters answered 'maybe' {100 * rat['maybe'].mean():.1f}% of the time, the "
                    f"experts {100 * ex['maybe'].mean():.1f}%: the crowd's answers are a soft "
                    "label, much as CIFAR-10H's are.")
+    if rs.vote_summary is not None:
+        v = rs.vote_summary
+        out.append(f"Across all {v['questions']:,} (image, class) questions ReaL put to its "
+                   f"raters ({v['raters_per_question']:.0f} raters each, median; "
+                   f"{v['images']:,} val images), everyone said yes to "
+                   f"{100 * v['all_yes']:.1f}%, everyone said no to {100 * v['all_no']:.1f}%, "
+                   f"and the raters split on {100 * v['split']:.1f}%; "
+                   f"{100 * v['images_with_split']:.1f}% of these images had at least one "
+                   "question the raters split on.")
     return out
 
 
