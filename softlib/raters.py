@@ -58,10 +58,22 @@ def agreement(codes: np.ndarray, reference: np.ndarray, alpha: float = 0.05) -> 
                          "maybe": maybe})
 
 
+def _decided(agreement_rows: pd.DataFrame, codes: np.ndarray, reference: np.ndarray,
+             alpha: float) -> pd.DataFrame:
+    """``agreement_rows`` plus the same agreement on the questions each rater answered yes or
+    no (``decided_n``, ``decided_rate``, ``decided_lo``, ``decided_hi``): experts never answer
+    'maybe', so a rater's 'maybe' counts as a disagreement in ``rate`` but not here."""
+    c = np.where(np.asarray(codes) == MAYBE, -1, codes)
+    d = agreement(c, reference, alpha)
+    return agreement_rows.assign(decided_n=d["n"].to_numpy(), decided_rate=d["rate"].to_numpy(),
+                                 decided_lo=d["lo"].to_numpy(), decided_hi=d["hi"].to_numpy())
+
+
 def golden_agreement(golden: dict, alpha: float = 0.05) -> pd.DataFrame:
     """Agreement with the experts on the golden questions, one row per person plus one for the
-    raters' majority vote: ``who``, ``kind`` ('expert', 'rater', 'raters' majority') and the
-    columns of :func:`agreement`. Experts are scored leave-one-out (see the module)."""
+    raters' majority vote: ``who``, ``kind`` ('expert', 'rater', 'raters' majority'), the
+    columns of :func:`agreement`, and the ``decided_*`` ones of the questions answered yes or
+    no. Experts are scored leave-one-out (see the module)."""
     ex, ra = _check(golden["experts"], "experts"), _check(golden["raters"], "raters")
     if ex.shape[1] != ra.shape[1]:
         raise ValueError(f"golden_agreement: experts answered {ex.shape[1]} questions, raters "
@@ -73,14 +85,18 @@ def golden_agreement(golden: dict, alpha: float = 0.05) -> pd.DataFrame:
     rows = []
     for i in range(len(ex)):
         others = majority(np.delete(ex, i, axis=0))
-        rows.append(agreement(ex[i:i + 1], others, alpha).assign(
+        rows.append(_decided(agreement(ex[i:i + 1], others, alpha), ex[i:i + 1], others,
+                             alpha).assign(
             who=f"expert {golden.get('expert_ids', range(len(ex)))[i]}", kind="expert"))
     ids = golden.get("rater_ids", range(len(ra)))
-    rows.append(agreement(ra, ref, alpha).assign(who=[f"rater {r}" for r in ids], kind="rater"))
-    rows.append(agreement(majority(ra)[None, :], ref, alpha).assign(
+    rows.append(_decided(agreement(ra, ref, alpha), ra, ref, alpha).assign(
+        who=[f"rater {r}" for r in ids], kind="rater"))
+    crowd = majority(ra)[None, :]
+    rows.append(_decided(agreement(crowd, ref, alpha), crowd, ref, alpha).assign(
         who=f"majority of the {len(ra)} raters", kind="raters' majority"))
     out = pd.concat(rows, ignore_index=True)
-    return out[["who", "kind", "n", "agree", "rate", "lo", "hi", "maybe"]]
+    return out[["who", "kind", "n", "agree", "rate", "lo", "hi", "maybe", "decided_n",
+                "decided_rate", "decided_lo", "decided_hi"]]
 
 
 def expert_unanimity(experts: np.ndarray, alpha: float = 0.05) -> dict:
@@ -111,7 +127,8 @@ def vote_counts(codes: np.ndarray) -> pd.DataFrame:
     a = _check(codes, "vote_counts")
     out = pd.DataFrame({"asked": (a >= 0).sum(0), "no": (a == NO).sum(0),
                         "maybe": (a == MAYBE).sum(0), "yes": (a == YES).sum(0)})
-    out["unanimous"] = (out[["no", "maybe", "yes"]].max(axis=1) == out["asked"]) & (out["asked"] > 0)
+    top = out[["no", "maybe", "yes"]].max(axis=1)
+    out["unanimous"] = (top == out["asked"]) & (out["asked"] > 0)
     return out
 
 

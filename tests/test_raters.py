@@ -54,8 +54,14 @@ def test_golden_agreement_scores_each_expert_against_the_others_only():
     ref = R.majority(experts)  # the last question ties 2-2: no reference, left out
     assert ref.tolist() == [Y, N, N, -1]
     assert rat["agree"].tolist() == [3, 1] and rat["n"].tolist() == [3, 3]
+    # leaving 'maybe' out: rater 1's M on the last question was not scored anyway (a tie)
+    assert rat["decided_n"].tolist() == [3, 3] and rat["decided_rate"].tolist() == [1.0, 1 / 3]
     maj = t[t["kind"] == "raters' majority"].iloc[0]
     assert maj["who"] == "majority of the 2 raters" and maj["n"] == 1  # raters tie on 3 of 4
+    # a 'maybe' where the experts decided: a disagreement in rate, left out of decided_*
+    one = R.golden_agreement({"experts": np.full((3, 2), Y), "raters": np.array([[M, Y]])})
+    r = one[one["kind"] == "rater"].iloc[0]
+    assert (r["n"], r["agree"], r["decided_n"], r["decided_rate"]) == (2, 1, 1, 1.0)
     with pytest.raises(ValueError, match="at least 3 experts"):
         R.golden_agreement({"experts": experts[:2], "raters": raters})
     with pytest.raises(ValueError, match="same questions"):
@@ -100,6 +106,7 @@ def test_the_section_part_from_the_fixture(tmp_path):
     assert "5 experts gave the same answer" in lines[0] and "of 60 golden questions" in lines[0]
     assert "One rater agrees with the experts' majority" in lines[1]
     assert "majority of all 12 raters" in lines[1]
+    assert "Leaving each rater's 'maybe' answers out, the median agreement" in lines[2]
     text = " ".join(shankar.takeaways(None, None, None, None, raters=rs))
     assert "golden questions" in text and "People: not measured" in text
     assert "golden questions" not in " ".join(shankar.takeaways(None, None, None, None))

@@ -214,14 +214,21 @@ def rater_takeaways(rs: RaterStudy) -> list[str]:
         sent += (f", and the majority of all {len(rat)} raters reaches {100 * m['rate']:.1f}% "
                  f"({100 * m['lo']:.1f}-{100 * m['hi']:.1f}%)")
     out.append(sent + ".")
+    if rat["maybe"].max() > 0:
+        below_decided = int((rat["decided_hi"] < ex["decided_rate"].min()).sum())
+        d, dr = 100 * rat["decided_rate"].median(), r.median()
+        out.append(f"Raters answered 'maybe' {100 * rat['maybe'].mean():.1f}% of the time, the "
+                   f"experts {100 * ex['maybe'].mean():.1f}%, and a 'maybe' counts as a "
+                   f"disagreement above. Leaving each rater's 'maybe' answers out, the median "
+                   f"agreement {'rises to' if d > dr else 'is'} {d:.1f}%, and for "
+                   f"{below_decided} of {len(rat)} raters the interval still lies below every "
+                   "expert.")
     yes = rs.yes_share[(rs.reference == R.YES) & np.isfinite(rs.yes_share)]
     no = rs.yes_share[(rs.reference == R.NO) & np.isfinite(rs.yes_share)]
     if len(yes) and len(no):
         out.append(f"Where the experts' majority said a class fits, {100 * np.mean(yes):.0f}% of "
-                   f"the raters said so on average; where it said no, {100 * np.mean(no):.0f}%. "
-                   f"Raters answered 'maybe' {100 * rat['maybe'].mean():.1f}% of the time, the "
-                   f"experts {100 * ex['maybe'].mean():.1f}%: the crowd's answers are a soft "
-                   "label, much as CIFAR-10H's are.")
+                   f"the raters said so on average; where it said no, {100 * np.mean(no):.0f}%: "
+                   "the crowd's answers are a soft label, much as CIFAR-10H's are.")
     if rs.vote_summary is not None:
         v = rs.vote_summary
         out.append(f"Across all {v['questions']:,} (image, class) questions ReaL put to its "
