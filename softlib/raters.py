@@ -58,15 +58,14 @@ def agreement(codes: np.ndarray, reference: np.ndarray, alpha: float = 0.05) -> 
                          "maybe": maybe})
 
 
-def _decided(agreement_rows: pd.DataFrame, codes: np.ndarray, reference: np.ndarray,
-             alpha: float) -> pd.DataFrame:
-    """``agreement_rows`` plus the same agreement on the questions each rater answered yes or
-    no (``decided_n``, ``decided_rate``, ``decided_lo``, ``decided_hi``): experts never answer
-    'maybe', so a rater's 'maybe' counts as a disagreement in ``rate`` but not here."""
-    c = np.where(np.asarray(codes) == MAYBE, -1, codes)
-    d = agreement(c, reference, alpha)
-    return agreement_rows.assign(decided_n=d["n"].to_numpy(), decided_rate=d["rate"].to_numpy(),
-                                 decided_lo=d["lo"].to_numpy(), decided_hi=d["hi"].to_numpy())
+def _scored(codes: np.ndarray, reference: np.ndarray, alpha: float) -> pd.DataFrame:
+    """:func:`agreement`, plus the same on the questions each rater answered yes or no
+    (``decided_n``, ``decided_rate``, ``decided_lo``, ``decided_hi``): a rater's 'maybe'
+    counts as a disagreement in ``rate`` (ReaL's experts gave none) but not here."""
+    a = agreement(codes, reference, alpha)
+    d = agreement(np.where(np.asarray(codes) == MAYBE, -1, codes), reference, alpha)
+    return a.assign(decided_n=d["n"].to_numpy(), decided_rate=d["rate"].to_numpy(),
+                    decided_lo=d["lo"].to_numpy(), decided_hi=d["hi"].to_numpy())
 
 
 def golden_agreement(golden: dict, alpha: float = 0.05) -> pd.DataFrame:
@@ -83,16 +82,14 @@ def golden_agreement(golden: dict, alpha: float = 0.05) -> pd.DataFrame:
                          "of the rest)")
     ref = majority(ex)
     rows = []
+    expert_ids = golden.get("expert_ids", range(len(ex)))
     for i in range(len(ex)):
         others = majority(np.delete(ex, i, axis=0))
-        rows.append(_decided(agreement(ex[i:i + 1], others, alpha), ex[i:i + 1], others,
-                             alpha).assign(
-            who=f"expert {golden.get('expert_ids', range(len(ex)))[i]}", kind="expert"))
+        rows.append(_scored(ex[i:i + 1], others, alpha).assign(
+            who=f"expert {expert_ids[i]}", kind="expert"))
     ids = golden.get("rater_ids", range(len(ra)))
-    rows.append(_decided(agreement(ra, ref, alpha), ra, ref, alpha).assign(
-        who=[f"rater {r}" for r in ids], kind="rater"))
-    crowd = majority(ra)[None, :]
-    rows.append(_decided(agreement(crowd, ref, alpha), crowd, ref, alpha).assign(
+    rows.append(_scored(ra, ref, alpha).assign(who=[f"rater {r}" for r in ids], kind="rater"))
+    rows.append(_scored(majority(ra)[None, :], ref, alpha).assign(
         who=f"majority of the {len(ra)} raters", kind="raters' majority"))
     out = pd.concat(rows, ignore_index=True)
     return out[["who", "kind", "n", "agree", "rate", "lo", "hi", "maybe", "decided_n",
