@@ -281,13 +281,11 @@ if RS is None:
           "imagenet_real` downloads them. This part is skipped.")
 else:
     t = RS.table
-    pct = ("rate", "lo", "hi", "maybe", "decided_rate", "decided_lo", "decided_hi")
-    show = t[t["kind"] != "rater"].assign(**{c: 100 * t[c] for c in pct})
     raters_only = t[t["kind"] == "rater"]
-    display(show.style.format(F.sig).hide(axis="index").set_caption(
-        "agreement with the experts' majority in %, 95% Clopper-Pearson interval (lo-hi); "
-        "n: questions scored; maybe: % of answers that were 'maybe'; decided_*: the same on "
-        "the questions answered yes or no"))
+    display(study.rater_table(RS).style.format(F.sig).set_caption(
+        "agreement with the experts' majority (for an expert: with the other experts'), "
+        "95% Clopper-Pearson intervals; a 'maybe' counts as a disagreement, except in the "
+        "last column"))
     display((100 * raters_only[["rate", "decided_rate", "maybe"]]).describe().T.style.format(
         F.sig).set_caption(f"the {len(raters_only)} raters: agreement (all questions, and "
                            "those answered yes or no) and 'maybe' answers in %"))

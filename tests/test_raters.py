@@ -102,6 +102,10 @@ def test_the_section_part_from_the_fixture(tmp_path):
     g = load_real_golden(tmp_path)
     rs = shankar.rater_study(g)
     assert (rs.table["kind"] == "rater").sum() == 12 and rs.images == 20
+    shown = shankar.rater_table(rs)
+    assert list(shown.index[:5]) == [f"expert {i}" for i in range(100, 105)]
+    assert shown.index[-1] == "majority of the 12 raters"
+    assert shown["agreement % [95% CI]"].str.match(r"^\d+\.\d \[\d+\.\d, \d+\.\d\]$").all()
     lines = shankar.rater_takeaways(rs)
     assert "5 experts gave the same answer" in lines[0] and "of 60 golden questions" in lines[0]
     assert "One rater agrees with the experts' majority" in lines[1]

@@ -127,6 +127,25 @@ def rater_study(golden: dict, votes: dict | None = None) -> RaterStudy:
                       int(len(set(np.asarray(golden["info"])[:, 0]))), counts, summary)
 
 
+def rater_table(rs: RaterStudy, kinds=("expert", "raters' majority")) -> pd.DataFrame:
+    """The agreement table for readers: per person (of ``kinds``), the questions scored, the
+    agreement in % with its 95% interval, the share of 'maybe' answers, and the agreement on
+    the questions answered yes or no."""
+    t = rs.table[rs.table["kind"].isin(kinds)]
+
+    def ci(rate, lo, hi):
+        return [f"{100 * r:.1f} [{100 * a:.1f}, {100 * b:.1f}]" if np.isfinite(r) else "n/a"
+                for r, a, b in zip(t[rate], t[lo], t[hi])]
+
+    return pd.DataFrame({"questions": t["n"].to_numpy(),
+                         "agreement % [95% CI]": ci("rate", "lo", "hi"),
+                         "'maybe' %": (100 * t["maybe"]).round(1).to_numpy(),
+                         "answered yes or no": t["decided_n"].to_numpy(),
+                         "agreement on those % [95% CI]": ci("decided_rate", "decided_lo",
+                                                             "decided_hi")},
+                        index=t["who"].to_numpy())
+
+
 def plot_raters(rs: RaterStudy):
     """Left: each rater's agreement with the experts' majority, sorted, with 95% intervals,
     beside each expert's agreement with the other experts and the raters' majority vote.
