@@ -292,7 +292,7 @@ else:
     fig = study.plot_raters(RS)
     F.question_title(fig.axes[0], "How often does one rater agree with the experts?",
                      "ReaL golden questions", "95% Clopper-Pearson intervals")
-    F.question_title(fig.axes[1], "Do raters split where experts agree?",
+    F.question_title(fig.axes[1], "How do raters vote, given the experts' answer?",
                      "ReaL golden questions", "one count per question; no intervals")
     fig.tight_layout()
     plt.show()
