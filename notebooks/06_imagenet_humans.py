@@ -227,11 +227,12 @@ display(zoo_fits.set_index("relation").T.style.format(F.sig).set_caption(
 display(zoo.head(10).style.format(F.sig).set_caption("top-1 accuracies in %; first 10 models"))
 
 # %% [markdown]
-# Left: ReaL top-1 against original top-1; middle: each model's gain under ReaL. Right:
-# ImageNetV2 against ImageNet, the distribution-shift gap Shankar et al. asked about. Each
-# scatter has two fits: a straight line (solid) and a line on the probit scale of both
-# accuracies (dashed, curved here), the scale on which Recht et al. (2019) found such
-# relations straight; the legend gives each fit's rms residual, so the closer one is visible.
+# Top: ReaL top-1 against original top-1, and each model's gain under ReaL. Bottom:
+# ImageNetV2 against ImageNet, the distribution-shift gap Shankar et al. asked about, and each
+# model's loss. Each scatter has two fits: a straight line (solid) and a line on the probit
+# scale of both accuracies (dashed, curved here), the scale on which Recht et al. (2019) found
+# such relations straight; the legend gives each fit's rms residual, so the closer one is
+# visible.
 # Where the points bend, one straight-line slope misstates how the gain changes with
 # accuracy, so the conclusions at the end compare the least and the most accurate third of
 # the models instead. Only models are plotted: no people are measured on these test sets, and
@@ -246,13 +247,17 @@ fig = study.plot_zoo(zoo, zoo_fits)
 for ax, q, src, note in zip(fig.axes,
                       ("Do ReaL multi-labels score models higher than the single label?",
                        "How much does the single label under-count?",
-                       "Do models lose accuracy from ImageNet to ImageNetV2?"),
-                      (f"{len(zoo)} timm models", None, "models only"),
+                       "Do models lose accuracy from ImageNet to ImageNetV2?",
+                       "How much accuracy do models lose on ImageNetV2?"),
+                      (f"{len(zoo)} timm models", None, "models only", "models only"),
                       ("one point per model; timm gives no intervals",
                        "the histogram is the spread over models; timm gives no intervals",
-                       "one point per model; timm gives no intervals")):
+                       "one point per model; timm gives no intervals",
+                       "the histogram is the spread over models; timm gives no intervals")):
     F.question_title(ax, q, src, note)
 fig.axes[1].set(xlabel="ReaL top-1 minus ImageNet top-1 (percentage points)",
+                ylabel="models (count)")
+fig.axes[3].set(xlabel="ImageNetV2 top-1 minus ImageNet top-1 (percentage points)",
                 ylabel="models (count)")
 fig.tight_layout()
 plt.show()

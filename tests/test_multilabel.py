@@ -471,6 +471,7 @@ def test_zoo_plot_has_no_human_points_unless_asked_and_then_says_not_comparable(
 
     t, s = _zoo()
     fig = shankar.plot_zoo(t, s)
+    assert len(fig.axes) == 4 and "ImageNetV2" in fig.axes[3].get_xlabel()
     labels = [h.get_label() for h in fig.axes[2].collections]
     assert not any("human" in lab.lower() for lab in labels)
     plt.close(fig)

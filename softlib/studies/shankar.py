@@ -508,7 +508,8 @@ def _zoo_fits(ax, f: pd.Series, xs, color: str) -> None:
 
 
 def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool = False):
-    """The model zoo: ReaL vs ImageNet top-1, the gap, and ImageNetV2 vs ImageNet top-1.
+    """The model zoo, two rows: ReaL vs ImageNet top-1 and its gap per model; ImageNetV2 vs
+    ImageNet top-1 and its gap per model (axes in that order).
 
     No people are measured here. With ``published_humans`` the paper's *published* Table 1
     points for humans A-E are drawn on the V2 panel as hollow grey markers labelled as not
@@ -519,7 +520,8 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
     import matplotlib.pyplot as plt
 
     s = summary.set_index("relation")
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9.5))
+    axes = axes.ravel()
     ax = axes[0]
     ax.scatter(table["top1_val"], table["top1_real"], s=6, alpha=0.4, color="tab:green")
     _zoo_fits(ax, s.loc["ReaL top-1 vs ImageNet top-1"], table["top1_val"], "darkgreen")
@@ -551,6 +553,14 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
     ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ImageNetV2 top-1 (%)",
            title="Distribution shift: ImageNet → ImageNetV2 (models only)")
     ax.legend(fontsize=8, loc="upper left")
+
+    ax = axes[3]
+    gap = table["v2_minus_val"].dropna()
+    ax.hist(gap, bins=40, range=(gap.min() - 0.5, max(gap.max(), 0) + 0.5), color="tab:blue",
+            alpha=0.8)
+    ax.axvline(0, color="grey", ls=":")
+    ax.set(xlabel="ImageNetV2 top-1 minus ImageNet top-1 (points)", ylabel="models",
+           title="How much accuracy models lose on ImageNetV2")
     fig.tight_layout()
     return fig
 
