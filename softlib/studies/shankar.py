@@ -1,6 +1,6 @@
 """Section 6: humans vs machines on ImageNet (Shankar et al. 2020), orchestration and plots.
 
-Two halves:
+Three parts:
 
 * the human study, which needs the authors' release ``human_accuracy.pickle``
   (``softlib.data.load_imagenet_human``): Table 1 (multi-label accuracy of humans and models
@@ -10,12 +10,16 @@ Two halves:
   multi-labels and on ImageNetV2 for many models. No people are measured there; the paper's
   published human accuracies (multi-label, on 2,000 other images, no intervals) are not
   comparable with those top-1 numbers and are left off that plot unless asked for, with a
-  label that says so.
+  label that says so;
+* and ReaL's own people (optional files of ``imagenet_real``): how often one crowd rater agrees
+  with the experts on its golden questions, and how often raters split (:func:`rater_study`,
+  analysis in :mod:`softlib.raters`).
 
 :func:`takeaways` writes the section's conclusions from what was computed in the run, so that
 a run without the human release does not claim anything about people.
 
-Analysis lives in :mod:`softlib.multilabel`; this module loads, assembles DataFrames and plots.
+Analysis lives in :mod:`softlib.multilabel` and :mod:`softlib.raters`; this module loads,
+assembles DataFrames and plots.
 """
 from __future__ import annotations
 
