@@ -153,6 +153,23 @@ def _answers(path, t, n: int | None) -> Any:
     return codes
 
 
+def _read_votes(path, n: int | None = None) -> tuple[Any, Any, Any]:
+    """One ReaL votes file: int8 answer codes [R, N] (:func:`_answers`; ``n`` questions where
+    known), ``info`` [N, 2] and ``ids`` [R], each checked against the others."""
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            t, info, ids = z["tensor"], z["info"], z["ids"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataCorruptError(f"{path}: cannot read 'tensor', 'info' and 'ids' ({e})") from e
+    codes = _answers(path, t, n)
+    del t  # the release's dense float64 one-hot tensor: the largest array here
+    if info.shape != (codes.shape[1], 2) or len(ids) != codes.shape[0]:
+        raise DataCorruptError(f"{path}: 'info' must be [questions, 2] and 'ids' one per rater; "
+                               f"got {list(info.shape)} and {len(ids)}")
+    return codes, info, np.asarray(ids)
+
+
 def load_real_golden(root: str | os.PathLike | None = None) -> dict[str, Any]:
     """ReaL's golden questions (Beyer et al. 2020): ``experts`` int8 [5, N] and ``raters`` int8
     [R, N] answers (0 no, 1 maybe, 2 yes, -1 not asked; :data:`ANSWERS`), ``info`` [N, 2]
@@ -168,20 +185,12 @@ def load_real_golden(root: str | os.PathLike | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"path": d}
     info = None
     for key, p in paths.items():
-        try:
-            with np.load(p, allow_pickle=False) as z:
-                t, inf, ids = z["tensor"], z["info"], z["ids"]
-        except (OSError, ValueError, KeyError) as e:
-            raise DataCorruptError(f"{p}: cannot read 'tensor', 'info' and 'ids' ({e})") from e
-        codes = _answers(p, t, None if info is None else len(info))
-        if inf.shape != (t.shape[1], 2) or len(ids) != t.shape[0]:
-            raise DataCorruptError(f"{p}: 'info' must be [questions, 2] and 'ids' one per rater; "
-                                   f"got {list(inf.shape)} and {len(ids)}")
+        codes, inf, ids = _read_votes(p, None if info is None else len(info))
         if info is not None and not np.array_equal(inf, info):
             raise DataCorruptError(f"{p}: its questions ('info') differ from those of "
                                    f"{paths['experts']}")
         info = inf
-        out[key], out[f"{key[:-1]}_ids"] = codes, np.asarray(ids)
+        out[key], out[f"{key[:-1]}_ids"] = codes, ids
     out["info"] = info
     return out
 
@@ -191,19 +200,9 @@ def load_real_votes(root: str | os.PathLike | None = None) -> dict[str, Any]:
     ``raters`` int8 [R, N] answers coded as in :func:`load_real_golden`, ``info`` [N, 2] (val
     file name, proposed class id), ``rater_ids``. The release stores them as a dense float64
     one-hot tensor (about 0.4 GB in memory while it is read)."""
-    import numpy as np
     p = dataset_dir("imagenet_real", root) / "raters.npz"
     if not p.exists():
         raise missing_error("imagenet_real", p, root,
                             note="raters.npz is an optional part of ReaL's release")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            t, info, ids = z["tensor"], z["info"], z["ids"]
-    except (OSError, ValueError, KeyError) as e:
-        raise DataCorruptError(f"{p}: cannot read 'tensor', 'info' and 'ids' ({e})") from e
-    codes = _answers(p, t, None)
-    del t
-    if info.shape != (codes.shape[1], 2) or len(ids) != codes.shape[0]:
-        raise DataCorruptError(f"{p}: 'info' must be [questions, 2] and 'ids' one per rater; got "
-                               f"{list(info.shape)} and {len(ids)}")
-    return {"raters": codes, "info": info, "rater_ids": np.asarray(ids), "path": p}
+    codes, info, ids = _read_votes(p)
+    return {"raters": codes, "info": info, "rater_ids": ids, "path": p}

@@ -66,13 +66,20 @@ PAPER_USERS: dict[str, tuple[tuple[str, ...], str | None]] = {
 
 
 # --------------------------------------------------------------------------- loading
+def _if_present(load, root) -> dict | None:
+    """``load(root=root)``, or ``None`` when its data are not on this machine (a part of the
+    section then says so instead of failing)."""
+    from .. import data
+    try:
+        return load(root=root)
+    except data.DataMissingError:
+        return None
+
+
 def load_release(root=None) -> dict | None:
     """The human-study release as a dict, or ``None`` when it is not on this machine."""
     from .. import data
-    try:
-        return data.load_imagenet_human(root=root)
-    except data.DataMissingError:
-        return None
+    return _if_present(data.load_imagenet_human, root)
 
 
 def load_real(root=None) -> dict:
@@ -85,20 +92,14 @@ def load_votes(root=None) -> dict | None:
     """ReaL's crowd votes on every question it asked (``softlib.data.load_real_votes``), or
     ``None`` when this optional file is not on this machine."""
     from .. import data
-    try:
-        return data.load_real_votes(root=root)
-    except data.DataMissingError:
-        return None
+    return _if_present(data.load_real_votes, root)
 
 
 def load_golden(root=None) -> dict | None:
     """ReaL's golden questions (``softlib.data.load_real_golden``), or ``None`` when these
     optional files are not on this machine."""
     from .. import data
-    try:
-        return data.load_real_golden(root=root)
-    except data.DataMissingError:
-        return None
+    return _if_present(data.load_real_golden, root)
 
 
 # --------------------------------------------------------------------------- ReaL's raters
@@ -499,16 +500,25 @@ def plot_figure4(study: HumanStudy):
 
 
 def _zoo_fits(ax, f: pd.Series, xs, color: str) -> None:
-    """A zoo panel's straight-line fit and, where the summary has it, its probit-scale fit
-    (curved here), each labelled with its residual in points so the closer one is visible."""
-    rmse = f" (rms residual {f['rmse']:.2f})" if "rmse" in f else ""
+    """A zoo panel's straight-line fit and, where it exists, its probit-scale fit (curved
+    here), each labelled with its residual in points so the closer one is visible."""
     _line(ax, f, xs, color=color, lw=1,
-          label=f"linear fit: y = {f['slope']:.3f}x {f['intercept']:+.2f}{rmse}")
-    if "probit_slope" in f and np.isfinite(f["probit_slope"]):
+          label=f"linear fit: y = {f['slope']:.3f}x {f['intercept']:+.2f} "
+                f"(rms residual {f['rmse']:.2f})")
+    if np.isfinite(f["probit_slope"]):
         x = np.linspace(min(xs), max(xs), 100)
         ax.plot(x, ml.probit_curve({"slope": f["probit_slope"], "intercept": f["probit_intercept"]},
                                    x), color=color, ls="--", lw=1.4,
                 label=f"probit-scale fit (rms residual {f['probit_rmse']:.2f})")
+
+
+def _gap_hist(ax, gap: pd.Series, color: str, xlabel: str, title: str) -> None:
+    """A zoo panel: the histogram of one gap over the models, its range stretched to show 0."""
+    gap = gap.dropna()
+    ax.hist(gap, bins=40, range=(min(gap.min(), 0) - 0.5, max(gap.max(), 0) + 0.5), color=color,
+            alpha=0.8)
+    ax.axvline(0, color="grey", ls=":")
+    ax.set(xlabel=xlabel, ylabel="models", title=title)
 
 
 def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool = False):
@@ -534,13 +544,8 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
            title=f"ReaL vs original labels ({len(table)} timm models)")
     ax.legend(fontsize=8)
 
-    ax = axes[1]
-    gap = table["real_minus_val"].dropna()
-    ax.hist(gap, bins=40, range=(min(gap.min(), 0) - 0.5, gap.max() + 0.5), color="tab:green",
-            alpha=0.8)
-    ax.axvline(0, color="grey", ls=":")
-    ax.set(xlabel="ReaL top-1 minus ImageNet top-1 (points)", ylabel="models",
-           title="How much the single label under-counts")
+    _gap_hist(axes[1], table["real_minus_val"], "tab:green",
+              "ReaL top-1 minus ImageNet top-1 (points)", "How much the single label under-counts")
 
     ax = axes[2]
     ax.scatter(table["top1_val"], table["top1_v2"], s=6, alpha=0.4, color="tab:blue",
@@ -558,13 +563,9 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
            title="Distribution shift: ImageNet → ImageNetV2 (models only)")
     ax.legend(fontsize=8, loc="upper left")
 
-    ax = axes[3]
-    gap = table["v2_minus_val"].dropna()
-    ax.hist(gap, bins=40, range=(gap.min() - 0.5, max(gap.max(), 0) + 0.5), color="tab:blue",
-            alpha=0.8)
-    ax.axvline(0, color="grey", ls=":")
-    ax.set(xlabel="ImageNetV2 top-1 minus ImageNet top-1 (points)", ylabel="models",
-           title="How much accuracy models lose on ImageNetV2")
+    _gap_hist(axes[3], table["v2_minus_val"], "tab:blue",
+              "ImageNetV2 top-1 minus ImageNet top-1 (points)",
+              "How much accuracy models lose on ImageNetV2")
     fig.tight_layout()
     return fig
 
@@ -616,7 +617,7 @@ def takeaways(zoo: pd.DataFrame | None = None, zoo_fits: pd.DataFrame | None = N
             f = zoo_fits.set_index("relation").loc["ImageNetV2 top-1 vs ImageNet top-1"]
             sent += (f", along V2 = {f['slope']:.3f} val {f['intercept']:+.2f} "
                      f"(R² {f['r2']:.3f})")
-            if "probit_rmse" in f and f["probit_rmse"] < f.get("rmse", np.inf):
+            if f["probit_rmse"] < f["rmse"]:  # False where the probit fit is n/a (NaN)
                 sent += (f"; a line on the probit scale of both accuracies, as Recht et al. "
                          f"(2019) found, fits closer (rms residual {f['probit_rmse']:.2f} vs "
                          f"{f['rmse']:.2f} points)")
