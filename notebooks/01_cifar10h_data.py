@@ -15,10 +15,10 @@
 # # 1. The data: CIFAR-10H
 #
 # CIFAR-10H (Peterson et al. 2019) asked people to label every image of the CIFAR-10 *test*
-# set: about 51 judgments per image, 511,400 in all. Instead of one label per image, each image
-# now has a distribution over the ten classes. This section looks at that distribution: how many
-# votes, how often people agree with the CIFAR-10 label, where the uncertainty sits, and which
-# classes people confuse.
+# set: about 51 judgments per image, 511,400 in all by the paper's count. Instead of one label
+# per image, each image now has a distribution over the ten classes. This section looks at that
+# distribution: how many votes, how often people agree with the CIFAR-10 label, where the
+# uncertainty sits, and which classes people confuse.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -36,8 +36,7 @@ sec = show_header(profile, "cifar10h_data", datasets=["cifar10h", "cifar10"], pa
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from softlib import data
 from softlib.book import figures as F
@@ -46,8 +45,15 @@ from softlib.studies import cifar10h as study
 human = data.load_cifar10h()
 test = data.load("cifar10", "test")
 counts, probs, labels = human.counts, human.probs, test.labels
-pd.DataFrame([study.vote_summary(counts)]).style.format({"mean_votes": "{:.1f}"}).set_caption(
-    "votes (human judgments) per image: counts")
+display(pd.DataFrame([study.vote_summary(counts)]).style.format({"mean_votes": "{:.1f}"})
+        .hide(axis="index").set_caption("votes (human judgments) per image: counts"))
+
+# %% [markdown]
+# ## In brief
+# What the figures below show, written from the vote counts of this build's data.
+
+# %%
+display(Markdown("\n".join(f"- {line}" for line in study.takeaways(counts, labels))))
 
 # %% [markdown]
 # ## How often do people agree with the CIFAR-10 label?
@@ -121,61 +127,34 @@ plt.show()
 print(f"The 30% most uncertain images hold {top30:.0%} of the total label entropy "
       f"(the paper: uncertainty is concentrated in roughly 30% of the images).")
 study.entropy_concentration(probs).style.format(
-    {"share of total entropy": "{:.0%}", "fraction of images": "{:.1%}"}).set_caption(
+    {"share of total entropy": "{:.0%}", "fraction of images": "{:.1%}"}).hide(
+    axis="index").set_caption(
     "how many of the most uncertain images hold a given share of the total entropy")
 
 # %% [markdown]
 # ## Which classes do people confuse?
-# Rows are the CIFAR-10 label, columns the share of human votes.
+# Rows are the CIFAR-10 label, columns the class people voted for. About 95% of the votes
+# land on the label itself, so the left panel leaves that diagonal out and colours only the
+# votes that go elsewhere; the right panel gives the diagonal, class by class.
 
 # %%
-conf = study.human_confusion(counts, labels)
-fig, ax = plt.subplots(figsize=(6.5, 5.5))
-sns.heatmap(conf, annot=True, fmt=".2f", cmap="Blues", xticklabels=study.CLASSES,
-            yticklabels=study.CLASSES, ax=ax, cbar=False, annot_kws={"size": 7})
-ax.set(xlabel="class people voted for (cells: share of the row's votes, rows sum to 1)",
-       ylabel="CIFAR-10 label")
-F.question_title(ax, "Which classes do people confuse?",
-                 note="all votes pooled; exact shares, no error bars")
+fig = study.plot_confusion(counts, labels)
 plt.show()
-display(study.top_confusions(conf).style.format({"share of votes": "{:.3f}"}).set_caption(
-    "largest off-diagonal cells: share of the true class's votes (fraction)"))
-study.per_class_table(counts, labels).style.format("{:.3f}").set_caption(
-    "per CIFAR-10 class, mean over its images: human accuracy (fraction of votes) "
-    "and entropy (nats)")
+display(study.top_confusions(study.human_confusion(counts, labels)).style
+        .format({"share of votes": "{:.3f}"}).hide(axis="index")
+        .set_caption("largest off-diagonal cells: share of the true class's votes (fraction)"))
 
 # %% [markdown]
 # ## A gallery: certain, split and systematically confused images
 # Each image with its human label distribution: images where everyone agrees, images where
-# people are most divided, and images where the human majority disagrees with CIFAR-10.
+# people are most divided, and images where the human majority disagrees with CIFAR-10. The
+# bar under each image splits its votes by class, in the legend's colours.
 
 # %%
 groups = study.gallery_indices(counts, labels, per_group=sec.params["gallery_per_group"],
                                seed=sec.seed)
-n = sec.params["gallery_per_group"]
-fig, axes = plt.subplots(2 * len(groups), n, figsize=(1.9 * n, 2.2 * 2 * len(groups)),
-                         squeeze=False)
-for g, (name, idx) in enumerate(groups.items()):
-    for j in range(n):
-        ax_img, ax_bar = axes[2 * g, j], axes[2 * g + 1, j]
-        ax_img.axis("off")
-        ax_bar.set_xticks([]), ax_bar.set_yticks([])
-        if j >= len(idx):
-            ax_bar.axis("off")
-            continue
-        i = idx[j]
-        ax_img.imshow(test.images[i])
-        ax_img.set_title(f"{name}\n#{i}: {study.CLASSES[labels[i]]}", fontsize=8)
-        ax_bar.bar(range(10), probs[i], color=["C3" if c == labels[i] else "C0" for c in range(10)])
-        ax_bar.set_ylim(0, 1)
-        ax_bar.set_xticks(range(10), [c[:3] for c in study.CLASSES], rotation=90, fontsize=6)
-        if j == 0:
-            ax_bar.set_yticks([0, 1])
-            ax_bar.set_ylabel("share of\nvotes", fontsize=7)
-fig.suptitle("What do certain, split and confused images look like?\n"
-             "bars: share of human votes per class (red: the CIFAR-10 label)",
-             fontsize=10)
-fig.tight_layout()
+fig = study.plot_gallery(test.images, counts, labels, groups)
+fig.suptitle("What do certain, split and confused images look like?", fontsize=10, y=1.0)
 plt.show()
 
 # %% [markdown]
@@ -184,15 +163,8 @@ plt.show()
 # build computed from the data above.
 
 # %%
-summary = study.vote_summary(counts)
-pd.DataFrame([
-    {"quantity": "images", "paper": 10000, "this run": summary["images"]},
-    {"quantity": "judgments", "paper": 511400, "this run": summary["judgments"]},
-    {"quantity": "votes per image (mean)", "paper": "about 51",
-     "this run": round(summary["mean_votes"], 1)},
-    {"quantity": "votes per image (range)", "paper": "47-63",
-     "this run": f"{summary['min_votes']}-{summary['max_votes']}"},
-]).set_index("quantity")
+study.paper_comparison(counts).style.hide(axis="index").set_caption(
+    "the collection: the paper's description vs this build's files")
 
 # %% [markdown]
 # Under the `smoke` profile these numbers come from synthetic fixtures and will not match. Under

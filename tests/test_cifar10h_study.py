@@ -61,3 +61,69 @@ def test_participant_facts_counts_people_and_images():
     assert f.loc["participants in the table", "paper"] == 2571 - 14
     assert f.loc["images per participant (median)", "this data"] == 2
     assert f.loc["judgments (non-attention trials)", "this data"] == 6
+
+
+def _paper_like_counts(judgments: int) -> np.ndarray:
+    """10,000 images with 47-63 votes each, about 51 on average, summing to ``judgments``."""
+    votes = np.full(10000, 51)
+    votes[0], votes[1] = 47, 63
+    votes[2:2 + abs(judgments - votes.sum())] += np.sign(judgments - votes.sum())
+    assert votes.sum() == judgments
+    counts = np.zeros((10000, 10))
+    counts[:, 0] = votes
+    return counts
+
+
+def test_paper_comparison_flags_only_what_differs_and_explains_missing_participants():
+    agree = study.paper_comparison(_paper_like_counts(511400)).set_index("quantity")
+    assert agree["agrees"].all() and (agree["note"] == "").all()
+    short = study.paper_comparison(_paper_like_counts(511000)).set_index("quantity")
+    assert list(short.index[~short["agrees"]]) == ["judgments"]
+    assert short.loc["judgments", "this data"] == "511,000"
+    assert "400 fewer, 2 participants' worth" in short.loc["judgments", "note"]
+    # a gap that is not a whole number of participants is not explained away
+    odd = study.paper_comparison(_paper_like_counts(511350)).set_index("quantity")
+    assert "fewer" not in odd.loc["judgments", "note"]
+
+
+def test_takeaways_are_written_from_the_counts(toy):
+    counts, labels = toy
+    lines = study.takeaways(counts, labels, top_fraction=0.25)
+    # 2 of 4 images have a majority other than their label; 1 of 4 is unanimous
+    assert "on 2 images (50.00%)" in lines[0] and "every vote does on 25%" in lines[0]
+    # the largest confusion of the toy: class 1's votes go to class 2 (80%)
+    assert "automobile called bird (80.0% of its votes)" in lines[2]
+    # 20 judgments against the paper's 511,400: the comparison line says so
+    assert "judgments 20 here vs 511,400" in lines[-1]
+
+
+def test_the_section_figures_draw_every_image_and_class(toy):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    counts = np.zeros((6, 10))
+    counts[np.arange(6), np.arange(6)] = 5
+    counts[0, 3] = 2
+    labels = np.arange(6)
+    images = np.zeros((6, 4, 4, 3), dtype=np.uint8)
+    fig = study.plot_confusion(counts, labels)
+    conf_ax, bar_ax = fig.axes[:2]
+    assert len(bar_ax.patches) == 6  # one bar per class that has images
+    assert any(t.get_text() == "28.6" for t in conf_ax.texts)  # image 0: 2 of its 7 votes
+    plt.close(fig)
+    groups = {"certain": np.array([1, 2]), "split": np.array([0])}
+    fig = study.plot_gallery(images, counts, labels, groups)
+    assert sum(len(ax.images) for ax in fig.axes) == 3
+    from matplotlib.text import Text
+    words = [t.get_text() for t in fig.findobj(Text)]
+    assert "airpl 71% / cat 29%" in words and "#0: airplane" in words
+    plt.close(fig)
+
+
+def test_takeaways_say_concentrated_only_when_the_entropy_is():
+    labels = np.zeros(10, dtype=int)
+    one = np.tile([10.0, 0, 0], (10, 1))
+    one[0] = [4, 3, 3]  # one image holds all the entropy
+    even = np.tile([6.0, 2, 2], (10, 1))  # every image equally uncertain
+    assert study.takeaways(one, labels)[1].startswith("The uncertainty sits in a minority")
+    assert study.takeaways(even, labels)[1].startswith("The uncertainty is spread")
