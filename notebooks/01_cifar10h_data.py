@@ -39,7 +39,6 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib import data
-from softlib.book import figures as F
 from softlib.studies import cifar10h as study
 
 human = data.load_cifar10h()
@@ -60,24 +59,9 @@ display(Markdown("\n".join(f"- {line}" for line in study.takeaways(counts, label
 # Each image's *human accuracy* is the share of its votes that name its CIFAR-10 label.
 
 # %%
-acc = study.human_accuracy_per_image(counts, labels)
-entropy = data.views.entropy(probs)
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-axes[0].hist(acc, bins=50, color="C0")
-axes[0].axvline(acc.mean(), color="k", ls=":", lw=1, label=f"mean {acc.mean():.3f}")
-axes[0].set(xlabel="share of an image's votes naming its CIFAR-10 label (fraction)",
-            ylabel="images (count)")
-F.question_title(axes[0], "How often do people agree with the CIFAR-10 label?",
-                 note=f"all {len(acc):,} images; no error bars: the histogram is the spread")
-axes[1].hist(entropy, bins=50, color="C1")
-axes[1].axvline(entropy.mean(), color="k", ls=":", lw=1, label=f"mean {entropy.mean():.3f} nats")
-axes[1].set(xlabel="entropy of the human label distribution (nats)", ylabel="images (count)")
-F.question_title(axes[1], "How uncertain are people about each image?",
-                 note=f"all {len(entropy):,} images; no error bars: the histogram is the spread")
-for ax in axes:
-    ax.legend(fontsize=8)
-fig.tight_layout()
+fig = study.plot_agreement(counts, labels)
 plt.show()
+acc = study.human_accuracy_per_image(counts, labels)
 print(f"images where every vote agrees with the CIFAR-10 label: {(acc == 1).mean():.1%}")
 print(f"images where the human majority disagrees with it: "
       f"{(probs.argmax(1) != labels).mean():.2%}")
@@ -95,13 +79,7 @@ except data.DataMissingError:
           f"{sec.data_root / 'cifar10h'}; per-annotator accuracy is not shown in this build.")
 else:
     display(study.participant_facts(raw))
-    per_annotator = raw.groupby("annotator_id")["correct_guess"].mean()
-    ax = per_annotator.plot.hist(bins=40)
-    ax.set(xlabel="annotator accuracy: share of their answers matching CIFAR-10 (fraction)",
-           ylabel="annotators (count)")
-    F.question_title(ax, "How accurate is each annotator?",
-                     note=f"{len(per_annotator)} annotators (attention checks excluded); "
-                          "the histogram is the spread")
+    fig = study.plot_annotators(raw)
     plt.show()
 
 # %% [markdown]
@@ -111,19 +89,9 @@ else:
 
 # %%
 top_fraction = 0.3  # the paper's "roughly 30% of the images"
-top30 = study.entropy_share_of_most_uncertain(probs, top_fraction)
-x, y = study.entropy_lorenz(probs)
-fig, ax = plt.subplots(figsize=(5.5, 4.5))
-ax.plot(x, y, label="this data: cumulative share of entropy")
-ax.plot([0, 1], [0, 1], "k:", lw=1, label="uncertainty spread evenly")
-F.paper_line(ax, x=top_fraction, label="paper: concentrated in roughly 30% of images")
-ax.plot(top_fraction, top30, "o", color="C0", label=f"30% most uncertain hold {top30:.0%}")
-ax.set(xlabel="fraction of images, most uncertain first (fraction)",
-       ylabel="fraction of total label entropy (fraction)")
-F.question_title(ax, "Is human uncertainty concentrated in a minority of images?",
-                 "Peterson et al. §3", "all images; exact shares, no sampling error shown")
-ax.legend(fontsize=7, loc="lower right")
+fig = study.plot_entropy_concentration(probs, top_fraction)
 plt.show()
+top30 = study.entropy_share_of_most_uncertain(probs, top_fraction)
 print(f"The 30% most uncertain images hold {top30:.0%} of the total label entropy "
       f"(the paper: uncertainty is concentrated in roughly 30% of the images).")
 study.entropy_concentration(probs).style.format(

@@ -127,3 +127,29 @@ def test_takeaways_say_concentrated_only_when_the_entropy_is():
     even = np.tile([6.0, 2, 2], (10, 1))  # every image equally uncertain
     assert study.takeaways(one, labels)[1].startswith("The uncertainty sits in a minority")
     assert study.takeaways(even, labels)[1].startswith("The uncertainty is spread")
+
+
+def test_agreement_concentration_and_annotator_figures(toy):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    counts, labels = toy
+    fig = study.plot_agreement(counts, labels)
+    acc_ax, h_ax = fig.axes
+    assert sum(p.get_height() for p in acc_ax.patches) == len(labels)  # every image counted
+    assert acc_ax.get_legend().get_texts()[0].get_text() == "mean 0.500"  # (1+.6+.2+.2)/4
+    assert "How uncertain" in h_ax.get_title()
+    plt.close(fig)
+    probs = np.array([[1, 0], [1, 0], [0.5, 0.5], [0.9, 0.1]], dtype=float)
+    fig = study.plot_entropy_concentration(probs, 0.25)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    share = study.entropy_share_of_most_uncertain(probs, 0.25)
+    assert f"25% most uncertain hold {share:.0%}" in texts
+    assert any(t.startswith("paper") for t in texts)
+    plt.close(fig)
+    raw = pd.DataFrame({"annotator_id": [1, 1, 2, 2, 3], "correct_guess": [1, 0, 1, 1, 0]})
+    fig = study.plot_annotators(raw)
+    assert sum(p.get_height() for p in fig.axes[0].patches) == 3  # three annotators
+    assert "3 annotators" in fig.axes[0].get_title()
+    plt.close(fig)

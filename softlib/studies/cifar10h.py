@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import figures as F
 from ..data.views import entropy as _entropy
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
@@ -297,4 +298,69 @@ def plot_gallery(images: np.ndarray, counts: np.ndarray, labels: np.ndarray,
                loc="lower center", ncol=len(CLASSES) // 2, fontsize=8, frameon=False,
                title="bars: share of the image's human votes per class", title_fontsize=8)
     fig.tight_layout(rect=(0, 0.1, 1, 1), h_pad=2.6)
+    return fig
+
+
+def plot_agreement(counts: np.ndarray, labels: np.ndarray):
+    """Two histograms over the images: the share of each image's votes that name its CIFAR-10
+    label, and the entropy of its human label distribution, each with its mean."""
+    import matplotlib.pyplot as plt
+
+    counts = np.asarray(counts, dtype=np.float64)
+    acc = human_accuracy_per_image(counts, labels)
+    h = _entropy(counts / counts.sum(axis=1, keepdims=True))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    panels = ((acc, "C0", f"mean {acc.mean():.3f}",
+               "share of an image's votes naming its CIFAR-10 label (fraction)",
+               "How often do people agree with the CIFAR-10 label?"),
+              (h, "C1", f"mean {h.mean():.3f} nats",
+               "entropy of the human label distribution (nats)",
+               "How uncertain are people about each image?"))
+    for ax, (v, colour, mean, xlabel, question) in zip(axes, panels):
+        ax.hist(v, bins=50, color=colour)
+        ax.axvline(v.mean(), color="k", ls=":", lw=1, label=mean)
+        ax.set(xlabel=xlabel, ylabel="images (count)")
+        F.question_title(ax, question,
+                         note=f"all {len(v):,} images; no error bars: the histogram is the spread")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_entropy_concentration(probs: np.ndarray, top_fraction: float = 0.3):
+    """The cumulative share of the total label entropy against the fraction of images, most
+    uncertain first, with the paper's "roughly 30%" and the share that fraction holds here."""
+    import matplotlib.pyplot as plt
+
+    top = entropy_share_of_most_uncertain(probs, top_fraction)
+    x, y = entropy_lorenz(probs)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(x, y, label="this data: cumulative share of entropy")
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="uncertainty spread evenly")
+    F.paper_line(ax, x=top_fraction,
+                 label=f"paper: concentrated in roughly {top_fraction:.0%} of images")
+    ax.plot(top_fraction, top, "o", color="C0",
+            label=f"{top_fraction:.0%} most uncertain hold {top:.0%}")
+    ax.set(xlabel="fraction of images, most uncertain first (fraction)",
+           ylabel="fraction of total label entropy (fraction)")
+    F.question_title(ax, "Is human uncertainty concentrated in a minority of images?",
+                     "Peterson et al. §3", "all images; exact shares, no sampling error shown")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def plot_annotators(raw: pd.DataFrame):
+    """Histogram of each annotator's accuracy (share of their answers matching CIFAR-10) in
+    the raw annotator table."""
+    import matplotlib.pyplot as plt
+
+    per = raw.groupby("annotator_id")["correct_guess"].mean()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(per, bins=40, color="C0")
+    ax.set(xlabel="annotator accuracy: share of their answers matching CIFAR-10 (fraction)",
+           ylabel="annotators (count)")
+    F.question_title(ax, "How accurate is each annotator?",
+                     note=f"{len(per)} annotators (attention checks excluded); "
+                          "the histogram is the spread")
+    fig.tight_layout()
     return fig
