@@ -55,8 +55,6 @@ sec = show_header(profile, "alternatives", datasets=["cifar10h", "cifar10", "cif
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib.book import figures as F
@@ -88,16 +86,9 @@ if len(archs_) == 1:
 # %%
 t0 = time.perf_counter()
 pre = S.alternatives_pretraining(sec.cache, inputs, prm, device=sec.device, seed=sec.seed)
-rows = []
-for a in archs_:
-    e = pre.entries[a.label]
-    p = pre.probs(a.label)
-    rows.append({"arch": a.label, "pretraining images": prm["pretrain_subset"],
-                 "epochs": e.meta["result"]["epochs_run"],
-                 "training seconds": round(e.meta["result"]["seconds"]),
-                 "accuracy on the 10,000 CIFAR-10H images": (p.argmax(1) == study.labels).mean()})
 print(f"pretrained models ready in {time.perf_counter() - t0:.0f} s")
-pd.DataFrame(rows).set_index("arch")
+P.alternatives_pretrained_table(pre, archs_, study, prm["pretrain_subset"],
+                                len(cifar_train.labels)).style.format(F.sig)
 
 # %% [markdown]
 # ### Humans and the pretrained CNN on the same images (paper Figure 1)
@@ -114,28 +105,9 @@ from softlib.data import CIFAR10_CLASSES
 fig1_arch = archs_[0].label
 model_p = pre.probs(fig1_arch)
 fig1 = P.figure1_examples(study.human, model_p, n=4)
-fig, axes = plt.subplots(len(fig1), 2, figsize=(9, 1.9 * max(1, len(fig1))), squeeze=False,
-                         gridspec_kw={"width_ratios": [1, 4]})
-x = np.arange(10)
-for j, (row, (_, r)) in enumerate(zip(axes, fig1.iterrows())):
-    i = int(r["index"])
-    row[0].imshow(study.images[i])
-    row[0].set_axis_off()
-    row[0].set_title(f"image {i}", fontsize=8)
-    row[1].bar(x - 0.2, study.human[i], 0.4, label="humans (CIFAR-10H)", color="C1")
-    row[1].bar(x + 0.2, model_p[i], 0.4, label=f"{fig1_arch}, pretrained (hard labels)",
-               color="C7")
-    row[1].set_xticks(x, CIFAR10_CLASSES if j == len(fig1) - 1 else [""] * 10, fontsize=7)
-    row[1].set_ylabel("probability", fontsize=8)
-if len(fig1):
-    axes[0, 1].legend(fontsize=7)
-    F.question_title(axes[0, 1], "Do people and the CNN agree beyond the top guess?",
-                     "paper Fig. 1")
-fig.tight_layout()
+P.plot_alternatives_figure1(study.images, study.human, model_p, fig1, fig1_arch, CIFAR10_CLASSES)
 plt.show()
-fig1.assign(**{c: fig1[c].map(lambda k: CIFAR10_CLASSES[k])
-               for c in ["top class", "human 2nd", "model 2nd"]}).style.format(
-    F.sig).hide(axis="index")
+P.figure1_table(fig1, CIFAR10_CLASSES).style.format(F.sig).hide(axis="index")
 
 # %% [markdown]
 # ## Fine-tuning with each kind of target
@@ -167,22 +139,11 @@ print(f"{len(runs.logits)} fine-tuned fold models ready in {time.perf_counter() 
 # stopping could gain.
 
 # %%
-curves = P.heldout_curves_frame(runs)
-shown = P.table1(df)[["alpha", "lr"]].reset_index()
-if len(curves):
-    curves = curves.merge(shown, on=["arch", "method", "lr"], suffixes=("", "_t1"))
-    a, b = curves.alpha.astype(float), curves.alpha_t1.astype(float)
-    curves = curves[(a.isna() & b.isna()) | np.isclose(a, b)]
+curves = P.table1_heldout_curves(runs, df)
 if not len(curves):
     print(F.NO_HELDOUT_CURVES)  # nothing to draw: one line instead of an empty figure and table
 else:
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    F.heldout_curves(ax, curves, ["arch", "method"])
-    F.question_title(ax, "Does fine-tuning still improve the held-out fit at the last epoch?",
-                     "paper §6: 150 epochs",
-                     F.spread_note(curves.fold.nunique(), drawn="bands"))
-    F.legend_unique(ax, fontsize=7)
-    fig.tight_layout()
+    P.plot_alternatives_heldout_curves(curves)
     plt.show()
     display(P.heldout_epochs_table(runs).style.format(F.sig).hide(axis="index").set_caption(
         "held-out CE vs human labels (nats), mean over folds; best epoch: mean over folds"))
@@ -219,45 +180,10 @@ claims.styled(claims.record(sec, claims.measure_alternatives(df)))
 
 # %%
 t1 = P.table1(df)
-t1["method"] = [P.METHOD_TITLES.get(m, m) for m in t1.index.get_level_values("method")]
-fmt = {c: "{:.3f}" for c in ["c10H", "c10H std", "c10", "c10 std", "accuracy", "accuracy std",
-                             "v4", "v6"]}
-t1.style.format(fmt, na_rep="n/a").set_caption(
-    "held-out folds: c10H, c10, v4, v6 cross-entropy (nats), accuracy (fraction); std over folds")
+P.table1_styled(t1)
 
 # %%
-from matplotlib.patches import Patch
-
-t1p = P.table1(df)
-fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(t1p) + 1.5), sharey=True)
-labels_ = [f"{m} ({a})" if len(archs_) > 1 else m for a, m in t1p.index]
-y = np.arange(len(t1p))
-fam_of = {a.label: a.family for a in archs_}
-# the distillation teacher's row, as in P.paper_vs_run_table1
-teacher = (P.ENSEMBLE if (P.ENSEMBLE, "pretrained") in t1p.index else archs_[0].label, "pretrained")
-for k, (ax, col) in enumerate(zip(axes, ["c10H", "c10"])):
-    ax.barh(y, t1p[col], xerr=t1p[f"{col} std"].fillna(0), capsize=3,
-            color=["C7" if m == "pretrained" else "C1" if m in ("soft", "sampled", "mixup_soft")
-                   else "C0" for _, m in t1p.index])
-    ref = [P.PAPER_TABLE1.get((fam_of.get(a), m), (np.nan,) * 4)[k] for a, m in t1p.index]
-    F.paper_marks(ax, ref, y, label="paper Table 1 (same family: ResNet-110 / DenseNet-BC-100)")
-    if col == "c10H" and teacher in t1p.index:
-        F.paper_marks(ax, P.PAPER_TABLE1_ENSEMBLE_C10H, y[t1p.index.get_loc(teacher)], marker="s",
-                      label="paper: distillation teacher, ensemble of 8 pretrained CNNs")
-    ax.set(xlabel=f"{col}: CE vs {'human' if col == 'c10H' else 'CIFAR-10'} labels (nats, lower "
-                  "is better)")
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [Patch(color="C7", label="pretrained, not fine-tuned"),
-                Patch(color="C1", label="each image's human labels"),
-                Patch(color="C0", label="other targets")]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
-F.question_title(axes[0], "Do human labels beat the other targets on human-label loss?",
-                 note="paper Table 1, c10H; " + F.spread_note(int(t1p["folds"].max())))
-F.question_title(axes[1], "... and do they cost anything on the CIFAR-10 labels?",
-                 note="paper Table 1, c10; " + F.spread_note(int(t1p["folds"].max())))
-axes[0].set_yticks(y, labels_)
-axes[0].invert_yaxis()
-fig.tight_layout()
+P.plot_table1_bars(t1, archs_)
 plt.show()
 
 # %% [markdown]
@@ -266,17 +192,9 @@ plt.show()
 # control within the same fold (mean, spread, sign consistency).
 
 # %%
-mix = df[df.method.str.startswith("mixup")]
-display(mix.groupby(["arch", "method", "alpha", "lr"])[["c10H", "c10", "accuracy"]]
-        .agg(["mean", "std"]).style.format(
-    "{:.3f}").set_caption("held-out folds: c10H, c10 cross-entropy (nats), accuracy (fraction)"))
-sel = P.select_variants(df[df.method != "pretrained"])
-paired = pd.concat({(m, meth): P.paired_difference(sel, m, a=meth, b="hard", by=("arch",),
-                                                   col="method")
-                    for m in ["c10H", "c10", "accuracy"] for meth in P.METHODS if meth != "hard"},
-                   names=["metric", "method minus hard"])
-paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]
-                    ).set_caption(
+display(P.mixup_grid_table(df).style.format("{:.3f}", na_rep="n/a").format_index(F.sig)
+        .set_caption("held-out folds: c10H, c10 cross-entropy (nats), accuracy (fraction)"))
+P.paired_vs_hard_table(df).style.format(F.sig).set_caption(
     "method minus hard, same fold: c10H, c10 in nats, accuracy in fraction; t is unitless")
 
 # %% [markdown]
@@ -286,22 +204,13 @@ paired.style.format("{:.3f}", subset=["mean diff", "std over folds", "t (mean / 
 # counterpart here when CIFAR-10.1 images are absent.
 
 # %%
-cmp = P.paper_vs_run_table1(P.table1(df), ft_archs)
+cmp = P.paper_vs_run_table1(t1, ft_archs)
 cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c.startswith(("paper ", "run "))],
-                 na_rep="n/a").set_caption("cross-entropy (nats)")
+                 na_rep="n/a").hide(axis="index").set_caption("cross-entropy (nats)")
 
 # %%
-t = P.table1(df)
-lines = []
-for a in ft_archs:
-    if (a.label, "hard") not in t.index:
-        continue
-    base = t.loc[(a.label, "hard"), "c10H"]
-    ranked = t.loc[a.label]["c10H"].sort_values()
-    lines.append(f"- {a.label}: c10H ranking (lowest first): "
-                 + ", ".join(f"{m} {v:.3f}" for m, v in ranked.items())
-                 + f"; the hard-label control is at {base:.3f}.")
-display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
+lines = P.table1_c10h_ranking(t1, ft_archs)
+display(Markdown("**What this run measured:**\n\n" + "\n".join(f"- {s}" for s in lines)))
 answers = P.regulariser_answers(P.select_variants(df[df.method != "pretrained"]))
 display(Markdown("**Are human distributions just a fancy regulariser?** Soft labels against the "
                  "best of mixup, class-level targets and distillation, fold by fold:\n\n"

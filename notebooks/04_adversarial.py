@@ -49,7 +49,6 @@ import time
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib.book import figures as F
@@ -98,63 +97,28 @@ claims.styled(claims.record(sec, claims.measure_adversarial(fg, pg, eps=4)))
 
 # %%
 eps0 = prm["eps_sweep"][0]
-P.table2(fg, eps0).style.format("{:.3f}").set_caption(
-    f"FGSM eps {eps0}/255: accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); "
-    "std over folds")
+F.sig_table(P.table2(fg, eps0), f"FGSM eps {eps0}/255: accuracy (fraction), "
+            "cross-entropy vs CIFAR-10 labels (nats); std over folds")
 
 # %% [markdown]
 # ## FGSM sweep over eps (4..8 / 255)
 # Points are means over the fold models, error bars the fold-to-fold standard deviation. Hollow
-# diamonds are the paper's Table 2 row for the same architecture family at eps = 4/255
-# (`peterson.PAPER_TABLE2`; all 10,000 test images, models fine-tuned for 150 epochs).
+# markers (one shape per architecture family) are the paper's Table 2 row for the same family at
+# eps = 4/255 (`peterson.PAPER_TABLE2`; all 10,000 test images, models fine-tuned for 150
+# epochs).
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-n_fold_models = int(fg.groupby(["arch", "condition", "eps"]).size().max())
-# colour: the labels; line style (and the paper's marker): the architecture
-arch_style = dict(zip([a.label for a in archs_], ["-", "--", ":", "-."] * 4))
-paper_marker = dict(zip(dict.fromkeys(a.family for a in archs_), "DsPX" * 4))
-questions = {"accuracy": "Do human labels keep more accuracy under FGSM?",
-             "ce": "Are human-label models less confidently wrong under FGSM?"}
-for ax, metric in zip(axes, ["accuracy", "ce"]):
-    for (arch, cond), g in fg.groupby(["arch", "condition"]):
-        s = g.groupby("eps")[metric].agg(["mean", "std"])
-        j = P.ATTACK_METHODS.index(cond)
-        ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o^"[j], capsize=3, color=f"C{j}",
-                    linestyle=arch_style.get(arch, "-"),
-                    label=f"fine-tuned on {cond} labels"
-                    + (f" ({arch})" if len(archs_) > 1 else ""))
-    for a in archs_:  # Table 2: (accuracy hard, accuracy soft, CE hard, CE soft) at eps 4/255
-        ref = P.PAPER_TABLE2.get(a.family)
-        if ref is None:
-            continue
-        for j, cond in enumerate(P.ATTACK_METHODS):
-            F.paper_marks(ax, 4, ref[j if metric == "accuracy" else 2 + j], color=f"C{j}",
-                          marker=paper_marker[a.family],
-                          label=f"paper Table 2, {cond} ({a.family})")
-    ax.set(xlabel="FGSM eps (pixel units /255; 0 = clean)",
-           ylabel="accuracy vs CIFAR-10 labels (fraction)" if metric == "accuracy"
-           else "cross-entropy vs CIFAR-10 labels (nats)")
-    F.question_title(ax, questions[metric], "paper Table 2",
-                     F.spread_note(n_fold_models, "fold models"))
-    ax.legend(fontsize=7)
-fig.tight_layout()
+P.plot_fgsm_sweep(fg, archs_)
 plt.show()
-fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(["mean", "std"]).unstack(
-    "condition").rename(columns={"ce": "cross-entropy"}, level=0).style.format(
-    "{:.3f}").format_index("{:g}", axis=0, level="eps").set_caption(
-    "eps in pixel units /255; accuracy (fraction), cross-entropy vs CIFAR-10 labels (nats); mean "
-    "and std over fold models")
+F.sig_table(P.fgsm_sweep_table(fg), "eps in pixel units /255; accuracy (fraction), "
+            "cross-entropy vs CIFAR-10 labels (nats); mean and std over fold models")
 
 # %% [markdown]
 # ### Soft minus hard within each fold
 
 # %%
-pd.concat({m: P.paired_difference(fg.rename(columns={"condition": "cond"}), m, by=("arch", "eps"),
-                                  col="cond") for m in ["accuracy", "ce"]},
-          names=["metric"]).style.format(
-    "{:.3f}", subset=["mean diff", "std over folds", "t (mean / s.e.)"]).set_caption(
-    "soft minus hard: accuracy in fraction, ce in nats; eps in pixel units /255")
+F.sig_table(P.fgsm_paired_differences(fg), "soft minus hard: accuracy in fraction, "
+            "ce in nats; eps in pixel units /255")
 
 # %% [markdown]
 # ## PGD: cross-entropy vs iteration (paper Figure 4)
@@ -163,39 +127,12 @@ pd.concat({m: P.paired_difference(fg.rename(columns={"condition": "cond"}), m, b
 if pg.empty:
     print("PGD was switched off (pgd_steps or pgd_subset is 0).")
 else:
-    pgd_bounds = sorted(pg["eps"].unique())
-    display(Markdown(
-        f"PGD with L-inf bounds **{', '.join(f'{e:g}' for e in pgd_bounds)} (/255)**, step size "
-        f"**{prm['pgd_step_size']}/255**, **{prm['pgd_steps']} iterations**, uniform random start "
-        "in the eps-ball; cross-entropy against the CIFAR-10 labels, averaged over the attacked "
-        "images (iteration 0 = the random start). The curve is drawn at the smallest bound, "
-        "the table gives every bound."))
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for (arch, cond), g in pg[pg["eps"] == pgd_bounds[0]].groupby(["arch", "condition"]):
-        s = g.groupby("step")["ce"].agg(["mean", "std"])
-        j = P.ATTACK_METHODS.index(cond)
-        ax.plot(s.index, s["mean"], color=f"C{j}", marker="o^"[j], ms=3,
-                linestyle=arch_style.get(arch, "-"),
-                label=f"{cond} labels" + (f" ({arch})" if len(archs_) > 1 else ""))
-        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=f"C{j}",
-                        alpha=0.2)
-    ax.set(xlabel="PGD iteration (0 = random start)",
-           ylabel="cross-entropy vs CIFAR-10 labels (nats)")
-    F.question_title(ax, "Does the human-label models' loss rise more slowly under PGD?",
-                     f"paper Fig. 4; eps {pgd_bounds[0]:g}/255",
-                     F.spread_note(
-                         int(pg.groupby(["arch", "condition", "eps", "step"]).size().max()),
-                         "fold models", drawn="band"))
-    ax.legend(fontsize=8)
+    display(Markdown(P.pgd_settings_text(pg, prm["pgd_step_size"], prm["pgd_steps"])))
+    P.plot_pgd_curves(pg, archs_)
     plt.show()
-    last = pg[pg["step"] == pg["step"].max()]
-    after = last.groupby(["arch", "condition", "eps"]).agg(
-        **{"cross-entropy (nats)": ("ce", "mean"), "accuracy": ("final_accuracy", "mean")}
-    ).unstack("eps")
-    after.columns = pd.MultiIndex.from_tuples([(m, f"eps {e:g}/255") for m, e in after.columns])
-    display(after.style.format("{:.3f}").set_caption(
-        "after the last PGD iteration, mean over fold models: cross-entropy vs CIFAR-10 labels "
-        "(nats), accuracy (fraction)"))
+    display(F.sig_table(P.pgd_final_table(pg), "after the last PGD iteration, mean "
+                        "over fold models: cross-entropy vs CIFAR-10 labels (nats), "
+                        "accuracy (fraction)"))
 
 # %% [markdown]
 # ## This run vs the paper
@@ -203,27 +140,13 @@ else:
 # paper's PGD accuracies.
 
 # %%
-cmp = P.paper_vs_run_table2(fg, archs_, eps0)
-display(cmp.style.format("{:.3f}", subset=[c for c in cmp.columns if c != "paper row"],
-                         na_rep="n/a")
-        .set_caption("accuracy (fraction), cross-entropy (nats)"))
+display(F.sig_table(P.paper_vs_run_table2(fg, archs_, eps0),
+                    "accuracy (fraction), cross-entropy (nats)"))
 if not pg.empty:
-    acc = pg[pg["eps"] == pg["eps"].min()].groupby("condition")["final_accuracy"].mean()
-    display(pd.DataFrame({"paper": P.PAPER_PGD_ACCURACY,
-                          "this run": [acc.get("hard", np.nan), acc.get("soft", np.nan)]},
-                         index=["accuracy after PGD, hard", "accuracy after PGD, soft"])
-            .style.format("{:.3f}")
-            .set_caption("accuracy (fraction)"))
+    display(F.sig_table(P.pgd_accuracy_vs_paper(pg), "accuracy (fraction)"))
 
 # %%
-t2 = fg[fg.eps == eps0].groupby(["arch", "condition"])[["accuracy", "ce"]].mean()
-lines = []
-for a in archs_:
-    if (a.label, "hard") in t2.index and (a.label, "soft") in t2.index:
-        h, s = t2.loc[(a.label, "hard")], t2.loc[(a.label, "soft")]
-        lines.append(f"- {a.label}, FGSM eps {eps0}/255: accuracy hard {h.accuracy:.3f} vs soft "
-                     f"{s.accuracy:.3f}; cross-entropy hard {h.ce:.2f} vs soft {s.ce:.2f}.")
-display(Markdown("**What this run measured:**\n\n" + "\n".join(lines)))
+display(Markdown(P.fgsm_measured_text(fg, archs_, eps0)))
 
 # %% [markdown]
 # **Why this run differs from the paper.** Written from this run's parameters, section 3's and

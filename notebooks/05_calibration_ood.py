@@ -64,32 +64,16 @@ P = sec.params
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib.book import figures as F
 from softlib.book import profiles
 from softlib.book import sections as S
-from softlib.losses import mix_probability_from_entropy
 from softlib.studies import laing as study
 
 data = S.calibration_inputs(sec.data_root)  # the calls of `python -m softlib.book compute`
 split0 = study.make_split(data.labels, P["seeds"][0], P["train_subset"])
-facts = {
-    "images (CIFAR-10H)": len(data.labels),
-    "train / val / test (first seed)":
-        f"{len(split0.train)} / {len(split0.val)} / {len(split0.test)}",
-    "mixing probability (mean entropy of the training soft labels, nats)":
-        round(mix_probability_from_entropy(data.probs[split0.train]), 4),
-    "matched label-smoothing eps": round(study.matched_smoothing_eps(
-        data.probs[split0.train], data.labels[split0.train]), 4),
-}
-for name, imgs in data.ood.items():
-    facts[f"OOD set {name}"] = ("ABSENT on this machine: its AUROC is reported as n/a"
-                                if imgs is None else f"{len(imgs)} images available; "
-                                f"{min(len(imgs), len(split0.test))} used per model")
-pd.Series(facts, name="value").to_frame()
+study.data_facts(data, split0).style  # a Styler: long notes shown whole
 
 # %% [markdown]
 # ## What this profile shrinks
@@ -101,9 +85,7 @@ pd.Series(facts, name="value").to_frame()
 
 # %%
 paper = profiles.resolve("paper", "calibration_ood")
-pd.DataFrame([{"parameter": k, "this run": repr(P[k]), "paper profile": repr(paper[k]),
-               "shrunk": "yes" if P[k] != paper[k] else ""}
-              for k in P]).set_index("parameter").style  # a Styler: long lists shown whole
+study.parameter_table(P, paper).style  # a Styler: long lists shown whole
 
 # %% [markdown]
 # ## Training the grid
@@ -121,9 +103,7 @@ grid = S.calibration_grid(data, P, sec.cache, device=sec.device)
 runs = grid.table
 print(f"{len(runs)} runs ready in {time.perf_counter() - t0:.0f} s "
       f"(cache hits {sec.cache.hits}, misses {sec.cache.misses})")
-timing = runs.groupby("model_type", sort=False)[["train_seconds", "images_per_second", "epochs_run",
-                                                 "n_parameters"]].mean()
-timing.round(1)
+study.timing_table(runs).style.set_caption("mean over each model type's runs")
 
 # %% [markdown]
 # ## In brief: the paper's claims tested here
@@ -150,9 +130,7 @@ claims.styled(claims.record(sec, claims.measure_calibration(runs, data.ood)))
 
 # %%
 summary = study.summary_table(runs)
-study.format_table(summary, digits={"accuracy": 1, "ood_auroc_svhn": 3,
-                                    "ood_auroc_fashion_mnist": 3,
-                                    "brier": 3, "nll": 3, "attack_decrease": 3}).style.set_caption(
+study.format_table(summary, digits=study.TABLE1_DIGITS).style.set_caption(
     "accuracy in %; OOD AUROC, ECE and attack decrease as fractions; Brier score (unitless); "
     "log loss in nats")
 
@@ -165,11 +143,7 @@ study.format_table(summary, digits={"accuracy": 1, "ood_auroc_svhn": 3,
 
 # %%
 diffs = study.paired_differences(runs)
-wide = diffs.assign(value=[f"{d:+.3g}" + (f" ± {s:.2g}" if np.isfinite(s) else "")
-                           for d, s in zip(diffs.difference, diffs.se)])
-wide.pivot_table(index=["model_type", "comparison"], columns="metric", values="value",
-                 aggfunc="first", sort=False).reindex(
-    columns=[m for m in study.METRICS if m in set(diffs.metric)]).style.set_caption(
+study.differences_table(diffs).style.set_caption(
     "difference ± s.e. over seeds: accuracy in percentage points; AUROC, ECE, attack decrease "
     "as fractions; Brier unitless; log loss (nll) in nats")
 
@@ -184,37 +158,7 @@ wide.pivot_table(index=["model_type", "comparison"], columns="metric", values="v
 
 # %%
 mts = P["model_types"]
-# the paper's ECE per (model type, condition); DUQ's is of the author's output, not comparable
-paper_ece = {(r["model_type"], r["condition"]): r["ece"] for r in study.PAPER_TABLE1
-             if "ece_author_output" not in r["note"]}
-fig, axes = plt.subplots(2, len(mts), figsize=(3.3 * len(mts), 6.2), squeeze=False,
-                         gridspec_kw={"height_ratios": [2, 1]})
-for j, mt in enumerate(mts):
-    ax, axp = axes[0, j], axes[1, j]
-    ax.plot([0, 1], [0, 1], "k:", lw=1)
-    for k, (cond, color) in enumerate([("hard", "C0"), ("soft", "C3")]):
-        rel = study.pooled_reliability(grid.runs, mt, cond)
-        if rel is None:
-            continue
-        centres = (rel["bin_lower"] + rel["bin_upper"]) / 2
-        ok = rel["count"] > 0
-        pe = paper_ece.get((mt, cond))
-        ax.errorbar(rel["confidence"][ok], rel["accuracy"][ok],
-                    yerr=F.binomial_se(rel["accuracy"], rel["count"])[ok], fmt="o-", color=color,
-                    ms=3, capsize=2,
-                    label=cond + (f" (paper ECE {pe:.3g})" if pe is not None else ""))
-        axp.bar(centres + (k - 0.5) * 0.04, rel["proportion"], width=0.04, color=color, label=cond)
-    ax.set(title=study.MODEL_TYPES[mt].label, xlim=(0, 1), ylim=(0, 1),
-           xlabel="confidence: top-1 probability (fraction)")
-    axp.set(xlim=(0, 1), xlabel="confidence (fraction)")
-    ax.legend(loc="upper left", fontsize=7)
-    if j == 0:
-        ax.set_ylabel("accuracy in the bin (fraction)")
-        axp.set_ylabel("share of test images (fraction)")
-fig.suptitle("Are soft-label models worse calibrated than hard-label ones? (Laing 2024, Fig. 1)\n"
-             f"dotted: perfect calibration; bars: ±1 binomial s.e. per bin; "
-             f"test predictions of {len(P['seeds'])} seed(s) pooled", fontsize=10)
-fig.tight_layout()
+study.plot_reliability(grid.runs, mts)
 plt.show()
 
 # %% [markdown]
@@ -229,39 +173,12 @@ plt.show()
 
 # %%
 ts = study.temperature_table(runs)
-display(ts.style.format("{:.3g}").set_caption(
+display(ts.style.format(F.sig).set_caption(
     "mean over seeds: ECE (fraction, 10 bins), log loss (nll, nats), temperature T (unitless); "
     "_ts: after temperature scaling"))
-conds = [c for c in ("hard", "soft", "label_smoothing") if c in set(runs.condition)]
-se = runs.groupby(["model_type", "condition"], sort=False)[
-    [c for c in ("ece", "ece_ts", "nll", "nll_ts") if c in runs.columns]].sem()
-n_seeds = int(runs.groupby(["model_type", "condition"]).size().max())
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-x = np.arange(len(mts))
-for k, cond in enumerate(conds):
-    sub, sub_se = (ts.xs(cond, level="condition").reindex(mts),
-                   se.xs(cond, level="condition").reindex(mts))
-    for ax, m in zip(axes, ("ece", "nll")):
-        ax.bar(x + (k - 1) * 0.27, sub[m], width=0.25, color=f"C{k}", alpha=0.35,
-               yerr=sub_se[m].fillna(0) if n_seeds > 1 else None, ecolor=f"C{k}", capsize=2)
-        ax.bar(x + (k - 1) * 0.27, sub[f"{m}_ts"], width=0.12, color=f"C{k}", label=cond,
-               yerr=sub_se[f"{m}_ts"].fillna(0) if n_seeds > 1 else None, capsize=2)
-    F.paper_marks(axes[0], x + (k - 1) * 0.27, [paper_ece.get((mt, cond), np.nan) for mt in mts],
-                  color=f"C{k}", label=f"paper ECE, {cond} (Laing Table 1, no TS)")
-for ax, m, unit, q in zip(axes, ("ECE", "log loss"), ("fraction, 10 bins", "nats"),
-                          ("Does temperature scaling remove soft labels' ECE cost?",
-                           "... and their log-loss cost?")):
-    ax.set_xticks(x, mts, rotation=20, fontsize=8)
-    ax.set(ylabel=f"{m} on the test split ({unit})", xlabel="model type")
-    F.question_title(ax, q, "beyond the paper", "pale: before TS, narrow: after; "
-                     + F.spread_note(n_seeds, "seeds", "±1 s.e.").replace(
-                         " (no spread to show)", ""))
-    ax.legend(fontsize=7)
-fig.tight_layout()
+study.plot_temperature_scaling(runs, mts)
 plt.show()
-display(Markdown("**Does temperature scaling undo soft labels' ECE cost?**\n\n" + (
-    "\n".join(f"- {a}" for a in study.temperature_answers(ts, n_seeds))
-    or "- no model type has both hard and soft runs here")))
+display(Markdown(study.temperature_markdown(runs)))
 
 # %% [markdown]
 # ## This run vs Laing (2024), Table 1
@@ -277,31 +194,10 @@ display(cmp_.drop(columns=["note", "defined differently"]).style.format(
     F.sig, na_rep="n/a").set_caption(
     "3 significant digits; accuracy in %; AUROC, ECE and attack decrease as fractions"))
 display(Markdown(study.comparison_notes(cmp_)))
-check = study.paper_direction_check(diffs)
-check.style.format({"paper soft - hard": "{:+.3g}", "this run soft - hard": "{:+.3g}",
-                    "ses_from_zero": "{:.1f}"}, na_rep="n/a").set_caption(
-    "accuracy differences in percentage points, the others as fractions; ses_from_zero: "
-    "|difference| / s.e. (unitless)")
+study.styled_direction_check(study.paper_direction_check(diffs))
 
 # %%
-def _summary_lines():
-    lines = []
-    for mt in mts:
-        for m in ("accuracy", "ece", "ood_auroc_fashion_mnist", "attack_decrease"):
-            row = diffs[(diffs.model_type == mt) & (diffs.comparison == "soft - hard")
-                        & (diffs.metric == m)]
-            if not len(row):
-                continue
-            r = row.iloc[0]
-            noise = ("exceeds 2 s.e." if np.isfinite(r.ses_from_zero) and r.ses_from_zero >= 2
-                     else "within seed noise" if np.isfinite(r.ses_from_zero)
-                     else "one seed: not separable from noise")
-            lines.append(f"- {mt}, {study.METRIC_LABELS[m]}: "
-                         f"soft - hard = {r.difference:+.4f} ({noise})")
-    return "\n".join(lines)
-
-
-display(Markdown("**Soft minus hard in this run**\n\n" + _summary_lines()))
+display(Markdown(study.soft_minus_hard_markdown(diffs, mts)))
 
 # %% [markdown]
 # ## Discussion: where and why this run differs from Laing

@@ -106,6 +106,15 @@ def sig(value, digits: int = 3, na: str = "n/a") -> str:
     return f"{value:.{digits}g}"
 
 
+def sig_table(frame, caption: str | None = None, hide_index: bool = False):
+    """``frame`` styled for reading: values and row labels through :func:`sig` (3 significant
+    digits, counts whole, NaN as n/a), with ``caption``; ``hide_index`` drops a 0..n index."""
+    styled = frame.style.format(sig).format_index(sig, axis=0)
+    if caption:
+        styled = styled.set_caption(caption)
+    return styled.hide(axis="index") if hide_index else styled
+
+
 def legend_unique(ax, **kw):
     """A legend with each label once (loops over architectures repeat them)."""
     handles, labels = ax.get_legend_handles_labels()

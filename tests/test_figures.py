@@ -91,3 +91,15 @@ def test_sig_keeps_three_significant_digits_and_passes_text_through():
     assert F.sig("paper row 'dropout soft'") == "paper row 'dropout soft'"
     assert F.sig(True) == "True"
     assert F.sig(np.int64(511400)) == "511,400" and F.sig(12345.6) == "12,346"
+
+
+def test_sig_table_rounds_values_and_row_labels_and_can_hide_the_index():
+    import pandas as pd
+    frame = pd.DataFrame({"acc": [0.123456, float("nan")], "folds": [3.0, 3.0]},
+                         index=pd.Index([4.0, 8.0], name="eps"))
+    html = F.sig_table(frame, "cap").to_html()
+    assert "0.123" in html and "0.123456" not in html and "n/a" in html
+    assert ">4<" in html.replace(" ", "") and "4.000000" not in html and ">3<" in html
+    assert "cap" in html
+    assert "row_heading" in html
+    assert "row_heading" not in F.sig_table(frame, hide_index=True).to_html()

@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 
+from .. import figures as F
 from .. import metrics as M
 
 __all__ = [
@@ -41,6 +42,9 @@ __all__ = [
     "schedule_for", "train_config", "fit_temperature", "evaluate_logits", "run_one", "run_grid",
     "summary_table", "format_table", "paired_differences", "paper_comparison",
     "temperature_table", "pooled_reliability",
+    "TABLE1_DIGITS", "data_facts", "parameter_table", "timing_table", "differences_table",
+    "paper_ece", "plot_reliability", "plot_temperature_scaling", "temperature_markdown",
+    "styled_direction_check", "soft_minus_hard_markdown",
 ]
 
 
@@ -983,3 +987,213 @@ def paper_direction_check(diffs: pd.DataFrame) -> pd.DataFrame:
                                        "yes" if np.sign(ours) == np.sign(pd_) else "no")
                          if np.isfinite(ours) else None})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Section 5's figures and tables (the notebook calls these and shows what they return)
+# --------------------------------------------------------------------------------------------
+
+#: Decimals of each metric in the section's Table 1 (:func:`format_table`; 4 for the others).
+TABLE1_DIGITS = {"accuracy": 1, "ood_auroc_svhn": 3, "ood_auroc_fashion_mnist": 3, "brier": 3,
+                 "nll": 3, "attack_decrease": 3}
+
+
+def data_facts(data: LaingData, split: Split) -> pd.DataFrame:
+    """The section's data at a glance (one ``value`` column of text): image count, the first
+    seed's split sizes, the mixing probability and matched smoothing eps of its training
+    images, and each OOD set: how many of its images a model sees, or that it is absent."""
+    from ..losses import mix_probability_from_entropy
+    p_train, y_train = data.probs[split.train], data.labels[split.train]
+    facts = {
+        "images (CIFAR-10H)": f"{len(data.labels):,}",
+        "train / val / test (first seed)":
+            " / ".join(f"{len(s):,}" for s in (split.train, split.val, split.test)),
+        "mixing probability (mean entropy of the training soft labels, nats)":
+            f"{round(mix_probability_from_entropy(p_train), 4):g}",
+        "matched label-smoothing eps":
+            f"{round(matched_smoothing_eps(p_train, y_train), 4):g}",
+    }
+    for name, imgs in data.ood.items():
+        facts[f"OOD set {name}"] = (
+            "ABSENT on this machine: its AUROC is reported as n/a" if imgs is None else
+            f"{len(imgs):,} images available; {min(len(imgs), len(split.test)):,} used per model")
+    return pd.Series(facts, name="value").rename_axis("fact").to_frame()
+
+
+def parameter_table(params: Mapping[str, Any], paper_params: Mapping[str, Any]) -> pd.DataFrame:
+    """This run's parameters beside the ``paper`` profile's (both as ``repr`` text), with
+    ``shrunk`` = "yes" where they differ."""
+    return pd.DataFrame([{"parameter": k, "this run": repr(params[k]),
+                          "paper profile": repr(paper_params.get(k)),
+                          "shrunk": "yes" if params[k] != paper_params.get(k) else ""}
+                         for k in params]).set_index("parameter")
+
+
+def timing_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model type, the mean over its runs of training time, throughput, epochs run and
+    parameter count, as text for reading: 3 significant digits, whole numbers (epochs,
+    parameters) without a decimal part, n/a where unknown."""
+    cols = {"train_seconds": "training time (s)", "images_per_second": "images per second",
+            "epochs_run": "epochs run", "n_parameters": "parameters"}
+    have = [c for c in cols if c in runs.columns]
+    means = runs[have].apply(pd.to_numeric, errors="coerce").groupby(
+        runs["model_type"], sort=False).mean()
+    # F.sig: 3 significant digits, whole numbers without ".0", thousands separated, NaN n/a
+    return pd.DataFrame({cols[c]: [F.sig(float(v)) for v in means[c]] for c in have},
+                        index=means.index)
+
+
+def differences_table(diffs: pd.DataFrame) -> pd.DataFrame:
+    """:func:`paired_differences` for reading: one row per (model type, comparison), one column
+    per metric (in :data:`METRICS` order), each cell ``difference ± se`` to 3 and 2 significant
+    digits (no ± part with one seed)."""
+    wide = diffs.assign(value=[f"{d:+.3g}" + (f" ± {s:.2g}" if np.isfinite(s) else "")
+                               for d, s in zip(diffs.difference, diffs.se)])
+    return wide.pivot_table(index=["model_type", "comparison"], columns="metric",
+                            values="value", aggfunc="first", sort=False).reindex(
+        columns=[m for m in METRICS if m in set(diffs.metric)])
+
+
+def paper_ece() -> dict[tuple[str, str], float]:
+    """Laing's Table 1 ECE per (model type, condition) where it is comparable with this
+    section's: DUQ's is of the author's output (see :data:`PAPER_TABLE1`), so it is left out."""
+    return {(r["model_type"], r["condition"]): r["ece"] for r in PAPER_TABLE1
+            if "ece_author_output" not in r["note"]}
+
+
+def _n_seeds(runs: pd.DataFrame) -> int:
+    """The largest number of seeds of any (model type, condition) in the long table."""
+    return int(runs.groupby(["model_type", "condition"]).size().max())
+
+
+def plot_reliability(runs: Sequence[RunResult], model_types: Sequence[str],
+                     conditions: Sequence[tuple[str, str]] = (("hard", "C0"), ("soft", "C3"))):
+    """Laing's Figure 1 for each model type (a column): top, accuracy against top-1 confidence
+    in 10 bins with ±1 binomial s.e. (test predictions of all seeds pooled) and the diagonal of
+    perfect calibration; bottom, the share of test images per bin. A curve per condition of
+    ``conditions`` ((name, colour) pairs); the legend gives the paper's ECE where
+    :func:`paper_ece` has it. A missing (model type, condition) is simply not drawn."""
+    import matplotlib.pyplot as plt
+
+    ece = paper_ece()
+    n_seeds = len({r.seed for r in runs})
+    fig, axes = plt.subplots(2, len(model_types), figsize=(3.3 * len(model_types), 6.2),
+                             squeeze=False, gridspec_kw={"height_ratios": [2, 1]})
+    for j, mt in enumerate(model_types):
+        ax, axp = axes[0, j], axes[1, j]
+        ax.plot([0, 1], [0, 1], "k:", lw=1)
+        for k, (cond, color) in enumerate(conditions):
+            rel = pooled_reliability(runs, mt, cond)
+            if rel is None:
+                continue
+            centres = (rel["bin_lower"] + rel["bin_upper"]) / 2
+            ok = rel["count"] > 0
+            pe = ece.get((mt, cond))
+            ax.errorbar(rel["confidence"][ok], rel["accuracy"][ok],
+                        yerr=F.binomial_se(rel["accuracy"], rel["count"])[ok], fmt="o-",
+                        color=color, ms=3, capsize=2,
+                        label=cond + (f" (paper ECE {pe:.3g})" if pe is not None else ""))
+            axp.bar(centres + (k - 0.5) * 0.04, rel["proportion"], width=0.04, color=color,
+                    label=cond)
+        ax.set(title=MODEL_TYPES[mt].label, xlim=(0, 1), ylim=(0, 1),
+               xlabel="confidence: top-1 probability (fraction)")
+        axp.set(xlim=(0, 1), xlabel="confidence (fraction)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", fontsize=7)
+        if j == 0:
+            ax.set_ylabel("accuracy in the bin (fraction)")
+            axp.set_ylabel("share of test images (fraction)")
+    fig.suptitle("Are soft-label models worse calibrated than hard-label ones? "
+                 "(Laing 2024, Fig. 1)\ndotted: perfect calibration; bars: ±1 binomial s.e. per "
+                 f"bin; test predictions of {n_seeds} seed{'s' if n_seeds != 1 else ''} pooled",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+#: The conditions of the temperature-scaling figure, in order (those the run has are drawn).
+TS_CONDITIONS = ("hard", "soft", "label_smoothing")
+
+
+def plot_temperature_scaling(runs: pd.DataFrame, model_types: Sequence[str]):
+    """ECE (left) and log loss (right) per model type and condition of :data:`TS_CONDITIONS`
+    on the test split: a pale wide bar before temperature scaling, a narrow one after (means
+    over seeds, ±1 s.e. over seeds where there are several), and on the left the paper's ECE
+    before temperature scaling (:func:`paper_ece`) as hollow diamonds."""
+    import matplotlib.pyplot as plt
+
+    ts, ece = temperature_table(runs), paper_ece()
+    conds = [c for c in TS_CONDITIONS if c in set(runs.condition)]
+    se = runs.groupby(["model_type", "condition"], sort=False)[
+        [c for c in ("ece", "ece_ts", "nll", "nll_ts") if c in runs.columns]].sem()
+    n_seeds = _n_seeds(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    x = np.arange(len(model_types))
+    for k, cond in enumerate(conds):
+        sub, sub_se = (ts.xs(cond, level="condition").reindex(model_types),
+                       se.xs(cond, level="condition").reindex(model_types))
+        for ax, m in zip(axes, ("ece", "nll")):
+            ax.bar(x + (k - 1) * 0.27, sub[m], width=0.25, color=f"C{k}", alpha=0.35,
+                   yerr=sub_se[m].fillna(0) if n_seeds > 1 else None, ecolor=f"C{k}",
+                   capsize=2)
+            ax.bar(x + (k - 1) * 0.27, sub[f"{m}_ts"], width=0.12, color=f"C{k}", label=cond,
+                   yerr=sub_se[f"{m}_ts"].fillna(0) if n_seeds > 1 else None, capsize=2)
+        F.paper_marks(axes[0], x + (k - 1) * 0.27,
+                      [ece.get((mt, cond), np.nan) for mt in model_types],
+                      color=f"C{k}", label=f"paper ECE, {cond} (Laing Table 1, no TS)")
+    spread = F.spread_note(n_seeds, "seeds", "±1 s.e.").replace(" (no spread to show)", "")
+    for ax, m, unit, q in zip(axes, ("ECE", "log loss"), ("fraction, 10 bins", "nats"),
+                              ("Does temperature scaling remove soft labels' ECE cost?",
+                               "... and their log-loss cost?")):
+        ax.set_xticks(x, model_types, rotation=20, fontsize=8)
+        ax.set(ylabel=f"{m} on the test split ({unit})", xlabel="model type")
+        F.question_title(ax, q, "beyond the paper", "pale: before TS, narrow: after; " + spread)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def temperature_markdown(runs: pd.DataFrame) -> str:
+    """The temperature-scaling question and its answer per model type
+    (:func:`temperature_answers`) as Markdown, or why there is none."""
+    answers = temperature_answers(temperature_table(runs), _n_seeds(runs))
+    return ("**Does temperature scaling undo soft labels' ECE cost?**\n\n"
+            + ("\n".join(f"- {a}" for a in answers)
+               or "- no model type has both hard and soft runs here"))
+
+
+def styled_direction_check(check: pd.DataFrame):
+    """:func:`paper_direction_check` for reading: rows keyed by (model type, metric) rather
+    than a 0..n index, differences signed to 3 significant digits, n/a where missing."""
+    return check.set_index(["model_type", "metric"]).style.format(
+        {"paper soft - hard": "{:+.3g}", "this run soft - hard": "{:+.3g}",
+         "ses_from_zero": "{:.1f}"}, na_rep="n/a").format(
+        na_rep="n/a", subset=["same sign"]).set_caption(
+        "accuracy differences in percentage points, the others as fractions; ses_from_zero: "
+        "|difference| / s.e. (unitless)")
+
+
+#: The metrics :func:`soft_minus_hard_markdown` reports, in order.
+SUMMARY_METRICS = ("accuracy", "ece", "ood_auroc_fashion_mnist", "attack_decrease")
+
+
+def soft_minus_hard_markdown(diffs: pd.DataFrame, model_types: Sequence[str]) -> str:
+    """This run's soft - hard difference per model type and metric of :data:`SUMMARY_METRICS`
+    (from :func:`paired_differences`) as Markdown bullets, each saying whether it exceeds 2
+    standard errors over seeds, stays within seed noise, or has no noise estimate (one seed)."""
+    lines = []
+    for mt in model_types:
+        for m in SUMMARY_METRICS:
+            row = diffs[(diffs.model_type == mt) & (diffs.comparison == "soft - hard")
+                        & (diffs.metric == m)]
+            if not len(row):
+                continue
+            r = row.iloc[0]
+            noise = ("exceeds 2 s.e." if np.isfinite(r.ses_from_zero) and r.ses_from_zero >= 2
+                     else "within seed noise" if np.isfinite(r.ses_from_zero)
+                     else "one seed: not separable from noise" if r.n_seeds < 2
+                     else f"identical over {int(r.n_seeds)} seeds: no seed noise to compare"
+                     if r.difference == 0 or r.se == 0 else "no noise estimate")
+            lines.append(f"- {mt}, {METRIC_LABELS[m]}: "
+                         f"soft - hard = {r.difference:+.4f} ({noise})")
+    return "**Soft minus hard in this run**\n\n" + "\n".join(lines)

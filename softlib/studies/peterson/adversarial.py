@@ -10,13 +10,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ... import figures as F
 from ... import metrics
 from ...cache import Entry, ResultCache
 from ...train import TrainConfig, data_fingerprint, diverged_epoch, load_model
-from .common import (Arch, PAPER_TABLE2, StudyData, fine_tuned_archs, parse_archs, select_folds,
-                     stratified_subset)
+from .common import (Arch, PAPER_PGD_ACCURACY, PAPER_TABLE2, StudyData, fine_tuned_archs,
+                     parse_archs, select_folds, stratified_subset)
 from .alternatives import Pretrained, finetune, finetune_job, method_variants
-from .generalisation import _best_candidates
+from .generalisation import _best_candidates, paired_difference
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,6 +253,8 @@ def table2(fg: pd.DataFrame, eps: float = 4) -> pd.DataFrame:
 
 
 def paper_vs_run_table2(fg: pd.DataFrame, archs: Sequence[Arch], eps: float = 4) -> pd.DataFrame:
+    """Per architecture: the paper's Table 2 row for its family (NaN where the paper has none)
+    beside this run's mean accuracy and CE at FGSM ``eps`` (/255)."""
     rows = []
     sub = fg[fg.eps == eps].groupby(["arch", "condition"])[["accuracy", "ce"]].mean()
     for a in archs:
@@ -263,3 +266,152 @@ def paper_vs_run_table2(fg: pd.DataFrame, archs: Sequence[Arch], eps: float = 4)
                      "paper CE hard": ref[2] if ref else np.nan, "run CE hard": get("hard", "ce"),
                      "paper CE soft": ref[3] if ref else np.nan, "run CE soft": get("soft", "ce")})
     return pd.DataFrame(rows).set_index("arch")
+
+
+# --------------------------------------------------------------------------------------------
+# Section 4's figures and tables (the notebook calls these and shows what they return)
+# --------------------------------------------------------------------------------------------
+
+#: run markers per attacked label type, in :data:`ATTACK_METHODS` order (colour: C0, C1)
+_ATTACK_MARKERS = "o^"
+_FGSM_QUESTIONS = {"accuracy": "Do human labels keep more accuracy under FGSM?",
+                   "ce": "Are human-label models less confidently wrong under FGSM?"}
+_AXIS_LABELS = {"accuracy": "accuracy vs CIFAR-10 labels (fraction)",
+                "ce": "cross-entropy vs CIFAR-10 labels (nats)"}
+
+
+def _arch_linestyles(archs: Sequence[Arch]) -> dict[str, str]:
+    """Line style per architecture label (colour is kept for the label type)."""
+    return dict(zip([a.label for a in archs], ["-", "--", ":", "-."] * 4))
+
+
+def _run_label(prefix: str, arch: str, archs: Sequence[Arch]) -> str:
+    """Legend text of one run line; names the architecture only when there are several."""
+    return prefix + (f" ({arch})" if len(archs) > 1 else "")
+
+
+def plot_fgsm_sweep(fg: pd.DataFrame, archs: Sequence[Arch], paper_eps: float = 4):
+    """Accuracy (left) and cross-entropy (right) against the FGSM bound: a line per
+    architecture and label type (mean over fold models, bars ±1 s.d.), and the paper's Table 2
+    value for the architecture's family at ``paper_eps`` as hollow markers (none for a family
+    the paper did not attack). ``fg``: :func:`run_adversarial`'s FGSM table. One legend under
+    both panels, so that it hides no point."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    n_fold_models = int(fg.groupby(["arch", "condition", "eps"]).size().max())
+    styles = _arch_linestyles(archs)
+    paper_marker = dict(zip(dict.fromkeys(a.family for a in archs), "DsPX" * 4))
+    for ax, metric in zip(axes, ["accuracy", "ce"]):
+        for (arch, cond), g in fg.groupby(["arch", "condition"]):
+            s = g.groupby("eps")[metric].agg(["mean", "std"])
+            j = ATTACK_METHODS.index(cond)
+            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker=_ATTACK_MARKERS[j], capsize=3,
+                        color=f"C{j}", linestyle=styles.get(arch, "-"),
+                        label=_run_label(f"fine-tuned on {cond} labels", arch, archs))
+        for a in archs:  # Table 2: (accuracy hard, accuracy soft, CE hard, CE soft)
+            ref = PAPER_TABLE2.get(a.family)
+            if ref is None:
+                continue
+            for j, cond in enumerate(ATTACK_METHODS):
+                F.paper_marks(ax, paper_eps, ref[j if metric == "accuracy" else 2 + j],
+                              color=f"C{j}", marker=paper_marker[a.family],
+                              label=f"paper Table 2, {cond} ({a.family})")
+        ax.set(xlabel="FGSM eps (pixel units /255; 0 = clean)", ylabel=_AXIS_LABELS[metric])
+        F.question_title(ax, _FGSM_QUESTIONS[metric], "paper Table 2",
+                         F.spread_note(n_fold_models, "fold models"))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))),
+               fontsize=8, frameon=False)
+    n_rows = int(np.ceil(len(labels) / 4))
+    fig.tight_layout(rect=(0, 0.045 * n_rows + 0.01, 1, 1))
+    return fig
+
+
+def fgsm_sweep_table(fg: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over fold models of accuracy and cross-entropy, one row per architecture
+    and FGSM bound (eps 0 = clean), the label types side by side."""
+    return fg.groupby(["arch", "condition", "eps"])[["accuracy", "ce"]].agg(
+        ["mean", "std"]).unstack("condition").rename(columns={"ce": "cross-entropy"}, level=0)
+
+
+def fgsm_paired_differences(fg: pd.DataFrame) -> pd.DataFrame:
+    """Soft minus hard within each fold, per architecture and FGSM bound, for accuracy and
+    cross-entropy (:func:`paired_difference`; rows keyed by metric, arch, eps)."""
+    frame = fg.rename(columns={"condition": "cond"})
+    return pd.concat({m: paired_difference(frame, m, by=("arch", "eps"), col="cond")
+                      for m in ["accuracy", "ce"]}, names=["metric"])
+
+
+def pgd_settings_text(pg: pd.DataFrame, step_size: float, steps: int) -> str:
+    """Markdown describing the PGD attack of ``pg`` (its bounds, step size and iterations) and
+    which bound the curve shows."""
+    bounds = ", ".join(f"{e:g}" for e in sorted(pg["eps"].unique()))
+    return (f"PGD with L-inf bounds **{bounds} (/255)**, step size **{step_size}/255**, "
+            f"**{steps} iterations**, uniform random start in the eps-ball; cross-entropy "
+            "against the CIFAR-10 labels, averaged over the attacked images (iteration 0 = the "
+            "random start). The curve is drawn at the smallest bound, the table gives every "
+            "bound.")
+
+
+def plot_pgd_curves(pg: pd.DataFrame, archs: Sequence[Arch]):
+    """Paper Figure 4: cross-entropy against PGD iteration at the smallest bound of ``pg``
+    (:func:`run_adversarial`'s PGD table), a line per architecture and label type, mean over
+    fold models with a band of ±1 s.d.; iterations on whole-number ticks."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    bound = min(pg["eps"].unique())
+    styles = _arch_linestyles(archs)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for (arch, cond), g in pg[pg["eps"] == bound].groupby(["arch", "condition"]):
+        s = g.groupby("step")["ce"].agg(["mean", "std"])
+        j = ATTACK_METHODS.index(cond)
+        ax.plot(s.index, s["mean"], color=f"C{j}", marker=_ATTACK_MARKERS[j], ms=3,
+                linestyle=styles.get(arch, "-"),
+                label=_run_label(f"{cond} labels", arch, archs))
+        ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], color=f"C{j}",
+                        alpha=0.2)
+    ax.set(xlabel="PGD iteration (0 = random start)", ylabel=_AXIS_LABELS["ce"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    n = int(pg.groupby(["arch", "condition", "eps", "step"]).size().max())
+    F.question_title(ax, "Does the human-label models' loss rise more slowly under PGD?",
+                     f"paper Fig. 4; eps {bound:g}/255",
+                     F.spread_note(n, "fold models", drawn="band"))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def pgd_final_table(pg: pd.DataFrame) -> pd.DataFrame:
+    """After the last PGD iteration, mean over fold models: cross-entropy and accuracy per
+    architecture and label type, a column per bound ('eps 4/255', ...)."""
+    last = pg[pg["step"] == pg["step"].max()]
+    after = last.groupby(["arch", "condition", "eps"]).agg(
+        **{"cross-entropy (nats)": ("ce", "mean"), "accuracy": ("final_accuracy", "mean")}
+    ).unstack("eps")
+    after.columns = pd.MultiIndex.from_tuples([(m, f"eps {e:g}/255") for m, e in after.columns])
+    return after
+
+
+def pgd_accuracy_vs_paper(pg: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy after PGD at the smallest bound, mean over fold models, beside the paper's
+    (:data:`PAPER_PGD_ACCURACY`); NaN for a label type this run did not attack."""
+    acc = pg[pg["eps"] == pg["eps"].min()].groupby("condition")["final_accuracy"].mean()
+    return pd.DataFrame({"paper": PAPER_PGD_ACCURACY,
+                         "this run": [acc.get(c, np.nan) for c in ATTACK_METHODS]},
+                        index=[f"accuracy after PGD, {c}" for c in ATTACK_METHODS])
+
+
+def fgsm_measured_text(fg: pd.DataFrame, archs: Sequence[Arch], eps: float) -> str:
+    """Markdown: per architecture with both label types attacked, the mean accuracy and
+    cross-entropy of the hard- and soft-label models at FGSM ``eps`` (/255)."""
+    t2 = fg[fg.eps == eps].groupby(["arch", "condition"])[["accuracy", "ce"]].mean()
+    lines = []
+    for a in archs:
+        if (a.label, "hard") in t2.index and (a.label, "soft") in t2.index:
+            h, s = t2.loc[(a.label, "hard")], t2.loc[(a.label, "soft")]
+            lines.append(f"- {a.label}, FGSM eps {eps}/255: accuracy hard {h.accuracy:.3f} vs "
+                         f"soft {s.accuracy:.3f}; cross-entropy hard {h.ce:.2f} vs soft "
+                         f"{s.ce:.2f}.")
+    return "**What this run measured:**\n\n" + "\n".join(lines)

@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ... import figures as F
 from ... import metrics
 from ...cache import Entry, ResultCache, config_key
 from ...multimodel import train_cached_many
@@ -17,7 +18,7 @@ from .common import (Arch, EvalSets, PAPER_TABLE1, PAPER_TABLE1_ENSEMBLE_C10H, S
                      cap_train, fine_tuned_archs, heldout_monitor, load_shift_sets, parse_archs,
                      pretrain_config, scratch_config, select_folds, stratified_subset)
 from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _run_divergence,
-                             heldout_curve, paired_difference, probs_of)
+                             heldout_curve, heldout_curves_frame, paired_difference, probs_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,8 +409,9 @@ def paper_vs_run_table1(t1: pd.DataFrame, archs: Sequence[Arch]) -> pd.DataFrame
     """Each transcribed paper Table 1 cell next to this run's value for the same family."""
     rows = []
     fam_of = {a.label: a.family for a in archs}
-    ens = (ENSEMBLE, f"ensemble of {len(archs)} pretrained models") if (ENSEMBLE, "pretrained") in t1.index \
-        else (archs[0].label, f"single pretrained model ({archs[0].label}); paper: ensemble of 8")
+    teacher = distill_teacher_row(t1, archs)[0]
+    ens = (teacher, f"ensemble of {len(archs)} pretrained models" if teacher == ENSEMBLE
+           else f"single pretrained model ({archs[0].label}); paper: ensemble of 8")
     for (arch, method), r in t1.iterrows():
         fam = fam_of.get(arch)
         ref = PAPER_TABLE1.get((fam, method))
@@ -493,3 +495,201 @@ def regulariser_answers(selected: pd.DataFrame, level: float = 0.95) -> list[str
                    if lo > 0 else "not told apart from the regulariser at this budget")
         out.append(head + f" (95% interval {lo:+.3f} to {hi:+.3f}, {n} folds): {verdict}.")
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Section 3's tables and figures (the notebook calls these and shows what they return)
+# --------------------------------------------------------------------------------------------
+
+#: Fine-tuning targets built from each image's own human labels (orange in the Table 1 figure).
+HUMAN_TARGET_METHODS = ("soft", "sampled", "mixup_soft")
+
+
+def alternatives_pretrained_table(pre: Pretrained, archs: Sequence[Arch], study: StudyData,
+                                  pretrain_subset: int | None, n_train: int) -> pd.DataFrame:
+    """One row per pretrained architecture: how many CIFAR-10 training images it saw (the whole
+    ``n_train`` when ``pretrain_subset`` is None), its epochs and training time, and its accuracy
+    on the 10,000 CIFAR-10H images (the "pretrained" row of Table 1, before fine-tuning)."""
+    n_images = n_train if pretrain_subset is None else min(int(pretrain_subset), int(n_train))
+    rows = []
+    for a in archs:
+        result = pre.entries[a.label].meta["result"]
+        rows.append({"arch": a.label, "pretraining images": n_images,
+                     "epochs": int(result["epochs_run"]),
+                     "training seconds": int(round(result["seconds"])),
+                     "accuracy on the 10,000 CIFAR-10H images":
+                         float((pre.probs(a.label).argmax(1) == study.labels).mean())})
+    return pd.DataFrame(rows).set_index("arch")
+
+
+def figure1_table(examples: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """:func:`figure1_examples` for reading: the class ids (top class, second choices) as names
+    and the image index as an ``image`` label, written as in the figure ("6148", not "6,148")."""
+    named = examples.assign(**{c: examples[c].map(lambda k: classes[int(k)])
+                               for c in ("top class", "human 2nd", "model 2nd")})
+    named["index"] = named["index"].astype(int).astype(str)
+    return named.rename(columns={"index": "image"})
+
+
+def plot_alternatives_figure1(images: np.ndarray, human: np.ndarray, model_probs: np.ndarray,
+                              examples: pd.DataFrame, model_label: str,
+                              classes: Sequence[str]):
+    """Paper Figure 1 redrawn: one row per image of :func:`figure1_examples`, the image beside
+    paired bars of the human distribution and the pretrained model's prediction over
+    ``classes``, so the reader sees where the two part beyond their shared top class."""
+    import matplotlib.pyplot as plt
+
+    n = len(examples)
+    fig, axes = plt.subplots(max(1, n), 2, figsize=(9, 1.9 * max(1, n)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 4]})
+    title_ax = axes[0, 1]
+    if not n:
+        axes[0, 0].set_axis_off()
+        title_ax.text(0.5, 0.5, "no image where humans and the model agree on the top class\n"
+                      "and humans leave enough mass on the others", ha="center", va="center",
+                      transform=title_ax.transAxes, fontsize=9)
+        title_ax.set_axis_off()
+    x = np.arange(len(classes))
+    for j, (row, i) in enumerate(zip(axes, examples["index"].astype(int))):
+        row[0].imshow(images[i])
+        row[0].set_axis_off()
+        row[0].set_title(f"image {i}", fontsize=8)
+        row[1].bar(x - 0.2, human[i], 0.4, label="humans (CIFAR-10H)", color="C1")
+        row[1].bar(x + 0.2, model_probs[i], 0.4,
+                   label=f"{model_label}, pretrained (hard labels)", color="C7")
+        row[1].set_xticks(x, list(classes) if j == n - 1 else [""] * len(classes), fontsize=7)
+        row[1].set_ylabel("probability", fontsize=8)
+    if n:
+        title_ax.legend(fontsize=7)
+    F.question_title(title_ax, "Do people and the CNN agree beyond the top guess?",
+                     "paper Fig. 1")
+    fig.tight_layout()
+    return fig
+
+
+def table1_heldout_curves(runs: FinetuneRuns, df: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch held-out curves (:func:`heldout_curves_frame`) of the variants Table 1
+    shows: per (arch, method) the learning rate and mixup alpha :func:`table1` selected.
+    Empty when the runs recorded no curve."""
+    curves = heldout_curves_frame(runs)
+    if not len(curves):
+        return curves
+    shown = table1(df)[["alpha", "lr"]].reset_index()
+    curves = curves.merge(shown, on=["arch", "method", "lr"], suffixes=("", "_t1"))
+    a, b = curves.alpha.astype(float), curves.alpha_t1.astype(float)
+    return curves[(a.isna() & b.isna()) | np.isclose(a, b)]
+
+
+def plot_alternatives_heldout_curves(curves: pd.DataFrame):
+    """Mean held-out CE vs humans per epoch, a line per (arch, method) with a ±1 s.d. band over
+    folds and a triangle at the best epoch (:func:`softlib.figures.heldout_curves`); epochs
+    are ticked as whole numbers."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    F.heldout_curves(ax, curves, ["arch", "method"])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    F.question_title(ax, "Does fine-tuning still improve the held-out fit at the last epoch?",
+                     "paper §6: 150 epochs", F.spread_note(curves.fold.nunique(), drawn="bands"))
+    F.legend_unique(ax, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+#: Table 1's metric columns, shown with three decimals as in the paper.
+TABLE1_METRICS = ("c10H", "c10H std", "c10", "c10 std", "accuracy", "accuracy std", "v4", "v6")
+
+
+def table1_styled(t1: pd.DataFrame):
+    """Table 1 of this run (:func:`table1`) for display: each method's title in a column, the
+    metrics with three decimals, alpha and lr with three significant digits, n/a for missing."""
+    out = t1.assign(method=[METHOD_TITLES.get(m, m) for m in t1.index.get_level_values("method")])
+    fmt = {c: "{:.3f}" for c in TABLE1_METRICS if c in out}
+    fmt.update({c: F.sig for c in out.columns if c not in fmt and c != "method"})
+    return out.style.format(fmt, na_rep="n/a").set_caption(
+        "held-out folds: c10H, c10, v4, v6 cross-entropy (nats), accuracy (fraction); "
+        "std over folds")
+
+
+def distill_teacher_row(t1: pd.DataFrame, archs: Sequence[Arch]) -> tuple[str, str]:
+    """Table 1's row of the distillation teacher: the pretrained ensemble where there is one
+    (several architectures), else the first architecture's pretrained model."""
+    return (ENSEMBLE if (ENSEMBLE, "pretrained") in t1.index else archs[0].label, "pretrained")
+
+
+def plot_table1_bars(t1: pd.DataFrame, archs: Sequence[Arch]):
+    """Table 1 as two bar panels (c10H, c10), one bar per (arch, method) with ±1 s.d. over folds:
+    grey the pretrained model, orange targets from each image's human labels, blue the others;
+    hollow diamonds the paper's cells for the same family (squares: its distillation teacher).
+    One legend below both panels, so it covers no bar."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(t1) + 2.2), sharey=True)
+    y = np.arange(len(t1))
+    fam_of = {a.label: a.family for a in archs}
+    teacher = distill_teacher_row(t1, archs)
+    colours = ["C7" if m == "pretrained" else "C1" if m in HUMAN_TARGET_METHODS else "C0"
+               for _, m in t1.index]
+    handles: dict[str, object] = {}
+    for k, (ax, col) in enumerate(zip(axes, ["c10H", "c10"])):
+        ax.barh(y, t1[col], xerr=t1[f"{col} std"].fillna(0), capsize=3, color=colours)
+        ref = [PAPER_TABLE1.get((fam_of.get(a), m), (np.nan,) * 4)[k] for a, m in t1.index]
+        F.paper_marks(ax, ref, y,
+                      label="paper Table 1 (same family: ResNet-110 / DenseNet-BC-100)")
+        if col == "c10H" and teacher in t1.index:
+            F.paper_marks(ax, PAPER_TABLE1_ENSEMBLE_C10H, y[t1.index.get_loc(teacher)],
+                          marker="s", label="paper: distillation teacher, ensemble of 8 "
+                                            "pretrained CNNs")
+        ax.set(xlabel=f"{col}: CE vs {'human' if col == 'c10H' else 'CIFAR-10'} labels "
+                      "(nats, lower is better)")
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    for colour, lab in (("C7", "pretrained, not fine-tuned"),
+                        ("C1", "each image's human labels"), ("C0", "other targets")):
+        handles[lab] = Patch(color=colour, label=lab)
+    spread = F.spread_note(int(t1["folds"].max()) if len(t1) else 0)
+    F.question_title(axes[0], "Do human labels beat the other targets on human-label loss?",
+                     note="paper Table 1, c10H; " + spread)
+    F.question_title(axes[1], "... and do they cost anything on the CIFAR-10 labels?",
+                     note="paper Table 1, c10; " + spread)
+    axes[0].set_yticks(y, [f"{m} ({a})" if len(archs) > 1 else m for a, m in t1.index])
+    axes[0].invert_yaxis()
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def mixup_grid_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every mixup grid point (arch, method, alpha, lr): mean and std over folds of the held-out
+    c10H, c10 and accuracy."""
+    mix = df[df.method.str.startswith("mixup")]
+    return mix.groupby(["arch", "method", "alpha", "lr"])[["c10H", "c10", "accuracy"]].agg(
+        ["mean", "std"])
+
+
+def paired_vs_hard_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Each fine-tuning method minus the hard-label control on the same fold, for c10H, c10 and
+    accuracy, on the variants :func:`select_variants` picks (:func:`paired_difference`)."""
+    sel = select_variants(df[df.method != "pretrained"])
+    return pd.concat({(m, meth): paired_difference(sel, m, a=meth, b="hard", by=("arch",),
+                                                   col="method")
+                      for m in ["c10H", "c10", "accuracy"] for meth in METHODS if meth != "hard"},
+                     names=["metric", "method minus hard"])
+
+
+def table1_c10h_ranking(t1: pd.DataFrame, archs: Sequence[Arch]) -> list[str]:
+    """One sentence per architecture with a hard-label control: its Table 1 rows ranked by c10H
+    (lowest first) and the control's value."""
+    lines = []
+    for a in archs:
+        if (a.label, "hard") not in t1.index:
+            continue
+        base = t1.loc[(a.label, "hard"), "c10H"]
+        ranked = t1.loc[a.label]["c10H"].sort_values()
+        lines.append(f"{a.label}: c10H ranking (lowest first): "
+                     + ", ".join(f"{m} {v:.3f}" for m, v in ranked.items())
+                     + f"; the hard-label control is at {base:.3f}.")
+    return lines

@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
+from ... import figures as F
 from ... import metrics
 from ...cache import Entry, ResultCache
 from ...multimodel import train_cached_many
 from ...train import TrainJob, data_fingerprint, diverged_epoch, train_cached
-from .common import (Arch, EvalSets, PAPER_FIG2, PAPER_FIG2_SBA_GAIN, SHIFT_SETS, StudyData,
-                     cap_train, heldout_monitor, parse_archs, scratch_config, select_folds)
+from .common import (CLASSES, Arch, EvalSets, PAPER_FIG2, PAPER_FIG2_SBA_GAIN, SHIFT_SETS,
+                     StudyData, cap_train, heldout_monitor, parse_archs, scratch_config,
+                     select_folds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,14 +344,22 @@ def heldout_probs(runs: FoldRuns, arch: str, condition: str, lr: float, n: int
     return np.concatenate(idx), np.concatenate(ps)
 
 
-def corruption_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean/std over folds of accuracy and CE per (arch, condition, corruption, severity)."""
+def _corruption_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the corrupted sets, with their ``corruption`` name and ``severity``."""
     c = df[df.dataset.str.startswith("c10c_")].copy()
     if c.empty:
         return c
     parts = c.dataset.str[len("c10c_"):].str.rsplit("_", n=1)
     c["corruption"] = parts.str[0]
     c["severity"] = parts.str[1].astype(int)
+    return c
+
+
+def corruption_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean/std over folds of accuracy and CE per (arch, condition, corruption, severity)."""
+    c = _corruption_rows(df)
+    if c.empty:
+        return c
     # average over corruptions within a fold first, then spread over folds
     per_fold = c.groupby(["arch", "condition", "severity", "fold"])[["accuracy", "ce"]].mean()
     return summarise(per_fold.reset_index(), ["accuracy", "ce"], ["arch", "condition", "severity"])
@@ -388,3 +398,325 @@ def paper_vs_run_generalisation(df: pd.DataFrame, shift: EvalSets) -> pd.DataFra
                      "run soft": m.get("soft", np.nan) - m.get("hard", np.nan),
                      "defined differently": "", "note": "paper: 'about +5 points'"})
     return pd.DataFrame(rows).set_index("quantity")
+
+
+# --------------------------------------------------------------------------------------------
+# Section 2's figures and tables (the notebook calls these and shows what they return)
+# --------------------------------------------------------------------------------------------
+
+#: Two-line tick labels of the shift sets on paper Figure 2's x axis.
+SHIFT_TICKS = {"heldout": "held-out\nCIFAR-10H", "cifar10_train": "CIFAR-10\ntrain",
+               "cifar10_1_v4": "CIFAR-10.1\nv4", "cifar10_1_v6": "CIFAR-10.1\nv6",
+               "cinic10": "CINIC-10\n(ImageNet)", "imagenet_far": "ImageNet-\nFar"}
+#: run markers per condition, in :data:`CONDITIONS` order (colour: C0 hard, C1 soft)
+_CONDITION_MARKERS = "o^"
+_METRIC_AXIS = {"accuracy": "accuracy vs hard labels (fraction)",
+                "ce": "cross-entropy vs hard labels (nats)"}
+_SHIFT_QUESTIONS = {"accuracy": ("Do soft labels raise accuracy as the shift grows?",
+                                 "paper Fig. 2 left"),
+                    "ce": ("Do soft labels lower cross-entropy as the shift grows?",
+                           "paper Fig. 2 centre")}
+#: the held-out summary's metric columns, in words
+_HELDOUT_METRICS = {"accuracy": "accuracy", "ce": "CE vs CIFAR-10 labels",
+                    "ce_human": "CE vs human labels", "sba": "second-best accuracy",
+                    "kl_human": "KL(humans || model)"}
+#: confidence columns of :func:`generalisation_metrics` -> the predictions they average over
+_CONFIDENCE = {"conf_correct": "correct", "conf_incorrect": "incorrect"}
+
+
+def _run_label(cond: str, arch: str, arch_labels: Sequence[str]) -> str:
+    """Legend text of one run: the training labels, and the architecture when there are several."""
+    return f"{cond} labels" + (f" ({arch})" if len(arch_labels) > 1 else "")
+
+
+def _arch_alpha(i: int) -> float:
+    """The first architecture drawn opaque, the others faded (colour is kept for the labels)."""
+    return 1 if i == 0 else 0.5
+
+
+def evaluation_set_status(folds: int, shift: EvalSets, corr: EvalSets) -> pd.DataFrame:
+    """One row per evaluation set of the section (held-out folds, the shift sets in order, the
+    corrupted sets): how many images, and present or absent with the reason, so the reader
+    knows up front which rows of the figures stay empty."""
+    rows = [{"evaluation set": SHIFT_SETS["heldout"][0], "images": f"{folds} x 1,000",
+             "status": "present"}]
+    for key, (title, _, _) in list(SHIFT_SETS.items())[1:]:
+        if key in shift.images:
+            rows.append({"evaluation set": shift.titles[key], "images": len(shift.labels[key]),
+                         "status": "present"})
+        else:
+            rows.append({"evaluation set": title, "images": 0,
+                         "status": "ABSENT: " + shift.unavailable[key]})
+    absent = (f"; {len(corr.unavailable)} absent: " + next(iter(corr.unavailable.values()))
+              if corr.unavailable else "")
+    rows.append({"evaluation set": "CIFAR-10-C-style corruptions (this book's addition)",
+                 "images": sum(len(v) for v in corr.labels.values()),
+                 "status": f"{len(corr.images)} corruption x severity sets present" + absent})
+    return pd.DataFrame(rows).set_index("evaluation set")
+
+
+def training_seconds(runs: FoldRuns) -> pd.DataFrame:
+    """Training time per (arch, condition), summed over its fold models and learning rates
+    (seconds)."""
+    return (pd.Series(runs.seconds, dtype=float).groupby(level=[0, 1]).sum()
+            .rename_axis(["arch", "condition"])
+            .rename("training seconds (all folds and learning rates)").to_frame())
+
+
+def selected_heldout_curves(runs: FoldRuns, df: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch held-out curves (:func:`heldout_curves_frame`) of the runs at each
+    architecture's selected learning rate (``df`` after :func:`select_lr`)."""
+    curves = heldout_curves_frame(runs)
+    if len(curves):
+        chosen = df.groupby("arch").lr.first()
+        curves = curves[np.isclose(curves.lr, curves.arch.map(chosen))]
+    return curves
+
+
+def plot_scratch_heldout_curves(curves: pd.DataFrame):
+    """Mean held-out CE vs humans per epoch, a line per (arch, condition) with a band of ±1 s.d.
+    over folds and a triangle at its best epoch (``curves``: :func:`selected_heldout_curves`)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    F.heldout_curves(ax, curves, ["arch", "condition"])
+    F.question_title(ax, "Does the held-out fit to humans still improve at the last epoch?",
+                     "paper §5: at most 150 epochs",
+                     F.spread_note(curves.fold.nunique(), drawn="bands"))
+    F.legend_unique(ax, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_shift_curves(df: pd.DataFrame, arch_labels: Sequence[str]):
+    """Paper Figure 2, left and centre: accuracy and CE vs the hard labels on each evaluation set
+    present, in order of growing shift (corrupted sets left out); mean over folds with ±1 s.d.
+    bars, a point per (architecture, condition), hard and soft side by side; the paper's 8-CNN
+    means (:data:`PAPER_FIG2`) as hollow diamonds on the sets this run has."""
+    import matplotlib.pyplot as plt
+
+    order = [k for k in dataset_order(df.dataset.unique()) if not k.startswith("c10c_")]
+    summary = summarise(df, ["accuracy", "ce"], ["arch", "condition", "dataset"])
+    n_folds = int(summary[("accuracy", "folds")].max())
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    for ax, metric in zip(axes, ["accuracy", "ce"]):
+        for i, arch in enumerate(arch_labels):
+            for j, cond in enumerate(CONDITIONS):
+                rows = [summary.loc[(arch, cond, k)] if (arch, cond, k) in summary.index
+                        else None for k in order]
+                y = [r[(metric, "mean")] if r is not None else np.nan for r in rows]
+                e = [r[(metric, "std")] if r is not None else np.nan for r in rows]
+                x = np.arange(len(order)) + (j - 0.5) * 0.15
+                ax.errorbar(x, y, yerr=e, marker=_CONDITION_MARKERS[j], capsize=3,
+                            color=f"C{j}", alpha=_arch_alpha(i),
+                            label=_run_label(cond, arch, arch_labels))
+        for j, cond in enumerate(CONDITIONS):  # the paper's values, where this run has the set
+            pts = [(order.index(k) + (j - 0.5) * 0.15, PAPER_FIG2[(k, metric)][j])
+                   for k in order if (k, metric) in PAPER_FIG2]
+            if pts:
+                F.paper_marks(ax, *zip(*pts), color=f"C{j}", label=f"paper, {cond} (8-CNN mean)")
+        ax.set_xticks(range(len(order)), [SHIFT_TICKS.get(k, k) for k in order], fontsize=8)
+        ax.set(xlabel="evaluation set, increasing distance from the training images",
+               ylabel=_METRIC_AXIS[metric])
+        F.question_title(ax, *_SHIFT_QUESTIONS[metric],
+                         F.spread_note(n_folds) + ", mean of the folds")
+        F.legend_unique(ax, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def absent_shift_note(unavailable: Mapping[str, str]) -> str:
+    """'not shown (data absent on this machine): ...' naming the absent shift sets, or ''."""
+    missing = [title for k, (title, _, _) in SHIFT_SETS.items() if k in unavailable]
+    return "not shown (data absent on this machine): " + ", ".join(missing) if missing else ""
+
+
+def shift_paired_differences(df: pd.DataFrame) -> pd.DataFrame:
+    """Soft minus hard within each fold (:func:`paired_difference`) of accuracy and CE on every
+    uncorrupted evaluation set, indexed (metric, arch, dataset)."""
+    plain = df[~df.dataset.str.startswith("c10c_")]
+    return pd.concat({m: paired_difference(plain, m) for m in ["accuracy", "ce"]},
+                     names=["metric"])
+
+
+def shift_gap_lines(paired: pd.DataFrame) -> list[str]:
+    """One sentence per (metric, arch) on the held-out folds, CIFAR-10 train, CINIC-10 and
+    ImageNet-Far: soft minus hard, its fold-to-fold std, and how many folds agree in sign
+    (``paired``: :func:`shift_paired_differences`)."""
+    lines = []
+    for metric in ["accuracy", "ce"]:
+        for (arch, ds), r in paired.loc[metric].iterrows():
+            if ds in ("heldout", "cifar10_train", "imagenet_far", "cinic10"):
+                if not r["folds"] > 0 or not np.isfinite(r["mean diff"]):
+                    lines.append(f"- {metric} on {SHIFT_SETS[ds][0]} ({arch}): no fold with "
+                                 "both conditions finite (diverged runs are left out)")
+                    continue
+                lines.append(f"- {metric} on {SHIFT_SETS[ds][0]} ({arch}): soft minus hard "
+                             f"{r['mean diff']:+.3f} (fold-to-fold std "
+                             f"{F.sig(r['std over folds'])}, {int(r['folds with same sign'])} "
+                             f"of {int(r['folds'])} folds agree in sign)")
+    return lines
+
+
+def plot_sba(held: pd.DataFrame, arch_labels: Sequence[str]):
+    """Paper Figure 2, right: second-best accuracy on the held-out folds, a bar per (arch,
+    condition) at the mean over folds (±1 s.d.), a dot per fold, and the paper's soft-label gain
+    (:data:`PAPER_FIG2_SBA_GAIN`) as a hollow diamond on top of this run's hard-label mean.
+    ``held``: the held-out rows of :func:`generalisation_metrics`. The legend sits beside the
+    axes so that it hides no bar."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5 + 1.5 * len(arch_labels), 3.6))
+    for i, arch in enumerate(arch_labels):
+        for j, cond in enumerate(CONDITIONS):
+            v = held[(held.arch == arch) & (held.condition == cond)]["sba"]
+            ax.bar(i * 3 + j, v.mean(), yerr=v.std(ddof=1) if len(v) > 1 else 0,
+                   color=f"C{j}", capsize=4, label=f"{cond} labels" if i == 0 else None)
+            ax.plot(np.full(len(v), i * 3 + j), v, "k.", ms=5,
+                    label="one fold" if i == j == 0 else None)
+        hard = held[(held.arch == arch) & (held.condition == "hard")]["sba"].mean()
+        F.paper_marks(ax, i * 3 + 1, hard + PAPER_FIG2_SBA_GAIN, color="C1",
+                      label=f"paper: hard + {PAPER_FIG2_SBA_GAIN:.2f} (its soft-label gain)")
+    ax.set_xticks([i * 3 + 0.5 for i in range(len(arch_labels))], list(arch_labels))
+    ax.set(ylabel="second-best accuracy on held-out folds (fraction)")
+    F.question_title(ax, "Do soft labels make the runner-up class more human?",
+                     "paper Fig. 2 right",
+                     F.spread_note(held.groupby(["arch", "condition"]).sba.count().max())
+                     + "; dots: folds")
+    F.legend_unique(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def heldout_summary(held: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and folds of every held-out metric per (arch, condition), the metrics named in
+    words (``held``: the held-out rows of :func:`generalisation_metrics`)."""
+    return summarise(held, list(_HELDOUT_METRICS), ["arch", "condition"]).rename(
+        columns=_HELDOUT_METRICS, level=0)
+
+
+def confidence_summary(held: pd.DataFrame) -> pd.DataFrame:
+    """Mean top-1 probability on the held-out predictions that are correct and incorrect:
+    mean and std over folds per (arch, condition); columns ('correct' | 'incorrect',
+    'mean' | 'std')."""
+    conf = held.groupby(["arch", "condition"])[list(_CONFIDENCE)].agg(["mean", "std"])
+    return conf.rename(columns=_CONFIDENCE, level=0)
+
+
+def plot_confidence(held: pd.DataFrame, arch_labels: Sequence[str]):
+    """Paper Figure 3a: per (arch, condition) a bar for the mean top-1 probability on correct and
+    one on incorrect held-out predictions (±1 s.d. over folds); the architecture is named under
+    the bars only when there are several. The legend sits beside the axes."""
+    import matplotlib.pyplot as plt
+
+    conf = confidence_summary(held)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    ticks = []
+    for i, ((arch, cond), r) in enumerate(conf.iterrows()):
+        for j, what in enumerate(_CONFIDENCE.values()):
+            ax.bar(i * 3 + j, r[(what, "mean")], yerr=r[(what, "std")], capsize=3,
+                   color=["C2", "C3"][j], label=what if i == 0 else None)
+        ticks.append(f"{cond}\n{arch}" if len(arch_labels) > 1 else cond)
+    ax.set_xticks([i * 3 + 0.5 for i in range(len(ticks))], ticks)
+    ax.set(xlabel="training labels", ylabel="mean top-1 probability on held-out images (fraction)")
+    F.question_title(ax, "Do soft labels lower confidence most where the model is wrong?",
+                     "paper Fig. 3a",
+                     F.spread_note(held.groupby(["arch", "condition"]).fold.nunique().max()))
+    ax.legend(fontsize=8, title="predictions", title_fontsize=8, loc="upper left",
+              bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def paired_heldout_predictions(runs: FoldRuns, df: pd.DataFrame, arch: str, n_images: int
+                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out predictions of ``arch``'s hard- and soft-label models at its selected learning
+    rate (``df`` after :func:`select_lr`), on the folds where neither run diverged:
+    (image indices, hard-label probs, soft-label probs), rows aligned."""
+    lr = {c: df[(df.arch == arch) & (df.condition == c)].lr.iloc[0] for c in CONDITIONS}
+    idx_h, p_hard = heldout_probs(runs, arch, "hard", lr["hard"], n_images)
+    idx_s, p_soft = heldout_probs(runs, arch, "soft", lr["soft"], n_images)
+    both_h, both_s = np.isin(idx_h, idx_s), np.isin(idx_s, idx_h)
+    return idx_h[both_h], p_hard[both_h], p_soft[both_s]
+
+
+def plot_divisive_gallery(study: StudyData, idx: np.ndarray, p_hard: np.ndarray,
+                          p_soft: np.ndarray, n: int = 6):
+    """Paper Figure 3b: the ``n`` held-out images (of ``idx``) whose human distribution has the
+    highest entropy, each above its humans', hard-label and soft-label model's class
+    probabilities (``p_hard``, ``p_soft``: rows aligned with ``idx``)."""
+    import matplotlib.pyplot as plt
+
+    from ...data import views
+    show = np.argsort(-views.entropy(study.human[idx]))[:n]
+    fig, axes = plt.subplots(2, len(show), figsize=(2.3 * len(show), 4.6), squeeze=False)
+    w, x = 0.28, np.arange(len(CLASSES))
+    for j, s in enumerate(show):
+        i = idx[s]
+        axes[0, j].imshow(study.images[i])
+        axes[0, j].axis("off")
+        axes[0, j].set_title(f"#{i}: {CLASSES[study.labels[i]]}", fontsize=8)
+        axes[1, j].bar(x - w, study.human[i], w, color="k", label="humans")
+        axes[1, j].bar(x, p_hard[s], w, color="C0", label="hard-label model")
+        axes[1, j].bar(x + w, p_soft[s], w, color="C1", label="soft-label model")
+        axes[1, j].set_xticks(x, [c[:3] for c in CLASSES], rotation=90, fontsize=7)
+        axes[1, j].set_ylim(0, 1)
+    axes[1, 0].set_ylabel("probability", fontsize=8)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle("Do soft-label models predict the humans' distribution on divisive images? "
+                 "(paper Fig. 3b)\none image per panel, one held-out prediction each: "
+                 "no error bars", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def heldout_divergence_table(human: np.ndarray, p_hard: np.ndarray, p_soft: np.ndarray
+                             ) -> pd.DataFrame:
+    """KL(human || model) and JS(human, model) of the hard- and soft-label models over the
+    held-out images, and the mean entropy of their predictions beside the humans' (NaN where
+    a divergence of the humans from themselves would be meaningless)."""
+    from ...data import views
+    out = pd.DataFrame({c: {"KL(human || model), held-out": metrics.kl_divergence(human, p),
+                            "JS(human, model), held-out": metrics.js_divergence(human, p),
+                            "mean entropy of predictions (nats)": float(views.entropy(p).mean())}
+                        for c, p in [("hard", p_hard), ("soft", p_soft)]})
+    return out.assign(humans=[np.nan, np.nan, float(views.entropy(human).mean())])
+
+
+def plot_corruption(df: pd.DataFrame, arch_labels: Sequence[str]):
+    """Accuracy (left) and CE (right) on the CIFAR-10-C-style sets against the severity: a line
+    per (arch, condition), each point the mean over corruptions then folds (±1 s.d. over folds;
+    hard and soft slightly apart so their bars do not hide each other), and this run's
+    uncorrupted CIFAR-10 train value as a dotted line. The paper has no such sets, so no paper
+    marks. Needs corrupted rows in ``df`` (see :func:`corruption_summary`)."""
+    import matplotlib.pyplot as plt
+
+    cs = corruption_summary(df)
+    if cs.empty:
+        raise ValueError("plot_corruption: no corrupted evaluation sets in this table")
+    n_corruptions = _corruption_rows(df).corruption.nunique()
+    n_folds = int(cs[("accuracy", "folds")].max())
+    clean = (df[df.dataset == "cifar10_train"].groupby(["arch", "condition"])[["accuracy", "ce"]]
+             .mean())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ["accuracy", "ce"]):
+        for (arch, cond), g in cs.groupby(level=[0, 1]):
+            j = CONDITIONS.index(cond)
+            i = list(arch_labels).index(arch) if arch in arch_labels else len(arch_labels)
+            sev = g.index.get_level_values("severity") + (j - 0.5) * 0.08
+            ax.errorbar(sev, g[(metric, "mean")], yerr=g[(metric, "std")],
+                        marker=_CONDITION_MARKERS[j], capsize=3, color=f"C{j}",
+                        alpha=_arch_alpha(i), label=_run_label(cond, arch, arch_labels))
+            if (arch, cond) in clean.index:
+                ax.axhline(clean.loc[(arch, cond), metric], color=f"C{j}", ls=":", lw=1,
+                           alpha=_arch_alpha(i))
+        ax.set(xlabel="corruption severity (1-5; dotted: uncorrupted CIFAR-10 train)",
+               ylabel=_METRIC_AXIS[metric])
+        what = "keep their accuracy" if metric == "accuracy" else "keep a lower cross-entropy"
+        ax.set_xticks(sorted(cs.index.get_level_values("severity").unique()))
+        F.question_title(ax, f"Do soft-label models {what} under corruption?",
+                         note=f"beyond the paper; mean of {n_corruptions} corruptions\n"
+                              + F.spread_note(n_folds) + ", of the corruption mean")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
