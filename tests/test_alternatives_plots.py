@@ -192,8 +192,8 @@ def test_table1_styled_shows_titles_three_decimals_and_na():
     assert ">0.200000<" not in html and ">0.000500<" not in html
     assert ">0.2<" in html and ">0.0005<" in html
     assert ">nan<" not in html and ">n/a<" in html  # v4, v6 and the pretrained rows' alpha, lr
-    c10h = t1.loc[("ResNet-20", "hard"), "c10H"]
-    assert f">{c10h:.3f}<" in html
+    c10h, sd = t1.loc[("ResNet-20", "hard"), ["c10H", "c10H std"]]
+    assert f">{c10h:.3f} ± {sd:.3f}<" in html
     assert ">3<" in html  # folds as an integer
 
 

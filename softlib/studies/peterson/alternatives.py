@@ -597,19 +597,25 @@ def plot_alternatives_heldout_curves(curves: pd.DataFrame):
     return fig
 
 
-#: Table 1's metric columns, shown with three decimals as in the paper.
-TABLE1_METRICS = ("c10H", "c10H std", "c10", "c10 std", "accuracy", "accuracy std", "v4", "v6")
-
-
 def table1_styled(t1: pd.DataFrame):
-    """Table 1 of this run (:func:`table1`) for display: each method's title in a column, the
-    metrics with three decimals, alpha and lr with three significant digits, n/a for missing."""
-    out = t1.assign(method=[METHOD_TITLES.get(m, m) for m in t1.index.get_level_values("method")])
-    fmt = {c: "{:.3f}" for c in TABLE1_METRICS if c in out}
-    fmt.update({c: F.sig for c in out.columns if c not in fmt and c != "method"})
+    """Table 1 of this run (:func:`table1`) for reading: one row per (arch, method title),
+    "mean ± std" over folds with three decimals as in the paper for c10H, c10 and accuracy,
+    v4 / v6, and the selected alpha and lr with three significant digits; n/a for missing."""
+    def pm(col: str) -> list[str]:
+        return [("n/a" if not np.isfinite(m) else f"{m:.3f}" if not np.isfinite(sd)
+                 else f"{m:.3f} ± {sd:.3f}") for m, sd in zip(t1[col], t1[f"{col} std"])]
+
+    arch = t1.index.get_level_values("arch")
+    method = [METHOD_TITLES.get(m, m) for m in t1.index.get_level_values("method")]
+    out = pd.DataFrame({"c10H": pm("c10H"), "c10": pm("c10"), "accuracy": pm("accuracy"),
+                        **{c: t1[c].to_numpy() for c in ("v4", "v6", "alpha", "lr", "folds")
+                           if c in t1}},
+                       index=pd.MultiIndex.from_arrays([arch, method], names=["arch", "method"]))
+    fmt = {c: "{:.3f}" for c in ("v4", "v6") if c in out}
+    fmt.update({c: F.sig for c in ("alpha", "lr", "folds") if c in out})
     return out.style.format(fmt, na_rep="n/a").set_caption(
         "held-out folds: c10H, c10, v4, v6 cross-entropy (nats), accuracy (fraction); "
-        "std over folds")
+        "mean ± std over folds")
 
 
 def distill_teacher_row(t1: pd.DataFrame, archs: Sequence[Arch]) -> tuple[str, str]:
