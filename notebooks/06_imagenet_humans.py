@@ -133,23 +133,6 @@ if HS is None:
 else:
     display(HS.fits.style.format(F.sig).set_caption("linear fits of V2 on val accuracy (%)"))
     fig = study.plot_figure1(HS)
-    ax0 = fig.axes[0]
-    pub = study.PUBLISHED_TABLE1
-    for kind, marker, color in (("human", "*", "tab:red"), ("model", "o", "tab:blue")):
-        rows = pub[pub["kind"] == kind]
-        F.paper_marks(ax0, rows["paper_val"], rows["paper_v2"], marker=marker, color=color,
-                      markersize=12 if marker == "*" else 8,
-                      label="paper Table 1: "
-                      f"{'humans A-E' if kind == 'human' else ', '.join(rows['who'])}")
-    F.paper_fit(ax0, study.PUBLISHED_FACTS["models' V2-on-val slope (authors' notebook)"],
-                study.PUBLISHED_FACTS["models' V2-on-val intercept (authors' notebook)"],
-                ax0.get_xlim(), color="tab:blue", label="paper: models' fit (authors' notebook)")
-    for ax, which in zip(fig.axes, ("all classes", "objects only")):
-        F.question_title(ax, "Do people keep their ImageNetV2 accuracy, unlike models?",
-                         f"paper Fig. 1, {which}",
-                         "people: 95% Clopper-Pearson intervals; "
-                         "models: one point each, no intervals")
-        ax.legend(fontsize=7, loc="upper left")
     plt.show()
 
 # %% [markdown]
@@ -198,10 +181,6 @@ else:
     display(HS.missed)
     display(study.facts_vs_paper(HS))
     fig = study.plot_figure4(HS)
-    for ax in fig.axes:
-        F.question_title(ax, "How much does the single label under-count each model?",
-                         "paper Fig. 4", "one point per model and test set, no intervals; "
-                         "no paper values (top-1 not typed in)")
     plt.show()
 
 # %% [markdown]
@@ -244,22 +223,6 @@ display(zoo.head(10).style.format(F.sig).set_caption("top-1 accuracies in %; fir
 
 # %%
 fig = study.plot_zoo(zoo, zoo_fits)
-for ax, q, src, note in zip(fig.axes,
-                      ("Do ReaL multi-labels score models higher than the single label?",
-                       "How much does the single label under-count?",
-                       "Do models lose accuracy from ImageNet to ImageNetV2?",
-                       "How much accuracy do models lose on ImageNetV2?"),
-                      (f"{len(zoo)} timm models", None, "models only", "models only"),
-                      ("one point per model; timm gives no intervals",
-                       "the histogram is the spread over models; timm gives no intervals",
-                       "one point per model; timm gives no intervals",
-                       "the histogram is the spread over models; timm gives no intervals")):
-    F.question_title(ax, q, src, note)
-fig.axes[1].set(xlabel="ReaL top-1 minus ImageNet top-1 (percentage points)",
-                ylabel="models (count)")
-fig.axes[3].set(xlabel="ImageNetV2 top-1 minus ImageNet top-1 (percentage points)",
-                ylabel="models (count)")
-fig.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -295,16 +258,9 @@ else:
         F.sig).set_caption(f"the {len(raters_only)} raters: agreement (all questions, and "
                            "those answered yes or no) and 'maybe' answers in %"))
     fig = study.plot_raters(RS)
-    F.question_title(fig.axes[0], "How often does one rater agree with the experts?",
-                     "ReaL golden questions", "95% Clopper-Pearson intervals")
-    F.question_title(fig.axes[1], "How do raters vote, given the experts' answer?",
-                     "ReaL golden questions", "one count per question; no intervals")
-    fig.tight_layout()
     plt.show()
     if RS.votes is not None:
         fig = study.plot_votes(RS)
-        F.question_title(fig.axes[0], "How often do raters split on one question?",
-                         f"all {len(RS.votes):,} ReaL questions", "one count per question")
         plt.show()
 
 # %% [markdown]

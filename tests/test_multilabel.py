@@ -440,9 +440,19 @@ def test_human_study_tables_and_plots(release):
     assert vp.loc["FixRes", "release user"] == "(not in release)"
     facts = shankar.facts_vs_paper(st).set_index("fact")["this run"]
     assert facts["missed by all humans"] == 1 and facts["fast images (val)"] == 3
-    for fig in (shankar.plot_figure1(st), shankar.plot_figure4(st)):
-        assert fig.axes
-        plt.close(fig)
+    fig = shankar.plot_figure1(st)
+    left, right = fig.axes
+    assert "paper Fig. 1, all classes" in left.get_title()
+    assert "paper Fig. 1, objects only" in right.get_title()
+    labels = [t.get_text() for t in left.get_legend().get_texts()]
+    # the paper's Table 1 people and models and its fit: on the left panel only
+    assert "paper Table 1: humans A-E" in labels and "paper: models' fit (authors' notebook)" \
+        in labels
+    assert not any(t.get_text().startswith("paper") for t in right.get_legend().get_texts())
+    plt.close(fig)
+    fig = shankar.plot_figure4(st)
+    assert "paper Fig. 4" in fig.axes[0].get_title()
+    plt.close(fig)
     text = " ".join(shankar.takeaways(study=st))
     assert "not measured" not in text and "McNemar" in text and "m1 (fixed in advance)" in text
     assert "people lose" in text
@@ -472,6 +482,8 @@ def test_zoo_plot_has_no_human_points_unless_asked_and_then_says_not_comparable(
     t, s = _zoo()
     fig = shankar.plot_zoo(t, s)
     assert len(fig.axes) == 4 and "ImageNetV2" in fig.axes[3].get_xlabel()
+    assert "3 timm models" in fig.axes[0].get_title()
+    assert "spread over models" in fig.axes[1].get_title()
     labels = [h.get_label() for h in fig.axes[2].collections]
     assert not any("human" in lab.lower() for lab in labels)
     plt.close(fig)

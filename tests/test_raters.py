@@ -127,6 +127,7 @@ def test_the_section_part_from_the_fixture(tmp_path):
     assert "Across all 60 (image, class) questions" in " ".join(shankar.rater_takeaways(full))
     fig = shankar.plot_votes(full)
     assert fig.axes[0].get_ylabel() == "questions (%)"
+    assert "all 60 ReaL questions" in fig.axes[0].get_title()
     plt.close(fig)
     with pytest.raises(ValueError, match="raters.npz was absent"):
         shankar.plot_votes(rs)

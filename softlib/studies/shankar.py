@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import figures as F
 from .. import multilabel as ml
 
 # Shankar et al. 2020, Table 1: multi-label accuracy (%) on the 2,000 human-labelled images,
@@ -189,6 +190,10 @@ def plot_raters(rs: RaterStudy):
     ax.set(xlabel="share of raters who said the class fits",
            ylabel="questions (% of those with this expert answer)")
     ax.legend(fontsize=8)
+    F.question_title(axes[0], "How often does one rater agree with the experts?",
+                     "ReaL golden questions", "95% Clopper-Pearson intervals")
+    F.question_title(axes[1], "How do raters vote, given the experts' answer?",
+                     "ReaL golden questions", "one count per question; no intervals")
     fig.tight_layout()
     return fig
 
@@ -208,6 +213,8 @@ def plot_votes(rs: RaterStudy):
     ax.set(xticks=range(k + 1), ylabel="questions (%)",
            xlabel=f"raters who said the class fits (of {v['asked'].median():.0f} asked per "
                   "question, median)")
+    F.question_title(ax, "How often do raters split on one question?",
+                     f"all {len(rs.votes):,} ReaL questions", "one count per question")
     fig.tight_layout()
     return fig
 
@@ -445,7 +452,9 @@ def _diag(ax, lo, hi):
 def plot_figure1(study: HumanStudy):
     """Figure 1: V2 vs val multi-label accuracy (models, their fit, humans with 95% CIs).
 
-    Left: all classes; right: objects only; both over the human-labelled images.
+    Left: all classes; right: objects only; both over the human-labelled images. The left
+    panel also carries the paper's Table 1 points for the same people and models (hollow) and
+    the models' fit in the authors' notebook (dashed): same metric, same images.
     """
     import matplotlib.pyplot as plt
 
@@ -472,8 +481,22 @@ def plot_figure1(study: HumanStudy):
         ax.set_xlim(lo, 101)
         ax.set_ylim(lo, 101)
         ax.set(xlabel="ImageNet val multi-label accuracy (%)",
-               ylabel="ImageNetV2 multi-label accuracy (%)", title=f"Figure 1, {title}")
-        ax.legend(fontsize=8, loc="upper left")
+               ylabel="ImageNetV2 multi-label accuracy (%)")
+        F.question_title(ax, "Do people keep their ImageNetV2 accuracy, unlike models?",
+                         f"paper Fig. 1, {title}", "people: 95% Clopper-Pearson intervals; "
+                         "models: one point each, no intervals")
+    ax0 = axes[0]
+    for kind, marker, color in (("human", "*", "tab:red"), ("model", "o", "tab:blue")):
+        rows = PUBLISHED_TABLE1[PUBLISHED_TABLE1["kind"] == kind]
+        F.paper_marks(ax0, rows["paper_val"], rows["paper_v2"], marker=marker, color=color,
+                      markersize=12 if marker == "*" else 8,
+                      label="paper Table 1: "
+                      f"{'humans A-E' if kind == 'human' else ', '.join(rows['who'])}")
+    F.paper_fit(ax0, PUBLISHED_FACTS["models' V2-on-val slope (authors' notebook)"],
+                PUBLISHED_FACTS["models' V2-on-val intercept (authors' notebook)"],
+                ax0.get_xlim(), color="tab:blue", label="paper: models' fit (authors' notebook)")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -493,7 +516,10 @@ def plot_figure4(study: HumanStudy):
         vals = np.r_[f4[m], f4["multilabel"]]
         _diag(ax, np.nanmin(vals) - 2, 100)
         ax.set(xlabel=f"{'top-1' if m == 'top1' else 'top-5'} accuracy (%)",
-               ylabel="multi-label accuracy (%)", title=f"Figure 4: multi-label vs {'top-1' if m == 'top1' else 'top-5'}")
+               ylabel="multi-label accuracy (%)")
+        F.question_title(ax, "How much does the single label under-count each model?",
+                         "paper Fig. 4", "one point per model and test set, no intervals; "
+                         "no paper values (top-1 not typed in)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -512,13 +538,16 @@ def _zoo_fits(ax, f: pd.Series, xs, color: str) -> None:
                 label=f"probit-scale fit (rms residual {f['probit_rmse']:.2f})")
 
 
-def _gap_hist(ax, gap: pd.Series, color: str, xlabel: str, title: str) -> None:
+def _gap_hist(ax, gap: pd.Series, color: str, xlabel: str, question: str,
+              source: str | None = None) -> None:
     """A zoo panel: the histogram of one gap over the models, its range stretched to show 0."""
     gap = gap.dropna()
     ax.hist(gap, bins=40, range=(min(gap.min(), 0) - 0.5, max(gap.max(), 0) + 0.5), color=color,
             alpha=0.8)
     ax.axvline(0, color="grey", ls=":")
-    ax.set(xlabel=xlabel, ylabel="models", title=title)
+    ax.set(xlabel=xlabel, ylabel="models (count)")
+    F.question_title(ax, question, source,
+                     "the histogram is the spread over models; timm gives no intervals")
 
 
 def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool = False):
@@ -540,12 +569,14 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
     ax.scatter(table["top1_val"], table["top1_real"], s=6, alpha=0.4, color="tab:green")
     _zoo_fits(ax, s.loc["ReaL top-1 vs ImageNet top-1"], table["top1_val"], "darkgreen")
     _diag(ax, table["top1_val"].min(), 100)
-    ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ReaL top-1 (%)",
-           title=f"ReaL vs original labels ({len(table)} timm models)")
+    ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ReaL top-1 (%)")
+    F.question_title(ax, "Do ReaL multi-labels score models higher than the single label?",
+                     f"{len(table)} timm models", "one point per model; timm gives no intervals")
     ax.legend(fontsize=8)
 
     _gap_hist(axes[1], table["real_minus_val"], "tab:green",
-              "ReaL top-1 minus ImageNet top-1 (points)", "How much the single label under-counts")
+              "ReaL top-1 minus ImageNet top-1 (percentage points)",
+              "How much does the single label under-count?")
 
     ax = axes[2]
     ax.scatter(table["top1_val"], table["top1_v2"], s=6, alpha=0.4, color="tab:blue",
@@ -559,13 +590,14 @@ def plot_zoo(table: pd.DataFrame, summary: pd.DataFrame, published_humans: bool 
                    label="NOT COMPARABLE: humans A-E as published (Table 1),\n"
                          "multi-label acc. on 2,000 other images, no CIs")
     _diag(ax, lo, 100)
-    ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ImageNetV2 top-1 (%)",
-           title="Distribution shift: ImageNet → ImageNetV2 (models only)")
+    ax.set(xlabel="ImageNet val top-1 (%)", ylabel="ImageNetV2 top-1 (%)")
+    F.question_title(ax, "Do models lose accuracy from ImageNet to ImageNetV2?", "models only",
+                     "one point per model; timm gives no intervals")
     ax.legend(fontsize=8, loc="upper left")
 
     _gap_hist(axes[3], table["v2_minus_val"], "tab:blue",
-              "ImageNetV2 top-1 minus ImageNet top-1 (points)",
-              "How much accuracy models lose on ImageNetV2")
+              "ImageNetV2 top-1 minus ImageNet top-1 (percentage points)",
+              "How much accuracy do models lose on ImageNetV2?", "models only")
     fig.tight_layout()
     return fig
 
