@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt
 from IPython.display import HTML, Markdown, display
 
 from softlib.book import claims
-from softlib.book import figures as F
+from softlib import figures as F
 
 table = claims.ledger(sec.profile)
 display(Markdown(claims.summary_markdown(table, sec.profile)))

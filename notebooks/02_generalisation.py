@@ -60,7 +60,7 @@ import time
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from softlib.book import figures as F
+from softlib import figures as F
 from softlib.book import sections as S
 from softlib.studies import peterson as P
 

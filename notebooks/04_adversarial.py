@@ -51,7 +51,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from softlib.book import figures as F
+from softlib import figures as F
 from softlib.book import sections as S
 from softlib.studies import peterson as P
 

@@ -66,7 +66,7 @@ P = sec.params
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from softlib.book import figures as F
+from softlib import figures as F
 from softlib.book import profiles
 from softlib.book import sections as S
 from softlib.studies import laing as study

@@ -46,7 +46,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from softlib import multilabel as ml
-from softlib.book import figures as F
+from softlib import figures as F
 from softlib.studies import shankar as study
 
 pd.set_option("display.precision", 2)

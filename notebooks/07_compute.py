@@ -42,30 +42,16 @@ sec = show_header(profile, "compute", datasets=["cifar10"], params=locals())
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from softlib.book import compute_page as compute
-from softlib.book import figures as F
 
 bench = compute.cached_benchmark(sec.cache, quick=sec.params["quick"], device=sec.device)
 print(compute.format_table(bench))
 
 # %%
-rows = pd.DataFrame(bench["rows"])
-speeds = rows[rows["unit"].str.contains("/s")]
-fig, ax = plt.subplots(figsize=(7, 0.45 * len(speeds) + 1))
-ax.barh(speeds["measurement"], speeds["value"], color="C0")
-ax.invert_yaxis()
-machine = (bench["machine"]["cpu"] if bench["machine"]["device"] == "cpu"
-           else bench["machine"]["gpu"])
-ax.set(xlabel="throughput (images/s; higher is better)")
-F.question_title(ax, "How fast does softlib train, evaluate and attack on this machine?",
-                 f"{bench['machine']['device']}: {machine}",
-                 f"median of {bench.get('repeats', '?')} repeat(s); the spread is not recorded, "
-                 "so no error bars")
-fig.tight_layout()
+fig = compute.plot_benchmark(bench)
 plt.show()
-rows[~rows["unit"].str.contains("/s")][["measurement", "value", "unit", "note"]]
+compute.other_measurements(bench)
 
 # %% [markdown]
 # ## GPU results recorded in the repository
@@ -87,14 +73,7 @@ timings = compute.section_timings()
 if timings.empty:
     print("No section timings: this notebook was run outside the book runner.")
 else:
-    fig, ax = plt.subplots(figsize=(7, 0.4 * len(timings) + 1))
-    ax.barh(timings.index, timings["minutes"], color="C1")
-    ax.invert_yaxis()
-    ax.set(xlabel="wall time (min)")
-    F.question_title(ax, "How long does each section take to rebuild?",
-                     f"profile {profile}: {timings['minutes'].sum():.1f} min for the sections "
-                     "before this one", "one build, one measurement each: no error bars")
-    fig.tight_layout()
+    fig = compute.plot_section_timings(timings, profile)
     plt.show()
 timings.style.format({"seconds": "{:.0f}", "minutes": "{:.1f}", "peak_rss_mb": "{:.0f}"},
                      na_rep="n/a") \

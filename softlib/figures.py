@@ -8,7 +8,7 @@ Presentation only: nothing here computes a result. The conventions they enforce:
   says "paper" (:func:`paper_marks`, :func:`paper_line`, :func:`paper_fit`); the values
   come from the studies' ``PAPER_*`` / ``PUBLISHED_*`` constants, never typed in here;
 * a line that says what the error bars are (:func:`spread_note`);
-* tables with 2-3 significant digits (:func:`sig`).
+* tables with 2-3 significant digits (:func:`sig`, :func:`sig_table`).
 """
 from __future__ import annotations
 

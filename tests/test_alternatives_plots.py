@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from softlib.book import figures as F
+from softlib import figures as F
 from softlib.cache import Entry
 from softlib.studies import peterson as P
 

@@ -1,4 +1,4 @@
-"""softlib.book.figures: the papers' reference marks, titles and error-bar notes."""
+"""softlib.figures: the papers' reference marks, titles and error-bar notes."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from softlib.book import figures as F
+from softlib import figures as F
 from softlib.studies import peterson as P
 
 

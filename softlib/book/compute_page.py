@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from .. import figures as F
 from ..cache import Entry, ResultCache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,3 +67,44 @@ def section_timings() -> pd.DataFrame:
     df = pd.DataFrame(t).T
     df["minutes"] = df["seconds"].astype(float) / 60
     return df[["profile", "seconds", "minutes", "peak_rss_mb"]]
+
+
+def plot_benchmark(bench: dict[str, Any]):
+    """The benchmark's throughputs (rows measured in images/s) as horizontal bars, titled with
+    the machine that measured them."""
+    import matplotlib.pyplot as plt
+
+    rows = pd.DataFrame(bench["rows"])
+    speeds = rows[rows["unit"].str.contains("/s")]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(speeds) + 1))
+    ax.barh(speeds["measurement"], speeds["value"], color="C0")
+    ax.invert_yaxis()
+    m = bench["machine"]
+    ax.set(xlabel="throughput (images/s; higher is better)")
+    F.question_title(ax, "How fast does softlib train, evaluate and attack on this machine?",
+                     f"{m['device']}: {m['cpu'] if m['device'] == 'cpu' else m['gpu']}",
+                     f"median of {bench.get('repeats', '?')} repeat(s); the spread is not "
+                     "recorded, so no error bars")
+    fig.tight_layout()
+    return fig
+
+
+def other_measurements(bench: dict[str, Any]) -> pd.DataFrame:
+    """The benchmark's rows that are not throughputs (ratios, seconds)."""
+    rows = pd.DataFrame(bench["rows"])
+    return rows[~rows["unit"].str.contains("/s")][["measurement", "value", "unit", "note"]]
+
+
+def plot_section_timings(timings: pd.DataFrame, profile: str):
+    """Wall time per section of this build (:func:`section_timings`) as horizontal bars."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(timings) + 1))
+    ax.barh(timings.index, timings["minutes"], color="C1")
+    ax.invert_yaxis()
+    ax.set(xlabel="wall time (min)")
+    F.question_title(ax, "How long does each section take to rebuild?",
+                     f"profile {profile}: {timings['minutes'].sum():.1f} min for the sections "
+                     "before this one", "one build, one measurement each: no error bars")
+    fig.tight_layout()
+    return fig
