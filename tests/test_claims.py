@@ -421,6 +421,12 @@ def test_ledger_figure_draws_with_and_without_measurements(book_dir):
     claims.record(_sec("calibration_ood"), claims.measure_calibration(_laing_runs()))
     fig = claims.plot_ledger(claims.ledger("smoke"))
     assert len(fig.axes) == 1
+    # every claim is labelled whole or on two lines ending in an ellipsis, never cut mid-word
+    for tick in fig.axes[0].get_yticklabels():
+        lines = tick.get_text().split("\n")
+        assert 1 <= len(lines) <= 2 and all(len(line) <= 52 for line in lines)
+    first = claims.CLAIMS[0].statement  # short enough for two lines: shown whole
+    assert fig.axes[0].get_yticklabels()[0].get_text().replace("\n", " ") == f"1. {first}"
     plt.close("all")
     assert math.isfinite(claims.ledger("smoke").set_index("id").loc["laing.ece", "estimate"])
 

@@ -991,19 +991,29 @@ def plot_verdicts(table: pd.DataFrame):
     return fig
 
 
+def _two_lines(text: str, width: int = 52) -> str:
+    """``text`` wrapped to at most two lines of ``width`` characters (an ellipsis ends what
+    does not fit), so a claim's label stays readable beside its row."""
+    import textwrap
+    lines = textwrap.wrap(text, width)
+    if len(lines) <= 2:
+        return "\n".join(lines)
+    return lines[0] + "\n" + textwrap.shorten(" ".join(lines[1:]), width, placeholder=" …")
+
+
 def plot_ledger(table: pd.DataFrame):
     """Each claim's effect in this build relative to the paper's (1 = the paper's size, 0 = no
     effect, < 0 = the opposite direction), with its 95% interval, coloured by verdict. Claims
     without a paper number or a measurement are listed without a point."""
     import matplotlib.pyplot as plt
     n = len(table)
-    fig, ax = plt.subplots(figsize=(11, 0.42 * n + 1.6))
+    fig, ax = plt.subplots(figsize=(11, 0.55 * n + 1.6))
     lim = 3.0
     labels = []
     for y, (_, r) in enumerate(table.iterrows()):
         c = CLAIMS_BY_ID[r["id"]]
         pv = r["paper value"]
-        labels.append(f"{r['#']}. {c.statement[:60]}{'…' if len(c.statement) > 60 else ''}")
+        labels.append(_two_lines(f"{r['#']}. {c.statement}"))
         col = VERDICT_COLOURS.get(r["verdict"], "#333")
         if not _finite(r["estimate"]) or not _finite(pv) or pv == c.null:
             why = "no number in the paper" if _finite(r["estimate"]) else r["verdict"]
