@@ -139,10 +139,14 @@ study.format_table(summary, digits=study.TABLE1_DIGITS).style.set_caption(
 # Each seed fixes the split and initial weights for both label conditions, so the difference is
 # paired. `ses_from_zero` is |difference| / its standard error: effects of about 2 or more
 # exceed seed noise. With one seed there is no standard error, and no difference can be told
-# apart from noise.
+# apart from noise. The figure shows each difference with ±2 standard errors (where a bar
+# crosses 0 the seeds cannot tell the conditions apart) and Laing's soft minus hard as a hollow
+# diamond; the table below gives the numbers.
 
 # %%
 diffs = study.paired_differences(runs)
+study.plot_differences(diffs, P["model_types"])
+plt.show()
 study.differences_table(diffs).style.set_caption(
     "difference ± s.e. over seeds: accuracy in percentage points; AUROC, ECE, attack decrease "
     "as fractions; Brier unitless; log loss (nll) in nats")

@@ -230,3 +230,32 @@ def test_soft_minus_hard_markdown_does_not_call_identical_seeds_one_seed():
     md = L.soft_minus_hard_markdown(d, ["basic"])
     assert "- basic, ECE: soft - hard = +0.0000 (identical over 3 seeds" in md
     assert "one seed" not in md
+
+
+def test_plot_differences_draws_each_comparison_per_model_type_with_the_papers_soft_minus_hard():
+    runs = _runs_frame(seeds=(0, 1, 2))
+    diffs = L.paired_differences(runs)
+    fig = L.plot_differences(diffs, ["basic", "sngp", "duq"])
+    # SVHN is not in the runs: no panel for it; the four others are drawn
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["accuracy (%): higher is better", "ECE: lower is better",
+                      "OOD AUROC (Fashion-MNIST): higher is better",
+                      "FGSM attack decrease: lower is better"]
+    acc, ece = fig.axes[0], fig.axes[1]
+    points = [c for c in acc.containers if isinstance(c, ErrorbarContainer)]
+    assert len(points) == 2  # soft - hard, label_smoothing - hard (no mixup runs)
+    soft = diffs[(diffs.metric == "accuracy") & (diffs.comparison == "soft - hard")]
+    np.testing.assert_allclose(np.asarray(points[0].lines[0].get_xdata(), float),
+                               soft["difference"].to_numpy())  # +1 each
+    seg = points[0].lines[2][0].get_segments()[0]
+    assert seg[1, 0] - seg[0, 0] == pytest.approx(4 * float(soft["se"].iloc[0]))  # ±2 s.e.
+    # the paper's soft - hard: basic +1.55 accuracy points; DUQ's ECE is of another output
+    marks = [ln for ln in acc.lines if ln.get_label().startswith("paper")]
+    assert marks and marks[0].get_xdata()[0] == pytest.approx(82.917 - 81.367)
+    ece_marks = [ln for ln in ece.lines if ln.get_label().startswith("paper")][0]
+    assert len(ece_marks.get_xdata()) == 2  # basic and SNGP; not DUQ
+    assert "±2 s.e. over 3 seeds" in fig._suptitle.get_text()
+    plt.close(fig)
+    one = L.plot_differences(L.paired_differences(_runs_frame(seeds=(0,))), ["basic"])
+    assert "none, one seed" in one._suptitle.get_text()
+    plt.close(one)

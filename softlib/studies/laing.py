@@ -44,7 +44,7 @@ __all__ = [
     "temperature_table", "pooled_reliability",
     "TABLE1_DIGITS", "data_facts", "parameter_table", "timing_table", "differences_table",
     "paper_ece", "plot_reliability", "plot_temperature_scaling", "temperature_markdown",
-    "styled_direction_check", "soft_minus_hard_markdown",
+    "styled_direction_check", "soft_minus_hard_markdown", "plot_differences",
 ]
 
 
@@ -1197,3 +1197,71 @@ def soft_minus_hard_markdown(diffs: pd.DataFrame, model_types: Sequence[str]) ->
             lines.append(f"- {mt}, {METRIC_LABELS[m]}: "
                          f"soft - hard = {r.difference:+.4f} ({noise})")
     return "**Soft minus hard in this run**\n\n" + "\n".join(lines)
+
+
+#: The comparisons :func:`plot_differences` draws, each in its colour.
+DIFFERENCE_COLOURS = {"soft - hard": "C3", "soft_mixup - hard_mixup": "C1",
+                      "soft_cutmix - hard_cutmix": "C2", "label_smoothing - hard": "C7"}
+
+
+def _paper_soft_minus_hard(model_type: str, metric: str) -> float:
+    """Laing's Table 1 soft - hard for one model type and metric, NaN where the paper lacks a
+    row or defines the metric differently (DUQ's ECE is of the author's output)."""
+    paper = {(r["model_type"], r["condition"]): r for r in PAPER_TABLE1}
+    soft, hard = paper.get((model_type, "soft")), paper.get((model_type, "hard"))
+    if soft is None or hard is None or soft.get(metric) is None or hard.get(metric) is None:
+        return float("nan")
+    if metric == "ece" and "ece_author_output" in soft["note"]:
+        return float("nan")
+    return float(soft[metric] - hard[metric])
+
+
+def plot_differences(diffs: pd.DataFrame, model_types: Sequence[str],
+                     metrics: Sequence[str] = ("accuracy", "ece", "ood_auroc_svhn",
+                                               "ood_auroc_fashion_mnist", "attack_decrease")):
+    """The paired differences of :func:`paired_differences` at a glance: a panel per metric
+    that has a finite difference, a row per model type, a point per comparison (colours:
+    :data:`DIFFERENCE_COLOURS`) with ±2 s.e. over seeds where there are several, and Laing's
+    soft - hard (Table 1) as a hollow diamond where it is defined as here."""
+    import matplotlib.pyplot as plt
+
+    shown = [m for m in metrics if np.isfinite(diffs.loc[diffs.metric == m, "difference"]).any()]
+    cols = 2 if len(shown) in (2, 4) else min(3, max(1, len(shown)))
+    rows = -(-max(1, len(shown)) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.1 * cols, 0.5 * len(model_types) * rows + 1.6
+                                                  * rows), squeeze=False)
+    comparisons = [c for c in DIFFERENCE_COLOURS if c in set(diffs.comparison)]
+    y = np.arange(len(model_types))
+    for ax, m in zip(axes.ravel(), shown):
+        ax.axvline(0, color="k", lw=0.8)
+        for i, comp in enumerate(comparisons):
+            sub = diffs[(diffs.metric == m) & (diffs.comparison == comp)].set_index("model_type")
+            sub = sub.reindex(model_types)
+            off = y + (i - (len(comparisons) - 1) / 2) * 0.17
+            err = np.where(np.isfinite(sub["se"]), 2 * sub["se"], np.nan)
+            ax.errorbar(sub["difference"], off, xerr=err, fmt="o", ms=4, capsize=2,
+                        color=DIFFERENCE_COLOURS[comp], label=comp)
+            if comp == "soft - hard":
+                ref = [_paper_soft_minus_hard(mt, m) for mt in model_types]
+                F.paper_marks(ax, ref, off, color=DIFFERENCE_COLOURS[comp],
+                              label="paper: soft - hard (Laing Table 1)")
+        better = "higher" if HIGHER_IS_BETTER.get(m, True) else "lower"
+        ax.set_yticks(y, [MODEL_TYPES[mt].label if mt in MODEL_TYPES else mt
+                          for mt in model_types], fontsize=8)
+        ax.set_ylim(len(model_types) - 0.5, -0.5)
+        ax.set_xlabel(f"difference in {METRIC_LABELS.get(m, m)}", fontsize=8)
+        ax.set_title(f"{METRIC_LABELS.get(m, m)}: {better} is better", fontsize=9)
+        if not ax.get_subplotspec().is_first_col():
+            ax.set_yticklabels([])
+    for ax in axes.ravel()[len(shown):]:
+        ax.set_axis_off()
+    n_seeds = int(diffs["n_seeds"].max()) if len(diffs) else 0
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8,
+               frameon=False)
+    fig.suptitle("Where do soft labels help, and where do they cost? (first minus second "
+                 "condition, paired by seed)\n"
+                 + (f"bars: ±2 s.e. over {n_seeds} seeds" if n_seeds > 1 else
+                    "bars: none, one seed (no spread to show)"), fontsize=10)
+    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
+    return fig
