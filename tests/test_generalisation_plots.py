@@ -346,3 +346,26 @@ def test_shift_gap_lines_say_when_no_fold_is_left_instead_of_failing():
     lines = P.shift_gap_lines(paired)
     assert any("no fold with both conditions finite" in line for line in lines)
     assert len(lines) == 8
+
+
+def test_plot_shift_differences_draws_soft_minus_hard_with_two_standard_errors():
+    from matplotlib.container import ErrorbarContainer
+    paired = P.shift_paired_differences(_metrics_frame())
+    archs = list(dict.fromkeys(paired.loc["accuracy"].index.get_level_values("arch")))
+    fig = P.plot_shift_differences(paired, archs)
+    acc, ce = fig.axes
+    bars = [c for c in acc.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == len(archs)
+    r = paired.loc[("accuracy", archs[0])].reindex(P.dataset_order(
+        paired.loc[("accuracy", archs[0])].index))
+    np.testing.assert_allclose(np.asarray(bars[0].lines[0].get_ydata(), float), r["mean diff"])
+    seg = bars[0].lines[2][0].get_segments()[0]
+    se = r["std over folds"].iloc[0] / np.sqrt(r["folds"].iloc[0])
+    assert seg[1, 1] - seg[0, 1] == pytest.approx(4 * se)
+    # the paper's soft - hard on CIFAR-10 train: +0.010 accuracy, -0.2 nats
+    acc_paper = [ln for ln in acc.lines if ln.get_label().startswith("paper")][0]
+    ce_paper = [ln for ln in ce.lines if ln.get_label().startswith("paper")][0]
+    assert acc_paper.get_ydata()[0] == pytest.approx(0.01)
+    assert ce_paper.get_ydata()[0] == pytest.approx(-0.2)
+    assert "±2 s.e. over 3 folds" in acc.get_title() and "below 0: soft better" in ce.get_title()
+    plt.close(fig)

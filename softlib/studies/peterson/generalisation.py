@@ -525,6 +525,44 @@ def plot_shift_curves(df: pd.DataFrame, arch_labels: Sequence[str]):
     return fig
 
 
+def plot_shift_differences(paired: pd.DataFrame, arch_labels: Sequence[str]):
+    """Soft minus hard within each fold (:func:`shift_paired_differences`) on each evaluation
+    set, in order of growing shift: a point per architecture with ±2 s.e. over folds, and the
+    paper's Figure 2 soft - hard (8-CNN means, :data:`PAPER_FIG2`) as hollow diamonds. The
+    paper's claim reads off directly: the CE gap below 0 and widening to the right."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    n_folds = 0
+    for ax, metric in zip(axes, ["accuracy", "ce"]):
+        sub = paired.loc[metric] if metric in paired.index.get_level_values(0) else None
+        order = [] if sub is None else dataset_order(sub.index.get_level_values("dataset"))
+        ax.axhline(0, color="k", lw=0.8)
+        for i, arch in enumerate(arch_labels):
+            if sub is None or arch not in sub.index.get_level_values("arch"):
+                continue
+            r = sub.loc[arch].reindex(order)
+            se = r["std over folds"] / np.sqrt(r["folds"].where(r["folds"] > 0))
+            n_folds = max(n_folds, int(r["folds"].max()))
+            ax.errorbar(np.arange(len(order)) + (i - (len(arch_labels) - 1) / 2) * 0.12,
+                        r["mean diff"], yerr=2 * se.fillna(0), fmt="os^D"[i % 4], capsize=3,
+                        color="C1", alpha=1 if i == 0 else 0.55, label=f"this run ({arch})")
+        pts = [(order.index(k), PAPER_FIG2[(k, metric)][1] - PAPER_FIG2[(k, metric)][0])
+               for k in order if (k, metric) in PAPER_FIG2]
+        if pts:
+            F.paper_marks(ax, *zip(*pts), color="k", label="paper (8-CNN mean)")
+        ax.set_xticks(range(len(order)), [SHIFT_TICKS.get(k, k) for k in order], fontsize=8)
+        better = "above 0: soft better" if metric == "accuracy" else "below 0: soft better"
+        ax.set(xlabel="evaluation set, increasing distance from the training images",
+               ylabel=f"soft − hard, {_METRIC_AXIS[metric]}")
+        F.question_title(ax, "Does the soft-label advantage grow with the shift?",
+                         f"paper Fig. 2, {'left' if metric == 'accuracy' else 'centre'}",
+                         f"{better}; " + F.spread_note(n_folds, what="±2 s.e."))
+        F.legend_unique(ax, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def absent_shift_note(unavailable: Mapping[str, str]) -> str:
     """'not shown (data absent on this machine): ...' naming the absent shift sets, or ''."""
     missing = [title for k, (title, _, _) in SHIFT_SETS.items() if k in unavailable]
