@@ -115,8 +115,13 @@ F.sig_table(P.fgsm_sweep_table(fg), "eps in pixel units /255; accuracy (fraction
 
 # %% [markdown]
 # ### Soft minus hard within each fold
+# The same fold model fine-tuned both ways is attacked on the same images, so the difference is
+# paired: each point is the mean over fold models with ±2 standard errors, beside the paper's
+# Table 2 difference for the same family at eps = 4/255.
 
 # %%
+P.plot_fgsm_differences(fg, archs_)
+plt.show()
 F.sig_table(P.fgsm_paired_differences(fg), "soft minus hard: accuracy in fraction, "
             "ce in nats; eps in pixel units /255")
 

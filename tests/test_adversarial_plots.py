@@ -162,3 +162,23 @@ def test_fgsm_measured_text_lists_archs_with_both_label_types():
     assert "- ResNet-20, FGSM eps 4.0/255: accuracy hard 0.410 vs soft 0.410; " \
            "cross-entropy hard 5.10 vs soft 4.60." in text
     assert "tiny" not in text
+
+
+def test_fgsm_differences_draw_soft_minus_hard_per_eps_with_two_standard_errors():
+    from matplotlib.container import ErrorbarContainer
+    fg = _fgsm()
+    soft = fg.condition == "soft"
+    fg.loc[soft, "ce"] += fg.loc[soft, "fold"].map({0: 0.0, 1: 0.1, 2: -0.1})
+    fig = P.plot_fgsm_differences(fg, [RESNET, TINY])
+    acc_ax, ce_ax = fig.axes
+    bars = [c for c in ce_ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2  # one line per architecture
+    np.testing.assert_allclose(np.asarray(bars[0].lines[0].get_xdata(), float), EPS)
+    np.testing.assert_allclose(np.asarray(bars[0].lines[0].get_ydata(), float), -0.5)
+    seg = bars[0].lines[2][0].get_segments()[0]
+    assert seg[1, 1] - seg[0, 1] == pytest.approx(4 * 0.1 / np.sqrt(3))  # ±2 s.e., 3 folds
+    # the paper's Table 2 soft - hard for the ResNet family at eps 4; none for the tiny net
+    (acc_mark,), (ce_mark,) = _paper_lines(acc_ax), _paper_lines(ce_ax)
+    assert acc_mark.get_xdata()[0] == 4 and acc_mark.get_ydata()[0] == pytest.approx(0.08)
+    assert ce_mark.get_ydata()[0] == pytest.approx(3.1 - 6.1)
+    assert "±2 s.e. over 3 fold models" in ce_ax.get_title()

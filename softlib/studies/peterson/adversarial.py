@@ -343,6 +343,44 @@ def fgsm_paired_differences(fg: pd.DataFrame) -> pd.DataFrame:
                       for m in ["accuracy", "ce"]}, names=["metric"])
 
 
+def plot_fgsm_differences(fg: pd.DataFrame, archs: Sequence[Arch], paper_eps: float = 4):
+    """Soft minus hard within each fold under FGSM (:func:`fgsm_paired_differences`) against
+    eps, accuracy and cross-entropy: a line per architecture with ±2 s.e. over fold models,
+    and the paper's Table 2 soft - hard for the architecture's family at ``paper_eps`` as a
+    hollow marker (none for a family the paper did not attack)."""
+    import matplotlib.pyplot as plt
+
+    paired = fgsm_paired_differences(fg)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    n_folds = 0
+    for k, (ax, metric) in enumerate(zip(axes, ["accuracy", "ce"])):
+        ax.axhline(0, color="k", lw=0.8)
+        for i, a in enumerate(archs):
+            if (metric, a.label) not in paired.index.droplevel("eps"):
+                continue
+            r = paired.loc[(metric, a.label)].sort_index()
+            se = r["std over folds"] / np.sqrt(r["folds"].where(r["folds"] > 0))
+            n_folds = max(n_folds, int(r["folds"].max()))
+            ax.errorbar(r.index, r["mean diff"], yerr=2 * se.fillna(0), marker="os^D"[i % 4],
+                        capsize=3, color="C1", alpha=1 if i == 0 else 0.55,
+                        ls="-" if i == 0 else "--", label=f"this run ({a.label})")
+            ref = PAPER_TABLE2.get(a.family)
+            if ref is not None:
+                hard, soft = (ref[0], ref[1]) if metric == "accuracy" else (ref[2], ref[3])
+                F.paper_marks(ax, [paper_eps], [soft - hard], color="k",
+                              marker="DsPX"[i % 4], label=f"paper Table 2 ({a.family})")
+        better = "above 0: soft better" if metric == "accuracy" else "below 0: soft better"
+        ax.set(xlabel="FGSM eps (pixel units /255; 0 = clean)",
+               ylabel="soft − hard, " + ("accuracy (fraction)" if k == 0
+                                          else "cross-entropy (nats)"))
+        F.question_title(ax, "Do human labels keep their edge as the attack grows?",
+                         "paper Table 2", f"{better}; "
+                         + F.spread_note(n_folds, "fold models", what="±2 s.e."))
+        F.legend_unique(ax, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def pgd_settings_text(pg: pd.DataFrame, step_size: float, steps: int) -> str:
     """Markdown describing the PGD attack of ``pg`` (its bounds, step size and iterations) and
     which bound the curve shows."""
