@@ -315,3 +315,25 @@ def test_c10h_ranking_orders_rows_and_names_the_control():
     assert lines[0].index("soft ") < lines[0].index("pretrained ")
     no_hard = t1.drop(index=("Tiny", "hard"))
     assert len(P.table1_c10h_ranking(no_hard, [RESNET, OTHER])) == 1
+
+
+def test_methods_vs_hard_figure_draws_each_method_per_arch_and_the_papers_differences():
+    from matplotlib.container import ErrorbarContainer
+    df = metrics_frame()
+    paired = P.paired_vs_hard_table(df)
+    fig = P.plot_methods_vs_hard(paired, [RESNET, OTHER])
+    c10h, c10, acc = fig.axes
+    methods = [m for m in P.METHODS if m != "hard"]
+    bars = [c for c in c10h.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2 * len(methods)  # a point per method and architecture
+    soft = bars[methods.index("soft")]  # ResNet-20's soft point: +0.08 nats, no spread
+    assert float(np.asarray(soft.lines[0].get_xdata(), float)[0]) == pytest.approx(0.08)
+    assert soft.lines[0].get_color() == "C1" or soft.lines[0].get_markerfacecolor() == "C1"
+    # paper Table 1, ResNet family: soft - hard c10H = 0.35 - 0.57; none for 'distill'
+    (mark,) = [ln for ln in c10h.lines if ln.get_label().startswith("paper")]
+    xs = np.asarray(mark.get_xdata(), float)
+    assert xs[methods.index("soft")] == pytest.approx(0.35 - 0.57)
+    assert not [ln for ln in acc.lines if ln.get_label().startswith("paper")]  # CE only
+    assert "±2 s.e. over 3 folds" in fig._suptitle.get_text()
+    assert c10h.get_title() == "c10H: better than hard left of 0"
+    assert c10h.get_yticklabels()[methods.index("soft")].get_text().startswith("human soft")

@@ -686,6 +686,66 @@ def paired_vs_hard_table(df: pd.DataFrame) -> pd.DataFrame:
                      names=["metric", "method minus hard"])
 
 
+def plot_methods_vs_hard(paired: pd.DataFrame, archs: Sequence[Arch]):
+    """Each fine-tuning method minus the hard-label control on the same fold
+    (:func:`paired_vs_hard_table`): a panel per metric (c10H, c10, accuracy), a row per
+    method (orange: targets from each image's human labels), a point per architecture with
+    ±2 s.e. over folds, and the paper's Table 1 difference for the same family as a hollow
+    diamond where both of its cells are typed in."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    methods = [m for m in METHODS if m != "hard"]
+    y = np.arange(len(methods))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.45 * len(methods) + 2.2), sharey=True)
+    n_folds = 0
+    for k, (ax, metric) in enumerate(zip(axes, ["c10H", "c10", "accuracy"])):
+        ax.axvline(0, color="k", lw=0.8)
+        for i, a in enumerate(archs):
+            vals, errs = [], []
+            for meth in methods:
+                key = (metric, meth, a.label)
+                r = paired.loc[key] if key in paired.index else None
+                vals.append(np.nan if r is None else r["mean diff"])
+                se = np.nan if r is None or not r["folds"] else \
+                    r["std over folds"] / np.sqrt(r["folds"])
+                errs.append(2 * se if np.isfinite(se) else 0)
+                if r is not None:
+                    n_folds = max(n_folds, int(r["folds"]))
+            off = y + (i - (len(archs) - 1) / 2) * 0.2
+            for j, meth in enumerate(methods):
+                colour = "C1" if meth in HUMAN_TARGET_METHODS else "C0"
+                ax.errorbar(vals[j], off[j], xerr=errs[j], fmt="os^D"[i % 4], capsize=2,
+                            color=colour, alpha=1 if i == 0 else 0.55)
+            if k < 2:  # the paper's Table 1 has cross-entropies only
+                ref = [PAPER_TABLE1[(a.family, m)][k] - PAPER_TABLE1[(a.family, "hard")][k]
+                       if (a.family, m) in PAPER_TABLE1 and (a.family, "hard") in PAPER_TABLE1
+                       else np.nan for m in methods]
+                F.paper_marks(ax, ref, off, color="k",
+                              label=f"paper Table 1 ({a.family}: same family)")
+        better = "left of 0" if metric != "accuracy" else "right of 0"
+        unit = "nats" if metric != "accuracy" else "fraction"
+        ax.set(xlabel=f"method − hard, {metric} ({unit})")
+        ax.set_title(f"{metric}: better than hard {better}", fontsize=9)
+    axes[0].set_yticks(y, [METHOD_TITLES.get(m, m).replace("fine-tune: ", "") for m in methods],
+                       fontsize=8)
+    axes[0].set_ylim(len(methods) - 0.5, -0.5)
+    handles = [Line2D([], [], marker="os^D"[i % 4], color="0.3", ls="none",
+                      alpha=1 if i == 0 else 0.55, label=f"this run ({a.label})")
+               for i, a in enumerate(archs)]
+    handles += [Patch(color="C1", label="targets from each image's human labels"),
+                Patch(color="C0", label="other targets")]
+    handles += [h for h, lab in zip(*axes[0].get_legend_handles_labels())
+                if lab.startswith("paper")][:1]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               frameon=False)
+    fig.suptitle("Which fine-tuning targets beat the hard labels, fold by fold? (paper Table 1)"
+                 "\n" + F.spread_note(n_folds, what="±2 s.e."), fontsize=10)
+    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
+    return fig
+
+
 def table1_c10h_ranking(t1: pd.DataFrame, archs: Sequence[Arch]) -> list[str]:
     """One sentence per architecture with a hard-label control: its Table 1 rows ranked by c10H
     (lowest first) and the control's value."""
