@@ -259,3 +259,14 @@ def test_plot_differences_draws_each_comparison_per_model_type_with_the_papers_s
     one = L.plot_differences(L.paired_differences(_runs_frame(seeds=(0,))), ["basic"])
     assert "none, one seed" in one._suptitle.get_text()
     plt.close(one)
+
+
+def test_plot_reliability_puts_at_most_three_model_types_across():
+    types = ["basic", "dropout_noaug", "dropout_aug", "sngp", "duq"]
+    runs = [_run_result(mt, "hard", 0) for mt in types]
+    fig = L.plot_reliability(runs, types)
+    axes = np.array(fig.axes).reshape(4, 3)  # two groups of (reliability row, proportion row)
+    assert [ax.get_title() for ax in axes[0]] == [L.MODEL_TYPES[t].label for t in types[:3]]
+    assert [ax.get_title() for ax in axes[2][:2]] == [L.MODEL_TYPES[t].label for t in types[3:]]
+    assert not axes[2][2].axison and not axes[3][2].axison  # the sixth cell stays empty
+    assert axes[2][0].get_ylabel().startswith("accuracy") and not axes[2][1].get_ylabel()

@@ -1068,7 +1068,8 @@ def _n_seeds(runs: pd.DataFrame) -> int:
 
 def plot_reliability(runs: Sequence[RunResult], model_types: Sequence[str],
                      conditions: Sequence[tuple[str, str]] = (("hard", "C0"), ("soft", "C3"))):
-    """Laing's Figure 1 for each model type (a column): top, accuracy against top-1 confidence
+    """Laing's Figure 1 for each model type (at most three across, so that the panels stay
+    legible in the book's column; further model types below): top, accuracy against top-1 confidence
     in 10 bins with ±1 binomial s.e. (test predictions of all seeds pooled) and the diagonal of
     perfect calibration; bottom, the share of test images per bin. A curve per condition of
     ``conditions`` ((name, colour) pairs); the legend gives the paper's ECE where
@@ -1077,10 +1078,15 @@ def plot_reliability(runs: Sequence[RunResult], model_types: Sequence[str],
 
     ece = paper_ece()
     n_seeds = len({r.seed for r in runs})
-    fig, axes = plt.subplots(2, len(model_types), figsize=(3.3 * len(model_types), 6.2),
-                             squeeze=False, gridspec_kw={"height_ratios": [2, 1]})
+    cols = min(3, max(1, len(model_types)))  # at most three across: legible in the column
+    groups = -(-max(1, len(model_types)) // cols)
+    fig, axes = plt.subplots(2 * groups, cols, figsize=(4 * cols, 5.6 * groups), squeeze=False,
+                             gridspec_kw={"height_ratios": [2, 1] * groups})
+    for j in range(len(model_types), cols * groups):  # empty cells of the last group
+        axes[2 * (j // cols), j % cols].set_axis_off()
+        axes[2 * (j // cols) + 1, j % cols].set_axis_off()
     for j, mt in enumerate(model_types):
-        ax, axp = axes[0, j], axes[1, j]
+        ax, axp = axes[2 * (j // cols), j % cols], axes[2 * (j // cols) + 1, j % cols]
         ax.plot([0, 1], [0, 1], "k:", lw=1)
         for k, (cond, color) in enumerate(conditions):
             rel = pooled_reliability(runs, mt, cond)
@@ -1100,7 +1106,7 @@ def plot_reliability(runs: Sequence[RunResult], model_types: Sequence[str],
         axp.set(xlim=(0, 1), xlabel="confidence (fraction)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize=7)
-        if j == 0:
+        if j % cols == 0:
             ax.set_ylabel("accuracy in the bin (fraction)")
             axp.set_ylabel("share of test images (fraction)")
     fig.suptitle("Are soft-label models worse calibrated than hard-label ones? "
