@@ -23,10 +23,15 @@ def vote_summary(counts: np.ndarray) -> dict[str, float]:
             "max_votes": int(votes.max())}
 
 
+def vote_shares(counts: np.ndarray) -> np.ndarray:
+    """Each image's votes as shares of its total: the human label distribution."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
 def human_accuracy_per_image(counts: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Fraction of each image's votes that agree with its CIFAR-10 label."""
-    counts = np.asarray(counts, dtype=np.float64)
-    return counts[np.arange(len(labels)), labels] / counts.sum(axis=1)
+    return vote_shares(counts)[np.arange(len(labels)), labels]
 
 
 def entropy_concentration(probs: np.ndarray, shares=(0.5, 0.8, 0.9)) -> pd.DataFrame:
@@ -157,8 +162,7 @@ def gallery_indices(counts: np.ndarray, labels: np.ndarray, per_group: int = 6,
     * ``split``: the highest label entropy;
     * ``confused``: the human majority disagrees with the CIFAR-10 label, most votes first.
     """
-    counts = np.asarray(counts, dtype=np.float64)
-    probs = counts / counts.sum(axis=1, keepdims=True)
+    probs = vote_shares(counts)
     h = _entropy(probs)
     rng = np.random.default_rng(seed)
     certain = np.flatnonzero(probs[np.arange(len(labels)), labels] == 1.0)
@@ -172,8 +176,7 @@ def gallery_indices(counts: np.ndarray, labels: np.ndarray, per_group: int = 6,
 
 def per_class_table(counts: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     """Per CIFAR-10 class: mean human accuracy and mean label entropy."""
-    counts = np.asarray(counts, dtype=np.float64)
-    probs = counts / counts.sum(axis=1, keepdims=True)
+    probs = vote_shares(counts)
     acc = human_accuracy_per_image(counts, labels)
     h = _entropy(probs)
     df = pd.DataFrame({"class": [CLASSES[i] for i in labels], "human accuracy": acc,
@@ -184,7 +187,7 @@ def per_class_table(counts: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
 def takeaways(counts: np.ndarray, labels: np.ndarray, top_fraction: float = 0.3) -> list[str]:
     """The section's conclusions, written from the vote counts."""
     counts = np.asarray(counts, dtype=np.float64)
-    probs = counts / counts.sum(axis=1, keepdims=True)
+    probs = vote_shares(counts)
     n = len(labels)
     acc = human_accuracy_per_image(counts, labels)
     wrong = int((probs.argmax(axis=1) != labels).sum())
@@ -262,8 +265,7 @@ def plot_gallery(images: np.ndarray, counts: np.ndarray, labels: np.ndarray,
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    counts = np.asarray(counts, dtype=np.float64)
-    probs = counts / counts.sum(axis=1, keepdims=True)
+    probs = vote_shares(counts)
     n = max(1, max(len(idx) for idx in groups.values()))
     colours = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(len(groups), n, figsize=(1.45 * n + 1.2, 2.55 * len(groups)),
@@ -306,9 +308,8 @@ def plot_agreement(counts: np.ndarray, labels: np.ndarray):
     label, and the entropy of its human label distribution, each with its mean."""
     import matplotlib.pyplot as plt
 
-    counts = np.asarray(counts, dtype=np.float64)
     acc = human_accuracy_per_image(counts, labels)
-    h = _entropy(counts / counts.sum(axis=1, keepdims=True))
+    h = _entropy(vote_shares(counts))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     panels = ((acc, "C0", f"mean {acc.mean():.3f}",
                "share of an image's votes naming its CIFAR-10 label (fraction)",

@@ -17,7 +17,7 @@ from ...train import TrainConfig, data_fingerprint, diverged_epoch, load_model
 from .common import (Arch, PAPER_PGD_ACCURACY, PAPER_TABLE2, StudyData, fine_tuned_archs,
                      parse_archs, select_folds, stratified_subset)
 from .alternatives import Pretrained, finetune, finetune_job, method_variants
-from .generalisation import _best_candidates, paired_difference
+from .generalisation import _best_candidates, paired_difference, paired_se
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def plot_fgsm_differences(fg: pd.DataFrame, archs: Sequence[Arch], paper_eps: fl
             if (metric, a.label) not in paired.index.droplevel("eps"):
                 continue
             r = paired.loc[(metric, a.label)].sort_index()
-            se = r["std over folds"] / np.sqrt(r["folds"].where(r["folds"] > 0))
+            se = paired_se(r)
             n_folds = max(n_folds, int(r["folds"].max()))
             ax.errorbar(r.index, r["mean diff"], yerr=2 * se.fillna(0), marker="os^D"[i % 4],
                         capsize=3, color="C1", alpha=1 if i == 0 else 0.55,

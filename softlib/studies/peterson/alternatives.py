@@ -18,7 +18,8 @@ from .common import (Arch, EvalSets, PAPER_TABLE1, PAPER_TABLE1_ENSEMBLE_C10H, S
                      cap_train, fine_tuned_archs, heldout_monitor, load_shift_sets, parse_archs,
                      pretrain_config, scratch_config, select_folds, stratified_subset)
 from .generalisation import (_best_candidates, _diverged, _fold_fingerprint, _run_divergence,
-                             heldout_curve, heldout_curves_frame, paired_difference, probs_of)
+                             heldout_curve, heldout_curves_frame, paired_difference, paired_se,
+                             probs_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -708,8 +709,7 @@ def plot_methods_vs_hard(paired: pd.DataFrame, archs: Sequence[Arch]):
                 key = (metric, meth, a.label)
                 r = paired.loc[key] if key in paired.index else None
                 vals.append(np.nan if r is None else r["mean diff"])
-                se = np.nan if r is None or not r["folds"] else \
-                    r["std over folds"] / np.sqrt(r["folds"])
+                se = np.nan if r is None else paired_se(r)
                 errs.append(2 * se if np.isfinite(se) else 0)
                 if r is not None:
                     n_folds = max(n_folds, int(r["folds"]))

@@ -310,7 +310,7 @@ def paired_difference(df: pd.DataFrame, metric: str, a: str = "soft", b: str = "
     out = pd.DataFrame({"mean diff": g.mean(), "std over folds": g.std(ddof=1),
                         "folds": g.count(),
                         "folds with same sign": g.apply(lambda s: int(max((s > 0).sum(), (s < 0).sum())))})
-    out["t (mean / s.e.)"] = out["mean diff"] / (out["std over folds"] / np.sqrt(out["folds"]))
+    out["t (mean / s.e.)"] = out["mean diff"] / paired_se(out)
     pair = df[df[col].isin([a, b])]
     div = pair[_diverged(pair)]
     if len(div):
@@ -319,6 +319,13 @@ def paired_difference(df: pd.DataFrame, metric: str, a: str = "soft", b: str = "
         out["folds"] = out["folds"].fillna(0).astype(int)
         out["diverged folds"] = n_div.reindex(out.index).fillna(0).astype(int)
     return out
+
+
+def paired_se(paired):
+    """The standard error of :func:`paired_difference`'s mean (a frame, or one of its rows):
+    fold-to-fold std / sqrt(folds), NaN where no fold is left."""
+    folds = paired["folds"]
+    return paired["std over folds"] / np.sqrt(np.where(folds > 0, folds, np.nan))
 
 
 def dataset_order(keys: Iterable[str]) -> list[str]:
@@ -542,7 +549,7 @@ def plot_shift_differences(paired: pd.DataFrame, arch_labels: Sequence[str]):
             if sub is None or arch not in sub.index.get_level_values("arch"):
                 continue
             r = sub.loc[arch].reindex(order)
-            se = r["std over folds"] / np.sqrt(r["folds"].where(r["folds"] > 0))
+            se = paired_se(r)
             n_folds = max(n_folds, int(r["folds"].max()))
             ax.errorbar(np.arange(len(order)) + (i - (len(arch_labels) - 1) / 2) * 0.12,
                         r["mean diff"], yerr=2 * se.fillna(0), fmt="os^D"[i % 4], capsize=3,
