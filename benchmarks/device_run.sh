@@ -14,7 +14,9 @@
 #       on this warm machine resumes; `timeout` 30 s later is the backstop) and a bundle
 #       of what the slice added to those sections (`export --builds-on results/gpu`),
 #       $OUT/<SECTIONS>-<UTC time>.tar.gz (over 4 MiB: a chain of parts, <name>-part1of3.tar.gz
-#       ..., each building on the ones before), to commit beside the others under results/gpu/
+#       ..., each building on the ones before), to commit beside the others under results/gpu/,
+#       and $OUT/groups.json, how fast its stacked groups trained (benchmarks/group_rates.py),
+#       to commit as benchmarks/<gpu>-<date>-groups.json (what `plan` costs groups at)
 #   bash benchmarks/device_run.sh measure                          # ~570 s
 #       GPU-only correctness checks of the multi-model path (cuda_checks.py), the engine with
 #       CUDA graphs over successive groups of new models (graph_reuse.py), then the benchmark
@@ -144,6 +146,13 @@ if [ "$do_slice" = 1 ]; then
     python3 -m softlib.book export --profile "$profile" --sections "$sections" \
       --builds-on "results/$profile" --max-mib "${BUNDLE_MAX_MIB:-4}" "$bundle" 2>&1 \
       | tee -a "$out/log.txt"
+    # how fast its stacked groups trained (what `plan` costs groups at): a record to commit as
+    # benchmarks/<gpu>-<date>-groups.json (nothing written when the slice stacked nothing)
+    if compgen -G "${bundle%.tar.gz}*.tar.gz" >/dev/null; then
+      python3 benchmarks/group_rates.py --json "$out/groups.json" \
+        --note "the $profile profile's slice of $(date -u +%F) ($sections)" \
+        "${bundle%.tar.gz}"*.tar.gz 2>&1 | tee -a "$out/log.txt"
+    fi
     if [ -n "${PRETRAINED_WEIGHTS:-}" ]; then  # the weights only: it builds on the bundle above
       python3 -m softlib.book export --profile "$profile" --sections alternatives \
         --builds-on "results/$profile" --builds-on "$out" \

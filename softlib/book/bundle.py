@@ -211,6 +211,40 @@ def read_bundle_listing(path: str | os.PathLike) -> dict[str, Any]:
     raise BundleError(f"{path}: not a results bundle (no BUNDLE.json)")
 
 
+def read_bundle_metas(path: str | os.PathLike) -> tuple[dict[str, Any],
+                                                        dict[tuple[str, str], dict[str, Any]]]:
+    """The manifest of the bundle at ``path`` and the ``meta.json`` of every entry it carries,
+    ``(kind, key) -> meta``, read as JSON without extracting anything (arrays and weights are
+    skipped; a member at an unexpected place is refused as :func:`import_bundle` refuses it).
+    For reading what a slice recorded (training times, the device) without importing it."""
+    path = Path(path)
+    manifest, metas = None, {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                rel = _member_rel(member, path)
+                if rel == "manifest.json":
+                    manifest = json.loads(tar.extractfile(member).read())
+                elif rel is not None and rel.endswith("/meta.json"):
+                    _, kind, key, _ = rel.split("/")
+                    metas[(kind, key)] = json.loads(tar.extractfile(member).read())
+    except (tarfile.TarError, EOFError, OSError, ValueError, zlib_error()) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if manifest is None:
+        raise BundleError(f"{path}: not a results bundle (no manifest.json)")
+    return manifest, metas
+
+
+def producing_device(manifest: dict[str, Any]) -> str | None:
+    """The device name of the latest run a bundle's manifest records (over its sections): the
+    run that computed what the bundle adds, since each slice exports right after computing."""
+    runs = [r for rec in (manifest.get("sections") or {}).values() for r in computed_by(rec)]
+    runs = [r for r in runs if r.get("date")]
+    return str(max(runs, key=lambda r: str(r["date"])).get("device_name")) if runs else None
+
+
 def _names_listing(path: Path) -> bool:
     """Whether the archive at ``path`` has a ``BUNDLE.json`` member (True where it cannot be
     read: the caller's own error then says what is wrong)."""

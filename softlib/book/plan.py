@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -409,6 +409,9 @@ class Throughput:
     #: arch -> (models, aggregate img/s) of that many models trained at once (role
     #: ``train_stacked``)
     stacked: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: arch -> the other GPU whose stacked record :attr:`stacked` holds for it, where
+    #: ``device`` has none of its own
+    stacked_elsewhere: dict[str, str] = field(default_factory=dict)
 
     def stacked_rate(self, arch: str, group_size: int) -> float | None:
         """The recorded aggregate training speed of ``arch`` stacked, where a group of at least
@@ -432,32 +435,86 @@ class Throughput:
 
 
 def recorded_throughput(device: str = "NVIDIA H200") -> Throughput:
-    """The per-architecture training throughput recorded for ``device`` in ``benchmarks/``."""
+    """The per-architecture training throughput recorded for ``device`` in ``benchmarks/``.
+    Of several stacked records of an architecture the largest group's is kept (the gain grows
+    with the group). An architecture that ``device`` never trained stacked takes another GPU's
+    (named in :attr:`Throughput.stacked_elsewhere` and the source):
+    the study groups of Laing's grid were timed on an H100 only, and one model at a time they
+    would be costed several times too slow."""
     train: dict[str, float] = {}
     evals: dict[str, float] = {}
     stacked: dict[str, tuple[int, float]] = {}
+    other: dict[str, tuple[int, float, str, str]] = {}
     sources = []
     default = None
     for path in sorted(BENCHMARKS.glob("*.json")):
         res = json.loads(path.read_text())
-        if (res.get("machine") or {}).get("gpu") != device:
-            continue
+        gpu = (res.get("machine") or {}).get("gpu")
         rows = [r for r in res.get("rows", []) if r.get("arch")]
+        if gpu != device:
+            for r in rows:
+                if r.get("role") == "train_stacked" and (
+                        r["arch"] not in other or int(r["models"]) > other[r["arch"]][0]):
+                    other[r["arch"]] = (int(r["models"]), float(r["value"]), str(gpu), path.name)
+            continue
         for r in rows:
             if r.get("unit") == "img/s" and r.get("role", "train") == "train":
                 train[r["arch"]] = float(r["value"])
                 default = default or res.get("default_arch")
             elif r.get("role") == "eval":
                 evals[r["arch"]] = float(r["value"])
-            elif r.get("role") == "train_stacked":
+            elif r.get("role") == "train_stacked" and (
+                    r["arch"] not in stacked or int(r["models"]) >= stacked[r["arch"]][0]):
                 stacked[r["arch"]] = (int(r["models"]), float(r["value"]))
         if rows:
             sources.append(path.name)
     if not train:
         raise ValueError(f"no per-architecture throughput recorded for {device!r} under "
                          f"{BENCHMARKS} (rows with an 'arch' field)")
+    elsewhere: dict[str, str] = {}
+    borrowed: dict[tuple[str, str], list[str]] = {}
+    for arch, (models, value, gpu, name) in sorted(other.items()):
+        if arch not in stacked:
+            stacked[arch] = (models, value)
+            elsewhere[arch] = gpu
+            borrowed.setdefault((name, gpu), []).append(arch)
+    sources += [f"{name} (stacked {', '.join(archs)}: on {_short(gpu)})"
+                for (name, gpu), archs in borrowed.items()]
     return Throughput(device, train, evals, ", ".join(sources),
-                      default if default in train else next(iter(train)), stacked)
+                      default if default in train else next(iter(train)), stacked, elsewhere)
+
+
+def stacked_group_rates(metas: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``train_stacked`` rows for a ``benchmarks/*.json`` record (what :func:`job_seconds` costs
+    a stacked group at), from the cache entries of models that trained in stacked groups
+    (``meta['stacked'] = K``): per architecture and group size, the median over the groups of
+    their aggregate images per second (validation included, as in the studies' own runs).
+    The entries of one group share its aggregate rate; entries trained alone are skipped."""
+    groups: dict[tuple[str, int], dict[float, set[str]]] = {}
+    for m in metas:
+        k = int((m.get("meta") or {}).get("stacked") or 1)
+        res = (m.get("meta") or {}).get("result") or {}
+        rate = res.get("images_per_second")
+        if k < 2 or not rate or not math.isfinite(float(rate)):
+            continue
+        train = (m.get("config") or {}).get("train") or {}
+        arch = train.get("arch")
+        if not arch:
+            continue
+        what = f"{train.get('augment', '-')}/{train.get('mix', '-')}"
+        groups.setdefault((arch, k), {}).setdefault(float(rate), set()).add(what)
+    rows = []
+    for (arch, k), by_rate in sorted(groups.items()):
+        rates = sorted(by_rate)
+        rows.append({
+            "measurement": f"train {arch}, {k} models at once (a study's stacked groups)",
+            "arch": arch, "role": "train_stacked", "models": k,
+            "value": round(float(np.median(rates)), 1), "unit": "img/s",
+            "groups": len(rates), "min": round(rates[0], 1), "max": round(rates[-1], 1),
+            "note": "aggregate over the group's models, per-epoch validation included; "
+                    "median over the groups (augment/mix: "
+                    f"{', '.join(sorted(set().union(*by_rate.values())))})"})
+    return rows
 
 
 def job_seconds(job: Job, tp: Throughput, group_size: int = 1) -> tuple[float, bool]:
@@ -524,7 +581,8 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
         total += f" ({prov:,} provisional: their upstream stage is not cached yet)"
     if tp is not None and len(df):
         h = float(df["gpu_hours_to_do"].sum())
-        total += (f", ≈ {h:,.1f} {_short(tp.device)}-hours to do, ≈ {h / gpus:,.1f} h on {gpus} "
+        spread = f"{h / gpus:,.1f} h" if h / gpus >= 1 else f"{60 * h / gpus:,.0f} min"
+        total += (f", ≈ {h:,.1f} {_short(tp.device)}-hours to do, ≈ {spread} on {gpus} "
                   f"GPUs with perfect packing (stacked fold groups at their recorded aggregate "
                   f"speed where recorded, else one model per GPU; sharing GPUs is faster, stage "
                   f"barriers slower)")

@@ -227,8 +227,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         # 2026-11-26 all runs of a model type (7 conditions x 3 seeds) train together, early
         # stopping per model: SNGP's and DUQ's hooks run per model inside the group, and so do
         # each run's targets, mixing, mixing probability and smoothing epsilon. Until then each
-        # (model type, condition) trained its 3 seeds together (the slices measured below);
-        # groups of 21 are not measured yet: the estimate below is one at a time, an upper bound.
+        # (model type, condition) trained its 3 seeds together (the slices measured below).
+        # Groups of 18-21 on a lent H100 (2026-11-27, benchmarks/nvidia-h100-2026-11-27-
+        # groups.json, what `plan` costs them at): MC dropout 17,100, SNGP 13,400, DUQ 7,400 img/s
+        # in all; the estimate below is one at a time, an upper bound.
         #   generalisation: VGG 20 models x 9,000 x 30 ep / 25,100 = 215 s; ResNet-110 20 x
         #     9,000 x 20 ep / 10,300 = 350 s (through `compute`: 178 s for the 10 folds of one
         #     condition); predicting 13,500 images per model (5k CIFAR-10 train + 75 x 100
