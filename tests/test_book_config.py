@@ -85,6 +85,30 @@ def test_progress_line_lists_groups_only_where_they_differ():
         "train g/a 3/10; train g/b 3/10")
 
 
+def test_a_not_computed_pages_table_estimates_what_is_left_group_by_group():
+    """The table of a not-computed page: each group's cached jobs and, where the plan could
+    cost them, the device time of the rest, with the section's total."""
+    from softlib.book.runner import _duration, _progress_table
+
+    def row(group, done, jobs, seconds=None):
+        r = dict(section="s", stage="train", group=group, done=done, jobs=jobs, provisional=0)
+        if seconds is not None:
+            r.update(seconds_to_do=seconds, device="NVIDIA H200")
+        return r
+    assert [_duration(s) for s in (0, 30, 61, 1500, 5399, 5400, 9000)] == [
+        "none", "< 1 min", "1 min", "25 min", "90 min", "1.5 h", "2.5 h"]
+    plain = _progress_table([row("laing/basic", 21, 21), row("laing/sngp", 0, 21)])
+    assert "| laing/sngp | 0 of 21 |\n" in plain and "estimate" not in plain
+    assert "in all" not in plain
+    timed = _progress_table([row("laing/basic", 21, 21, 0.0), row("laing/sngp", 0, 21, 190.0)])
+    assert "on one H200, estimated from the speeds recorded" in timed
+    assert "| laing/basic | 21 of 21 | none |" in timed
+    assert "| laing/sngp | 0 of 21 | 3 min |" in timed
+    assert "| | **in all** | 21 of 42 | **3 min** |" in timed
+    one = _progress_table([row("laing/sngp", 0, 21, 190.0)])
+    assert "in all" not in one and "| 3 min |" in one
+
+
 def test_compute_runs_sections_in_the_order_asked(monkeypatch):
     """A budgeted slice of several sections finishes the first before it starts the next
     (section 3 still before section 4, which attacks its models)."""

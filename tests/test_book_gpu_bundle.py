@@ -105,6 +105,9 @@ def test_a_gpu_profile_without_a_gpu_renders_from_bundles_and_trains_nothing(
     text = "\n".join(c.source for c in page.cells)
     assert text.startswith("# 5.") and "Not computed yet" in text and cmd in text
     assert "| stage | group | in the cache |" in text and "| train | laing/basic | 0 of " in text
+    # ... and the device time the rest would take, estimated from benchmarks/ (an H200's)
+    assert "| in the cache | still to do (estimate) |" in text and "| | **in all** |" in text
+    assert "on one H200, estimated from the speeds recorded under `benchmarks/`" in text
     assert not any(c.cell_type == "code" for c in page.cells)
     prov = (gpu_smoke / "book" / "book" / "generated" / "build_provenance.md").read_text()
     assert "| `calibration_ood` | **not computed**" in prov

@@ -4,6 +4,7 @@ ledger round trip (including a book rendered from a GPU results bundle)."""
 import json
 import math
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -478,6 +479,10 @@ def test_a_sections_in_brief_colours_each_verdict_as_the_ledger(book_dir):
     page = re.sub(r"\s+", "", claims.styled(shown).to_html())
     for v in set(shown["verdict"]):
         assert f"color:{claims.VERDICT_COLOURS[v]};font-weight:bold" in page
+    # the book's stylesheet widens that table's claim column, found by its class
+    assert f'class="{claims.IN_BRIEF_CLASS}"' in page
+    css = (Path(__file__).resolve().parents[1] / "book" / "_static" / "softlib.css").read_text()
+    assert f"table.{claims.IN_BRIEF_CLASS} th.row_heading" in css
 
 
 def test_ledger_html_says_a_shared_provenance_once_and_keeps_differing_ones_per_row(book_dir):

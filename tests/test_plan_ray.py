@@ -114,6 +114,16 @@ def test_progress_by_group_counts_each_groups_cached_jobs(local_smoke, tmp_path)
     first = next(r for r in full if r["group"] is not None)
     rows = PL.progress_by_group(plan, OneGroupCached())
     assert [r["done"] for r in rows] == [r["jobs"] if r is first else 0 for r in full]
+    # with a throughput: the device time of what is not cached, as `plan` costs it in all
+    tp = PL.recorded_throughput("NVIDIA H200")
+    assert all(r["seconds_to_do"] == 0 for r in PL.progress_by_group(plan, ResultCache(root), tp))
+    empty = ResultCache(tmp_path)
+    todo = PL.progress_by_group(plan, empty, tp)
+    assert all(r["seconds_to_do"] > 0 for r in todo)
+    hours = PL.summarise(plan, empty, tp)["gpu_hours_to_do"].sum()
+    assert sum(r["seconds_to_do"] for r in todo) == pytest.approx(hours * 3600)
+    part = PL.progress_by_group(plan, OneGroupCached(), tp)
+    assert [r["seconds_to_do"] == 0 for r in part] == [r is first for r in full]
 
 
 def test_a_provisional_job_refuses_to_run(tmp_path):

@@ -722,10 +722,14 @@ def record(sec: Any, measurements: Sequence[Measurement], directory: str | Path 
                          for c, r in rows.items()]).set_index("claim")
 
 
+#: the HTML class of an "In brief" table (book/_static/softlib.css gives its claim column room)
+IN_BRIEF_CLASS = "softlib-in-brief"
+
+
 def styled(recorded: pd.DataFrame):
     """A section's recorded claims (:func:`record`'s table) with each verdict in its ledger
     colour, for the section's "In brief" near its top."""
-    sty = recorded.style
+    sty = recorded.style.set_table_attributes(f'class="{IN_BRIEF_CLASS}"')
     colour = getattr(sty, "map", None) or sty.applymap  # Styler.map from pandas 2.1
     return colour(lambda v: f"color:{VERDICT_COLOURS.get(v, '#333')};font-weight:bold",
                   subset=["verdict"])

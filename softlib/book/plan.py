@@ -377,20 +377,30 @@ def build_plan(profile: str, sections: Sequence[str] | None = None,
     return Plan(profile, stages, names, notes)
 
 
-def progress_by_group(plan: Plan, cache: ResultCache) -> list[dict[str, Any]]:
+def progress_by_group(plan: Plan, cache: ResultCache, tp: Throughput | None = None
+                      ) -> list[dict[str, Any]]:
     """How far each section's jobs are in ``cache``, one row per (section, stage, group), in
     plan order: ``done`` of ``jobs`` cached, and how many are ``provisional`` (keyed by a stage
     before them that is not cached yet). A section that stopped half-way, a slice at a time,
     says which of its groups (a model type of Laing's grid, a configuration's folds) are there.
-    ``group`` is None for a stage whose jobs run one at a time."""
+    ``group`` is None for a stage whose jobs run one at a time. With ``tp``, each row also has
+    ``seconds_to_do``: the estimated device time of its jobs not cached yet
+    (:func:`job_seconds`, a stacked group at its recorded speed)."""
+    sizes = Counter(j.group for j in plan.jobs if j.group is not None)
     rows: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for job in plan.jobs:
         row = rows.setdefault((job.section, job.stage, job.group),
                               {"section": job.section, "stage": job.stage, "group": job.group,
                                "done": 0, "jobs": 0, "provisional": 0})
         row["jobs"] += 1
-        row["done"] += bool(cache.has(job.kind, job.config))
+        done = bool(cache.has(job.kind, job.config))
+        row["done"] += done
         row["provisional"] += bool(job.provisional)
+        if tp is not None:
+            row.setdefault("seconds_to_do", 0.0)
+            if not done:
+                row["seconds_to_do"] += job_seconds(
+                    job, tp, sizes[job.group] if job.group else 1)[0]
     return list(rows.values())
 
 

@@ -729,8 +729,14 @@ def _progress_by_group(profile: str, sections: list[str], overrides: dict, seed:
         print(f"note: no progress by group for {', '.join(sections)}: planning them failed "
               f"({type(exc).__name__}: {exc})", flush=True)
         return {}
+    try:  # the device time still to do, at the throughput recorded under benchmarks/
+        tp = PL.recorded_throughput()
+    except (OSError, ValueError):
+        tp = None
     out: dict[str, list[dict]] = {}
-    for row in PL.progress_by_group(p, cache):
+    for row in PL.progress_by_group(p, cache, tp):
+        if tp is not None:
+            row["device"] = tp.device
         if row["section"] in sections:
             out.setdefault(row["section"], []).append(row)
     return out
@@ -766,13 +772,34 @@ def _progress_table(rows: list[dict] | None) -> str:
     """The Markdown table of a not-computed page: its jobs in the cache, group by group."""
     if not rows:
         return ""
+    timed = all("seconds_to_do" in r for r in rows)
+    device = str(rows[0].get("device", "GPU")).replace("NVIDIA ", "")
     lines = ["How far it is: the jobs whose results are in the cache, by the groups that train "
-             "together (a model type of the grid, the folds of one configuration).", "",
-             "| stage | group | in the cache |", "| --- | --- | --- |"]
+             "together (a model type of the grid, the folds of one configuration)"
+             + (f", and the time the rest would take on one {device}, estimated from the speeds "
+                "recorded under `benchmarks/` (`python -m softlib.book plan` shows the "
+                "arithmetic)." if timed else "."), "",
+             "| stage | group | in the cache |" + (" still to do (estimate) |" if timed else ""),
+             "| --- | --- | --- |" + (" --- |" if timed else "")]
     for r in rows:
         lines.append(f"| {r['stage']} | {r['group'] or '(one at a time)'} | "
-                     f"{r['done']} of {r['jobs']}{_waiting(r)} |")
+                     f"{r['done']} of {r['jobs']}{_waiting(r)} |"
+                     + (f" {_duration(r['seconds_to_do'])} |" if timed else ""))
+    if timed and len(rows) > 1:
+        total = sum(r["seconds_to_do"] for r in rows)
+        lines.append(f"| | **in all** | {sum(r['done'] for r in rows)} of "
+                     f"{sum(r['jobs'] for r in rows)} | **{_duration(total)}** |")
     return "\n".join(lines) + "\n\n"
+
+
+def _duration(seconds: float) -> str:
+    """An estimated duration in words a reader compares at a glance: ``none``, ``< 1 min``,
+    ``12 min``, ``1.4 h``."""
+    if seconds <= 0:
+        return "none"
+    if seconds < 60:
+        return "< 1 min"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _placeholder_notebook(section: str, profile: str, reason: str, gpu_profile: bool,
