@@ -43,6 +43,7 @@ sec = show_header(profile, "compute", datasets=["cifar10"], params=locals())
 # %%
 import matplotlib.pyplot as plt
 
+from softlib import figures as F
 from softlib.book import compute_page as compute
 
 bench = compute.cached_benchmark(sec.cache, quick=sec.params["quick"], device=sec.device)
@@ -55,13 +56,32 @@ compute.other_measurements(bench)
 
 # %% [markdown]
 # ## GPU results recorded in the repository
-# Benchmarks run on a GPU are stored in `benchmarks/` with the machine named.
+# Benchmarks run on lent GPUs are stored in `benchmarks/` with the machine named
+# (`benchmarks/README.md` says how each was run). First the training engine's targets on one
+# H100 / H200, each against the best measurement recorded for it; then how fast each of the
+# studies' architectures trains, one model at a time and several at once (what
+# `python -m softlib.book plan` costs a profile with).
 
 # %%
+compute.gpu_targets().style.set_caption(
+    "the engine's targets on one GPU: the best recorded measurement of each, per GPU")
+
+# %%
+speeds = compute.training_speeds()
+if speeds.empty:
+    print("No per-architecture training speed has been recorded in benchmarks/ yet.")
+else:
+    fig = compute.plot_training_speeds(speeds)
+    plt.show()
+
+# %% [markdown]
+# Every recorded measurement, file by file (the output is folded: click to open it).
+
+# %% tags=["hide-output"]
 recorded = compute.recorded_benchmarks()
 if recorded.empty:
     print("No GPU benchmark has been recorded in benchmarks/ yet.")
-recorded
+recorded.style.format({"value": F.sig}).hide(axis="index") if not recorded.empty else recorded
 
 # %% [markdown]
 # ## Time and memory per section in this build

@@ -44,16 +44,160 @@ def format_table(result: dict[str, Any]) -> str:
     return fmt(result)
 
 
+def _records() -> list[tuple[str, dict[str, Any]]]:
+    """(file name, content) of every benchmark record committed under ``benchmarks/*.json``."""
+    return [(path.name, json.loads(path.read_text()))
+            for path in sorted(BENCHMARKS.glob("*.json"))]
+
+
+def _device(res: dict[str, Any]) -> str | None:
+    m = res.get("machine") or {}
+    return m.get("gpu") or res.get("gpu") or m.get("cpu")
+
+
+def _steady_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """A graph-reuse record (``benchmarks/graph_reuse.py``: call after call with new models) as
+    one row per mode: its steady-state aggregate speed."""
+    modes = {"False": "eager", "reduce-overhead": "CUDA graphs (compile='reduce-overhead')"}
+    return [{"measurement": f"{res.get('k')} models at once, batch {res.get('batch')}, new models "
+                            f"every call, steady state, {modes.get(mode, mode)}",
+             "value": float(v["img_per_s"]), "unit": "img/s", "models": res.get("k"),
+             "batch": res.get("batch"), "mode": modes.get(mode, mode)}
+            for mode, v in (res.get("steady_state") or {}).items()]
+
+
 def recorded_benchmarks() -> pd.DataFrame:
-    """GPU benchmark results committed under ``benchmarks/*.json`` (one row per measurement)."""
+    """GPU benchmark results committed under ``benchmarks/*.json``, one row per measurement
+    (file, device, torch, measurement, value, unit, note); a graph-reuse record's calls are
+    summed up as their steady state, one row per mode."""
     rows = []
-    for path in sorted(BENCHMARKS.glob("*.json")):
-        res = json.loads(path.read_text())
-        m = res.get("machine", {})
+    for name, res in _records():
+        m = res.get("machine") or {}
+        own = [r for r in res.get("rows", []) if isinstance(r, dict) and "measurement" in r]
+        for r in own + _steady_rows(res):
+            rows.append({"file": name, "device": _device(res), "torch": m.get("torch"),
+                         "measurement": r["measurement"], "value": r.get("value"),
+                         "unit": r.get("unit", ""), "note": r.get("note", "")})
+    return pd.DataFrame(rows, columns=["file", "device", "torch", "measurement", "value", "unit",
+                                       "note"])
+
+
+#: The training engine's targets on one H100 / H200 (issue 13): (what, threshold, unit)
+GPU_TARGETS = (
+    ("engine / bare loop, one ResNet-20 (the engine's overhead)", 0.90, "ratio"),
+    ("fold grid: 10 ResNet-20s at once, images/s in all", 100_000.0, "img/s"),
+    ("fold grid / the 8-worker DataLoader training one model", 3.0, "x"),
+)
+
+
+def _target_of(r: dict[str, Any], res: dict[str, Any]) -> tuple[int, str] | None:
+    """Which of :data:`GPU_TARGETS` a recorded row measures, and how (eager, CUDA graphs)."""
+    m = str(r.get("measurement", ""))
+    if m == "engine / bare":
+        return 0, "eager"
+    if m == "10 models at once (vmap)":
+        return 1, "eager (softlib.bench)"
+    if r.get("models") == 10 and r.get("batch") == 128 and "mode" in r:
+        return 1, f"{r['mode']}, new models every call (graph_reuse.py)"
+    if m == "10 models at once / DataLoader, 8 workers":
+        return 2, "eager"
+    return None
+
+
+def gpu_targets(records: list[tuple[str, dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """Each target of :data:`GPU_TARGETS` against the best measurement recorded for it on each
+    GPU (its value, how it was run, the record file, met or missed); the targets no GPU record
+    measures are listed with "not measured yet"."""
+    records = _records() if records is None else records
+    best: dict[tuple[int, str], dict[str, Any]] = {}
+    for name, res in records:
+        device = _device(res)
+        if not device or not (res.get("machine") or {}).get("gpu") and not res.get("gpu"):
+            continue
+        rows = [r for r in res.get("rows", []) if isinstance(r, dict)] + _steady_rows(res)
+        for r in rows:
+            got = _target_of(r, res)
+            if got is None or r.get("value") is None:
+                continue
+            i, how = got
+            key = (i, device)
+            if key not in best or float(r["value"]) > best[key]["value"]:
+                best[key] = {"value": float(r["value"]), "how": how, "file": name}
+    out = []
+    for i, (what, threshold, unit) in enumerate(GPU_TARGETS):
+        devices = sorted(d for j, d in best if j == i)
+        for d in devices or [None]:
+            b = best.get((i, d)) if d else None
+            out.append({
+                "target": what, "required": f">= {F.sig(threshold)} {unit}",
+                "GPU": (d or "").replace("NVIDIA ", "") or "n/a",
+                "best recorded": f"{F.sig(b['value'])} {unit}" if b else "not measured yet",
+                "how": b["how"] if b else "", "record": b["file"] if b else "",
+                "verdict": ("met" if b["value"] >= threshold else "missed") if b else "n/a"})
+    return pd.DataFrame(out).set_index(["target", "required", "GPU"])
+
+
+def training_speeds(records: list[tuple[str, dict[str, Any]]] | None = None) -> pd.DataFrame:
+    """The studies' training speeds recorded per architecture (rows with an ``arch``): one model
+    at a time (role ``train``) and several stacked (``train_stacked``, aggregate), per GPU."""
+    records = _records() if records is None else records
+    rows = []
+    for name, res in records:
         for r in res.get("rows", []):
-            rows.append({"file": path.name, "device": m.get("gpu") or m.get("cpu"),
-                         "torch": m.get("torch"), **r})
-    return pd.DataFrame(rows)
+            if not isinstance(r, dict) or not r.get("arch") or r.get("unit") != "img/s":
+                continue
+            role = r.get("role", "train")
+            if role not in ("train", "train_stacked"):
+                continue
+            # the short GPU name (H100, H200); one model's row names the architecture in words
+            gpu = str(_device(res)).replace("NVIDIA ", "").split(" ")[0]
+            alone = role == "train"
+            label = str(r.get("measurement", ""))
+            rows.append({"arch": r["arch"], "label": label[6:] if alone and label.startswith(
+                            "train ") else None, "GPU": gpu,
+                         "models": int(r.get("models") or 1) if not alone else 1,
+                         "img/s": float(r["value"]), "record": name})
+    df = pd.DataFrame(rows, columns=["arch", "label", "GPU", "models", "img/s", "record"])
+    names = df.dropna(subset=["label"]).drop_duplicates("arch").set_index("arch")["label"]
+    df["label"] = df["arch"].map(names).fillna(df["arch"])
+    return df
+
+
+def plot_training_speeds(speeds: pd.DataFrame):
+    """:func:`training_speeds` as horizontal bars, an architecture per row: one model at a time
+    beside the largest stacked group recorded (aggregate images/s), labelled with the GPU."""
+    import matplotlib.pyplot as plt
+
+    archs = list(dict.fromkeys(speeds.sort_values("img/s", ascending=False)["arch"]))
+    labels = dict(zip(speeds["arch"], speeds["label"]))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(archs) + 1.4))
+    h = 0.38
+    for i, arch in enumerate(archs):
+        rows = speeds[speeds["arch"] == arch]
+        alone = rows[rows["models"] == 1]
+        stacked = rows[rows["models"] > 1].sort_values("models")
+        for off, part, colour in ((-h / 2, alone, "C0"), (h / 2, stacked, "C1")):
+            if part.empty:
+                continue
+            r = part.iloc[-1]
+            ax.barh(i + off, r["img/s"], height=h, color=colour)
+            how = f"{int(r['models'])} at once, " if r["models"] > 1 else ""
+            ax.text(r["img/s"] * 1.05, i + off, f"{r['img/s']:,.0f} ({how}{r['GPU']})",
+                    va="center", fontsize=7)
+    ax.set_yticks(range(len(archs)), [labels[a] for a in archs])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(right=ax.get_xlim()[1] * 4)  # room for the labels
+    ax.set(xlabel="training images per second (log scale; stacked: all the group's models)")
+    ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="C0"),
+                       plt.Rectangle((0, 0), 1, 1, color="C1")],
+              labels=["one model at a time", "several trained at once (stacked)"],
+              loc="lower right", fontsize=8)
+    F.question_title(ax, "How fast do the studies' models train on one GPU?",
+                     "recorded under benchmarks/ on lent GPUs",
+                     "one run each: no error bars")
+    fig.tight_layout()
+    return fig
 
 
 def section_timings() -> pd.DataFrame:
