@@ -90,7 +90,7 @@ GPU_TARGETS = (
 )
 
 
-def _target_of(r: dict[str, Any], res: dict[str, Any]) -> tuple[int, str] | None:
+def _target_of(r: dict[str, Any]) -> tuple[int, str] | None:
     """Which of :data:`GPU_TARGETS` a recorded row measures, and how (eager, CUDA graphs)."""
     m = str(r.get("measurement", ""))
     if m == "engine / bare":
@@ -111,12 +111,12 @@ def gpu_targets(records: list[tuple[str, dict[str, Any]]] | None = None) -> pd.D
     records = _records() if records is None else records
     best: dict[tuple[int, str], dict[str, Any]] = {}
     for name, res in records:
-        device = _device(res)
-        if not device or not (res.get("machine") or {}).get("gpu") and not res.get("gpu"):
+        device = (res.get("machine") or {}).get("gpu") or res.get("gpu")
+        if not device:  # a CPU's record: the targets are a GPU's
             continue
         rows = [r for r in res.get("rows", []) if isinstance(r, dict)] + _steady_rows(res)
         for r in rows:
-            got = _target_of(r, res)
+            got = _target_of(r)
             if got is None or r.get("value") is None:
                 continue
             i, how = got
