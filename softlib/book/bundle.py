@@ -229,8 +229,6 @@ def read_bundle_metas(path: str | os.PathLike) -> tuple[dict[str, Any],
                     _, kind, key, _ = rel.split("/")
                     metas[(kind, key)] = json.loads(tar.extractfile(member).read())
     except (tarfile.TarError, EOFError, OSError, ValueError, zlib_error()) as exc:
-        if isinstance(exc, BundleError):
-            raise
         raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if manifest is None:
         raise BundleError(f"{path}: not a results bundle (no manifest.json)")
