@@ -129,6 +129,10 @@ def test_reading_a_bundles_metas_refuses_what_import_refuses(tmp_path, capsys):
         tar.addfile(info, io.BytesIO(b"{}"))
     with pytest.raises(bundle.BundleError, match="unsafe"):
         bundle.read_bundle_metas(bad)
+    torn = tmp_path / "torn.tar.gz"
+    torn.write_bytes(b"not a gzip file")
+    with pytest.raises(bundle.BundleError, match="cannot read"):
+        bundle.read_bundle_metas(torn)
     out = tmp_path / "rec.json"
     assert _script().main([str(bad), "--json", str(out)]) == 1
     assert "unsafe" in capsys.readouterr().err and not out.exists()
