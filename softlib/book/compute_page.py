@@ -152,9 +152,8 @@ def training_speeds(records: list[tuple[str, dict[str, Any]]] | None = None) -> 
             # the short GPU name (H100, H200); one model's row names the architecture in words
             gpu = str(_device(res)).replace("NVIDIA ", "").split(" ")[0]
             alone = role == "train"
-            label = str(r.get("measurement", ""))
-            rows.append({"arch": r["arch"], "label": label[6:] if alone and label.startswith(
-                            "train ") else None, "GPU": gpu,
+            label = str(r.get("measurement", "")).removeprefix("train ") if alone else None
+            rows.append({"arch": r["arch"], "label": label or None, "GPU": gpu,
                          "models": int(r.get("models") or 1) if not alone else 1,
                          "img/s": float(r["value"]), "record": name})
     df = pd.DataFrame(rows, columns=["arch", "label", "GPU", "models", "img/s", "record"])
