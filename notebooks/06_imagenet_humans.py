@@ -101,7 +101,7 @@ if HS is None:
     print("Without the release: this table would list Human A-E, the human majority vote and "
           "every model, each with multi-label accuracy and its 95% interval on val and V2.")
     print("Published values (Shankar et al. 2020, Table 1), not computed here:")
-    display(study.PUBLISHED_TABLE1)
+    display(study.PUBLISHED_TABLE1.style.hide(axis="index"))
 else:
     order = {"human": 0, "human_majority": 1, "model_majority": 2, "model": 3}
     t1 = HS.table1.assign(order=HS.table1["kind"].map(order))
