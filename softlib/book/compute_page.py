@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import figures as F
 from ..cache import Entry, ResultCache
+from .plan import short_device_name
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
@@ -50,9 +51,13 @@ def _records() -> list[tuple[str, dict[str, Any]]]:
             for path in sorted(BENCHMARKS.glob("*.json"))]
 
 
+def _gpu(res: dict[str, Any]) -> str | None:
+    """The GPU a record was measured on (None for a CPU's)."""
+    return (res.get("machine") or {}).get("gpu") or res.get("gpu")
+
+
 def _device(res: dict[str, Any]) -> str | None:
-    m = res.get("machine") or {}
-    return m.get("gpu") or res.get("gpu") or m.get("cpu")
+    return _gpu(res) or (res.get("machine") or {}).get("cpu")
 
 
 def _steady_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,7 +116,7 @@ def gpu_targets(records: list[tuple[str, dict[str, Any]]] | None = None) -> pd.D
     records = _records() if records is None else records
     best: dict[tuple[int, str], dict[str, Any]] = {}
     for name, res in records:
-        device = (res.get("machine") or {}).get("gpu") or res.get("gpu")
+        device = _gpu(res)
         if not device:  # a CPU's record: the targets are a GPU's
             continue
         rows = [r for r in res.get("rows", []) if isinstance(r, dict)] + _steady_rows(res)
@@ -130,7 +135,7 @@ def gpu_targets(records: list[tuple[str, dict[str, Any]]] | None = None) -> pd.D
             b = best.get((i, d)) if d else None
             out.append({
                 "target": what, "required": f">= {F.sig(threshold)} {unit}",
-                "GPU": (d or "").replace("NVIDIA ", "") or "n/a",
+                "GPU": short_device_name(d) if d else "n/a",
                 "best recorded": f"{F.sig(b['value'])} {unit}" if b else "not measured yet",
                 "how": b["how"] if b else "", "record": b["file"] if b else "",
                 "verdict": ("met" if b["value"] >= threshold else "missed") if b else "n/a"})
@@ -150,7 +155,7 @@ def training_speeds(records: list[tuple[str, dict[str, Any]]] | None = None) -> 
             if role not in ("train", "train_stacked"):
                 continue
             # the short GPU name (H100, H200); one model's row names the architecture in words
-            gpu = str(_device(res)).replace("NVIDIA ", "").split(" ")[0]
+            gpu = short_device_name(str(_device(res))).split(" ")[0]
             alone = role == "train"
             label = str(r.get("measurement", "")).removeprefix("train ") if alone else None
             rows.append({"arch": r["arch"], "label": label or None, "GPU": gpu,

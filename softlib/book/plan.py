@@ -386,7 +386,7 @@ def progress_by_group(plan: Plan, cache: ResultCache, tp: Throughput | None = No
     ``group`` is None for a stage whose jobs run one at a time. With ``tp``, each row also has
     ``seconds_to_do``: the estimated device time of its jobs not cached yet
     (:func:`job_seconds`, a stacked group at its recorded speed)."""
-    sizes = Counter(j.group for j in plan.jobs if j.group is not None)
+    cost = _costing(plan, tp) if tp is not None else None
     rows: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for job in plan.jobs:
         row = rows.setdefault((job.section, job.stage, job.group),
@@ -396,11 +396,8 @@ def progress_by_group(plan: Plan, cache: ResultCache, tp: Throughput | None = No
         done = bool(cache.has(job.kind, job.config))
         row["done"] += done
         row["provisional"] += bool(job.provisional)
-        if tp is not None:
-            row.setdefault("seconds_to_do", 0.0)
-            if not done:
-                row["seconds_to_do"] += job_seconds(
-                    job, tp, sizes[job.group] if job.group else 1)[0]
+        if cost is not None:
+            row["seconds_to_do"] = row.get("seconds_to_do", 0.0) + (0.0 if done else cost(job)[0])
     return list(rows.values())
 
 
@@ -488,7 +485,7 @@ def recorded_throughput(device: str = "NVIDIA H200") -> Throughput:
             stacked[arch] = (models, value)
             elsewhere[arch] = gpu
             borrowed.setdefault((name, gpu), []).append(arch)
-    sources += [f"{name} (stacked {', '.join(archs)}: on {_short(gpu)})"
+    sources += [f"{name} (stacked {', '.join(archs)}: on {short_device_name(gpu)})"
                 for (name, gpu), archs in borrowed.items()]
     return Throughput(device, train, evals, ", ".join(sources),
                       default if default in train else next(iter(train)), stacked, elsewhere)
@@ -527,6 +524,12 @@ def stacked_group_rates(metas: Iterable[Mapping[str, Any]]) -> list[dict[str, An
     return rows
 
 
+def _costing(plan: Plan, tp: Throughput) -> Callable[[Job], tuple[float, bool]]:
+    """:func:`job_seconds` of a job of ``plan``, sized by the stacked group it trains in."""
+    sizes = Counter(j.group for j in plan.jobs if j.group is not None)
+    return lambda job: job_seconds(job, tp, sizes[job.group] if job.group else 1)
+
+
 def job_seconds(job: Job, tp: Throughput, group_size: int = 1) -> tuple[float, bool]:
     """Estimated seconds of ``job`` on ``tp``'s device (attack passes are costed as training
     steps: a forward and a backward pass each), and whether its architecture's throughput was
@@ -553,7 +556,7 @@ def summarise(plan: Plan, cache: ResultCache, tp: Throughput | None = None):
     (uncompressed, weights aside), and architectures without a recorded throughput."""
     import pandas as pd
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-    sizes = Counter(j.group for j in plan.jobs if j.group is not None)
+    cost = _costing(plan, tp) if tp is not None else None
     for job in plan.jobs:
         r = rows.setdefault((job.section, job.stage, job.kind), {
             "section": job.section, "stage": job.stage, "kind": job.kind, "jobs": 0,
@@ -565,8 +568,8 @@ def summarise(plan: Plan, cache: ResultCache, tp: Throughput | None = None):
         r["provisional"] += int(job.provisional)
         if not done:
             r["bundle_mb_to_do"] += job.stored_bytes / 1e6
-        if tp is not None and not done:
-            s, measured = job_seconds(job, tp, sizes[job.group] if job.group else 1)
+        if cost is not None and not done:
+            s, measured = cost(job)
             r["gpu_hours_to_do"] += s / 3600
             if not measured:
                 r["unmeasured"].add(job.arch)
@@ -592,7 +595,7 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
     if tp is not None and len(df):
         h = float(df["gpu_hours_to_do"].sum())
         spread = f"{h / gpus:,.1f} h" if h / gpus >= 1 else f"{60 * h / gpus:,.0f} min"
-        total += (f", ≈ {h:,.1f} {_short(tp.device)}-hours to do, ≈ {spread} on {gpus} "
+        total += (f", ≈ {h:,.1f} {short_device_name(tp.device)}-hours to do, ≈ {spread} on {gpus} "
                   f"GPUs with perfect packing (stacked fold groups at their recorded aggregate "
                   f"speed where recorded, else one model per GPU; sharing GPUs is faster, stage "
                   f"barriers slower)")
@@ -609,7 +612,8 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
     return "\n".join(lines)
 
 
-def _short(device: str) -> str:
+def short_device_name(device: str) -> str:
+    """A GPU's name without the vendor: ``H100 80GB HBM3``, ``H200``."""
     return device.replace("NVIDIA ", "")
 
 

@@ -773,7 +773,8 @@ def _progress_table(rows: list[dict] | None) -> str:
     if not rows:
         return ""
     timed = all("seconds_to_do" in r for r in rows)
-    device = str(rows[0].get("device", "GPU")).replace("NVIDIA ", "")
+    from .plan import short_device_name
+    device = short_device_name(str(rows[0].get("device", "GPU")))
     lines = ["How far it is: the jobs whose results are in the cache, by the groups that train "
              "together (a model type of the grid, the folds of one configuration)"
              + (f", and the time the rest would take on one {device}, estimated from the speeds "
