@@ -112,6 +112,11 @@ def machine_of(prov: dict[str, Any]) -> dict[str, str]:
             "machine": str(prov.get("machine", "unknown")).split(" (")[0]}
 
 
+def short_device_name(device: str) -> str:
+    """A GPU's name without the vendor: ``H100 80GB HBM3``, ``H200``."""
+    return device.replace("NVIDIA ", "")
+
+
 def computed_by(rec: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The runs that computed a section record's results, oldest first: device name, machine,
     date and how many cache entries each computed. A record written before this list was

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import figures as F
 from ..cache import Entry, ResultCache
-from .plan import short_device_name
+from .bundle import short_device_name
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import profiles
+from .bundle import short_device_name
 from ..cache import Entry, ResultCache, config_key
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -612,9 +613,6 @@ def format_summary(plan: Plan, df, tp: Throughput | None, gpus: int = 32) -> str
     return "\n".join(lines)
 
 
-def short_device_name(device: str) -> str:
-    """A GPU's name without the vendor: ``H100 80GB HBM3``, ``H200``."""
-    return device.replace("NVIDIA ", "")
 
 
 def gpu_fraction(job: Job, small_params: int = 5_000_000, share: float = 0.25) -> float:

@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 
 from . import profiles
-from .bundle import same_json
+from .bundle import same_json, short_device_name
 from .toc import NOTEBOOKS, REPO, SECTIONS, book_root, sections_dir  # noqa: F401 (re-exported)
 
 RESULTS = REPO / "results"  # committed results bundles: results/<profile>/*.tar.gz
@@ -773,7 +773,6 @@ def _progress_table(rows: list[dict] | None) -> str:
     if not rows:
         return ""
     timed = all("seconds_to_do" in r for r in rows)
-    from .plan import short_device_name
     device = short_device_name(str(rows[0].get("device", "GPU")))
     lines = ["How far it is: the jobs whose results are in the cache, by the groups that train "
              "together (a model type of the grid, the folds of one configuration)"
